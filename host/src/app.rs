@@ -1,0 +1,104 @@
+//! Application state: everything a request handler or a CLI command needs,
+//! built once from the `Config`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use crate::auth::AuthService;
+use crate::auth::tokens::{AccessTokens, new_secret};
+use crate::billing::ledger::Ledger;
+use crate::billing::plans::Catalogue;
+use crate::config::Config;
+use crate::http::metrics::HttpMetrics;
+use crate::store::Db;
+
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub auth: AuthService,
+    pub ledger: Ledger,
+    pub plans: Catalogue,
+    pub metrics: HttpMetrics,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// Connects to the database and runs the migrations.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let db = Db::connect(&config.database_url(), config.db_max_connections)
+        .await
+        .context("connecting to the database")?;
+    db.migrate().await.context("running migrations")?;
+    Ok(db)
+}
+
+impl AppState {
+    pub async fn build(config: Config) -> anyhow::Result<SharedState> {
+        let db = open_database(&config).await?;
+        let secret = jwt_secret(&config)?;
+        let access = AccessTokens::new(
+            secret.as_bytes(),
+            &config.jwt_issuer,
+            &config.jwt_audience,
+            config.access_token_ttl_secs,
+        );
+        let auth = AuthService::new(
+            db.clone(),
+            access,
+            config.refresh_token_ttl_days,
+            config.signup_grant_credits,
+        );
+        let plans = Catalogue::load(config.plans_file.as_deref())?;
+        tokio::task::spawn_blocking(crate::auth::passwords::warm_up).await?;
+        Ok(Arc::new(AppState {
+            ledger: Ledger::new(db.clone()),
+            metrics: HttpMetrics::new(),
+            config,
+            db,
+            auth,
+            plans,
+        }))
+    }
+}
+
+/// The configured JWT secret, or the one kept in the data dir (generated on
+/// first start), so tokens survive restarts.
+fn jwt_secret(config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &config.jwt_secret {
+        anyhow::ensure!(s.expose_secret().len() >= 32, "jwt_secret must be at least 32 bytes");
+        return Ok(s.expose_secret().to_owned());
+    }
+    let path = config.data_dir.join("jwt_secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        anyhow::ensure!(existing.len() >= 32, "{} is too short", path.display());
+        return Ok(existing);
+    }
+    let secret = new_secret();
+    write_private(&path, &secret)?;
+    tracing::warn!(
+        path = %path.display(),
+        "no JWT secret configured: generated one and saved it in the data dir; \
+         set PINGVAS_JWT_SECRET(_FILE) to manage it yourself"
+    );
+    Ok(secret)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Plans and tiers, and the credit ledger.
+
+pub mod ledger;
+pub mod plans;

@@ -1,0 +1,149 @@
+//! One typed `Config`, built in layers: defaults < `pingvas.toml` <
+//! `PINGVAS_*` environment. Every secret may also come from a file named by
+//! `PINGVAS_<NAME>_FILE` (Docker/Kubernetes secrets).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Settings that hold secrets; each may be given as `PINGVAS_<NAME>_FILE`.
+const SECRET_KEYS: &[&str] = &["jwt_secret", "database_url"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub addr: SocketAddr,
+    /// Directory for the SQLite file, blobs and generated secrets.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `<data_dir>/pingvas.db`.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub database_url: Option<SecretString>,
+    /// Upper bound on pooled database connections.
+    pub db_max_connections: u32,
+    /// HS256 key for access tokens; generated into the data dir if unset.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_days: u64,
+    /// Credits granted to each new account.
+    pub signup_grant_credits: i64,
+    /// Plan catalogue file; the built-in catalogue when unset.
+    pub plans_file: Option<PathBuf>,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Comma-separated allowed CORS origins; `*` for any; empty for none.
+    pub cors_origins: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// How long graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            db_max_connections: 16,
+            jwt_secret: None,
+            jwt_issuer: "pingvas".into(),
+            jwt_audience: "pingvas-api".into(),
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_days: 30,
+            signup_grant_credits: 100,
+            plans_file: None,
+            body_limit_bytes: 20 * 1024 * 1024,
+            cors_origins: String::new(),
+            log_format: "text".into(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+fn serialize_secret_opt<S: serde::Serializer>(
+    v: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(|x| x.expose_secret().to_owned()).serialize(s)
+}
+
+impl Config {
+    /// Loads the layers from `file` (default `./pingvas.toml`, or the path in
+    /// `PINGVAS_CONFIG`) and the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("PINGVAS_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("pingvas.toml"));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&file))
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
+            .merge(
+                Env::prefixed("PINGVAS_")
+                    .filter(|k| !k.as_str().ends_with("_file") && k.as_str() != "config"),
+            );
+        for key in SECRET_KEYS {
+            let var = format!("PINGVAS_{}_FILE", key.to_ascii_uppercase());
+            if let Some(path) = std::env::var_os(&var) {
+                let value = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {var}={}", Path::new(&path).display()))?;
+                figment = figment.merge(Serialized::default(key, value.trim().to_owned()));
+            }
+        }
+        figment.extract().context("invalid configuration")
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("pingvas.db").display()),
+        }
+    }
+
+    pub fn cors_origin_list(&self) -> Vec<String> {
+        self.cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_file_then_env_then_secret_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("pingvas.toml", "addr = \"0.0.0.0:9000\"\nsignup_grant_credits = 5\njwt_issuer = \"file\"")?;
+            jail.set_env("PINGVAS_SIGNUP_GRANT_CREDITS", "7");
+            jail.create_file("secret.txt", "s3cr3t\n")?;
+            jail.set_env("PINGVAS_JWT_SECRET_FILE", "secret.txt");
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.addr.port(), 9000);
+            assert_eq!(c.signup_grant_credits, 7);
+            assert_eq!(c.jwt_issuer, "file");
+            assert_eq!(c.jwt_secret.unwrap().expose_secret(), "s3cr3t");
+            assert_eq!(c.database_url(), "postgres://x/y");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config { jwt_secret: Some("hunter2".into()), ..Config::default() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,109 @@
+//! Extractors whose rejections are `ApiError`s in the spec's envelope, and
+//! the authenticated-user extractor.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::http::header::{ACCEPT_LANGUAGE, AUTHORIZATION};
+use axum::http::request::Parts;
+use serde_json::json;
+
+use crate::app::SharedState;
+use crate::auth::tokens::TokenError;
+use crate::error::{ApiError, ErrorCode};
+use crate::i18n::Lang;
+
+/// `axum::Json` with enveloped rejections.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Query` with enveloped rejections.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `axum::extract::Path` with enveloped rejections.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let reason = r.body_text();
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::with_details(
+                ErrorCode::ValidationError,
+                json!({ "reason": "content_type", "expected": "application/json" }),
+            ),
+            JsonRejection::JsonSyntaxError(_) => ApiError::with_details(
+                ErrorCode::ValidationError,
+                json!({ "reason": "malformed_json", "message": reason }),
+            ),
+            JsonRejection::JsonDataError(_) => ApiError::with_details(
+                ErrorCode::ValidationError,
+                json!({ "reason": "invalid_body", "message": reason }),
+            ),
+            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge),
+            _ => ApiError::with_details(
+                ErrorCode::ValidationError,
+                json!({ "reason": "unreadable_body", "message": reason }),
+            ),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::with_details(ErrorCode::InvalidParameters, json!({ "message": r.body_text() }))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::with_details(ErrorCode::InvalidParameters, json!({ "message": r.body_text() }))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Lang {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(lang_of(&parts.headers))
+    }
+}
+
+pub fn lang_of(headers: &axum::http::HeaderMap) -> Lang {
+    headers
+        .get(ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .map(Lang::from_accept_language)
+        .unwrap_or_default()
+}
+
+/// The caller, from a valid `Authorization: Bearer <access token>`.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: String,
+}
+
+impl FromRequestParts<SharedState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or(ErrorCode::Unauthorized)?;
+        let value = header.to_str().map_err(|_| ErrorCode::InvalidToken)?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(ErrorCode::InvalidToken.into()),
+        };
+        if token.is_empty() {
+            return Err(ErrorCode::Unauthorized.into());
+        }
+        let claims = state.auth.access.validate(token).map_err(|e| match e {
+            TokenError::Expired => ErrorCode::TokenExpired,
+            TokenError::Invalid => ErrorCode::InvalidToken,
+        })?;
+        Ok(AuthUser { id: claims.sub })
+    }
+}

@@ -1,0 +1,78 @@
+//! The HTTP API: one router file per API area (the spec's sections), the
+//! extractors, the envelope, and the middleware stack.
+
+pub mod auth;
+pub mod envelope;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod response;
+pub mod users;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::SharedState;
+use crate::error::{ApiError, ErrorCode};
+
+pub const API_PREFIX: &str = "/api/v1";
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API routes with their OpenAPI description.
+pub fn api() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(auth::router())
+        .merge(users::router())
+}
+
+pub fn router(state: SharedState) -> Router {
+    let (api_router, spec) = api().split_for_parts();
+    let body_limit = state.config.body_limit_bytes;
+    let cors = cors_layer(&state.config.cors_origin_list());
+    Router::new()
+        .nest(API_PREFIX, api_router)
+        .merge(SwaggerUi::new("/docs").url(format!("{API_PREFIX}/openapi.json"), spec))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(metrics::handler))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound) })
+        .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed) })
+        .route_layer(axum::middleware::from_fn(metrics::tag_route))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(envelope::localize_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT_LANGUAGE])
+        .expose_headers([REQUEST_ID])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return base.allow_origin(AllowOrigin::any());
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    base.allow_origin(list)
+}

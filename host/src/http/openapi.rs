@@ -1,0 +1,33 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Pingvas Studio API",
+        description = "Hosted AI image studio. Every answer is an envelope: \
+            `{\"success\":true,\"data\":…}` or `{\"success\":false,\"error\":{code,message,details}}`; \
+            error messages are Korean unless `Accept-Language: en`.",
+    ),
+    servers((url = "/api/v1")),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "인증 API"),
+        (name = "users", description = "사용자 API"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The spec's success envelope: `{"success":true,"data":…,"meta"?:…}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+/// Pagination of a list response.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct PageMeta {
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}
+
+/// A success answer: `data`, optional `meta` and `message`, and a status.
+pub struct Success<T> {
+    status: StatusCode,
+    data: T,
+    meta: Option<PageMeta>,
+    message: Option<&'static str>,
+}
+
+pub fn ok<T: Serialize>(data: T) -> Success<T> {
+    Success { status: StatusCode::OK, data, meta: None, message: None }
+}
+
+impl<T: Serialize> Success<T> {
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn meta(mut self, meta: PageMeta) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+
+    pub fn message(mut self, message: &'static str) -> Self {
+        self.message = Some(message);
+        self
+    }
+}
+
+impl<T: Serialize> IntoResponse for Success<T> {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "success": true, "data": self.data });
+        if let Some(meta) = self.meta {
+            body["meta"] = json!(meta);
+        }
+        if let Some(message) = self.message {
+            body["message"] = json!(message);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The envelope as documented in OpenAPI.
+#[derive(ToSchema)]
+pub struct Envelope<T> {
+    pub success: bool,
+    pub data: T,
+}
+
+/// A paginated envelope as documented in OpenAPI.
+#[derive(ToSchema)]
+pub struct PagedEnvelope<T> {
+    pub success: bool,
+    pub data: T,
+    pub meta: PageMeta,
+}
+
+/// The error envelope as documented in OpenAPI.
+#[derive(ToSchema)]
+pub struct ErrorEnvelope {
+    pub success: bool,
+    pub error: ErrorBody,
+}
+
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    /// One of the spec's error codes, e.g. `INVALID_TOKEN`.
+    pub code: String,
+    /// Korean by default; English with `Accept-Language: en`.
+    pub message: String,
+    #[schema(value_type = Object, nullable)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Page and page size from a query, checked against the spec's bounds.
+pub fn check_page(page: Option<u32>, per_page: Option<u32>, max_per_page: u32) -> crate::error::ApiResult<(u32, u32)> {
+    let page = page.unwrap_or(1);
+    let per_page = per_page.unwrap_or(20);
+    if page < 1 {
+        return Err(crate::error::ApiError::invalid_param("page", "must be at least 1"));
+    }
+    if !(1..=max_per_page).contains(&per_page) {
+        return Err(crate::error::ApiError::invalid_param(
+            "per_page",
+            format!("must be between 1 and {max_per_page}"),
+        ));
+    }
+    Ok((page, per_page))
+}

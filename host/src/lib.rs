@@ -1,0 +1,15 @@
+//! Pingvas Studio host: the REST API server, its store, auth, credit
+//! ledger and (in later modules) the GPU queue and WASM plugin runtime.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod billing;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod i18n;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod users;

@@ -1,0 +1,267 @@
+//! Credit accounts, holds and the append-only transaction log. The rules
+//! (what may happen when) live in `billing::ledger`; these are the single
+//! statements it composes. Every balance-changing statement is conditional,
+//! and the CHECK constraints back them up.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, StoreResult, Tx};
+use crate::{on_db, on_tx};
+
+#[derive(Debug, Clone, Copy, sqlx::FromRow, PartialEq, Eq)]
+pub struct AccountRow {
+    pub balance: i64,
+    pub reserved: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HoldRow {
+    pub id: String,
+    pub user_id: String,
+    pub amount: i64,
+    pub state: String,
+    pub captured: i64,
+    pub idempotency_key: String,
+    pub resolution_key: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct TransactionRow {
+    pub id: String,
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub amount: i64,
+    pub description: String,
+    pub balance_after: i64,
+    #[serde(skip)]
+    pub hold_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewTransaction<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub kind: &'a str,
+    pub amount: i64,
+    pub description: &'a str,
+    pub balance_after: i64,
+    pub hold_id: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+const HOLD_COLUMNS: &str = "id, user_id, amount, state, captured, idempotency_key, resolution_key";
+const TX_COLUMNS: &str = "id, type, amount, description, balance_after, hold_id, created_at";
+
+pub async fn create_account(tx: &mut Tx, user_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO credit_accounts (user_id, balance, reserved, updated_at) VALUES ($1, 0, 0, $2)",
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn account(db: &Db, user_id: &str) -> StoreResult<Option<AccountRow>> {
+    Ok(on_db!(db, p => sqlx::query_as(
+        "SELECT balance, reserved FROM credit_accounts WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(p)
+    .await)?)
+}
+
+pub async fn account_in(tx: &mut Tx, user_id: &str) -> StoreResult<Option<AccountRow>> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT balance, reserved FROM credit_accounts WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Adds `delta` (may be negative) to the balance unless that would leave
+/// less than what is reserved. The new balance, or `None` when refused.
+pub async fn add_to_balance(
+    tx: &mut Tx,
+    user_id: &str,
+    delta: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<i64>> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "UPDATE credit_accounts SET balance = balance + $2, updated_at = $3 \
+         WHERE user_id = $1 AND balance + $2 >= reserved RETURNING balance",
+    )
+    .bind(user_id)
+    .bind(delta)
+    .bind(now)
+    .fetch_optional(c)
+    .await)?)
+}
+
+/// Moves `amount` from available to reserved if that much is available.
+pub async fn reserve(tx: &mut Tx, user_id: &str, amount: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+    let rows = on_tx!(tx, c => sqlx::query(
+        "UPDATE credit_accounts SET reserved = reserved + $2, updated_at = $3 \
+         WHERE user_id = $1 AND balance - reserved >= $2",
+    )
+    .bind(user_id)
+    .bind(amount)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(rows == 1)
+}
+
+/// Ends a reservation of `held`, taking `charge` (≤ `held`) off the balance.
+/// Returns the new balance.
+pub async fn settle_reservation(
+    tx: &mut Tx,
+    user_id: &str,
+    held: i64,
+    charge: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<i64> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "UPDATE credit_accounts SET reserved = reserved - $2, balance = balance - $3, updated_at = $4 \
+         WHERE user_id = $1 RETURNING balance",
+    )
+    .bind(user_id)
+    .bind(held)
+    .bind(charge)
+    .bind(now)
+    .fetch_one(c)
+    .await)?)
+}
+
+pub async fn insert_hold(
+    tx: &mut Tx,
+    id: &str,
+    user_id: &str,
+    amount: i64,
+    key: &str,
+    description: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO credit_holds (id, user_id, amount, state, captured, idempotency_key, description, created_at) \
+         VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(amount)
+    .bind(key)
+    .bind(description)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn find_hold(tx: &mut Tx, id: &str) -> StoreResult<Option<HoldRow>> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE id = $1");
+    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
+}
+
+pub async fn find_hold_by_key(tx: &mut Tx, user_id: &str, key: &str) -> StoreResult<Option<HoldRow>> {
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE user_id = $1 AND idempotency_key = $2");
+    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(user_id).bind(key).fetch_optional(c).await)?)
+}
+
+/// Resolves a pending hold; false when it was already resolved.
+pub async fn resolve_hold(
+    tx: &mut Tx,
+    id: &str,
+    state: &str,
+    captured: i64,
+    resolution_key: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let rows = on_tx!(tx, c => sqlx::query(
+        "UPDATE credit_holds SET state = $2, captured = $3, resolution_key = $4, resolved_at = $5 \
+         WHERE id = $1 AND state = 'pending'",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(captured)
+    .bind(resolution_key)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(rows == 1)
+}
+
+pub async fn insert_transaction(tx: &mut Tx, t: &NewTransaction<'_>) -> StoreResult<()> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO credit_transactions \
+         (id, user_id, type, amount, description, balance_after, hold_id, idempotency_key, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(t.id)
+    .bind(t.user_id)
+    .bind(t.kind)
+    .bind(t.amount)
+    .bind(t.description)
+    .bind(t.balance_after)
+    .bind(t.hold_id)
+    .bind(t.idempotency_key)
+    .bind(t.now)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn find_transaction_by_key(
+    tx: &mut Tx,
+    user_id: &str,
+    key: &str,
+) -> StoreResult<Option<TransactionRow>> {
+    let sql = format!("SELECT {TX_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND idempotency_key = $2");
+    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(user_id).bind(key).fetch_optional(c).await)?)
+}
+
+pub async fn find_transaction_by_hold(tx: &mut Tx, hold_id: &str) -> StoreResult<Option<TransactionRow>> {
+    let sql = format!("SELECT {TX_COLUMNS} FROM credit_transactions WHERE hold_id = $1");
+    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(hold_id).fetch_optional(c).await)?)
+}
+
+/// One page of a user's transactions, newest first, and the total count.
+pub async fn list_transactions(
+    db: &Db,
+    user_id: &str,
+    kind: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<(Vec<TransactionRow>, i64)> {
+    let filter = "WHERE user_id = $1 AND ($2 IS NULL OR type = $2)";
+    let list_sql = format!(
+        "SELECT {TX_COLUMNS} FROM credit_transactions {filter} \
+         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM credit_transactions {filter}");
+    Ok(on_db!(db, p => {
+        let rows = sqlx::query_as(&list_sql)
+            .bind(user_id).bind(kind).bind(limit).bind(offset)
+            .fetch_all(p).await?;
+        let total: i64 = sqlx::query_scalar(&count_sql).bind(user_id).bind(kind).fetch_one(p).await?;
+        Ok::<_, sqlx::Error>((rows, total))
+    })?)
+}
+
+/// Sum of all transaction amounts of a user: must equal the balance.
+pub async fn transaction_sum(db: &Db, user_id: &str) -> StoreResult<i64> {
+    Ok(on_db!(db, p => sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM credit_transactions WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(p)
+    .await)?)
+}

@@ -1,0 +1,119 @@
+//! The `users` table.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, StoreResult, Tx};
+use crate::{on_db, on_tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub avatar_url: Option<String>,
+    pub tier: String,
+    pub role: String,
+    pub email_verified: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub tier: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "id, email, name, password_hash, avatar_url, tier, role, email_verified, created_at, updated_at";
+
+/// Inserts a user; fails with a unique violation on `users_email_key` when
+/// the email is taken.
+pub async fn insert(tx: &mut Tx, u: &NewUser<'_>) -> StoreResult<()> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, tier, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(u.id)
+    .bind(u.email)
+    .bind(u.name)
+    .bind(u.password_hash)
+    .bind(u.tier)
+    .bind(u.now)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn find_by_email(db: &Db, email: &str) -> StoreResult<Option<UserRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
+    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(email).fetch_optional(p).await)?)
+}
+
+pub async fn find_by_id(db: &Db, id: &str) -> StoreResult<Option<UserRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
+}
+
+/// Profile fields a user may change; `None` leaves the column as it is.
+#[derive(Debug, Default)]
+pub struct ProfileChange {
+    pub name: Option<String>,
+    pub avatar_url: Option<Option<String>>,
+}
+
+pub async fn update_profile(
+    db: &Db,
+    id: &str,
+    change: &ProfileChange,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<UserRow>> {
+    let sql = format!(
+        "UPDATE users SET \
+           name = COALESCE($2, name), \
+           avatar_url = CASE WHEN $3 THEN $4 ELSE avatar_url END, \
+           updated_at = $5 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let (set_avatar, avatar) = match &change.avatar_url {
+        Some(v) => (true, v.clone()),
+        None => (false, None),
+    };
+    Ok(on_db!(db, p => sqlx::query_as(&sql)
+        .bind(id)
+        .bind(change.name.as_deref())
+        .bind(set_avatar)
+        .bind(avatar.as_deref())
+        .bind(now)
+        .fetch_optional(p)
+        .await)?)
+}
+
+/// The operator-managed columns of a user.
+#[derive(Debug, Clone, Copy)]
+pub enum OperatorColumn {
+    Tier,
+    Role,
+}
+
+/// Sets an operator-managed column; false when no such user exists.
+pub async fn set_operator_column(
+    db: &Db,
+    id: &str,
+    column: OperatorColumn,
+    value: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let sql = match column {
+        OperatorColumn::Tier => "UPDATE users SET tier = $2, updated_at = $3 WHERE id = $1",
+        OperatorColumn::Role => "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1",
+    };
+    let rows = on_db!(db, p => sqlx::query(sql)
+        .bind(id).bind(value).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(rows == 1)
+}

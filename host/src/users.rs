@@ -1,0 +1,130 @@
+//! The user's own profile: what `GET /users/me` shows and what
+//! `PATCH /users/me` may change.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::clean_name;
+use crate::billing::ledger::Ledger;
+use crate::billing::plans::Catalogue;
+use crate::store::users::{self as user_store, ProfileChange, UserRow};
+use crate::store::{Db, StoreError};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Features {
+    pub sd_models: bool,
+    pub flux_model: bool,
+    pub nano_banana_api: bool,
+    pub lora_training: bool,
+    pub queue_count: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionSummary {
+    pub plan: String,
+    pub status: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Profile {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub avatar_url: Option<String>,
+    pub email_verified: bool,
+    pub role: String,
+    pub tier: String,
+    /// Ledger balance (reserved credits included).
+    pub credits: i64,
+    pub storage_used: u64,
+    pub storage_quota: u64,
+    /// The paid subscription, `null` while on the free tier.
+    pub subscription: Option<SubscriptionSummary>,
+    pub features: Features,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("no such user")]
+    NotFound,
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: &'static str },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ProfileError {
+    fn from(e: StoreError) -> Self {
+        ProfileError::Internal(e.into())
+    }
+}
+
+pub const MAX_AVATAR_URL_LEN: usize = 2048;
+
+/// An avatar URL must be absolute http(s) and of reasonable length.
+pub fn check_avatar_url(raw: &str) -> Result<String, &'static str> {
+    if raw.len() > MAX_AVATAR_URL_LEN {
+        return Err("too_long");
+    }
+    let url = url::Url::parse(raw.trim()).map_err(|_| "not_a_url")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must_be_http_url");
+    }
+    Ok(url.to_string())
+}
+
+pub async fn profile(db: &Db, ledger: &Ledger, plans: &Catalogue, user_id: &str) -> Result<Profile, ProfileError> {
+    let user = user_store::find_by_id(db, user_id).await?.ok_or(ProfileError::NotFound)?;
+    let balance = ledger.balance(user_id).await.map_err(|e| ProfileError::Internal(e.into()))?;
+    Ok(build(user, balance.balance, plans))
+}
+
+fn build(user: UserRow, credits: i64, plans: &Catalogue) -> Profile {
+    let plan = plans.tier(&user.tier);
+    Profile {
+        features: Features {
+            sd_models: plan.features.sd_models,
+            flux_model: plan.features.flux_model,
+            nano_banana_api: plan.features.nano_banana_api,
+            lora_training: plan.features.lora_training,
+            queue_count: plan.queue_count,
+        },
+        storage_quota: plan.storage_quota_bytes(),
+        storage_used: 0,
+        subscription: None,
+        id: user.id,
+        email: user.email,
+        name: user.name,
+        avatar_url: user.avatar_url,
+        email_verified: user.email_verified,
+        role: user.role,
+        tier: plan.name.clone(),
+        credits,
+        created_at: user.created_at,
+    }
+}
+
+/// Validates and applies a profile change; returns the updated user.
+pub async fn update(
+    db: &Db,
+    user_id: &str,
+    name: Option<&str>,
+    avatar_url: Option<Option<&str>>,
+) -> Result<UserRow, ProfileError> {
+    let name = match name {
+        Some(n) => Some(clean_name(n).ok_or(ProfileError::Invalid { field: "name", reason: "length_1_to_100" })?),
+        None => None,
+    };
+    let avatar_url = match avatar_url {
+        Some(Some(u)) => Some(Some(
+            check_avatar_url(u).map_err(|reason| ProfileError::Invalid { field: "avatar_url", reason })?,
+        )),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let change = ProfileChange { name, avatar_url };
+    user_store::update_profile(db, user_id, &change, Utc::now()).await?.ok_or(ProfileError::NotFound)
+}
