@@ -135,7 +135,7 @@ mod tests {
             assert_eq!(c.addr.port(), 9000);
             assert_eq!(c.signup_grant_credits, 7);
             assert_eq!(c.jwt_issuer, "file");
-            assert_eq!(c.jwt_secret.unwrap().expose_secret(), "s3cr3t");
+            assert_eq!(c.jwt_secret.as_ref().unwrap().expose_secret(), "s3cr3t");
             assert_eq!(c.database_url(), "postgres://x/y");
             Ok(())
         });

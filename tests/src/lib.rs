@@ -1,1 +1,244 @@
+//! Test harness: starts the real server on a free loopback port with its own
+//! database, and talks HTTP to it.
+//!
+//! The database is SQLite in a temporary directory, or — when
+//! `TEST_DATABASE_URL` names a PostgreSQL server — a fresh database created
+//! for the one server and dropped after. `TEST_REDIS_URL`, when set, gives
+//! each server its own key prefix.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pingvas_host::app::{AppState, SharedState};
+use pingvas_host::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub use pingvas_host;
+
+pub const PASSWORD: &str = "SecurePass123!";
+
+/// A database made for one test server.
+pub struct TestDatabase {
+    pub url: String,
+    /// (admin URL, database name) of a PostgreSQL database to drop at the end.
+    drop_on_exit: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+    pub data_dir: PathBuf,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            Some(admin_url) if admin_url.starts_with("postgres") => {
+                let name = format!("pingvas_test_{}", uuid::Uuid::now_v7().simple());
+                let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect TEST_DATABASE_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+                admin.close().await;
+                let url = with_database(&admin_url, &name);
+                TestDatabase { url, drop_on_exit: Some((admin_url, name)), _dir: dir, data_dir }
+            }
+            _ => {
+                let url = format!("sqlite://{}", data_dir.join("pingvas.db").display());
+                TestDatabase { url, drop_on_exit: None, _dir: dir, data_dir }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.drop_on_exit.is_some()
+    }
+}
+
+/// `url` with its path (database name) replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{}", &base[..host_end], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.drop_on_exit.take() {
+            // Drop runs outside any runtime we may block; use a thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let admin = sqlx::PgPool::connect(&admin_url).await.ok()?;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                    admin.close().await;
+                    Some(())
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// A running server and a client for it.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: SharedState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub db: TestDatabase,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server with a config adjusted by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDatabase::create().await;
+        let mut config = Config {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: db.data_dir.clone(),
+            database_url: Some(db.url.clone().into()),
+            db_max_connections: 8,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let state = AppState::build(config).await.expect("build app state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(pingvas_host::server::serve(state.clone(), listener, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            base,
+            client: reqwest::Client::new(),
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+            db,
+        }
+    }
+
+    /// Full URL of `path`: API paths are relative to `/api/v1`; the ops
+    /// endpoints and paths already under `/api` are taken as they are.
+    pub fn url(&self, path: &str) -> String {
+        const ROOT_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/docs", "/api/"];
+        if ROOT_PATHS.iter().any(|p| path.starts_with(p)) {
+            format!("{}{}", self.base, path)
+        } else {
+            format!("{}/api/v1{}", self.base, path)
+        }
+    }
+
+    /// Sends a request; `body` as JSON when given. Returns status and the
+    /// JSON answer (`Null` when the body is not JSON).
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Registers `email` with the standard password and logs in.
+    pub async fn signup(&self, email: &str) -> Session {
+        let (s, body) = self.post("/auth/register", None, json!({ "email": email, "password": PASSWORD, "name": "테스터" })).await;
+        assert_eq!(s, StatusCode::CREATED, "register {email}: {body}");
+        self.login(email).await
+    }
+
+    pub async fn login(&self, email: &str) -> Session {
+        let (s, body) = self.post("/auth/login", None, json!({ "email": email, "password": PASSWORD })).await;
+        assert_eq!(s, StatusCode::OK, "login {email}: {body}");
+        let d = &body["data"];
+        Session {
+            user_id: d["user"]["id"].as_str().unwrap().to_owned(),
+            access: d["access_token"].as_str().unwrap().to_owned(),
+            refresh: d["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown_now().await;
+    }
+
+    async fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let state = Arc::clone(&self.state);
+        // Close the pool so the PostgreSQL database can be dropped cleanly.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { state.db.close().await });
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub access: String,
+    pub refresh: String,
+}
+
+/// Asserts the spec's error envelope with `code` and `status`; returns the
+/// error object.
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) -> Value {
+    let (s, body) = got;
+    assert_eq!(*s, status, "status for {code}: {body}");
+    assert_eq!(body["success"], json!(false), "envelope: {body}");
+    assert_eq!(body["error"]["code"], json!(code), "code: {body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {body}");
+    assert!(body["error"].get("details").is_some(), "details key: {body}");
+    body["error"].clone()
+}
+
+/// The `pingvas` binary next to this test executable (built by
+/// `cargo test --workspace`).
+pub fn pingvas_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(format!("pingvas{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} missing: run `cargo test --workspace` (it builds the binary)", bin.display());
+    bin
+}

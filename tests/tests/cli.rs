@@ -1,0 +1,66 @@
+//! The operator CLI (`pingvas migrate`, `pingvas admin …`) against the same
+//! database a running server uses.
+
+use std::process::Command;
+
+use pingvas_tests::{TestServer, pingvas_bin};
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn pingvas(srv: &TestServer, args: &[&str]) -> (bool, String) {
+    let out = Command::new(pingvas_bin())
+        .args(args)
+        .env("DATABASE_URL", &srv.db.url)
+        .env("PINGVAS_DATA_DIR", &srv.db.data_dir)
+        .env_remove("PINGVAS_CONFIG")
+        .output()
+        .expect("run pingvas");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn admin_commands_change_what_the_api_shows() {
+    let srv = TestServer::start().await;
+    let u = srv.signup("op@example.com").await;
+
+    let (ok, out) = pingvas(&srv, &["admin", "grant-credits", "OP@example.com", "250", "--reason", "보상"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("balance now 350"), "{out}");
+    let (ok, out) = pingvas(&srv, &["admin", "grant-credits", "op@example.com", "-50"]);
+    assert!(ok, "{out}");
+    let (ok, _) = pingvas(&srv, &["admin", "set-tier", "op@example.com", "studio"]);
+    assert!(ok);
+    let (ok, _) = pingvas(&srv, &["admin", "set-role", "op@example.com", "admin"]);
+    assert!(ok);
+
+    let (s, me) = srv.get("/users/me", Some(&u.access)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["data"]["credits"], json!(300));
+    assert_eq!(me["data"]["tier"], json!("studio"));
+    assert_eq!(me["data"]["role"], json!("admin"));
+    let (_, credits) = srv.get("/users/me/credits?type=admin_adjustment", Some(&u.access)).await;
+    assert_eq!(credits["meta"]["total"], json!(2));
+    assert_eq!(credits["data"]["transactions"][1]["description"], json!("보상"));
+
+    for bad in [
+        vec!["admin", "set-tier", "op@example.com", "platinum"],
+        vec!["admin", "set-role", "op@example.com", "root"],
+        vec!["admin", "grant-credits", "ghost@example.com", "10"],
+        vec!["admin", "grant-credits", "op@example.com", "-100000"],
+    ] {
+        let (ok, out) = pingvas(&srv, &bad);
+        assert!(!ok, "{bad:?} should fail: {out}");
+    }
+    let (_, me) = srv.get("/users/me", Some(&u.access)).await;
+    assert_eq!((me["data"]["credits"].clone(), me["data"]["tier"].clone()), (json!(300), json!("studio")));
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent() {
+    let srv = TestServer::start().await;
+    for _ in 0..2 {
+        let (ok, out) = pingvas(&srv, &["migrate"]);
+        assert!(ok, "{out}");
+    }
+}
