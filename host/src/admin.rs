@@ -30,7 +30,12 @@ async fn user_by_email(db: &Db, raw: &str) -> Result<UserRow, AdminError> {
 }
 
 /// Adds (or, negative, removes) credits as an `admin_adjustment`.
-pub async fn grant_credits(db: &Db, email: &str, amount: i64, reason: Option<&str>) -> Result<Posted, AdminError> {
+pub async fn grant_credits(
+    db: &Db,
+    email: &str,
+    amount: i64,
+    reason: Option<&str>,
+) -> Result<Posted, AdminError> {
     let user = user_by_email(db, email).await?;
     let description = reason.unwrap_or("운영자 조정");
     Ledger::new(db.clone())
@@ -39,7 +44,12 @@ pub async fn grant_credits(db: &Db, email: &str, amount: i64, reason: Option<&st
         .map_err(|e| AdminError::Other(e.into()))
 }
 
-pub async fn set_tier(db: &Db, plans: &Catalogue, email: &str, tier: &str) -> Result<(), AdminError> {
+pub async fn set_tier(
+    db: &Db,
+    plans: &Catalogue,
+    email: &str,
+    tier: &str,
+) -> Result<(), AdminError> {
     if plans.get(tier).is_none() {
         let names: Vec<_> = plans.all().iter().map(|p| p.name.clone()).collect();
         return Err(AdminError::UnknownTier(tier.to_owned(), names.join(", ")));

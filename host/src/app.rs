@@ -70,7 +70,10 @@ impl AppState {
 /// first start), so tokens survive restarts.
 fn jwt_secret(config: &Config) -> anyhow::Result<String> {
     if let Some(s) = &config.jwt_secret {
-        anyhow::ensure!(s.expose_secret().len() >= 32, "jwt_secret must be at least 32 bytes");
+        anyhow::ensure!(
+            s.expose_secret().len() >= 32,
+            "jwt_secret must be at least 32 bytes"
+        );
         return Ok(s.expose_secret().to_owned());
     }
     let path = config.data_dir.join("jwt_secret");
@@ -98,7 +101,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -73,7 +73,9 @@ fn serialize_secret_opt<S: serde::Serializer>(
     v: &Option<SecretString>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    v.as_ref().map(|x| x.expose_secret().to_owned()).serialize(s)
+    v.as_ref()
+        .map(|x| x.expose_secret().to_owned())
+        .serialize(s)
 }
 
 impl Config {
@@ -86,7 +88,11 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("pingvas.toml"));
         let mut figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(&file))
-            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            )
             .merge(
                 Env::prefixed("PINGVAS_")
                     .filter(|k| !k.as_str().ends_with("_file") && k.as_str() != "config"),
@@ -124,9 +130,13 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
     fn layers_file_then_env_then_secret_files() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("pingvas.toml", "addr = \"0.0.0.0:9000\"\nsignup_grant_credits = 5\njwt_issuer = \"file\"")?;
+            jail.create_file(
+                "pingvas.toml",
+                "addr = \"0.0.0.0:9000\"\nsignup_grant_credits = 5\njwt_issuer = \"file\"",
+            )?;
             jail.set_env("PINGVAS_SIGNUP_GRANT_CREDITS", "7");
             jail.create_file("secret.txt", "s3cr3t\n")?;
             jail.set_env("PINGVAS_JWT_SECRET_FILE", "secret.txt");
@@ -143,7 +153,10 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let c = Config { jwt_secret: Some("hunter2".into()), ..Config::default() };
+        let c = Config {
+            jwt_secret: Some("hunter2".into()),
+            ..Config::default()
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -71,8 +71,12 @@ impl ErrorCode {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Self::Unauthorized | Self::InvalidToken | Self::TokenExpired => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::FeatureLocked | Self::ModelNotAvailable => StatusCode::FORBIDDEN,
+            Self::Unauthorized | Self::InvalidToken | Self::TokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::Forbidden | Self::FeatureLocked | Self::ModelNotAvailable => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::EmailExists | Self::Conflict => StatusCode::CONFLICT,
             Self::InsufficientCredits | Self::StorageExceeded => StatusCode::PAYMENT_REQUIRED,
@@ -120,7 +124,10 @@ impl ErrorCode {
                 "This feature is locked for your tier.",
             ),
             Self::NotFound => ("리소스를 찾을 수 없습니다.", "Resource not found."),
-            Self::EmailExists => ("이미 사용 중인 이메일입니다.", "The email is already in use."),
+            Self::EmailExists => (
+                "이미 사용 중인 이메일입니다.",
+                "The email is already in use.",
+            ),
             Self::InsufficientCredits => ("크레딧이 부족합니다.", "Not enough credits."),
             Self::StorageExceeded => ("스토리지 용량을 초과했습니다.", "Storage quota exceeded."),
             Self::RateLimited => ("요청 제한을 초과했습니다.", "Too many requests."),
@@ -132,12 +139,18 @@ impl ErrorCode {
             ),
             Self::InvalidParameters => ("잘못된 파라미터입니다.", "Invalid parameters."),
             Self::ValidationError => ("유효성 검사에 실패했습니다.", "Validation failed."),
-            Self::InvalidEmail => ("유효하지 않은 이메일 형식입니다.", "The email address is invalid."),
+            Self::InvalidEmail => (
+                "유효하지 않은 이메일 형식입니다.",
+                "The email address is invalid.",
+            ),
             Self::WeakPassword => (
                 "비밀번호가 요구사항을 충족하지 않습니다.",
                 "The password does not meet the requirements.",
             ),
-            Self::Conflict => ("요청이 현재 상태와 충돌합니다.", "The request conflicts with the current state."),
+            Self::Conflict => (
+                "요청이 현재 상태와 충돌합니다.",
+                "The request conflicts with the current state.",
+            ),
             Self::MethodNotAllowed => ("허용되지 않는 메서드입니다.", "Method not allowed."),
             Self::PayloadTooLarge => ("요청 본문이 너무 큽니다.", "The request body is too large."),
             Self::ServiceUnavailable => (
@@ -162,11 +175,17 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode) -> Self {
-        Self { code, details: None }
+        Self {
+            code,
+            details: None,
+        }
     }
 
     pub fn with_details(code: ErrorCode, details: Value) -> Self {
-        Self { code, details: Some(details) }
+        Self {
+            code,
+            details: Some(details),
+        }
     }
 
     /// A parameter that failed validation: `details.field` names it.
@@ -178,7 +197,10 @@ impl ApiError {
     }
 
     pub fn validation(field: Option<&str>, reason: impl Into<String>) -> Self {
-        Self::with_details(ErrorCode::ValidationError, json!({ "field": field, "reason": reason.into() }))
+        Self::with_details(
+            ErrorCode::ValidationError,
+            json!({ "field": field, "reason": reason.into() }),
+        )
     }
 
     /// Logs the cause in full and answers a generic `INTERNAL_ERROR`.

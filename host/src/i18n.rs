@@ -17,7 +17,11 @@ impl Lang {
             let mut parts = item.trim().split(';');
             let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let q = parts
-                .find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.parse::<f32>().ok()))
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|v| v.parse::<f32>().ok())
+                })
                 .unwrap_or(1.0);
             let lang = match tag.split('-').next() {
                 Some("ko") => Lang::Ko,
@@ -47,8 +51,14 @@ mod tests {
     fn picks_by_quality() {
         assert_eq!(Lang::from_accept_language("en"), Lang::En);
         assert_eq!(Lang::from_accept_language("en-US,en;q=0.9"), Lang::En);
-        assert_eq!(Lang::from_accept_language("ko-KR,ko;q=0.9,en;q=0.8"), Lang::Ko);
-        assert_eq!(Lang::from_accept_language("fr, en;q=0.5, ko;q=0.7"), Lang::Ko);
+        assert_eq!(
+            Lang::from_accept_language("ko-KR,ko;q=0.9,en;q=0.8"),
+            Lang::Ko
+        );
+        assert_eq!(
+            Lang::from_accept_language("fr, en;q=0.5, ko;q=0.7"),
+            Lang::Ko
+        );
         assert_eq!(Lang::from_accept_language("fr, de"), Lang::Ko);
         assert_eq!(Lang::from_accept_language("en;q=0"), Lang::Ko);
         assert_eq!(Lang::from_accept_language(""), Lang::Ko);

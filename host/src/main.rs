@@ -55,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let addr = config.addr;
             let state = AppState::build(config).await?;
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, database = state.db.kind(), "pingvas listening");
             server::serve(state, listener, server::shutdown_signal()).await
         }
@@ -67,9 +69,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(cmd) => {
             let db = open_database(&config).await?;
             match cmd {
-                AdminCommand::GrantCredits { email, amount, reason } => {
-                    let posted = admin::grant_credits(&db, &email, amount, reason.as_deref()).await?;
-                    println!("{email}: {amount:+} credits, balance now {}", posted.balance_after);
+                AdminCommand::GrantCredits {
+                    email,
+                    amount,
+                    reason,
+                } => {
+                    let posted =
+                        admin::grant_credits(&db, &email, amount, reason.as_deref()).await?;
+                    println!(
+                        "{email}: {amount:+} credits, balance now {}",
+                        posted.balance_after
+                    );
                 }
                 AdminCommand::SetTier { email, tier } => {
                     let plans = Catalogue::load(config.plans_file.as_deref())?;

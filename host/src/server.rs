@@ -23,7 +23,9 @@ pub async fn serve(
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal).into_future();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
     tokio::pin!(server);
     tokio::select! {
         res = &mut server => res?,

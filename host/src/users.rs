@@ -51,7 +51,10 @@ pub enum ProfileError {
     #[error("no such user")]
     NotFound,
     #[error("invalid {field}: {reason}")]
-    Invalid { field: &'static str, reason: &'static str },
+    Invalid {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -76,9 +79,19 @@ pub fn check_avatar_url(raw: &str) -> Result<String, &'static str> {
     Ok(url.to_string())
 }
 
-pub async fn profile(db: &Db, ledger: &Ledger, plans: &Catalogue, user_id: &str) -> Result<Profile, ProfileError> {
-    let user = user_store::find_by_id(db, user_id).await?.ok_or(ProfileError::NotFound)?;
-    let balance = ledger.balance(user_id).await.map_err(|e| ProfileError::Internal(e.into()))?;
+pub async fn profile(
+    db: &Db,
+    ledger: &Ledger,
+    plans: &Catalogue,
+    user_id: &str,
+) -> Result<Profile, ProfileError> {
+    let user = user_store::find_by_id(db, user_id)
+        .await?
+        .ok_or(ProfileError::NotFound)?;
+    let balance = ledger
+        .balance(user_id)
+        .await
+        .map_err(|e| ProfileError::Internal(e.into()))?;
     Ok(build(user, balance.balance, plans))
 }
 
@@ -115,16 +128,24 @@ pub async fn update(
     avatar_url: Option<Option<&str>>,
 ) -> Result<UserRow, ProfileError> {
     let name = match name {
-        Some(n) => Some(clean_name(n).ok_or(ProfileError::Invalid { field: "name", reason: "length_1_to_100" })?),
+        Some(n) => Some(clean_name(n).ok_or(ProfileError::Invalid {
+            field: "name",
+            reason: "length_1_to_100",
+        })?),
         None => None,
     };
     let avatar_url = match avatar_url {
-        Some(Some(u)) => Some(Some(
-            check_avatar_url(u).map_err(|reason| ProfileError::Invalid { field: "avatar_url", reason })?,
-        )),
+        Some(Some(u)) => Some(Some(check_avatar_url(u).map_err(|reason| {
+            ProfileError::Invalid {
+                field: "avatar_url",
+                reason,
+            }
+        })?)),
         Some(None) => Some(None),
         None => None,
     };
     let change = ProfileChange { name, avatar_url };
-    user_store::update_profile(db, user_id, &change, Utc::now()).await?.ok_or(ProfileError::NotFound)
+    user_store::update_profile(db, user_id, &change, Utc::now())
+        .await?
+        .ok_or(ProfileError::NotFound)
 }

@@ -32,18 +32,36 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
-        match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        match std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
             Some(admin_url) if admin_url.starts_with("postgres") => {
                 let name = format!("pingvas_test_{}", uuid::Uuid::now_v7().simple());
-                let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect TEST_DATABASE_URL");
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+                let admin = sqlx::PgPool::connect(&admin_url)
+                    .await
+                    .expect("connect TEST_DATABASE_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .expect("create test database");
                 admin.close().await;
                 let url = with_database(&admin_url, &name);
-                TestDatabase { url, drop_on_exit: Some((admin_url, name)), _dir: dir, data_dir }
+                TestDatabase {
+                    url,
+                    drop_on_exit: Some((admin_url, name)),
+                    _dir: dir,
+                    data_dir,
+                }
             }
             _ => {
                 let url = format!("sqlite://{}", data_dir.join("pingvas.db").display());
-                TestDatabase { url, drop_on_exit: None, _dir: dir, data_dir }
+                TestDatabase {
+                    url,
+                    drop_on_exit: None,
+                    _dir: dir,
+                    data_dir,
+                }
             }
         }
     }
@@ -60,7 +78,9 @@ fn with_database(url: &str, name: &str) -> String {
         None => (url, None),
     };
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     let mut out = format!("{}/{}", &base[..host_end], name);
     if let Some(q) = query {
         out.push('?');
@@ -74,10 +94,15 @@ impl Drop for TestDatabase {
         if let Some((admin_url, name)) = self.drop_on_exit.take() {
             // Drop runs outside any runtime we may block; use a thread.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async {
                     let admin = sqlx::PgPool::connect(&admin_url).await.ok()?;
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
                     admin.close().await;
                     Some(())
                 })
@@ -114,12 +139,18 @@ impl TestServer {
         };
         tweak(&mut config);
         let state = AppState::build(config).await.expect("build app state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(pingvas_host::server::serve(state.clone(), listener, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(pingvas_host::server::serve(
+            state.clone(),
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             base,
             client: reqwest::Client::new(),
@@ -143,7 +174,13 @@ impl TestServer {
 
     /// Sends a request; `body` as JSON when given. Returns status and the
     /// JSON answer (`Null` when the body is not JSON).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method, self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -167,13 +204,25 @@ impl TestServer {
 
     /// Registers `email` with the standard password and logs in.
     pub async fn signup(&self, email: &str) -> Session {
-        let (s, body) = self.post("/auth/register", None, json!({ "email": email, "password": PASSWORD, "name": "테스터" })).await;
+        let (s, body) = self
+            .post(
+                "/auth/register",
+                None,
+                json!({ "email": email, "password": PASSWORD, "name": "테스터" }),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "register {email}: {body}");
         self.login(email).await
     }
 
     pub async fn login(&self, email: &str) -> Session {
-        let (s, body) = self.post("/auth/login", None, json!({ "email": email, "password": PASSWORD })).await;
+        let (s, body) = self
+            .post(
+                "/auth/login",
+                None,
+                json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "login {email}: {body}");
         let d = &body["data"];
         Session {
@@ -228,8 +277,16 @@ pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) -
     assert_eq!(*s, status, "status for {code}: {body}");
     assert_eq!(body["success"], json!(false), "envelope: {body}");
     assert_eq!(body["error"]["code"], json!(code), "code: {body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {body}");
-    assert!(body["error"].get("details").is_some(), "details key: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "message: {body}"
+    );
+    assert!(
+        body["error"].get("details").is_some(),
+        "details key: {body}"
+    );
     body["error"].clone()
 }
 
@@ -239,6 +296,10 @@ pub fn pingvas_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join(format!("pingvas{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} missing: run `cargo test --workspace` (it builds the binary)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo test --workspace` (it builds the binary)",
+        bin.display()
+    );
     bin
 }

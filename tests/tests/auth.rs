@@ -8,7 +8,11 @@ use serde_json::json;
 async fn register_login_me_refresh_logout() {
     let srv = TestServer::start().await;
     let (s, body) = srv
-        .post("/auth/register", None, json!({ "email": " Hong@Example.COM ", "password": PASSWORD, "name": "홍길동" }))
+        .post(
+            "/auth/register",
+            None,
+            json!({ "email": " Hong@Example.COM ", "password": PASSWORD, "name": "홍길동" }),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["success"], json!(true));
@@ -18,7 +22,13 @@ async fn register_login_me_refresh_logout() {
     assert_eq!(d["email_verified"], json!(false));
     assert!(uuid::Uuid::parse_str(d["id"].as_str().unwrap()).is_ok());
 
-    let (s, body) = srv.post("/auth/login", None, json!({ "email": "HONG@example.com", "password": PASSWORD })).await;
+    let (s, body) = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "HONG@example.com", "password": PASSWORD }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let d = &body["data"];
     assert_eq!(d["token_type"], json!("Bearer"));
@@ -32,17 +42,34 @@ async fn register_login_me_refresh_logout() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(me["data"]["email"], json!("hong@example.com"));
 
-    let (s, body) = srv.post("/auth/refresh", None, json!({ "refresh_token": refresh })).await;
+    let (s, body) = srv
+        .post("/auth/refresh", None, json!({ "refresh_token": refresh }))
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let new_access = body["data"]["access_token"].as_str().unwrap().to_owned();
     let new_refresh = body["data"]["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(body["data"]["expires_in"], json!(3600));
     assert_ne!(new_refresh, refresh, "refresh tokens rotate");
-    assert_eq!(srv.get("/users/me", Some(&new_access)).await.0, StatusCode::OK);
+    assert_eq!(
+        srv.get("/users/me", Some(&new_access)).await.0,
+        StatusCode::OK
+    );
 
-    let (s, _) = srv.post("/auth/logout", None, json!({ "refresh_token": new_refresh })).await;
+    let (s, _) = srv
+        .post(
+            "/auth/logout",
+            None,
+            json!({ "refresh_token": new_refresh }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let after = srv.post("/auth/refresh", None, json!({ "refresh_token": new_refresh })).await;
+    let after = srv
+        .post(
+            "/auth/refresh",
+            None,
+            json!({ "refresh_token": new_refresh }),
+        )
+        .await;
     assert_error(&after, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
 }
 
@@ -50,19 +77,39 @@ async fn register_login_me_refresh_logout() {
 async fn refresh_token_reuse_revokes_the_family() {
     let srv = TestServer::start().await;
     let first = srv.signup("reuse@example.com").await;
-    let (_, b) = srv.post("/auth/refresh", None, json!({ "refresh_token": first.refresh })).await;
+    let (_, b) = srv
+        .post(
+            "/auth/refresh",
+            None,
+            json!({ "refresh_token": first.refresh }),
+        )
+        .await;
     let second = b["data"]["refresh_token"].as_str().unwrap().to_owned();
 
     // An attacker replays the spent token: refused, and the family dies...
-    let replay = srv.post("/auth/refresh", None, json!({ "refresh_token": first.refresh })).await;
+    let replay = srv
+        .post(
+            "/auth/refresh",
+            None,
+            json!({ "refresh_token": first.refresh }),
+        )
+        .await;
     assert_error(&replay, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
     // ...so the legitimate newest token no longer works either.
-    let legit = srv.post("/auth/refresh", None, json!({ "refresh_token": second })).await;
+    let legit = srv
+        .post("/auth/refresh", None, json!({ "refresh_token": second }))
+        .await;
     assert_error(&legit, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
 
     // Another login (another family) is unaffected.
     let other = srv.login("reuse@example.com").await;
-    let (s, _) = srv.post("/auth/refresh", None, json!({ "refresh_token": other.refresh })).await;
+    let (s, _) = srv
+        .post(
+            "/auth/refresh",
+            None,
+            json!({ "refresh_token": other.refresh }),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -70,11 +117,29 @@ async fn refresh_token_reuse_revokes_the_family() {
 async fn register_errors() {
     let srv = TestServer::start().await;
     srv.signup("taken@example.com").await;
-    let dup = srv.post("/auth/register", None, json!({ "email": "TAKEN@example.com", "password": PASSWORD })).await;
+    let dup = srv
+        .post(
+            "/auth/register",
+            None,
+            json!({ "email": "TAKEN@example.com", "password": PASSWORD }),
+        )
+        .await;
     assert_error(&dup, StatusCode::CONFLICT, "EMAIL_EXISTS");
 
-    for bad in ["", "no-at-sign", "a@localhost", "two@@example.com", "spa ce@example.com"] {
-        let r = srv.post("/auth/register", None, json!({ "email": bad, "password": PASSWORD })).await;
+    for bad in [
+        "",
+        "no-at-sign",
+        "a@localhost",
+        "two@@example.com",
+        "spa ce@example.com",
+    ] {
+        let r = srv
+            .post(
+                "/auth/register",
+                None,
+                json!({ "email": bad, "password": PASSWORD }),
+            )
+            .await;
         assert_error(&r, StatusCode::BAD_REQUEST, "INVALID_EMAIL");
     }
 
@@ -85,15 +150,33 @@ async fn register_errors() {
         ("alllowercase1", "character_classes"),
         ("Weak.Person", "matches_email"),
     ] {
-        let r = srv.post("/auth/register", None, json!({ "email": "weak.person@example.com", "password": password })).await;
+        let r = srv
+            .post(
+                "/auth/register",
+                None,
+                json!({ "email": "weak.person@example.com", "password": password }),
+            )
+            .await;
         let err = assert_error(&r, StatusCode::BAD_REQUEST, "WEAK_PASSWORD");
         assert_eq!(err["details"]["rule"], json!(rule), "{password}");
     }
 
-    let r = srv.post("/auth/register", None, json!({ "email": "n@example.com", "password": PASSWORD, "name": "  " })).await;
+    let r = srv
+        .post(
+            "/auth/register",
+            None,
+            json!({ "email": "n@example.com", "password": PASSWORD, "name": "  " }),
+        )
+        .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     // Nothing of the failed attempts was stored.
-    let r = srv.post("/auth/login", None, json!({ "email": "weak.person@example.com", "password": "Ab1!" })).await;
+    let r = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "weak.person@example.com", "password": "Ab1!" }),
+        )
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 }
 
@@ -101,9 +184,27 @@ async fn register_errors() {
 async fn login_failures_do_not_say_which_part_was_wrong() {
     let srv = TestServer::start().await;
     srv.signup("known@example.com").await;
-    let wrong_password = srv.post("/auth/login", None, json!({ "email": "known@example.com", "password": "Wrong-Pass-1" })).await;
-    let unknown_email = srv.post("/auth/login", None, json!({ "email": "nobody@example.com", "password": PASSWORD })).await;
-    let bad_email = srv.post("/auth/login", None, json!({ "email": "not-an-email", "password": PASSWORD })).await;
+    let wrong_password = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "known@example.com", "password": "Wrong-Pass-1" }),
+        )
+        .await;
+    let unknown_email = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "nobody@example.com", "password": PASSWORD }),
+        )
+        .await;
+    let bad_email = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "not-an-email", "password": PASSWORD }),
+        )
+        .await;
     let a = assert_error(&wrong_password, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let b = assert_error(&unknown_email, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let c = assert_error(&bad_email, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
@@ -116,8 +217,16 @@ async fn access_token_errors() {
     let srv = TestServer::start().await;
     let user = srv.signup("tok@example.com").await;
 
-    assert_error(&srv.get("/users/me", None).await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    assert_error(&srv.get("/users/me", Some("garbage")).await, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+    assert_error(
+        &srv.get("/users/me", None).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    );
+    assert_error(
+        &srv.get("/users/me", Some("garbage")).await,
+        StatusCode::UNAUTHORIZED,
+        "INVALID_TOKEN",
+    );
 
     // Signed with another key.
     let forged = {
@@ -125,22 +234,44 @@ async fn access_token_errors() {
         parts[2] = "c2lnbmF0dXJlLWZvcmdlZA".into();
         parts.join(".")
     };
-    assert_error(&srv.get("/users/me", Some(&forged)).await, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+    assert_error(
+        &srv.get("/users/me", Some(&forged)).await,
+        StatusCode::UNAUTHORIZED,
+        "INVALID_TOKEN",
+    );
 
     // Expired: issued two hours ago with a one-hour lifetime.
-    let old = srv.state.auth.access.issue_at(&user.user_id, chrono_now() - 7200);
-    assert_error(&srv.get("/users/me", Some(&old)).await, StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED");
+    let old = srv
+        .state
+        .auth
+        .access
+        .issue_at(&user.user_id, chrono_now() - 7200);
+    assert_error(
+        &srv.get("/users/me", Some(&old)).await,
+        StatusCode::UNAUTHORIZED,
+        "TOKEN_EXPIRED",
+    );
 
     // Wrong scheme.
-    let r = srv.client.get(srv.url("/users/me")).header("authorization", format!("Basic {}", user.access)).send().await.unwrap();
+    let r = srv
+        .client
+        .get(srv.url("/users/me"))
+        .header("authorization", format!("Basic {}", user.access))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], json!("INVALID_TOKEN"));
 
     // Unknown or malformed refresh token.
-    let r = srv.post("/auth/refresh", None, json!({ "refresh_token": "nope" })).await;
+    let r = srv
+        .post("/auth/refresh", None, json!({ "refresh_token": "nope" }))
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
-    let r = srv.post("/auth/logout", None, json!({ "refresh_token": "nope" })).await;
+    let r = srv
+        .post("/auth/logout", None, json!({ "refresh_token": "nope" }))
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
 }
 
@@ -148,7 +279,13 @@ async fn access_token_errors() {
 async fn expired_refresh_token_is_refused() {
     let srv = TestServer::start_with(|c| c.refresh_token_ttl_days = 0).await;
     let user = srv.signup("short@example.com").await;
-    let r = srv.post("/auth/refresh", None, json!({ "refresh_token": user.refresh })).await;
+    let r = srv
+        .post(
+            "/auth/refresh",
+            None,
+            json!({ "refresh_token": user.refresh }),
+        )
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED");
 }
 
@@ -161,9 +298,15 @@ async fn tokens_survive_a_restart_with_the_generated_secret() {
     // A second server over the same data dir and database reads the same secret.
     let config = srv.state.config.clone();
     let again = pingvas_host::app::AppState::build(config).await.unwrap();
-    assert_eq!(again.auth.access.validate(&user.access).unwrap().sub, user.user_id);
+    assert_eq!(
+        again.auth.access.validate(&user.access).unwrap().sub,
+        user.user_id
+    );
 }
 
 fn chrono_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

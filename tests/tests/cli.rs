@@ -15,7 +15,11 @@ fn pingvas(srv: &TestServer, args: &[&str]) -> (bool, String) {
         .env_remove("PINGVAS_CONFIG")
         .output()
         .expect("run pingvas");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -24,7 +28,17 @@ async fn admin_commands_change_what_the_api_shows() {
     let srv = TestServer::start().await;
     let u = srv.signup("op@example.com").await;
 
-    let (ok, out) = pingvas(&srv, &["admin", "grant-credits", "OP@example.com", "250", "--reason", "보상"]);
+    let (ok, out) = pingvas(
+        &srv,
+        &[
+            "admin",
+            "grant-credits",
+            "OP@example.com",
+            "250",
+            "--reason",
+            "보상",
+        ],
+    );
     assert!(ok, "{out}");
     assert!(out.contains("balance now 350"), "{out}");
     let (ok, out) = pingvas(&srv, &["admin", "grant-credits", "op@example.com", "-50"]);
@@ -39,9 +53,14 @@ async fn admin_commands_change_what_the_api_shows() {
     assert_eq!(me["data"]["credits"], json!(300));
     assert_eq!(me["data"]["tier"], json!("studio"));
     assert_eq!(me["data"]["role"], json!("admin"));
-    let (_, credits) = srv.get("/users/me/credits?type=admin_adjustment", Some(&u.access)).await;
+    let (_, credits) = srv
+        .get("/users/me/credits?type=admin_adjustment", Some(&u.access))
+        .await;
     assert_eq!(credits["meta"]["total"], json!(2));
-    assert_eq!(credits["data"]["transactions"][1]["description"], json!("보상"));
+    assert_eq!(
+        credits["data"]["transactions"][1]["description"],
+        json!("보상")
+    );
 
     for bad in [
         vec!["admin", "set-tier", "op@example.com", "platinum"],
@@ -53,7 +72,10 @@ async fn admin_commands_change_what_the_api_shows() {
         assert!(!ok, "{bad:?} should fail: {out}");
     }
     let (_, me) = srv.get("/users/me", Some(&u.access)).await;
-    assert_eq!((me["data"]["credits"].clone(), me["data"]["tier"].clone()), (json!(300), json!("studio")));
+    assert_eq!(
+        (me["data"]["credits"].clone(), me["data"]["tier"].clone()),
+        (json!(300), json!("studio"))
+    );
 }
 
 #[tokio::test]

@@ -6,15 +6,32 @@ use pingvas_tests::{TestServer, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn raw(srv: &TestServer, method: reqwest::Method, path: &str, content_type: Option<&str>, body: &str) -> (StatusCode, Value) {
-    let mut req = srv.client.request(method, srv.url(path)).body(body.to_owned());
+async fn raw(
+    srv: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value) {
+    let mut req = srv
+        .client
+        .request(method, srv.url(path))
+        .body(body.to_owned());
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
     let resp = req.send().await.unwrap();
     let status = resp.status();
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    assert!(ct.starts_with("application/json"), "{path}: content-type {ct}");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        ct.starts_with("application/json"),
+        "{path}: content-type {ct}"
+    );
     (status, resp.json().await.unwrap())
 }
 
@@ -24,17 +41,83 @@ async fn malformed_bodies_of_every_kind() {
     use reqwest::Method;
     let json_ct = Some("application/json");
     let cases: Vec<(&str, Option<&str>, String, StatusCode, &str)> = vec![
-        ("syntax", json_ct, "{\"email\": ".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("not json at all", json_ct, "email=a&password=b".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("empty body", json_ct, String::new(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("missing field", json_ct, "{\"email\":\"a@example.com\"}".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("wrong type", json_ct, "{\"email\":1,\"password\":2}".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("array", json_ct, "[]".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("unknown field", json_ct, "{\"email\":\"a@example.com\",\"password\":\"SecurePass123!\",\"admin\":true}".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("no content type", None, "{\"email\":\"a@example.com\",\"password\":\"x\"}".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("wrong content type", Some("text/plain"), "{}".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("invalid utf-8 escapes", json_ct, "{\"email\":\"\\ud800\",\"password\":\"x\"}".into(), StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-        ("too large", json_ct, format!("{{\"email\":\"{}\",\"password\":\"x\"}}", "a".repeat(8192)), StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        (
+            "syntax",
+            json_ct,
+            "{\"email\": ".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "not json at all",
+            json_ct,
+            "email=a&password=b".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "empty body",
+            json_ct,
+            String::new(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "missing field",
+            json_ct,
+            "{\"email\":\"a@example.com\"}".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "wrong type",
+            json_ct,
+            "{\"email\":1,\"password\":2}".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "array",
+            json_ct,
+            "[]".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "unknown field",
+            json_ct,
+            "{\"email\":\"a@example.com\",\"password\":\"SecurePass123!\",\"admin\":true}".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "no content type",
+            None,
+            "{\"email\":\"a@example.com\",\"password\":\"x\"}".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "wrong content type",
+            Some("text/plain"),
+            "{}".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "invalid utf-8 escapes",
+            json_ct,
+            "{\"email\":\"\\ud800\",\"password\":\"x\"}".into(),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "too large",
+            json_ct,
+            format!("{{\"email\":\"{}\",\"password\":\"x\"}}", "a".repeat(8192)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+        ),
     ];
     for (name, ct, body, status, code) in cases {
         let got = raw(&srv, Method::POST, "/auth/register", ct, &body).await;
@@ -42,7 +125,13 @@ async fn malformed_bodies_of_every_kind() {
         assert_error(&got, status, code);
     }
     // Nothing was registered by any of them.
-    let r = srv.post("/auth/login", None, json!({ "email": "a@example.com", "password": "SecurePass123!" })).await;
+    let r = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "a@example.com", "password": "SecurePass123!" }),
+        )
+        .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
 }
 
@@ -50,11 +139,31 @@ async fn malformed_bodies_of_every_kind() {
 async fn unknown_routes_and_wrong_methods() {
     let srv = TestServer::start().await;
     use reqwest::Method;
-    assert_error(&raw(&srv, Method::GET, "/no/such/route", None, "").await, StatusCode::NOT_FOUND, "NOT_FOUND");
-    assert_error(&raw(&srv, Method::GET, "/nothing-here", None, "").await, StatusCode::NOT_FOUND, "NOT_FOUND");
-    assert_error(&raw(&srv, Method::GET, "/auth/login", None, "").await, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
-    assert_error(&raw(&srv, Method::DELETE, "/users/me", None, "").await, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
-    assert_error(&raw(&srv, Method::POST, "/healthz", None, "").await, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+    assert_error(
+        &raw(&srv, Method::GET, "/no/such/route", None, "").await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &raw(&srv, Method::GET, "/nothing-here", None, "").await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &raw(&srv, Method::GET, "/auth/login", None, "").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
+    assert_error(
+        &raw(&srv, Method::DELETE, "/users/me", None, "").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
+    assert_error(
+        &raw(&srv, Method::POST, "/healthz", None, "").await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    );
 }
 
 #[tokio::test]
@@ -76,8 +185,28 @@ async fn messages_follow_accept_language() {
     assert_eq!(en["error"]["code"], ko["error"]["code"]);
 
     // Errors raised outside the handlers (router fallback, body parsing) too.
-    let r: Value = srv.client.post(srv.url("/auth/login")).header("accept-language", "en").body("{").header("content-type", "application/json").send().await.unwrap().json().await.unwrap();
+    let r: Value = srv
+        .client
+        .post(srv.url("/auth/login"))
+        .header("accept-language", "en")
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["error"]["message"], json!("Validation failed."));
-    let r: Value = srv.client.get(srv.url("/nope")).header("accept-language", "en").send().await.unwrap().json().await.unwrap();
+    let r: Value = srv
+        .client
+        .get(srv.url("/nope"))
+        .header("accept-language", "en")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["error"]["message"], json!("Resource not found."));
 }

@@ -12,7 +12,11 @@ use proptest::prelude::*;
 async fn fifty_concurrent_reserves_against_credit_for_ten() {
     let srv = TestServer::start_with(|c| c.signup_grant_credits = 0).await;
     let u = srv.signup("race@example.com").await;
-    srv.state.ledger.credit(&u.user_id, 100, TxKind::AdminAdjustment, "seed", None).await.unwrap();
+    srv.state
+        .ledger
+        .credit(&u.user_id, 100, TxKind::AdminAdjustment, "seed", None)
+        .await
+        .unwrap();
     let ledger = Arc::new(srv.state.ledger.clone());
     let tasks: Vec<_> = (0..50)
         .map(|i| {
@@ -26,7 +30,10 @@ async fn fifty_concurrent_reserves_against_credit_for_ten() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(LedgerError::Insufficient { required: 10, available }) => {
+            Err(LedgerError::Insufficient {
+                required: 10,
+                available,
+            }) => {
                 assert!(available < 10);
                 insufficient += 1;
             }
@@ -43,23 +50,50 @@ async fn capture_twice_with_one_key_charges_once() {
     let srv = TestServer::start().await;
     let u = srv.signup("idem@example.com").await;
     let l = &srv.state.ledger;
-    let hold = l.reserve(&u.user_id, 40, "job", "job-1:reserve").await.unwrap();
+    let hold = l
+        .reserve(&u.user_id, 40, "job", "job-1:reserve")
+        .await
+        .unwrap();
     // A retried reserve returns the same hold and reserves nothing more.
-    let again = l.reserve(&u.user_id, 40, "job", "job-1:reserve").await.unwrap();
-    assert_eq!((again.id.as_str(), again.replayed), (hold.id.as_str(), true));
+    let again = l
+        .reserve(&u.user_id, 40, "job", "job-1:reserve")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.replayed),
+        (hold.id.as_str(), true)
+    );
     assert_eq!(l.balance(&u.user_id).await.unwrap().reserved, 40);
 
-    let first = l.capture(&hold.id, 25, "생성 (25초)", "job-1:settle").await.unwrap();
-    let second = l.capture(&hold.id, 25, "생성 (25초)", "job-1:settle").await.unwrap();
-    assert_eq!((first.charged, first.released, first.replayed), (25, 15, false));
-    assert_eq!((second.charged, second.released, second.replayed), (25, 15, true));
+    let first = l
+        .capture(&hold.id, 25, "생성 (25초)", "job-1:settle")
+        .await
+        .unwrap();
+    let second = l
+        .capture(&hold.id, 25, "생성 (25초)", "job-1:settle")
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.charged, first.released, first.replayed),
+        (25, 15, false)
+    );
+    assert_eq!(
+        (second.charged, second.released, second.replayed),
+        (25, 15, true)
+    );
     let b = l.balance(&u.user_id).await.unwrap();
     assert_eq!((b.balance, b.reserved), (75, 0));
-    let (rows, total) = l.history(&u.user_id, Some(TxKind::GenerationUse), 1, 20).await.unwrap();
+    let (rows, total) = l
+        .history(&u.user_id, Some(TxKind::GenerationUse), 1, 20)
+        .await
+        .unwrap();
     assert_eq!((total, rows[0].amount, rows[0].balance_after), (1, -25, 75));
 
     // Settling the resolved hold with another key is refused, not applied.
-    assert!(matches!(l.release(&hold.id, "other-key").await, Err(LedgerError::HoldResolved { .. })));
+    assert!(matches!(
+        l.release(&hold.id, "other-key").await,
+        Err(LedgerError::HoldResolved { .. })
+    ));
     assert_eq!(l.balance(&u.user_id).await.unwrap().balance, 75);
 }
 
@@ -97,22 +131,61 @@ async fn ledger_rules() {
     // More than held cannot be captured.
     assert!(matches!(
         l.capture(&hold.id, 61, "job", "a:settle").await,
-        Err(LedgerError::CaptureExceedsHold { requested: 61, held: 60 })
+        Err(LedgerError::CaptureExceedsHold {
+            requested: 61,
+            held: 60
+        })
     ));
     // An adjustment cannot take away reserved credits.
     assert!(matches!(
-        l.credit(&u.user_id, -50, TxKind::AdminAdjustment, "x", None).await,
-        Err(LedgerError::Insufficient { required: 50, available: 40 })
+        l.credit(&u.user_id, -50, TxKind::AdminAdjustment, "x", None)
+            .await,
+        Err(LedgerError::Insufficient {
+            required: 50,
+            available: 40
+        })
     ));
     // Same key, different amount: refused.
-    assert!(matches!(l.reserve(&u.user_id, 10, "job", "a").await, Err(LedgerError::KeyReused)));
+    assert!(matches!(
+        l.reserve(&u.user_id, 10, "job", "a").await,
+        Err(LedgerError::KeyReused)
+    ));
     // Only adjustments may be negative; zero never posts.
-    assert!(matches!(l.credit(&u.user_id, -1, TxKind::SubscriptionGrant, "x", None).await, Err(LedgerError::BadAmount(_))));
-    assert!(matches!(l.credit(&u.user_id, 0, TxKind::AdminAdjustment, "x", None).await, Err(LedgerError::BadAmount(_))));
+    assert!(matches!(
+        l.credit(&u.user_id, -1, TxKind::SubscriptionGrant, "x", None)
+            .await,
+        Err(LedgerError::BadAmount(_))
+    ));
+    assert!(matches!(
+        l.credit(&u.user_id, 0, TxKind::AdminAdjustment, "x", None)
+            .await,
+        Err(LedgerError::BadAmount(_))
+    ));
     // Idempotent grants.
-    let g1 = l.credit(&u.user_id, 15000, TxKind::SubscriptionGrant, "Pro", Some("sub-1:2025-11")).await.unwrap();
-    let g2 = l.credit(&u.user_id, 15000, TxKind::SubscriptionGrant, "Pro", Some("sub-1:2025-11")).await.unwrap();
-    assert_eq!((g1.transaction_id.clone(), g2.replayed), (g2.transaction_id.clone(), true));
+    let g1 = l
+        .credit(
+            &u.user_id,
+            15000,
+            TxKind::SubscriptionGrant,
+            "Pro",
+            Some("sub-1:2025-11"),
+        )
+        .await
+        .unwrap();
+    let g2 = l
+        .credit(
+            &u.user_id,
+            15000,
+            TxKind::SubscriptionGrant,
+            "Pro",
+            Some("sub-1:2025-11"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (g1.transaction_id.clone(), g2.replayed),
+        (g2.transaction_id.clone(), true)
+    );
     let released = l.release(&hold.id, "a:settle").await.unwrap();
     assert_eq!((released.charged, released.released), (0, 60));
     let b = l.balance(&u.user_id).await.unwrap();
@@ -132,7 +205,10 @@ async fn database_constraints_forbid_reserving_more_than_the_balance() {
     assert!(negative.is_err(), "CHECK reserved >= 0");
     let rewrite = on_db!(db, p => sqlx::query("UPDATE credit_transactions SET amount = 1000000 WHERE user_id = $1").bind(&u.user_id).execute(p).await.map(|_| ()));
     assert!(rewrite.is_err(), "the log is append-only");
-    assert_eq!(srv.state.ledger.balance(&u.user_id).await.unwrap().balance, 100);
+    assert_eq!(
+        srv.state.ledger.balance(&u.user_id).await.unwrap().balance,
+        100
+    );
 }
 
 #[derive(Debug, Clone)]

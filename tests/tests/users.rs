@@ -13,8 +13,17 @@ async fn me_has_every_field_of_the_spec() {
     assert_eq!(s, StatusCode::OK);
     let d = &body["data"];
     for key in [
-        "id", "email", "name", "avatar_url", "tier", "credits", "storage_used", "storage_quota", "subscription",
-        "features", "created_at",
+        "id",
+        "email",
+        "name",
+        "avatar_url",
+        "tier",
+        "credits",
+        "storage_used",
+        "storage_quota",
+        "subscription",
+        "features",
+        "created_at",
     ] {
         assert!(d.get(key).is_some(), "missing {key} in {d}");
     }
@@ -30,7 +39,9 @@ async fn me_has_every_field_of_the_spec() {
 async fn tier_changes_show_in_features_and_quota() {
     let srv = TestServer::start().await;
     let u = srv.signup("pro@example.com").await;
-    pingvas_host::admin::set_tier(&srv.state.db, &srv.state.plans, "pro@example.com", "pro").await.unwrap();
+    pingvas_host::admin::set_tier(&srv.state.db, &srv.state.plans, "pro@example.com", "pro")
+        .await
+        .unwrap();
     let (_, body) = srv.get("/users/me", Some(&u.access)).await;
     assert_eq!(body["data"]["tier"], json!("pro"));
     assert_eq!(body["data"]["features"]["flux_model"], json!(true));
@@ -42,17 +53,42 @@ async fn patch_me_changes_only_what_is_sent() {
     let srv = TestServer::start().await;
     let u = srv.signup("patch@example.com").await;
     let (s, body) = srv
-        .call(Method::PATCH, "/users/me", Some(&u.access), Some(json!({ "name": "김철수", "avatar_url": "https://cdn.example.com/a.png" })))
+        .call(
+            Method::PATCH,
+            "/users/me",
+            Some(&u.access),
+            Some(json!({ "name": "김철수", "avatar_url": "https://cdn.example.com/a.png" })),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["name"], json!("김철수"));
-    assert_eq!(body["data"]["avatar_url"], json!("https://cdn.example.com/a.png"));
+    assert_eq!(
+        body["data"]["avatar_url"],
+        json!("https://cdn.example.com/a.png")
+    );
 
     // Only the name: the avatar stays.
-    let (_, body) = srv.call(Method::PATCH, "/users/me", Some(&u.access), Some(json!({ "name": "이영희" }))).await;
-    assert_eq!(body["data"]["avatar_url"], json!("https://cdn.example.com/a.png"));
+    let (_, body) = srv
+        .call(
+            Method::PATCH,
+            "/users/me",
+            Some(&u.access),
+            Some(json!({ "name": "이영희" })),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["avatar_url"],
+        json!("https://cdn.example.com/a.png")
+    );
     // null removes the avatar.
-    let (_, body) = srv.call(Method::PATCH, "/users/me", Some(&u.access), Some(json!({ "avatar_url": null }))).await;
+    let (_, body) = srv
+        .call(
+            Method::PATCH,
+            "/users/me",
+            Some(&u.access),
+            Some(json!({ "avatar_url": null })),
+        )
+        .await;
     assert_eq!(body["data"]["avatar_url"], json!(null));
     assert_eq!(body["data"]["name"], json!("이영희"));
     let (_, me) = srv.get("/users/me", Some(&u.access)).await;
@@ -72,7 +108,14 @@ async fn patch_me_rejects_unknown_and_invalid_fields() {
         json!({ "avatar_url": "javascript:alert(1)" }),
         json!({ "avatar_url": "not a url" }),
     ] {
-        let r = srv.call(Method::PATCH, "/users/me", Some(&u.access), Some(body.clone())).await;
+        let r = srv
+            .call(
+                Method::PATCH,
+                "/users/me",
+                Some(&u.access),
+                Some(body.clone()),
+            )
+            .await;
         assert_error(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
     }
     let (_, me) = srv.get("/users/me", Some(&u.access)).await;
@@ -85,7 +128,11 @@ async fn credits_history_pages_and_filters() {
     let srv = TestServer::start().await;
     let u = srv.signup("ledger@example.com").await;
     for i in 0..25 {
-        srv.state.ledger.credit(&u.user_id, 10 + i, TxKind::AdminAdjustment, "보정", None).await.unwrap();
+        srv.state
+            .ledger
+            .credit(&u.user_id, 10 + i, TxKind::AdminAdjustment, "보정", None)
+            .await
+            .unwrap();
     }
     let (s, body) = srv.get("/users/me/credits", Some(&u.access)).await;
     assert_eq!(s, StatusCode::OK);
@@ -93,27 +140,55 @@ async fn credits_history_pages_and_filters() {
     assert_eq!(body["data"]["balance"], json!(expected_balance));
     assert_eq!(body["data"]["reserved"], json!(0));
     assert_eq!(body["data"]["available"], json!(expected_balance));
-    assert_eq!(body["meta"], json!({ "page": 1, "per_page": 20, "total": 26 }));
+    assert_eq!(
+        body["meta"],
+        json!({ "page": 1, "per_page": 20, "total": 26 })
+    );
     let txs = body["data"]["transactions"].as_array().unwrap();
     assert_eq!(txs.len(), 20);
     assert_eq!(txs[0]["amount"], json!(34), "newest first");
     assert_eq!(txs[0]["balance_after"], json!(expected_balance));
-    for key in ["id", "type", "amount", "description", "balance_after", "created_at"] {
+    for key in [
+        "id",
+        "type",
+        "amount",
+        "description",
+        "balance_after",
+        "created_at",
+    ] {
         assert!(txs[0].get(key).is_some(), "{key}");
     }
 
-    let (_, p2) = srv.get("/users/me/credits?page=2&per_page=20", Some(&u.access)).await;
+    let (_, p2) = srv
+        .get("/users/me/credits?page=2&per_page=20", Some(&u.access))
+        .await;
     assert_eq!(p2["data"]["transactions"].as_array().unwrap().len(), 6);
 
-    let (_, grants) = srv.get("/users/me/credits?type=signup_grant", Some(&u.access)).await;
+    let (_, grants) = srv
+        .get("/users/me/credits?type=signup_grant", Some(&u.access))
+        .await;
     assert_eq!(grants["meta"]["total"], json!(1));
     assert_eq!(grants["data"]["transactions"][0]["amount"], json!(100));
 
-    for q in ["per_page=0", "per_page=101", "page=0", "page=-1", "page=abc", "type=bogus"] {
-        let r = srv.get(&format!("/users/me/credits?{q}"), Some(&u.access)).await;
+    for q in [
+        "per_page=0",
+        "per_page=101",
+        "page=0",
+        "page=-1",
+        "page=abc",
+        "type=bogus",
+    ] {
+        let r = srv
+            .get(&format!("/users/me/credits?{q}"), Some(&u.access))
+            .await;
         assert_error(&r, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
     }
-    assert_eq!(srv.get("/users/me/credits?per_page=100", Some(&u.access)).await.0, StatusCode::OK);
+    assert_eq!(
+        srv.get("/users/me/credits?per_page=100", Some(&u.access))
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -121,7 +196,11 @@ async fn users_see_only_their_own_ledger() {
     let srv = TestServer::start().await;
     let a = srv.signup("a@example.com").await;
     let b = srv.signup("b@example.com").await;
-    srv.state.ledger.credit(&a.user_id, 500, TxKind::AdminAdjustment, "a only", None).await.unwrap();
+    srv.state
+        .ledger
+        .credit(&a.user_id, 500, TxKind::AdminAdjustment, "a only", None)
+        .await
+        .unwrap();
     let (_, body) = srv.get("/users/me/credits", Some(&b.access)).await;
     assert_eq!(body["data"]["balance"], json!(100));
     assert_eq!(body["meta"]["total"], json!(1));

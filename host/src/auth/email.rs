@@ -27,9 +27,24 @@ mod tests {
 
     #[test]
     fn normalises_and_validates() {
-        assert_eq!(normalise("  Alice@Example.COM ").as_deref(), Some("alice@example.com"));
-        assert_eq!(normalise("a.b+tag@sub.example.co.kr").as_deref(), Some("a.b+tag@sub.example.co.kr"));
-        for bad in ["", "plain", "@example.com", "a@", "a@localhost", "a b@example.com", "a@@example.com", "a@[127.0.0.1]"] {
+        assert_eq!(
+            normalise("  Alice@Example.COM ").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(
+            normalise("a.b+tag@sub.example.co.kr").as_deref(),
+            Some("a.b+tag@sub.example.co.kr")
+        );
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@localhost",
+            "a b@example.com",
+            "a@@example.com",
+            "a@[127.0.0.1]",
+        ] {
             assert_eq!(normalise(bad), None, "{bad}");
         }
         assert_eq!(normalise(&format!("{}@example.com", "a".repeat(250))), None);

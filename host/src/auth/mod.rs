@@ -75,10 +75,20 @@ pub fn clean_name(raw: &str) -> Option<String> {
 
 impl AuthService {
     pub fn new(db: Db, access: AccessTokens, refresh_ttl_days: u64, signup_grant: i64) -> Self {
-        Self { db, access, refresh_ttl: Duration::days(refresh_ttl_days as i64), signup_grant }
+        Self {
+            db,
+            access,
+            refresh_ttl: Duration::days(refresh_ttl_days as i64),
+            signup_grant,
+        }
     }
 
-    pub async fn register(&self, email: &str, password: &str, name: Option<&str>) -> AuthResult<UserRow> {
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: Option<&str>,
+    ) -> AuthResult<UserRow> {
         let email = email::normalise(email).ok_or(AuthError::InvalidEmail)?;
         let name = match name {
             Some(n) => clean_name(n).ok_or(AuthError::InvalidName)?,
@@ -89,7 +99,14 @@ impl AuthService {
         let id = new_id();
         let now = Utc::now();
         let mut tx = self.db.begin().await?;
-        let new = NewUser { id: &id, email: &email, name: &name, password_hash: Some(&hash), tier: DEFAULT_TIER, now };
+        let new = NewUser {
+            id: &id,
+            email: &email,
+            name: &name,
+            password_hash: Some(&hash),
+            tier: DEFAULT_TIER,
+            now,
+        };
         match user_store::insert(&mut tx, &new).await {
             Err(e) if e.is_unique_violation() => return Err(AuthError::EmailExists),
             other => other?,
@@ -162,11 +179,16 @@ impl AuthService {
         Ok(())
     }
 
-    async fn add_refresh_token(&self, tx: &mut crate::store::Tx, family: &str) -> AuthResult<String> {
+    async fn add_refresh_token(
+        &self,
+        tx: &mut crate::store::Tx,
+        family: &str,
+    ) -> AuthResult<String> {
         let token = tokens::new_refresh_token();
         let now = Utc::now();
         let hash = tokens::hash_refresh_token(&token);
-        token_store::insert_token(tx, &new_id(), family, &hash, now, now + self.refresh_ttl).await?;
+        token_store::insert_token(tx, &new_id(), family, &hash, now, now + self.refresh_ttl)
+            .await?;
         Ok(token)
     }
 

@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde_json::{Value, json};
 
@@ -36,7 +38,11 @@ pub async fn verify(password: String, stored: Option<String>) -> anyhow::Result<
     };
     let ok = tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
-        Ok::<_, anyhow::Error>(hasher().verify_password(password.as_bytes(), &parsed).is_ok())
+        Ok::<_, anyhow::Error>(
+            hasher()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok(),
+        )
     })
     .await??;
     Ok(ok && known)
@@ -75,7 +81,9 @@ pub fn check_policy(password: &str, email: &str) -> Result<(), Value> {
         password.chars().any(|c| c.is_lowercase()),
         password.chars().any(|c| c.is_uppercase()),
         password.chars().any(|c| c.is_ascii_digit()),
-        password.chars().any(|c| !c.is_alphanumeric() && !c.is_whitespace()),
+        password
+            .chars()
+            .any(|c| !c.is_alphanumeric() && !c.is_whitespace()),
     ];
     if classes.iter().filter(|&&b| b).count() < 3 {
         return Err(json!({
@@ -96,7 +104,9 @@ mod tests {
     use super::*;
 
     fn rule(p: &str) -> Option<String> {
-        check_policy(p, "alice.smith@example.com").err().map(|v| v["rule"].as_str().unwrap().to_owned())
+        check_policy(p, "alice.smith@example.com")
+            .err()
+            .map(|v| v["rule"].as_str().unwrap().to_owned())
     }
 
     #[test]
@@ -114,8 +124,16 @@ mod tests {
     async fn hash_and_verify() {
         let h = hash("SecurePass123!".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify("SecurePass123!".into(), Some(h.clone())).await.unwrap());
+        assert!(
+            verify("SecurePass123!".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
         assert!(!verify("wrong".into(), Some(h)).await.unwrap());
-        assert!(!verify("pingvas-timing-equaliser".into(), None).await.unwrap());
+        assert!(
+            !verify("pingvas-timing-equaliser".into(), None)
+                .await
+                .unwrap()
+        );
     }
 }

@@ -103,7 +103,12 @@ mod tests {
     use super::*;
 
     fn tokens() -> AccessTokens {
-        AccessTokens::new(b"0123456789abcdef0123456789abcdef", "pingvas", "pingvas-api", 3600)
+        AccessTokens::new(
+            b"0123456789abcdef0123456789abcdef",
+            "pingvas",
+            "pingvas-api",
+            3600,
+        )
     }
 
     #[test]
@@ -120,10 +125,26 @@ mod tests {
         let old = t.issue_at("u1", chrono::Utc::now().timestamp() - 7200);
         assert_eq!(t.validate(&old).unwrap_err(), TokenError::Expired);
         assert_eq!(t.validate("garbage").unwrap_err(), TokenError::Invalid);
-        let other = AccessTokens::new(b"another-key-another-key-another!!", "pingvas", "pingvas-api", 3600);
-        assert_eq!(t.validate(&other.issue("u1")).unwrap_err(), TokenError::Invalid);
-        let wrong_aud = AccessTokens::new(b"0123456789abcdef0123456789abcdef", "pingvas", "elsewhere", 3600);
-        assert_eq!(t.validate(&wrong_aud.issue("u1")).unwrap_err(), TokenError::Invalid);
+        let other = AccessTokens::new(
+            b"another-key-another-key-another!!",
+            "pingvas",
+            "pingvas-api",
+            3600,
+        );
+        assert_eq!(
+            t.validate(&other.issue("u1")).unwrap_err(),
+            TokenError::Invalid
+        );
+        let wrong_aud = AccessTokens::new(
+            b"0123456789abcdef0123456789abcdef",
+            "pingvas",
+            "elsewhere",
+            3600,
+        );
+        assert_eq!(
+            t.validate(&wrong_aud.issue("u1")).unwrap_err(),
+            TokenError::Invalid
+        );
     }
 
     #[test]
@@ -138,7 +159,13 @@ mod tests {
         }
         let t = tokens();
         let now = chrono::Utc::now().timestamp();
-        let c = NoJti { sub: "u", iss: "pingvas", aud: "pingvas-api", exp: now + 60, iat: now };
+        let c = NoJti {
+            sub: "u",
+            iss: "pingvas",
+            aud: "pingvas-api",
+            exp: now + 60,
+            iat: now,
+        };
         let tok = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &c,

@@ -84,7 +84,11 @@ pub struct Balance {
 
 impl From<q::AccountRow> for Balance {
     fn from(a: q::AccountRow) -> Self {
-        Balance { balance: a.balance, reserved: a.reserved, available: a.balance - a.reserved }
+        Balance {
+            balance: a.balance,
+            reserved: a.reserved,
+            available: a.balance - a.reserved,
+        }
     }
 }
 
@@ -121,7 +125,15 @@ pub struct Settlement {
 pub async fn open_account_in(tx: &mut Tx, user_id: &str, signup_grant: i64) -> LedgerResult<()> {
     q::create_account(tx, user_id, Utc::now()).await?;
     if signup_grant > 0 {
-        credit_in(tx, user_id, signup_grant, TxKind::SignupGrant, "가입 축하 크레딧", None).await?;
+        credit_in(
+            tx,
+            user_id,
+            signup_grant,
+            TxKind::SignupGrant,
+            "가입 축하 크레딧",
+            None,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -137,24 +149,30 @@ pub async fn credit_in(
     key: Option<&str>,
 ) -> LedgerResult<Posted> {
     if amount == 0 || (amount < 0 && kind != TxKind::AdminAdjustment) {
-        return Err(LedgerError::BadAmount("positive (negative only for admin adjustments)"));
+        return Err(LedgerError::BadAmount(
+            "positive (negative only for admin adjustments)",
+        ));
     }
-    if let Some(key) = key {
-        if let Some(prev) = q::find_transaction_by_key(tx, user_id, key).await? {
-            if prev.kind != kind.as_str() || prev.amount != amount {
-                return Err(LedgerError::KeyReused);
-            }
-            return Ok(Posted {
-                transaction_id: prev.id,
-                amount: prev.amount,
-                balance_after: prev.balance_after,
-                replayed: true,
-            });
+    let previous = match key {
+        Some(key) => q::find_transaction_by_key(tx, user_id, key).await?,
+        None => None,
+    };
+    if let Some(prev) = previous {
+        if prev.kind != kind.as_str() || prev.amount != amount {
+            return Err(LedgerError::KeyReused);
         }
+        return Ok(Posted {
+            transaction_id: prev.id,
+            amount: prev.amount,
+            balance_after: prev.balance_after,
+            replayed: true,
+        });
     }
     let now = Utc::now();
     let Some(balance_after) = q::add_to_balance(tx, user_id, amount, now).await? else {
-        let account = q::account_in(tx, user_id).await?.ok_or(LedgerError::NoAccount)?;
+        let account = q::account_in(tx, user_id)
+            .await?
+            .ok_or(LedgerError::NoAccount)?;
         return Err(LedgerError::Insufficient {
             required: -amount,
             available: account.balance - account.reserved,
@@ -176,7 +194,12 @@ pub async fn credit_in(
         },
     )
     .await?;
-    Ok(Posted { transaction_id: id, amount, balance_after, replayed: false })
+    Ok(Posted {
+        transaction_id: id,
+        amount,
+        balance_after,
+        replayed: false,
+    })
 }
 
 /// Reserves `amount` credits under `key`; a retry with the same key returns
@@ -195,11 +218,18 @@ pub async fn reserve_in(
         if prev.amount != amount {
             return Err(LedgerError::KeyReused);
         }
-        return Ok(Hold { id: prev.id, user_id: prev.user_id, amount: prev.amount, replayed: true });
+        return Ok(Hold {
+            id: prev.id,
+            user_id: prev.user_id,
+            amount: prev.amount,
+            replayed: true,
+        });
     }
     let now = Utc::now();
     if !q::reserve(tx, user_id, amount, now).await? {
-        let account = q::account_in(tx, user_id).await?.ok_or(LedgerError::NoAccount)?;
+        let account = q::account_in(tx, user_id)
+            .await?
+            .ok_or(LedgerError::NoAccount)?;
         return Err(LedgerError::Insufficient {
             required: amount,
             available: account.balance - account.reserved,
@@ -207,7 +237,12 @@ pub async fn reserve_in(
     }
     let id = new_id();
     q::insert_hold(tx, &id, user_id, amount, key, description, now).await?;
-    Ok(Hold { id, user_id: user_id.to_owned(), amount, replayed: false })
+    Ok(Hold {
+        id,
+        user_id: user_id.to_owned(),
+        amount,
+        replayed: false,
+    })
 }
 
 /// Charges `charge` (at most the held amount) of a hold and returns the
@@ -220,12 +255,17 @@ pub async fn settle_in(
     description: &str,
     key: &str,
 ) -> LedgerResult<Settlement> {
-    let hold = q::find_hold(tx, hold_id).await?.ok_or(LedgerError::HoldNotFound)?;
+    let hold = q::find_hold(tx, hold_id)
+        .await?
+        .ok_or(LedgerError::HoldNotFound)?;
     if charge < 0 {
         return Err(LedgerError::BadAmount("zero or positive"));
     }
     if charge > hold.amount {
-        return Err(LedgerError::CaptureExceedsHold { requested: charge, held: hold.amount });
+        return Err(LedgerError::CaptureExceedsHold {
+            requested: charge,
+            held: hold.amount,
+        });
     }
     let now = Utc::now();
     let state = if charge > 0 { "captured" } else { "released" };
@@ -282,7 +322,10 @@ impl Ledger {
     }
 
     pub async fn balance(&self, user_id: &str) -> LedgerResult<Balance> {
-        Ok(q::account(&self.db, user_id).await?.ok_or(LedgerError::NoAccount)?.into())
+        Ok(q::account(&self.db, user_id)
+            .await?
+            .ok_or(LedgerError::NoAccount)?
+            .into())
     }
 
     pub async fn credit(
@@ -299,14 +342,26 @@ impl Ledger {
         Ok(posted)
     }
 
-    pub async fn reserve(&self, user_id: &str, amount: i64, description: &str, key: &str) -> LedgerResult<Hold> {
+    pub async fn reserve(
+        &self,
+        user_id: &str,
+        amount: i64,
+        description: &str,
+        key: &str,
+    ) -> LedgerResult<Hold> {
         let mut tx = self.db.begin().await?;
         let hold = reserve_in(&mut tx, user_id, amount, description, key).await?;
         tx.commit().await?;
         Ok(hold)
     }
 
-    pub async fn capture(&self, hold_id: &str, charge: i64, description: &str, key: &str) -> LedgerResult<Settlement> {
+    pub async fn capture(
+        &self,
+        hold_id: &str,
+        charge: i64,
+        description: &str,
+        key: &str,
+    ) -> LedgerResult<Settlement> {
         let mut tx = self.db.begin().await?;
         let s = settle_in(&mut tx, hold_id, charge, description, key).await?;
         tx.commit().await?;
@@ -326,7 +381,14 @@ impl Ledger {
         per_page: u32,
     ) -> LedgerResult<(Vec<TransactionRow>, i64)> {
         let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-        Ok(q::list_transactions(&self.db, user_id, kind.map(TxKind::as_str), per_page.into(), offset).await?)
+        Ok(q::list_transactions(
+            &self.db,
+            user_id,
+            kind.map(TxKind::as_str),
+            per_page.into(),
+            offset,
+        )
+        .await?)
     }
 
     /// Sum of the user's log; equals `balance` whenever the ledger is sound.

@@ -98,7 +98,9 @@ impl Catalogue {
     /// The plan of a tier name, falling back to the default tier when an
     /// operator removed a tier that users still have.
     pub fn tier(&self, name: &str) -> &Plan {
-        self.plans.get(name).unwrap_or_else(|| &self.plans[DEFAULT_TIER])
+        self.plans
+            .get(name)
+            .unwrap_or_else(|| &self.plans[DEFAULT_TIER])
     }
 
     /// Plans ordered by rank.
@@ -119,13 +121,24 @@ mod tests {
         let names: Vec<_> = c.all().iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["free", "starter", "pro", "studio", "enterprise"]);
         let starter = c.get("starter").unwrap();
-        assert_eq!((starter.monthly_price, starter.yearly_price, starter.credits), (Some(25.0), Some(250.0), 5000));
+        assert_eq!(
+            (starter.monthly_price, starter.yearly_price, starter.credits),
+            (Some(25.0), Some(250.0), 5000)
+        );
         assert_eq!(starter.storage_gb, 20);
         let pro = c.get("pro").unwrap();
-        assert_eq!((pro.monthly_price, pro.credits, pro.storage_quota_bytes()), (Some(75.0), 15000, 107374182400));
+        assert_eq!(
+            (pro.monthly_price, pro.credits, pro.storage_quota_bytes()),
+            (Some(75.0), 15000, 107374182400)
+        );
         assert!(pro.features.flux_model && !pro.features.lora_training);
         assert_eq!(c.get("studio").unwrap().credits, 30000);
-        let limits: Vec<_> = c.all().iter().map(|p| (p.requests_per_min, p.generations_per_min)).take(4).collect();
+        let limits: Vec<_> = c
+            .all()
+            .iter()
+            .map(|p| (p.requests_per_min, p.generations_per_min))
+            .take(4)
+            .collect();
         assert_eq!(limits, [(30, 2), (60, 5), (120, 10), (240, 20)]);
     }
 

@@ -71,11 +71,20 @@ async fn register(
     lang: Lang,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let user = state.auth.register(&req.email, &req.password, req.name.as_deref()).await?;
-    let body = RegisteredUser { id: user.id, email: user.email, name: user.name, email_verified: user.email_verified };
-    Ok(ok(body)
-        .status(StatusCode::CREATED)
-        .message(lang.pick("회원가입이 완료되었습니다.", "Your account has been created.")))
+    let user = state
+        .auth
+        .register(&req.email, &req.password, req.name.as_deref())
+        .await?;
+    let body = RegisteredUser {
+        id: user.id,
+        email: user.email,
+        name: user.name,
+        email_verified: user.email_verified,
+    };
+    Ok(ok(body).status(StatusCode::CREATED).message(lang.pick(
+        "회원가입이 완료되었습니다.",
+        "Your account has been created.",
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -121,12 +130,22 @@ async fn login(
         refresh_token: pair.refresh_token,
         token_type: "Bearer",
         expires_in: pair.expires_in,
-        user: LoginUser { id: user.id, email: user.email, name: user.name, tier: user.tier, credits },
+        user: LoginUser {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            tier: user.tier,
+            credits,
+        },
     }))
 }
 
 async fn balance_of(ledger: &Ledger, user_id: &str) -> ApiResult<i64> {
-    Ok(ledger.balance(user_id).await.map_err(ApiError::internal)?.balance)
+    Ok(ledger
+        .balance(user_id)
+        .await
+        .map_err(ApiError::internal)?
+        .balance)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

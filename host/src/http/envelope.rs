@@ -33,7 +33,11 @@ pub async fn localize_errors(req: Request, next: Next) -> Response {
     if is_json {
         return response;
     }
-    render(response, &ApiError::new(ErrorCode::for_status(status)), lang)
+    render(
+        response,
+        &ApiError::new(ErrorCode::for_status(status)),
+        lang,
+    )
 }
 
 /// Replaces the body with `err` in `lang`, keeping status and headers other

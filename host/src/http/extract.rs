@@ -44,7 +44,9 @@ impl From<JsonRejection> for ApiError {
                 ErrorCode::ValidationError,
                 json!({ "reason": "invalid_body", "message": reason }),
             ),
-            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge),
+            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorCode::PayloadTooLarge)
+            }
             _ => ApiError::with_details(
                 ErrorCode::ValidationError,
                 json!({ "reason": "unreadable_body", "message": reason }),
@@ -55,13 +57,19 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::with_details(ErrorCode::InvalidParameters, json!({ "message": r.body_text() }))
+        ApiError::with_details(
+            ErrorCode::InvalidParameters,
+            json!({ "message": r.body_text() }),
+        )
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::with_details(ErrorCode::InvalidParameters, json!({ "message": r.body_text() }))
+        ApiError::with_details(
+            ErrorCode::InvalidParameters,
+            json!({ "message": r.body_text() }),
+        )
     }
 }
 
@@ -91,7 +99,10 @@ impl FromRequestParts<SharedState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or(ErrorCode::Unauthorized)?;
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ErrorCode::Unauthorized)?;
         let value = header.to_str().map_err(|_| ErrorCode::InvalidToken)?;
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),

@@ -44,12 +44,24 @@ impl HttpMetrics {
             Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
         });
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
-        Self { registry: Mutex::new(registry), requests, latency }
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+        }
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let labels = RequestLabels { method: method.to_owned(), route: route.to_owned(), status };
+        let labels = RequestLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(seconds);
     }
@@ -69,7 +81,10 @@ struct MatchedRoute(String);
 /// Route layer: copies the matched route template onto the response so the
 /// outer `record` middleware (which runs before routing) can label by it.
 pub async fn tag_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|m| MatchedRoute(m.as_str().to_owned()));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| MatchedRoute(m.as_str().to_owned()));
     let mut response = next.run(req).await;
     if let Some(route) = route {
         response.extensions_mut().insert(route);
@@ -83,14 +98,25 @@ pub async fn record(State(state): State<SharedState>, req: Request, next: Next) 
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let response = next.run(req).await;
-    let route = response.extensions().get::<MatchedRoute>().map_or("unmatched", |r| r.0.as_str());
-    state.metrics.observe(&method, route, response.status().as_u16(), start.elapsed().as_secs_f64());
+    let route = response
+        .extensions()
+        .get::<MatchedRoute>()
+        .map_or("unmatched", |r| r.0.as_str());
+    state.metrics.observe(
+        &method,
+        route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     response
 }
 
 pub async fn handler(State(state): State<SharedState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

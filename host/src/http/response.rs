@@ -24,7 +24,12 @@ pub struct Success<T> {
 }
 
 pub fn ok<T: Serialize>(data: T) -> Success<T> {
-    Success { status: StatusCode::OK, data, meta: None, message: None }
+    Success {
+        status: StatusCode::OK,
+        data,
+        meta: None,
+        message: None,
+    }
 }
 
 impl<T: Serialize> Success<T> {
@@ -90,11 +95,18 @@ pub struct ErrorBody {
 }
 
 /// Page and page size from a query, checked against the spec's bounds.
-pub fn check_page(page: Option<u32>, per_page: Option<u32>, max_per_page: u32) -> crate::error::ApiResult<(u32, u32)> {
+pub fn check_page(
+    page: Option<u32>,
+    per_page: Option<u32>,
+    max_per_page: u32,
+) -> crate::error::ApiResult<(u32, u32)> {
     let page = page.unwrap_or(1);
     let per_page = per_page.unwrap_or(20);
     if page < 1 {
-        return Err(crate::error::ApiError::invalid_param("page", "must be at least 1"));
+        return Err(crate::error::ApiError::invalid_param(
+            "page",
+            "must be at least 1",
+        ));
     }
     if !(1..=max_per_page).contains(&per_page) {
         return Err(crate::error::ApiError::invalid_param(

@@ -15,7 +15,9 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::users::{self, Profile, ProfileError};
 
 pub fn router() -> OpenApiRouter<SharedState> {
-    OpenApiRouter::new().routes(routes!(get_me, patch_me)).routes(routes!(get_credits))
+    OpenApiRouter::new()
+        .routes(routes!(get_me, patch_me))
+        .routes(routes!(get_credits))
 }
 
 impl From<ProfileError> for ApiError {
@@ -36,7 +38,13 @@ impl From<ProfileError> for ApiError {
         (status = 401, description = "UNAUTHORIZED, INVALID_TOKEN, TOKEN_EXPIRED", body = ErrorEnvelope),
     ))]
 async fn get_me(State(state): State<SharedState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
-    Ok(ok(users::profile(&state.db, &state.ledger, &state.plans, &user.id).await?))
+    Ok(ok(users::profile(
+        &state.db,
+        &state.ledger,
+        &state.plans,
+        &user.id,
+    )
+    .await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,7 +59,9 @@ pub struct PatchMeRequest {
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -76,7 +86,11 @@ async fn patch_me(
 ) -> ApiResult<impl IntoResponse> {
     let avatar = req.avatar_url.as_ref().map(|v| v.as_deref());
     let row = users::update(&state.db, &user.id, req.name.as_deref(), avatar).await?;
-    Ok(ok(PatchMeResponse { id: row.id, name: row.name, avatar_url: row.avatar_url }))
+    Ok(ok(PatchMeResponse {
+        id: row.id,
+        name: row.name,
+        avatar_url: row.avatar_url,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -127,10 +141,21 @@ async fn get_credits(
     let (page, per_page) = check_page(q.page, q.per_page, 100)?;
     let kind = match q.kind.as_deref() {
         None | Some("") => None,
-        Some(k) => Some(TxKind::parse(k).ok_or_else(|| ApiError::invalid_param("type", "unknown transaction type"))?),
+        Some(k) => Some(
+            TxKind::parse(k)
+                .ok_or_else(|| ApiError::invalid_param("type", "unknown transaction type"))?,
+        ),
     };
-    let balance = state.ledger.balance(&user.id).await.map_err(ApiError::internal)?;
-    let (rows, total) = state.ledger.history(&user.id, kind, page, per_page).await.map_err(ApiError::internal)?;
+    let balance = state
+        .ledger
+        .balance(&user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    let (rows, total) = state
+        .ledger
+        .history(&user.id, kind, page, per_page)
+        .await
+        .map_err(ApiError::internal)?;
     let transactions = rows
         .into_iter()
         .map(|r| CreditTransaction {
@@ -148,5 +173,9 @@ async fn get_credits(
         available: balance.available,
         transactions,
     };
-    Ok(ok(body).meta(PageMeta { page, per_page, total }))
+    Ok(ok(body).meta(PageMeta {
+        page,
+        per_page,
+        total,
+    }))
 }

@@ -104,7 +104,12 @@ pub async fn add_to_balance(
 }
 
 /// Moves `amount` from available to reserved if that much is available.
-pub async fn reserve(tx: &mut Tx, user_id: &str, amount: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+pub async fn reserve(
+    tx: &mut Tx,
+    user_id: &str,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
     let rows = on_tx!(tx, c => sqlx::query(
         "UPDATE credit_accounts SET reserved = reserved + $2, updated_at = $3 \
          WHERE user_id = $1 AND balance - reserved >= $2",
@@ -169,8 +174,14 @@ pub async fn find_hold(tx: &mut Tx, id: &str) -> StoreResult<Option<HoldRow>> {
     Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
 }
 
-pub async fn find_hold_by_key(tx: &mut Tx, user_id: &str, key: &str) -> StoreResult<Option<HoldRow>> {
-    let sql = format!("SELECT {HOLD_COLUMNS} FROM credit_holds WHERE user_id = $1 AND idempotency_key = $2");
+pub async fn find_hold_by_key(
+    tx: &mut Tx,
+    user_id: &str,
+    key: &str,
+) -> StoreResult<Option<HoldRow>> {
+    let sql = format!(
+        "SELECT {HOLD_COLUMNS} FROM credit_holds WHERE user_id = $1 AND idempotency_key = $2"
+    );
     Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(user_id).bind(key).fetch_optional(c).await)?)
 }
 
@@ -224,11 +235,16 @@ pub async fn find_transaction_by_key(
     user_id: &str,
     key: &str,
 ) -> StoreResult<Option<TransactionRow>> {
-    let sql = format!("SELECT {TX_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND idempotency_key = $2");
+    let sql = format!(
+        "SELECT {TX_COLUMNS} FROM credit_transactions WHERE user_id = $1 AND idempotency_key = $2"
+    );
     Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(user_id).bind(key).fetch_optional(c).await)?)
 }
 
-pub async fn find_transaction_by_hold(tx: &mut Tx, hold_id: &str) -> StoreResult<Option<TransactionRow>> {
+pub async fn find_transaction_by_hold(
+    tx: &mut Tx,
+    hold_id: &str,
+) -> StoreResult<Option<TransactionRow>> {
     let sql = format!("SELECT {TX_COLUMNS} FROM credit_transactions WHERE hold_id = $1");
     Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(hold_id).fetch_optional(c).await)?)
 }

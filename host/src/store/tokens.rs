@@ -65,10 +65,18 @@ pub async fn find_by_hash(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<R
                           FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
                           WHERE t.token_hash = $1";
     Ok(match tx {
-        Tx::Sqlite(t) => sqlx::query_as(SELECT).bind(token_hash).fetch_optional(&mut **t).await?,
+        Tx::Sqlite(t) => {
+            sqlx::query_as(SELECT)
+                .bind(token_hash)
+                .fetch_optional(&mut **t)
+                .await?
+        }
         Tx::Postgres(t) => {
             let sql = format!("{SELECT} FOR UPDATE OF t");
-            sqlx::query_as(&sql).bind(token_hash).fetch_optional(&mut **t).await?
+            sqlx::query_as(&sql)
+                .bind(token_hash)
+                .fetch_optional(&mut **t)
+                .await?
         }
     })
 }

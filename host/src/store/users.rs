@@ -28,8 +28,7 @@ pub struct NewUser<'a> {
     pub now: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, email, name, password_hash, avatar_url, tier, role, email_verified, created_at, updated_at";
+const COLUMNS: &str = "id, email, name, password_hash, avatar_url, tier, role, email_verified, created_at, updated_at";
 
 /// Inserts a user; fails with a unique violation on `users_email_key` when
 /// the email is taken.
