@@ -30,7 +30,7 @@ pub type SharedState = Arc<AppState>;
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let db = Db::connect(&config.database_url(), config.db_max_connections)
+    let db = Db::connect(&config.database_url(), config.db_max_connections())
         .await
         .context("connecting to the database")?;
     db.migrate().await.context("running migrations")?;

@@ -24,8 +24,10 @@ pub struct Config {
     /// `sqlite://…` or `postgres://…`; default: `<data_dir>/pingvas.db`.
     #[serde(serialize_with = "serialize_secret_opt")]
     pub database_url: Option<SecretString>,
-    /// Upper bound on pooled database connections.
-    pub db_max_connections: u32,
+    /// Upper bound on pooled database connections; by default 4 on SQLite
+    /// (one writer at a time; more readers only add thread switches on
+    /// small machines) and 16 on PostgreSQL.
+    pub db_max_connections: Option<u32>,
     /// HS256 key for access tokens; generated into the data dir if unset.
     #[serde(serialize_with = "serialize_secret_opt")]
     pub jwt_secret: Option<SecretString>,
@@ -53,7 +55,7 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             database_url: None,
-            db_max_connections: 16,
+            db_max_connections: None,
             jwt_secret: None,
             jwt_issuer: "pingvas".into(),
             jwt_audience: "pingvas-api".into(),
@@ -113,6 +115,15 @@ impl Config {
             Some(url) => url.expose_secret().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("pingvas.db").display()),
         }
+    }
+
+    pub fn db_max_connections(&self) -> u32 {
+        let default = if self.database_url().starts_with("sqlite:") {
+            4
+        } else {
+            16
+        };
+        self.db_max_connections.unwrap_or(default)
     }
 
     pub fn cors_origin_list(&self) -> Vec<String> {

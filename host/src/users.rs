@@ -6,7 +6,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::clean_name;
-use crate::billing::ledger::Ledger;
 use crate::billing::plans::Catalogue;
 use crate::store::users::{self as user_store, ProfileChange, UserRow};
 use crate::store::{Db, StoreError};
@@ -79,20 +78,11 @@ pub fn check_avatar_url(raw: &str) -> Result<String, &'static str> {
     Ok(url.to_string())
 }
 
-pub async fn profile(
-    db: &Db,
-    ledger: &Ledger,
-    plans: &Catalogue,
-    user_id: &str,
-) -> Result<Profile, ProfileError> {
-    let user = user_store::find_by_id(db, user_id)
+pub async fn profile(db: &Db, plans: &Catalogue, user_id: &str) -> Result<Profile, ProfileError> {
+    let row = user_store::find_with_balance(db, user_id)
         .await?
         .ok_or(ProfileError::NotFound)?;
-    let balance = ledger
-        .balance(user_id)
-        .await
-        .map_err(|e| ProfileError::Internal(e.into()))?;
-    Ok(build(user, balance.balance, plans))
+    Ok(build(row.user, row.balance, plans))
 }
 
 fn build(user: UserRow, credits: i64, plans: &Catalogue) -> Profile {

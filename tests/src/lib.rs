@@ -134,7 +134,6 @@ impl TestServer {
             addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: db.data_dir.clone(),
             database_url: Some(db.url.clone().into()),
-            db_max_connections: 8,
             ..Config::default()
         };
         tweak(&mut config);

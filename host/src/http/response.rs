@@ -4,7 +4,6 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 /// Pagination of a list response.
@@ -49,15 +48,25 @@ impl<T: Serialize> Success<T> {
     }
 }
 
+/// The wire form of a success answer, serialised in one pass.
+#[derive(Serialize)]
+struct Body<'a, T> {
+    success: bool,
+    data: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<PageMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
 impl<T: Serialize> IntoResponse for Success<T> {
     fn into_response(self) -> Response {
-        let mut body = json!({ "success": true, "data": self.data });
-        if let Some(meta) = self.meta {
-            body["meta"] = json!(meta);
-        }
-        if let Some(message) = self.message {
-            body["message"] = json!(message);
-        }
+        let body = Body {
+            success: true,
+            data: &self.data,
+            meta: self.meta,
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -38,13 +38,7 @@ impl From<ProfileError> for ApiError {
         (status = 401, description = "UNAUTHORIZED, INVALID_TOKEN, TOKEN_EXPIRED", body = ErrorEnvelope),
     ))]
 async fn get_me(State(state): State<SharedState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
-    Ok(ok(users::profile(
-        &state.db,
-        &state.ledger,
-        &state.plans,
-        &user.id,
-    )
-    .await?))
+    Ok(ok(users::profile(&state.db, &state.plans, &user.id).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -101,8 +101,11 @@ impl Db {
             {
                 std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
             }
+            // A local file connection cannot go stale: skip the ping on every
+            // acquire, which costs a round trip to the connection's thread.
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(15))
                 .connect_with(opts)
                 .await?;

@@ -54,6 +54,22 @@ pub async fn find_by_email(db: &Db, email: &str) -> StoreResult<Option<UserRow>>
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(email).fetch_optional(p).await)?)
 }
 
+/// A user with their credit balance, read in one query (the hot path of
+/// `GET /users/me`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserWithBalance {
+    #[sqlx(flatten)]
+    pub user: UserRow,
+    pub balance: i64,
+}
+
+pub async fn find_with_balance(db: &Db, id: &str) -> StoreResult<Option<UserWithBalance>> {
+    const SQL: &str = "SELECT u.id, u.email, u.name, u.password_hash, u.avatar_url, u.tier, u.role, \
+                       u.email_verified, u.created_at, u.updated_at, a.balance \
+                       FROM users u JOIN credit_accounts a ON a.user_id = u.id WHERE u.id = $1";
+    Ok(on_db!(db, p => sqlx::query_as(SQL).bind(id).fetch_optional(p).await)?)
+}
+
 pub async fn find_by_id(db: &Db, id: &str) -> StoreResult<Option<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)

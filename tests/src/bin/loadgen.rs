@@ -22,7 +22,10 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { seconds: 10, connections: 32 };
+    let mut args = Args {
+        seconds: 10,
+        connections: 32,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let v = it.next().and_then(|v| v.parse::<u64>().ok());
@@ -53,7 +56,11 @@ impl Drop for Server {
 
 async fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let bin = std::env::current_exe().unwrap().with_file_name("pingvas");
     let child = Command::new(&bin)
         .arg("serve")
@@ -68,7 +75,11 @@ async fn start_server() -> Server {
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Server { child, base, _dir: dir };
+            return Server {
+                child,
+                base,
+                _dir: dir,
+            };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -126,7 +137,12 @@ async fn drive(
             })
         })
         .collect();
-    let mut run = Run { requests: 0, errors: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    let mut run = Run {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
     for t in tasks {
         let (ok, err, lat) = t.await.unwrap();
         run.requests += ok;
@@ -145,13 +161,31 @@ async fn main() {
     let base = server.base.clone();
     let client = reqwest::Client::new();
     let creds = json!({ "email": "bench@example.com", "password": "SecurePass123!" });
-    client.post(format!("{base}/api/v1/auth/register")).json(&creds).send().await.unwrap();
-    let login: Value =
-        client.post(format!("{base}/api/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
-    let token = login["data"]["access_token"].as_str().expect("login").to_owned();
+    client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["data"]["access_token"]
+        .as_str()
+        .expect("login")
+        .to_owned();
 
     let b = base.clone();
-    let mut health = drive(args.connections, duration, move |c| c.get(format!("{b}/healthz"))).await;
+    let mut health = drive(args.connections, duration, move |c| {
+        c.get(format!("{b}/healthz"))
+    })
+    .await;
     let b = base.clone();
     let mut me = drive(args.connections, duration, move |c| {
         c.get(format!("{b}/api/v1/users/me")).bearer_auth(&token)
@@ -167,7 +201,12 @@ async fn main() {
                 let c = reqwest::Client::new();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(r) = c.post(format!("{b}/api/v1/auth/login")).json(&creds).send().await {
+                    if let Ok(r) = c
+                        .post(format!("{b}/api/v1/auth/login"))
+                        .json(&creds)
+                        .send()
+                        .await
+                    {
                         n += u64::from(r.status().is_success());
                     }
                 }
@@ -187,7 +226,10 @@ async fn main() {
     let ratio = me.rps() / health.rps();
     println!("| measurement | requests/s | p50 ms | p99 ms | errors |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, run) in [("GET /healthz (baseline)", &mut health), ("GET /api/v1/users/me", &mut me)] {
+    for (name, run) in [
+        ("GET /healthz (baseline)", &mut health),
+        ("GET /api/v1/users/me", &mut me),
+    ] {
         println!(
             "| {name} | {:.0} | {:.2} | {:.2} | {} |",
             run.rps(),
@@ -205,7 +247,10 @@ async fn main() {
         probe.errors
     );
     println!();
-    println!("users/me ÷ healthz throughput: {:.1}% (target ≥ 30%)", ratio * 100.0);
+    println!(
+        "users/me ÷ healthz throughput: {:.1}% (target ≥ 30%)",
+        ratio * 100.0
+    );
     println!(
         "healthz p99 under login load: {:.2} ms (target < 20 ms)",
         probe.percentile(0.99).as_secs_f64() * 1e3
