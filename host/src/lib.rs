@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod i18n;
+pub mod plugins;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -302,3 +302,25 @@ pub fn pingvas_bin() -> PathBuf {
     );
     bin
 }
+
+/// The compiled guest component `name` (e.g. `watermark`), built by
+/// `scripts/test` into `$PINGVAS_PLUGIN_DIR` (default: the workspace's
+/// `target/wasm32-wasip2/release`).
+pub fn plugin_wasm(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("PINGVAS_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(|t| PathBuf::from(t).join("wasm32-wasip2/release"))
+        })
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        });
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build the plugins: scripts/test does)",
+            path.display()
+        )
+    })
+}

@@ -1,0 +1,1 @@
+//! Published plugins: publish, list, yank.

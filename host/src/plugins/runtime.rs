@@ -1,0 +1,566 @@
+//! Loading and calling plugins. A component is compiled once per content
+//! hash (and cached on disk next to the engine's fingerprint), linked once
+//! into an `InstancePre`, and every call gets a fresh, limited `Store`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, Resource};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::billing::{BillingAdapter, BillingAdapterPre};
+use super::bindings::node::pingvas::plugin::node_types::{
+    Descriptor, NodeInput, NodeKind, NodeOutput, PostInput, PreInput,
+};
+use super::bindings::node::pingvas::plugin::types::{GenerationParams, PluginError as GuestError};
+use super::bindings::node::{Node, NodePre};
+use super::engine::{EngineOptions, PluginEngine};
+use super::error::PluginError;
+use super::host::images::ImageHandle;
+use super::limits::Limits;
+use super::state::{Grants, PluginState};
+use super::world::{PluginKind, Shape};
+
+pub use super::bindings::billing::pingvas::plugin::billing_types::{
+    BillingEvent, Checkout, CheckoutRequest, EventKind, Webhook,
+};
+pub use super::bindings::node::pingvas::plugin::types::Lora;
+pub type NodeDescriptor = Descriptor;
+pub type Params = GenerationParams;
+
+/// Longest prompt a pre-node may hand back.
+pub const MAX_PROMPT_BYTES: usize = 16 << 10;
+
+enum Linked {
+    Node(NodePre<PluginState>),
+    Billing(BillingAdapterPre<PluginState>),
+    /// Type-checked and compiled; run by the workflow engine.
+    Workflow,
+}
+
+/// A compiled, linked plugin ready to instantiate.
+pub struct LoadedPlugin {
+    pub sha256: String,
+    pub kind: PluginKind,
+    pub shape: Shape,
+    linked: Linked,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("sha256", &self.sha256)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// What a node call produced, with what it cost.
+#[derive(Debug)]
+pub struct NodeRun<T> {
+    pub output: T,
+    pub elapsed: Duration,
+    pub peak_memory: usize,
+    pub log: String,
+}
+
+pub struct PluginRuntime {
+    engine: PluginEngine,
+    node_linker: Linker<PluginState>,
+    billing_linker: Linker<PluginState>,
+    workflow_linker: Linker<PluginState>,
+    cache_dir: Option<PathBuf>,
+    loaded: Mutex<HashMap<(String, PluginKind), Arc<LoadedPlugin>>>,
+    http: reqwest::Client,
+}
+
+fn link_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}
+
+impl PluginRuntime {
+    /// `cache_dir` keeps compiled code across restarts; `None` compiles in
+    /// memory only.
+    pub fn new(opts: &EngineOptions, cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let engine = PluginEngine::new(opts)?;
+        let mut node_linker = Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut node_linker).map_err(link_err)?;
+        Node::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut node_linker, |s| s)
+            .map_err(link_err)?;
+        let mut billing_linker = Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut billing_linker).map_err(link_err)?;
+        BillingAdapter::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut billing_linker,
+            |s| s,
+        )
+        .map_err(link_err)?;
+        let mut workflow_linker = Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut workflow_linker).map_err(link_err)?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Self {
+            engine,
+            node_linker,
+            billing_linker,
+            workflow_linker,
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        })
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.engine.engine
+    }
+
+    /// Compiles (or fetches from cache), checks the world, and links.
+    /// `kind` is what the caller expects; `None` detects it.
+    pub async fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        kind: Option<PluginKind>,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if let Some(kind) = kind {
+            if let Some(hit) = self
+                .loaded
+                .lock()
+                .expect("plugin cache")
+                .get(&(sha256.clone(), kind))
+            {
+                return Ok(hit.clone());
+            }
+        }
+        let component = self.compile(name, &sha256, bytes).await?;
+        let shape = Shape::of(&component, &self.engine.engine);
+        let kind = match kind {
+            Some(k) => {
+                shape.check(k).map_err(|reason| PluginError::WrongWorld {
+                    plugin: name.into(),
+                    expected: k.world().into(),
+                    reason,
+                })?;
+                k
+            }
+            None => shape.detect().ok_or_else(|| PluginError::WrongWorld {
+                plugin: name.into(),
+                expected: "node, workflow or billing-adapter".into(),
+                reason: format!("exports {:?}, imports {:?}", shape.exports, shape.imports),
+            })?,
+        };
+        let wrong = |e: wasmtime::Error| PluginError::WrongWorld {
+            plugin: name.into(),
+            expected: kind.world().into(),
+            reason: format!("{e:#}"),
+        };
+        let linked = match kind {
+            PluginKind::Node => {
+                let pre = self
+                    .node_linker
+                    .instantiate_pre(&component)
+                    .map_err(wrong)?;
+                Linked::Node(NodePre::new(pre).map_err(wrong)?)
+            }
+            PluginKind::Billing => {
+                let pre = self
+                    .billing_linker
+                    .instantiate_pre(&component)
+                    .map_err(wrong)?;
+                Linked::Billing(BillingAdapterPre::new(pre).map_err(wrong)?)
+            }
+            PluginKind::Workflow => {
+                // The workflow host interfaces are linked by the workflow
+                // engine; here the world check above is the whole test.
+                let _ = &self.workflow_linker;
+                Linked::Workflow
+            }
+        };
+        let loaded = Arc::new(LoadedPlugin {
+            sha256: sha256.clone(),
+            kind,
+            shape,
+            linked,
+        });
+        self.loaded
+            .lock()
+            .expect("plugin cache")
+            .insert((sha256, kind), loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn compile(
+        &self,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<Component, PluginError> {
+        let invalid = |reason: String| PluginError::InvalidComponent {
+            plugin: name.into(),
+            reason,
+        };
+        if !wasmparser_is_component(bytes) {
+            return Err(invalid(
+                "not a WebAssembly component (a core module or other bytes)".into(),
+            ));
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine.fingerprint())));
+        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `Component::serialize` of this
+            // engine configuration (its fingerprint is in the name) into the
+            // host's own data dir.
+            match unsafe { Component::deserialize_file(&self.engine.engine, path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unreadable compiled plugin")
+                }
+            }
+        }
+        let engine = self.engine.engine.clone();
+        let owned = bytes.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, owned))
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        if let Some(path) = cached {
+            if let Ok(code) = component.serialize() {
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                if std::fs::write(&tmp, code)
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .is_err()
+                {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+        Ok(component)
+    }
+
+    fn store(&self, plugin: &str, limits: Limits, grants: Arc<Grants>) -> Store<PluginState> {
+        let mut store = Store::new(
+            &self.engine.engine,
+            PluginState::new(plugin, limits, grants, self.http.clone()),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(limits.hostcall_bytes);
+        if self.engine.fuel {
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        // Every epoch tick: past the deadline, interrupt; otherwise yield to
+        // the async runtime so a busy guest never starves other tasks.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                state.deadline_hit = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    /// Turns a failed call into a typed error naming the cause.
+    fn classify(
+        &self,
+        plugin: &str,
+        err: wasmtime::Error,
+        store: &mut Store<PluginState>,
+    ) -> PluginError {
+        let (stderr, _) = store.data().output.take();
+        let state = store.data();
+        let limits = state.limiter.limits;
+        if state.deadline_hit {
+            return PluginError::Timeout {
+                plugin: plugin.into(),
+                limit: limits.timeout,
+            };
+        }
+        if state.limiter.memory_hit {
+            return PluginError::MemoryLimit {
+                plugin: plugin.into(),
+                limit_bytes: limits.memory_bytes,
+            };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => PluginError::StackOverflow {
+                plugin: plugin.into(),
+            },
+            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
+                plugin: plugin.into(),
+                fuel: limits.fuel.unwrap_or(0),
+            },
+            Some(trap) => PluginError::Trapped {
+                plugin: plugin.into(),
+                trap: trap.to_string(),
+                stderr: last_lines(&stderr, 5),
+            },
+            None => PluginError::Host {
+                plugin: plugin.into(),
+                reason: format!("{err:#}"),
+            },
+        }
+    }
+
+    fn finish<T>(&self, store: &mut Store<PluginState>, started: Instant, output: T) -> NodeRun<T> {
+        let (log, dropped) = store.data().output.take();
+        if !log.is_empty() {
+            tracing::info!(plugin = %store.data().plugin, dropped_bytes = dropped, "plugin output: {}", log.trim_end());
+        }
+        NodeRun {
+            output,
+            elapsed: started.elapsed(),
+            peak_memory: store.data().limiter.peak_memory,
+            log,
+        }
+    }
+
+    fn node_pre<'a>(
+        &self,
+        name: &str,
+        plugin: &'a LoadedPlugin,
+    ) -> Result<&'a NodePre<PluginState>, PluginError> {
+        match &plugin.linked {
+            Linked::Node(pre) => Ok(pre),
+            _ => Err(PluginError::WrongWorld {
+                plugin: name.into(),
+                expected: "node".into(),
+                reason: format!("is a {} plugin", plugin.kind.as_str()),
+            }),
+        }
+    }
+
+    /// Calls a node's `describe()` within `limits`.
+    pub async fn describe(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        limits: Limits,
+    ) -> Result<NodeRun<NodeDescriptor>, PluginError> {
+        let pre = self.node_pre(name, plugin)?;
+        let started = Instant::now();
+        let mut store = self.store(name, limits, Arc::default());
+        let result = async {
+            let node = pre.instantiate_async(&mut store).await?;
+            node.call_describe(&mut store).await
+        }
+        .await;
+        match result {
+            Ok(d) => {
+                check_descriptor(name, &d)?;
+                Ok(self.finish(&mut store, started, d))
+            }
+            Err(e) => Err(self.classify(name, e, &mut store)),
+        }
+    }
+
+    /// Runs a pre-node: generation parameters in, rewritten parameters out.
+    pub async fn run_pre(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        limits: Limits,
+        params: Params,
+        config: &str,
+    ) -> Result<NodeRun<Params>, PluginError> {
+        let pre = self.node_pre(name, plugin)?;
+        let started = Instant::now();
+        let mut store = self.store(name, limits, Arc::default());
+        let input = NodeInput::Pre(PreInput {
+            params,
+            config: config.to_owned(),
+        });
+        let result = async {
+            let node = pre.instantiate_async(&mut store).await?;
+            node.call_process(&mut store, &input).await
+        }
+        .await;
+        match result {
+            Ok(Ok(NodeOutput::Pre(params))) => {
+                check_params(name, &params)?;
+                Ok(self.finish(&mut store, started, params))
+            }
+            Ok(Ok(NodeOutput::Post(_))) => Err(bad_output(name, "a pre-node returned images")),
+            Ok(Err(e)) => Err(guest_error(name, e)),
+            Err(e) => Err(self.classify(name, e, &mut store)),
+        }
+    }
+
+    /// Runs a post-node: images in, images out. Pixels enter the guest only
+    /// if it reads them.
+    pub async fn run_post(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        limits: Limits,
+        params: Params,
+        images: Vec<ImageHandle>,
+        config: &str,
+    ) -> Result<NodeRun<Vec<ImageHandle>>, PluginError> {
+        let pre = self.node_pre(name, plugin)?;
+        let started = Instant::now();
+        let mut store = self.store(name, limits, Arc::default());
+        let mut handles: Vec<Resource<ImageHandle>> = Vec::with_capacity(images.len());
+        for img in images {
+            handles.push(
+                store
+                    .data_mut()
+                    .table
+                    .push(img)
+                    .map_err(|e| PluginError::Host {
+                        plugin: name.into(),
+                        reason: e.to_string(),
+                    })?,
+            );
+        }
+        let input = NodeInput::Post(PostInput {
+            params,
+            images: handles,
+            config: config.to_owned(),
+        });
+        let result = async {
+            let node = pre.instantiate_async(&mut store).await?;
+            node.call_process(&mut store, &input).await
+        }
+        .await;
+        match result {
+            Ok(Ok(NodeOutput::Post(out))) => {
+                let mut images = Vec::with_capacity(out.len());
+                for h in out {
+                    let img = store
+                        .data_mut()
+                        .table
+                        .delete(h)
+                        .map_err(|e| bad_output(name, &format!("bad image handle: {e}")))?;
+                    images.push(img);
+                }
+                if images.is_empty() {
+                    return Err(bad_output(name, "a post-node returned no images"));
+                }
+                Ok(self.finish(&mut store, started, images))
+            }
+            Ok(Ok(NodeOutput::Pre(_))) => Err(bad_output(name, "a post-node returned parameters")),
+            Ok(Err(e)) => Err(guest_error(name, e)),
+            Err(e) => Err(self.classify(name, e, &mut store)),
+        }
+    }
+
+    /// Calls a billing adapter's `create-checkout` (the host side of the
+    /// other billing calls comes with the billing module).
+    pub async fn billing_checkout(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        limits: Limits,
+        grants: Arc<Grants>,
+        req: CheckoutRequest,
+    ) -> Result<Checkout, PluginError> {
+        let Linked::Billing(pre) = &plugin.linked else {
+            return Err(PluginError::WrongWorld {
+                plugin: name.into(),
+                expected: "billing-adapter".into(),
+                reason: format!("is a {} plugin", plugin.kind.as_str()),
+            });
+        };
+        let mut store = self.store(name, limits, grants);
+        let result = async {
+            let adapter = pre.instantiate_async(&mut store).await?;
+            adapter.call_create_checkout(&mut store, &req).await
+        }
+        .await;
+        match result {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(guest_error(name, e)),
+            Err(e) => Err(self.classify(name, e, &mut store)),
+        }
+    }
+}
+
+/// A component's preamble: `\0asm`, then version 0x0d and layer 1.
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn bad_output(name: &str, reason: &str) -> PluginError {
+    PluginError::BadOutput {
+        plugin: name.into(),
+        reason: reason.into(),
+    }
+}
+
+fn guest_error(name: &str, e: GuestError) -> PluginError {
+    let cut = |m: String| m.chars().take(1000).collect::<String>();
+    match e {
+        GuestError::InvalidInput(m) => PluginError::InvalidInput {
+            plugin: name.into(),
+            message: cut(m),
+        },
+        GuestError::Rejected(m) => PluginError::Rejected {
+            plugin: name.into(),
+            message: cut(m),
+        },
+        GuestError::Failed(m) => PluginError::Failed {
+            plugin: name.into(),
+            message: cut(m),
+        },
+    }
+}
+
+fn check_descriptor(name: &str, d: &Descriptor) -> Result<(), PluginError> {
+    if d.name.is_empty() || d.name.len() > 64 || semver::Version::parse(&d.version).is_err() {
+        return Err(bad_output(
+            name,
+            "describe(): name must be 1-64 characters and version semver",
+        ));
+    }
+    if d.description.len() > 4096 || d.parameters_schema.len() > 64 << 10 {
+        return Err(bad_output(
+            name,
+            "describe(): description or schema too large",
+        ));
+    }
+    if !serde_json::from_str::<serde_json::Value>(&d.parameters_schema).is_ok_and(|v| v.is_object())
+    {
+        return Err(bad_output(
+            name,
+            "describe(): parameters-schema is not a JSON object",
+        ));
+    }
+    Ok(())
+}
+
+fn check_params(name: &str, p: &Params) -> Result<(), PluginError> {
+    if p.prompt.len() > MAX_PROMPT_BYTES || p.negative_prompt.len() > MAX_PROMPT_BYTES {
+        return Err(bad_output(
+            name,
+            &format!("prompt longer than {MAX_PROMPT_BYTES} bytes"),
+        ));
+    }
+    if p.loras.len() > 16 || p.model.len() > 256 || p.sampler.len() > 64 {
+        return Err(bad_output(name, "parameters out of range"));
+    }
+    Ok(())
+}
+
+impl NodeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeKind::Pre => "pre",
+            NodeKind::Post => "post",
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Which world a component targets, read from its own imports and exports
+//! (never trusted from a manifest).
+
+use serde::{Deserialize, Serialize};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The ABI version this host implements.
+pub const ABI_VERSION: &str = "0.1.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    Node,
+    Workflow,
+    Billing,
+}
+
+impl PluginKind {
+    pub const ALL: [PluginKind; 3] = [PluginKind::Node, PluginKind::Workflow, PluginKind::Billing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Node => "node",
+            PluginKind::Workflow => "workflow",
+            PluginKind::Billing => "billing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn world(self) -> &'static str {
+        match self {
+            PluginKind::Node => "node",
+            PluginKind::Workflow => "workflow",
+            PluginKind::Billing => "billing-adapter",
+        }
+    }
+
+    fn required_exports(self) -> &'static [&'static str] {
+        match self {
+            PluginKind::Node => &["describe", "process"],
+            PluginKind::Workflow => &["run"],
+            PluginKind::Billing => &[
+                "verify-webhook",
+                "normalise-event",
+                "create-checkout",
+                "change-plan",
+                "cancel",
+            ],
+        }
+    }
+
+    /// The `pingvas:plugin` interfaces the world imports.
+    fn allowed_interfaces(self) -> &'static [&'static str] {
+        match self {
+            PluginKind::Node => &["types", "log", "images", "node-types"],
+            PluginKind::Workflow => &[
+                "types",
+                "log",
+                "images",
+                "node-types",
+                "inference",
+                "nodes",
+                "progress",
+            ],
+            PluginKind::Billing => &["types", "log", "http", "config", "billing-types"],
+        }
+    }
+}
+
+/// What a component's type says about it.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+impl Shape {
+    pub fn of(component: &Component, engine: &Engine) -> Self {
+        let ty = component.component_type();
+        Shape {
+            imports: ty
+                .imports(engine)
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+            exports: ty
+                .exports(engine)
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+        }
+    }
+
+    /// Checks the component against `kind`'s world; the reason it does not
+    /// fit otherwise.
+    pub fn check(&self, kind: PluginKind) -> Result<(), String> {
+        for export in kind.required_exports() {
+            if !self.exports.iter().any(|e| e == export) {
+                return Err(format!("missing export `{export}`"));
+            }
+        }
+        for import in &self.imports {
+            if import.starts_with("wasi:") {
+                continue;
+            }
+            let Some(rest) = import.strip_prefix("pingvas:plugin/") else {
+                return Err(format!("imports `{import}`, which no world provides"));
+            };
+            let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+            if version != ABI_VERSION {
+                return Err(format!(
+                    "imports `{import}`: this host speaks pingvas:plugin@{ABI_VERSION}"
+                ));
+            }
+            if !kind.allowed_interfaces().contains(&iface) {
+                return Err(format!(
+                    "imports `{import}`, which the {} world does not offer",
+                    kind.world()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The kind whose world this component fits, if any.
+    pub fn detect(&self) -> Option<PluginKind> {
+        PluginKind::ALL.into_iter().find(|k| self.check(*k).is_ok())
+    }
+}
