@@ -11,8 +11,12 @@ use crate::auth::AuthService;
 use crate::auth::tokens::{AccessTokens, new_secret};
 use crate::billing::ledger::Ledger;
 use crate::billing::plans::Catalogue;
+use crate::blobs::LocalBlobs;
 use crate::config::Config;
 use crate::http::metrics::HttpMetrics;
+use crate::plugins::PluginRuntime;
+use crate::plugins::engine::EngineOptions;
+use crate::plugins::registry::Registry;
 use crate::store::Db;
 
 pub struct AppState {
@@ -22,6 +26,7 @@ pub struct AppState {
     pub ledger: Ledger,
     pub plans: Catalogue,
     pub metrics: HttpMetrics,
+    pub registry: Registry,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -55,15 +60,38 @@ impl AppState {
         );
         let plans = Catalogue::load(config.plans_file.as_deref())?;
         tokio::task::spawn_blocking(crate::auth::passwords::warm_up).await?;
+        let runtime = plugin_runtime(&config)?;
+        let blobs = Arc::new(LocalBlobs::open(&config.data_dir.join("blobs"))?);
+        let registry = Registry::new(
+            db.clone(),
+            blobs,
+            runtime,
+            config.plugin_max_bytes,
+            config.plugin_limits.clone(),
+        );
         Ok(Arc::new(AppState {
             ledger: Ledger::new(db.clone()),
             metrics: HttpMetrics::new(),
+            registry,
             config,
             db,
             auth,
             plans,
         }))
     }
+}
+
+/// The plugin runtime, with compiled components cached in the data dir.
+pub fn plugin_runtime(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
+    let opts = EngineOptions {
+        pool_instances: config.plugin_pool_instances,
+        fuel: config.plugin_fuel,
+        ..EngineOptions::default()
+    };
+    Ok(Arc::new(PluginRuntime::new(
+        &opts,
+        Some(config.data_dir.join("plugin-cache")),
+    )?))
 }
 
 /// The configured JWT secret, or the one kept in the data dir (generated on

@@ -47,6 +47,15 @@ pub struct Config {
     pub log_format: String,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace_secs: u64,
+    /// Largest plugin component accepted by `POST /plugins`.
+    pub plugin_max_bytes: usize,
+    /// Count guest instructions (fuel) on top of wall-clock deadlines.
+    pub plugin_fuel: bool,
+    /// Plugin instances that may run at once (pooling allocator slots).
+    pub plugin_pool_instances: u32,
+    /// Limit overrides by plugin kind (`node`, `workflow`, `billing`) or by
+    /// plugin name: `[plugin_limits.node] timeout_ms = 5000`.
+    pub plugin_limits: std::collections::HashMap<String, crate::plugins::limits::LimitsOverride>,
 }
 
 impl Default for Config {
@@ -67,6 +76,10 @@ impl Default for Config {
             cors_origins: String::new(),
             log_format: "text".into(),
             shutdown_grace_secs: 30,
+            plugin_max_bytes: 10 * 1024 * 1024,
+            plugin_fuel: false,
+            plugin_pool_instances: 64,
+            plugin_limits: Default::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod billing;
+pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use pingvas_host::app::{AppState, open_database};
 use pingvas_host::billing::plans::Catalogue;
 use pingvas_host::config::Config;
+use pingvas_host::plugins::PluginRuntime;
+use pingvas_host::plugins::check::{self, CheckInput};
+use pingvas_host::plugins::engine::EngineOptions;
 use pingvas_host::{admin, server, telemetry};
 
 #[derive(Parser)]
@@ -28,6 +31,23 @@ enum Command {
     /// Operator actions on accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Plugin author tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Validate a component as `POST /plugins` does, then run it once in the
+    /// sandbox with sample input and report time and memory.
+    Check {
+        file: PathBuf,
+        /// Sample input as JSON: prompt, negative_prompt, model, width,
+        /// height, steps, seed, config (the node's parameters),
+        /// image_width, image_height.
+        #[arg(long)]
+        input: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -52,6 +72,31 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     telemetry::init(&config.log_format);
     match cli.command {
+        Command::Plugin(PluginCommand::Check { file, input }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let input: CheckInput = match input {
+                Some(text) => serde_json::from_str(&text).context("--input")?,
+                None => CheckInput::default(),
+            };
+            let runtime = PluginRuntime::new(&EngineOptions::default(), None)?;
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match check::check(&runtime, &name, &bytes, &input, config.plugin_max_bytes).await {
+                Ok(report) => {
+                    for line in report.lines {
+                        println!("{line}");
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("check failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Serve => {
             let addr = config.addr;
             let state = AppState::build(config).await?;

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod plugins;
 pub mod response;
 pub mod users;
 
@@ -35,6 +36,7 @@ pub fn api() -> OpenApiRouter<SharedState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(auth::router())
         .merge(users::router())
+        .merge(plugins::router())
 }
 
 pub fn router(state: SharedState) -> Router {

@@ -1,1 +1,372 @@
-//! Published plugins: publish, list, yank.
+//! Published plugins: publish (with full validation), list, look up, yank,
+//! and resolve a runnable version for a job. Component bytes are stored
+//! content-addressed (`plugins/<sha256>.wasm`); a user can run public
+//! plugins and their own private ones, nobody else's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::limits::{self, LimitsOverride};
+use super::runtime::NodeDescriptor;
+use super::world::ABI_VERSION;
+use super::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};
+use crate::blobs::LocalBlobs;
+use crate::store::plugins::{self as q, NewVersion, PluginRow, VersionRow};
+use crate::store::{Db, StoreError, new_id};
+
+/// What a publisher says about the component they upload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "private")]
+    pub visibility: String,
+}
+
+fn private() -> String {
+    "private".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("component larger than {max} bytes")]
+    TooLarge { max: usize },
+    #[error(transparent)]
+    Component(PluginError),
+    #[error("the component disagrees with the manifest: {0}")]
+    Mismatch(String),
+    #[error("the plugin name belongs to another publisher")]
+    NameTaken,
+    #[error("this version is already published")]
+    VersionExists,
+    #[error("no such plugin or version")]
+    NotFound,
+    #[error("only the publisher may do this")]
+    Forbidden,
+    #[error("the version is yanked")]
+    Yanked,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Internal(e.into())
+    }
+}
+
+pub type RegistryResult<T> = Result<T, RegistryError>;
+
+/// What validation learned about a component.
+#[derive(Debug)]
+pub struct Checked {
+    pub plugin: Arc<LoadedPlugin>,
+    pub descriptor: Option<NodeDescriptor>,
+}
+
+/// A plugin version a user may run now.
+pub struct Runnable {
+    pub plugin: PluginRow,
+    pub version: VersionRow,
+    pub loaded: Arc<LoadedPlugin>,
+}
+
+pub struct Registry {
+    db: Db,
+    blobs: Arc<LocalBlobs>,
+    pub runtime: Arc<PluginRuntime>,
+    pub max_bytes: usize,
+    pub overrides: HashMap<String, LimitsOverride>,
+}
+
+/// The checks of publish that need no database: size, really a component,
+/// the world of `kind` (read from the component; detected when `None`),
+/// compiles and links, and for nodes `describe()` within limits.
+pub async fn check_component(
+    runtime: &PluginRuntime,
+    name: &str,
+    kind: Option<PluginKind>,
+    bytes: &[u8],
+    max_bytes: usize,
+    limits: impl Fn(PluginKind) -> limits::Limits,
+) -> RegistryResult<Checked> {
+    if bytes.len() > max_bytes {
+        return Err(RegistryError::TooLarge { max: max_bytes });
+    }
+    let plugin = runtime
+        .load(name, bytes, kind)
+        .await
+        .map_err(RegistryError::Component)?;
+    let descriptor = match plugin.kind {
+        PluginKind::Node => Some(
+            runtime
+                .describe(name, &plugin, limits(plugin.kind))
+                .await
+                .map_err(RegistryError::Component)?
+                .output,
+        ),
+        _ => None,
+    };
+    Ok(Checked { plugin, descriptor })
+}
+
+fn check_name(name: &str) -> RegistryResult<()> {
+    let ok = (2..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid {
+            field: "name",
+            reason: "2-64 of a-z, 0-9 and '-', starting with a letter".into(),
+        })
+    }
+}
+
+impl Registry {
+    pub fn new(
+        db: Db,
+        blobs: Arc<LocalBlobs>,
+        runtime: Arc<PluginRuntime>,
+        max_bytes: usize,
+        overrides: HashMap<String, LimitsOverride>,
+    ) -> Self {
+        Self {
+            db,
+            blobs,
+            runtime,
+            max_bytes,
+            overrides,
+        }
+    }
+
+    pub fn limits(&self, kind: PluginKind, name: &str) -> limits::Limits {
+        limits::resolve(kind, name, &self.overrides)
+    }
+
+    pub async fn check_component(
+        &self,
+        name: &str,
+        kind: Option<PluginKind>,
+        bytes: &[u8],
+    ) -> RegistryResult<Checked> {
+        let limits = |k: PluginKind| self.limits(k, name);
+        check_component(&self.runtime, name, kind, bytes, self.max_bytes, limits).await
+    }
+
+    pub async fn publish(
+        &self,
+        owner: &str,
+        m: &Manifest,
+        bytes: &[u8],
+    ) -> RegistryResult<(PluginRow, VersionRow)> {
+        check_name(&m.name)?;
+        semver::Version::parse(&m.version).map_err(|e| RegistryError::Invalid {
+            field: "version",
+            reason: format!("not semver: {e}"),
+        })?;
+        let kind = PluginKind::parse(&m.kind).ok_or_else(|| RegistryError::Invalid {
+            field: "kind",
+            reason: "node, workflow or billing".into(),
+        })?;
+        if !matches!(m.visibility.as_str(), "public" | "private") {
+            return Err(RegistryError::Invalid {
+                field: "visibility",
+                reason: "public or private".into(),
+            });
+        }
+        if m.description.chars().count() > 1000 {
+            return Err(RegistryError::Invalid {
+                field: "description",
+                reason: "at most 1000 characters".into(),
+            });
+        }
+        let checked = self.check_component(&m.name, Some(kind), bytes).await?;
+        if let Some(d) = &checked.descriptor {
+            if d.name != m.name || d.version != m.version {
+                return Err(RegistryError::Mismatch(format!(
+                    "describe() says {}@{}, the manifest {}@{}",
+                    d.name, d.version, m.name, m.version
+                )));
+            }
+        }
+        let sha256 = checked.plugin.sha256.clone();
+        let blobs = self.blobs.clone();
+        let key = format!("plugins/{sha256}.wasm");
+        let owned = bytes.to_vec();
+        tokio::task::spawn_blocking(move || blobs.put(&key, &owned))
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(anyhow::Error::from)?;
+
+        let now = Utc::now();
+        let mut tx = self.db.begin().await?;
+        let plugin = match q::find_by_name_in(&mut tx, &m.name).await? {
+            Some(p) if p.owner_id != owner => return Err(RegistryError::NameTaken),
+            Some(p) if p.kind != kind.as_str() => {
+                return Err(RegistryError::Invalid {
+                    field: "kind",
+                    reason: format!("{} is a {} plugin", p.name, p.kind),
+                });
+            }
+            Some(p) => {
+                q::update_plugin(&mut tx, &p.id, &m.description, &m.visibility, now).await?;
+                p
+            }
+            None => {
+                let row = PluginRow {
+                    id: new_id(),
+                    name: m.name.clone(),
+                    owner_id: owner.to_owned(),
+                    kind: kind.as_str().to_owned(),
+                    description: m.description.clone(),
+                    visibility: m.visibility.clone(),
+                    created_at: now,
+                    updated_at: now,
+                    latest_version: None,
+                };
+                match q::insert_plugin(&mut tx, &row).await {
+                    Err(e) if e.is_unique_violation() => return Err(RegistryError::NameTaken),
+                    other => other?,
+                }
+                row
+            }
+        };
+        let new = NewVersion {
+            version: &m.version,
+            sha256: &sha256,
+            size_bytes: bytes.len() as i64,
+            abi_version: ABI_VERSION,
+            node_kind: checked.descriptor.as_ref().map(|d| d.kind.as_str()),
+            parameters_schema: checked
+                .descriptor
+                .as_ref()
+                .map(|d| d.parameters_schema.as_str()),
+        };
+        match q::insert_version(&mut tx, &plugin.id, &new, now).await {
+            Err(e) if e.is_unique_violation() => return Err(RegistryError::VersionExists),
+            other => other?,
+        }
+        tx.commit().await?;
+        let plugin = q::find_by_name(&self.db, &m.name)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let version = q::version(&self.db, &plugin.id, &m.version)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        Ok((plugin, version))
+    }
+
+    pub async fn list(
+        &self,
+        viewer: &str,
+        kind: Option<PluginKind>,
+        page: u32,
+        per_page: u32,
+    ) -> RegistryResult<(Vec<PluginRow>, i64)> {
+        let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
+        Ok(q::list_visible(
+            &self.db,
+            viewer,
+            kind.map(PluginKind::as_str),
+            per_page.into(),
+            offset,
+        )
+        .await?)
+    }
+
+    /// A plugin the viewer may see (public, or their own).
+    pub async fn get(&self, viewer: &str, name: &str) -> RegistryResult<PluginRow> {
+        match q::find_by_name(&self.db, name).await? {
+            Some(p) if p.visibility == "public" || p.owner_id == viewer => Ok(p),
+            _ => Err(RegistryError::NotFound),
+        }
+    }
+
+    pub async fn versions(
+        &self,
+        viewer: &str,
+        name: &str,
+    ) -> RegistryResult<(PluginRow, Vec<VersionRow>)> {
+        let plugin = self.get(viewer, name).await?;
+        let versions = q::versions(&self.db, &plugin.id).await?;
+        Ok((plugin, versions))
+    }
+
+    /// Yanks a version: jobs that already picked it keep running it; new
+    /// jobs cannot pick it.
+    pub async fn yank(&self, viewer: &str, name: &str, version: &str) -> RegistryResult<()> {
+        let plugin = self.get(viewer, name).await?;
+        if plugin.owner_id != viewer {
+            return Err(RegistryError::Forbidden);
+        }
+        if !q::yank(&self.db, &plugin.id, version, Utc::now()).await? {
+            return Err(RegistryError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The version of `name` a new job of `viewer` may run: `version`, or
+    /// the newest one not yanked.
+    pub async fn resolve(
+        &self,
+        viewer: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> RegistryResult<Runnable> {
+        let plugin = self.get(viewer, name).await?;
+        let wanted = match version {
+            Some(v) => v.to_owned(),
+            None => plugin
+                .latest_version
+                .clone()
+                .ok_or(RegistryError::NotFound)?,
+        };
+        let row = q::version(&self.db, &plugin.id, &wanted)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        if row.yanked_at.is_some() {
+            return Err(RegistryError::Yanked);
+        }
+        let loaded = self.load_version(&plugin, &row).await?;
+        Ok(Runnable {
+            plugin,
+            version: row,
+            loaded,
+        })
+    }
+
+    /// Loads a stored version (yanked or not: jobs that picked it before
+    /// the yank keep working).
+    pub async fn load_version(
+        &self,
+        plugin: &PluginRow,
+        row: &VersionRow,
+    ) -> RegistryResult<Arc<LoadedPlugin>> {
+        let kind = PluginKind::parse(&plugin.kind)
+            .ok_or_else(|| anyhow::anyhow!("stored kind {}", plugin.kind))?;
+        let blobs = self.blobs.clone();
+        let key = format!("plugins/{}.wasm", row.sha256);
+        let bytes = tokio::task::spawn_blocking(move || blobs.get(&key))
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|e| anyhow::anyhow!("reading plugin blob: {e}"))?;
+        self.runtime
+            .load(&plugin.name, &bytes, Some(kind))
+            .await
+            .map_err(RegistryError::Component)
+    }
+}

@@ -5,6 +5,7 @@
 //! `migrations/sqlite` and `migrations/postgres` and is kept identical.
 
 pub mod credits;
+pub mod plugins;
 pub mod tokens;
 pub mod users;
 

@@ -1,0 +1,63 @@
+//! Blob storage for bytes the database only references: plugin components
+//! now, images later. Keys are relative paths (`plugins/<sha256>.wasm`).
+//! The embedded default is a directory under the data dir, reached through
+//! cap-std so no key can escape it; S3-compatible storage comes with the
+//! scale-out work.
+
+use std::io::Write;
+use std::path::Path;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+pub struct LocalBlobs {
+    root: Dir,
+}
+
+impl LocalBlobs {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        Ok(Self {
+            root: Dir::open_ambient_dir(path, ambient_authority())?,
+        })
+    }
+
+    /// Writes `bytes` under `key` atomically (temp file, then rename); an
+    /// existing blob of that key is left as it is (content-addressed keys).
+    pub fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        if self.root.exists(key) {
+            return Ok(());
+        }
+        if let Some(parent) = Path::new(key)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            self.root.create_dir_all(parent)?;
+        }
+        let tmp = format!("{key}.tmp-{}", uuid::Uuid::now_v7().simple());
+        let mut f = self.root.create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        self.root.rename(&tmp, &self.root, key)
+    }
+
+    pub fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
+        self.root.read(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LocalBlobs;
+
+    #[test]
+    fn keys_cannot_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::open(&dir.path().join("blobs")).unwrap();
+        blobs.put("plugins/abc.wasm", b"hello").unwrap();
+        assert_eq!(blobs.get("plugins/abc.wasm").unwrap(), b"hello");
+        assert!(blobs.put("../outside", b"x").is_err());
+        assert!(blobs.get("/etc/passwd").is_err());
+        assert!(!dir.path().join("outside").exists());
+    }
+}
