@@ -86,3 +86,58 @@ async fn migrate_is_idempotent() {
         assert!(ok, "{out}");
     }
 }
+
+#[test]
+fn plugin_check_validates_and_runs_the_author_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("plugin_template.wasm");
+    std::fs::write(&wasm, pingvas_tests::plugin_wasm("plugin-template")).unwrap();
+    let out = Command::new(pingvas_bin())
+        .args(["plugin", "check"])
+        .arg(&wasm)
+        .args([
+            "--input",
+            r#"{"prompt":"a red fox","config":{"tags":["4k","bokeh"]}}"#,
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("world `node`"), "{text}");
+    assert!(text.contains("plugin-template@0.1.0 (pre-node)"), "{text}");
+    assert!(text.contains(r#"prompt: "a red fox, 4k, bokeh""#), "{text}");
+    assert!(text.contains("process() ok in"), "{text}");
+
+    // A hostile run fails with its cause and a non-zero exit.
+    let hostile = dir.path().join("hostile.wasm");
+    std::fs::write(&hostile, pingvas_tests::plugin_wasm("hostile-node")).unwrap();
+    let out = Command::new(pingvas_bin())
+        .args(["plugin", "check"])
+        .arg(&hostile)
+        .args(["--input", r#"{"config":"panic"}"#])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("trapped") && err.contains("panics on purpose"),
+        "{err}"
+    );
+
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let out = Command::new(pingvas_bin())
+        .args(["plugin", "check"])
+        .arg(&junk)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid component"));
+}

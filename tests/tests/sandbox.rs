@@ -20,17 +20,8 @@ fn runtime() -> PluginRuntime {
 fn params(prompt: &str) -> Params {
     Params {
         prompt: prompt.into(),
-        negative_prompt: String::new(),
-        model: "stable-diffusion-xl".into(),
-        width: 1024,
-        height: 1024,
-        steps: 30,
-        cfg_scale: 7.5,
-        sampler: "euler_a".into(),
         seed: 42,
-        batch_size: 1,
-        loras: vec![],
-        strength: None,
+        ..Params::default()
     }
 }
 

@@ -12,17 +12,7 @@ use pingvas_tests::plugin_wasm;
 fn params() -> Params {
     Params {
         prompt: "x".into(),
-        negative_prompt: String::new(),
-        model: "m".into(),
-        width: 512,
-        height: 512,
-        steps: 20,
-        cfg_scale: 7.0,
-        sampler: "euler".into(),
-        seed: 1,
-        batch_size: 1,
-        loras: vec![],
-        strength: None,
+        ..Params::default()
     }
 }
 

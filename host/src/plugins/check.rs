@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::host::images::ImageHandle;
 use super::registry::{RegistryError, check_component};
-use super::runtime::{Lora, Params};
+use super::runtime::Params;
 use super::{PluginKind, PluginRuntime, limits};
 
 /// The sample input of a check call (all fields optional).
@@ -33,25 +33,16 @@ pub struct CheckReport {
 }
 
 fn sample_params(i: &CheckInput) -> Params {
+    let d = Params::default();
     Params {
-        prompt: i
-            .prompt
-            .clone()
-            .unwrap_or_else(|| "a lighthouse on a cliff at dusk".into()),
-        negative_prompt: i.negative_prompt.clone().unwrap_or_default(),
-        model: i
-            .model
-            .clone()
-            .unwrap_or_else(|| "stable-diffusion-xl".into()),
-        width: i.width.unwrap_or(1024),
-        height: i.height.unwrap_or(1024),
-        steps: i.steps.unwrap_or(30),
-        cfg_scale: 7.5,
-        sampler: "euler_a".into(),
-        seed: i.seed.unwrap_or(42),
-        batch_size: 1,
-        loras: Vec::<Lora>::new(),
-        strength: None,
+        prompt: i.prompt.clone().unwrap_or(d.prompt),
+        negative_prompt: i.negative_prompt.clone().unwrap_or(d.negative_prompt),
+        model: i.model.clone().unwrap_or(d.model),
+        width: i.width.unwrap_or(d.width),
+        height: i.height.unwrap_or(d.height),
+        steps: i.steps.unwrap_or(d.steps),
+        seed: i.seed.unwrap_or(d.seed),
+        ..d
     }
 }
 

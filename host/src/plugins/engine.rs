@@ -15,6 +15,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Upper bound of any plugin's linear memory; per-call limits sit below it.
 pub const MAX_MEMORY_BYTES: usize = 512 << 20;
 
+/// Bytes of each freed linear memory kept resident for the next instance.
+const KEEP_RESIDENT_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Instances the pool keeps slots for (concurrent plugin calls).
@@ -56,7 +59,10 @@ impl PluginEngine {
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
             .max_memory_size(MAX_MEMORY_BYTES)
-            .table_elements(20_000);
+            .table_elements(20_000)
+            // Keep the first pages of a freed memory resident (zeroed, not
+            // unmapped): the next instance in that slot skips the page faults.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

@@ -195,13 +195,13 @@ impl Registry {
             });
         }
         let checked = self.check_component(&m.name, Some(kind), bytes).await?;
-        if let Some(d) = &checked.descriptor {
-            if d.name != m.name || d.version != m.version {
-                return Err(RegistryError::Mismatch(format!(
-                    "describe() says {}@{}, the manifest {}@{}",
-                    d.name, d.version, m.name, m.version
-                )));
-            }
+        if let Some(d) = &checked.descriptor
+            && (d.name != m.name || d.version != m.version)
+        {
+            return Err(RegistryError::Mismatch(format!(
+                "describe() says {}@{}, the manifest {}@{}",
+                d.name, d.version, m.name, m.version
+            )));
         }
         let sha256 = checked.plugin.sha256.clone();
         let blobs = self.blobs.clone();

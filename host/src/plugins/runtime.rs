@@ -128,15 +128,14 @@ impl PluginRuntime {
         kind: Option<PluginKind>,
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
-        if let Some(kind) = kind {
-            if let Some(hit) = self
+        if let Some(kind) = kind
+            && let Some(hit) = self
                 .loaded
                 .lock()
                 .expect("plugin cache")
                 .get(&(sha256.clone(), kind))
-            {
-                return Ok(hit.clone());
-            }
+        {
+            return Ok(hit.clone());
         }
         let component = self.compile(name, &sha256, bytes).await?;
         let shape = Shape::of(&component, &self.engine.engine);
@@ -231,15 +230,15 @@ impl PluginRuntime {
             .await
             .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(format!("{e:#}")))?;
-        if let Some(path) = cached {
-            if let Ok(code) = component.serialize() {
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                if std::fs::write(&tmp, code)
-                    .and_then(|_| std::fs::rename(&tmp, &path))
-                    .is_err()
-                {
-                    let _ = std::fs::remove_file(&tmp);
-                }
+        if let Some(path) = cached
+            && let Ok(code) = component.serialize()
+        {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, code)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .is_err()
+            {
+                let _ = std::fs::remove_file(&tmp);
             }
         }
         Ok(component)
@@ -363,6 +362,28 @@ impl PluginRuntime {
         }
     }
 
+    /// Instantiates a node in a fresh store and calls `process(input)`;
+    /// the store comes back with the output for the caller to unpack.
+    async fn process(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        mut store: Store<PluginState>,
+        input: NodeInput,
+    ) -> Result<(Store<PluginState>, NodeOutput), PluginError> {
+        let pre = self.node_pre(name, plugin)?;
+        let result = async {
+            let node = pre.instantiate_async(&mut store).await?;
+            node.call_process(&mut store, &input).await
+        }
+        .await;
+        match result {
+            Ok(Ok(output)) => Ok((store, output)),
+            Ok(Err(e)) => Err(guest_error(name, e)),
+            Err(e) => Err(self.classify(name, e, &mut store)),
+        }
+    }
+
     /// Runs a pre-node: generation parameters in, rewritten parameters out.
     pub async fn run_pre(
         &self,
@@ -372,26 +393,18 @@ impl PluginRuntime {
         params: Params,
         config: &str,
     ) -> Result<NodeRun<Params>, PluginError> {
-        let pre = self.node_pre(name, plugin)?;
         let started = Instant::now();
-        let mut store = self.store(name, limits, Arc::default());
+        let store = self.store(name, limits, Arc::default());
         let input = NodeInput::Pre(PreInput {
             params,
             config: config.to_owned(),
         });
-        let result = async {
-            let node = pre.instantiate_async(&mut store).await?;
-            node.call_process(&mut store, &input).await
-        }
-        .await;
-        match result {
-            Ok(Ok(NodeOutput::Pre(params))) => {
+        match self.process(name, plugin, store, input).await? {
+            (mut store, NodeOutput::Pre(params)) => {
                 check_params(name, &params)?;
                 Ok(self.finish(&mut store, started, params))
             }
-            Ok(Ok(NodeOutput::Post(_))) => Err(bad_output(name, "a pre-node returned images")),
-            Ok(Err(e)) => Err(guest_error(name, e)),
-            Err(e) => Err(self.classify(name, e, &mut store)),
+            (_, NodeOutput::Post(_)) => Err(bad_output(name, "a pre-node returned images")),
         }
     }
 
@@ -406,51 +419,39 @@ impl PluginRuntime {
         images: Vec<ImageHandle>,
         config: &str,
     ) -> Result<NodeRun<Vec<ImageHandle>>, PluginError> {
-        let pre = self.node_pre(name, plugin)?;
         let started = Instant::now();
         let mut store = self.store(name, limits, Arc::default());
-        let mut handles: Vec<Resource<ImageHandle>> = Vec::with_capacity(images.len());
-        for img in images {
-            handles.push(
-                store
-                    .data_mut()
-                    .table
-                    .push(img)
-                    .map_err(|e| PluginError::Host {
-                        plugin: name.into(),
-                        reason: e.to_string(),
-                    })?,
-            );
-        }
+        let host_err = |e: wasmtime::component::ResourceTableError| PluginError::Host {
+            plugin: name.into(),
+            reason: e.to_string(),
+        };
+        let handles = images
+            .into_iter()
+            .map(|img| store.data_mut().table.push(img).map_err(host_err))
+            .collect::<Result<Vec<Resource<ImageHandle>>, _>>()?;
         let input = NodeInput::Post(PostInput {
             params,
             images: handles,
             config: config.to_owned(),
         });
-        let result = async {
-            let node = pre.instantiate_async(&mut store).await?;
-            node.call_process(&mut store, &input).await
-        }
-        .await;
-        match result {
-            Ok(Ok(NodeOutput::Post(out))) => {
-                let mut images = Vec::with_capacity(out.len());
-                for h in out {
-                    let img = store
-                        .data_mut()
-                        .table
-                        .delete(h)
-                        .map_err(|e| bad_output(name, &format!("bad image handle: {e}")))?;
-                    images.push(img);
-                }
+        match self.process(name, plugin, store, input).await? {
+            (mut store, NodeOutput::Post(out)) => {
+                let images = out
+                    .into_iter()
+                    .map(|h| {
+                        store
+                            .data_mut()
+                            .table
+                            .delete(h)
+                            .map_err(|e| bad_output(name, &format!("bad image handle: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 if images.is_empty() {
                     return Err(bad_output(name, "a post-node returned no images"));
                 }
                 Ok(self.finish(&mut store, started, images))
             }
-            Ok(Ok(NodeOutput::Pre(_))) => Err(bad_output(name, "a post-node returned parameters")),
-            Ok(Err(e)) => Err(guest_error(name, e)),
-            Err(e) => Err(self.classify(name, e, &mut store)),
+            (_, NodeOutput::Pre(_)) => Err(bad_output(name, "a post-node returned parameters")),
         }
     }
 
@@ -541,6 +542,26 @@ fn check_descriptor(name: &str, d: &Descriptor) -> Result<(), PluginError> {
         ));
     }
     Ok(())
+}
+
+/// Sample parameters: what `plugin check`, tests and benchmarks start from.
+impl Default for GenerationParams {
+    fn default() -> Self {
+        GenerationParams {
+            prompt: "a lighthouse on a cliff at dusk".into(),
+            negative_prompt: String::new(),
+            model: "stable-diffusion-xl".into(),
+            width: 1024,
+            height: 1024,
+            steps: 30,
+            cfg_scale: 7.5,
+            sampler: "euler_a".into(),
+            seed: 42,
+            batch_size: 1,
+            loras: Vec::new(),
+            strength: None,
+        }
+    }
 }
 
 fn check_params(name: &str, p: &Params) -> Result<(), PluginError> {

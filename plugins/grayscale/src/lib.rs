@@ -16,7 +16,8 @@ impl Guest for Grayscale {
             version: env!("CARGO_PKG_VERSION").into(),
             kind: NodeKind::Post,
             description: "Converts images to grayscale (BT.601 luma), keeping alpha.".into(),
-            parameters_schema: r#"{"type":"object","properties":{},"additionalProperties":false}"#.into(),
+            parameters_schema: r#"{"type":"object","properties":{},"additionalProperties":false}"#
+                .into(),
         }
     }
 
@@ -28,7 +29,8 @@ impl Guest for Grayscale {
         for image in input.images {
             let mut pixels = image.read_rgba();
             algo::grayscale_rgba(&mut pixels);
-            let gray = images::create(image.width(), image.height(), &pixels).map_err(PluginError::Failed)?;
+            let gray = images::create(image.width(), image.height(), &pixels)
+                .map_err(PluginError::Failed)?;
             for (k, v) in image.metadata() {
                 gray.set_metadata(&k, &v);
             }

@@ -9,11 +9,36 @@ use serde::Deserialize;
 
 /// (name, prompt prefix, prompt suffix, extra negative prompt)
 const PRESETS: &[(&str, &str, &str, &str)] = &[
-    ("cinematic", "cinematic film still of ", ", shallow depth of field, film grain, dramatic lighting", "cartoon, illustration, flat colors"),
-    ("anime", "anime artwork of ", ", key visual, vibrant colors, studio quality", "photo, realistic, 3d render"),
-    ("photographic", "professional photograph of ", ", 35mm, natural light, highly detailed", "painting, drawing, cartoon"),
-    ("watercolor", "watercolor painting of ", ", soft washes, paper texture", "photo, sharp edges, 3d render"),
-    ("pixel-art", "pixel art of ", ", 16-bit, limited palette", "blurry, smooth gradients, photo"),
+    (
+        "cinematic",
+        "cinematic film still of ",
+        ", shallow depth of field, film grain, dramatic lighting",
+        "cartoon, illustration, flat colors",
+    ),
+    (
+        "anime",
+        "anime artwork of ",
+        ", key visual, vibrant colors, studio quality",
+        "photo, realistic, 3d render",
+    ),
+    (
+        "photographic",
+        "professional photograph of ",
+        ", 35mm, natural light, highly detailed",
+        "painting, drawing, cartoon",
+    ),
+    (
+        "watercolor",
+        "watercolor painting of ",
+        ", soft washes, paper texture",
+        "photo, sharp edges, 3d render",
+    ),
+    (
+        "pixel-art",
+        "pixel art of ",
+        ", 16-bit, limited palette",
+        "blurry, smooth gradients, photo",
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -33,7 +58,11 @@ fn schema() -> String {
 }
 
 fn join_negative(existing: &str, extra: &str) -> String {
-    if existing.trim().is_empty() { extra.to_owned() } else { format!("{existing}, {extra}") }
+    if existing.trim().is_empty() {
+        extra.to_owned()
+    } else {
+        format!("{existing}, {extra}")
+    }
 }
 
 impl Guest for PromptStyle {
@@ -49,11 +78,14 @@ impl Guest for PromptStyle {
 
     fn process(input: NodeInput) -> Result<NodeOutput, PluginError> {
         let NodeInput::Pre(input) = input else {
-            return Err(PluginError::InvalidInput("prompt-style is a pre-node".into()));
+            return Err(PluginError::InvalidInput(
+                "prompt-style is a pre-node".into(),
+            ));
         };
         let config: Config = serde_json::from_str(&input.config)
             .map_err(|e| PluginError::InvalidInput(format!("config: {e}")))?;
-        let Some(&(_, prefix, suffix, negative)) = PRESETS.iter().find(|p| p.0 == config.style) else {
+        let Some(&(_, prefix, suffix, negative)) = PRESETS.iter().find(|p| p.0 == config.style)
+        else {
             let known: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
             return Err(PluginError::InvalidInput(format!(
                 "unknown style `{}`; known: {}",

@@ -52,12 +52,15 @@ impl Guest for SafetyFilter {
 
     fn process(input: NodeInput) -> Result<NodeOutput, PluginError> {
         let NodeInput::Pre(input) = input else {
-            return Err(PluginError::InvalidInput("safety-filter is a pre-node".into()));
+            return Err(PluginError::InvalidInput(
+                "safety-filter is a pre-node".into(),
+            ));
         };
         let config: Config = if input.config.trim().is_empty() {
             Config::default()
         } else {
-            serde_json::from_str(&input.config).map_err(|e| PluginError::InvalidInput(format!("config: {e}")))?
+            serde_json::from_str(&input.config)
+                .map_err(|e| PluginError::InvalidInput(format!("config: {e}")))?
         };
         let blocked: Vec<String> = match config.words {
             Some(w) => w,
@@ -69,7 +72,9 @@ impl Guest for SafetyFilter {
         }
         for (field, text) in texts {
             if let Some(term) = find_blocked(text, &blocked) {
-                return Err(PluginError::Rejected(format!("{field} contains a blocked term: \"{term}\"")));
+                return Err(PluginError::Rejected(format!(
+                    "{field} contains a blocked term: \"{term}\""
+                )));
             }
         }
         Ok(NodeOutput::Pre(input.params))

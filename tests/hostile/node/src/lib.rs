@@ -30,7 +30,9 @@ impl Guest for Hostile {
     }
 
     fn process(input: NodeInput) -> Result<NodeOutput, PluginError> {
-        let NodeInput::Pre(input) = input else { return Err(PluginError::InvalidInput("pre only".into())) };
+        let NodeInput::Pre(input) = input else {
+            return Err(PluginError::InvalidInput("pre only".into()));
+        };
         let mut params = input.params;
         match input.config.trim_matches('"') {
             "loop" => {
@@ -51,11 +53,13 @@ impl Guest for Hostile {
             }
             "huge-output" => params.prompt = "x".repeat(16 << 20),
             "file" => {
-                let text = std::fs::read_to_string("/etc/passwd").map_err(|e| PluginError::Failed(format!("file: {e}")))?;
+                let text = std::fs::read_to_string("/etc/passwd")
+                    .map_err(|e| PluginError::Failed(format!("file: {e}")))?;
                 params.prompt = text;
             }
             "socket" => {
-                let s = std::net::TcpStream::connect("127.0.0.1:5432").map_err(|e| PluginError::Failed(format!("socket: {e}")))?;
+                let s = std::net::TcpStream::connect("127.0.0.1:5432")
+                    .map_err(|e| PluginError::Failed(format!("socket: {e}")))?;
                 drop(s);
             }
             "panic" => panic!("hostile node panics on purpose"),
