@@ -14,6 +14,7 @@ use crate::billing::plans::Catalogue;
 use crate::blobs::LocalBlobs;
 use crate::config::Config;
 use crate::http::metrics::HttpMetrics;
+use crate::models::ModelCatalogue;
 use crate::plugins::PluginRuntime;
 use crate::plugins::engine::EngineOptions;
 use crate::plugins::registry::Registry;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub auth: AuthService,
     pub ledger: Ledger,
     pub plans: Catalogue,
+    pub models: ModelCatalogue,
     pub metrics: HttpMetrics,
     pub registry: Registry,
 }
@@ -59,6 +61,7 @@ impl AppState {
             config.signup_grant_credits,
         );
         let plans = Catalogue::load(config.plans_file.as_deref())?;
+        let models = ModelCatalogue::load(config.models_file.as_deref(), &plans)?;
         tokio::task::spawn_blocking(crate::auth::passwords::warm_up).await?;
         let runtime = plugin_runtime(&config)?;
         let blobs = Arc::new(LocalBlobs::open(&config.data_dir.join("blobs"))?);
@@ -73,6 +76,7 @@ impl AppState {
             ledger: Ledger::new(db.clone()),
             metrics: HttpMetrics::new(),
             registry,
+            models,
             config,
             db,
             auth,

@@ -39,6 +39,8 @@ pub struct Config {
     pub signup_grant_credits: i64,
     /// Plan catalogue file; the built-in catalogue when unset.
     pub plans_file: Option<PathBuf>,
+    /// Model catalogue file; the built-in catalogue when unset.
+    pub models_file: Option<PathBuf>,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
     /// Comma-separated allowed CORS origins; `*` for any; empty for none.
@@ -72,6 +74,7 @@ impl Default for Config {
             refresh_token_ttl_days: 30,
             signup_grant_credits: 100,
             plans_file: None,
+            models_file: None,
             body_limit_bytes: 20 * 1024 * 1024,
             cors_origins: String::new(),
             log_format: "text".into(),

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod envelope;
 pub mod extract;
 pub mod metrics;
+pub mod models;
 pub mod openapi;
 pub mod ops;
 pub mod plugins;
@@ -36,6 +37,7 @@ pub fn api() -> OpenApiRouter<SharedState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(auth::router())
         .merge(users::router())
+        .merge(models::router())
         .merge(plugins::router())
 }
 

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "인증 API"),
         (name = "users", description = "사용자 API"),
+        (name = "models", description = "모델 API"),
         (name = "plugins", description = "플러그인 API: WASM nodes, workflows and billing adapters"),
     )
 )]

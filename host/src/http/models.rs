@@ -1,0 +1,88 @@
+//! 모델 API: the model catalogue with availability for the caller's tier.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{ApiQuery, AuthUser};
+use super::response::{Envelope, ErrorEnvelope, ok};
+use crate::app::SharedState;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::models::{MODEL_BASES, MODEL_TYPES};
+use crate::store::users as user_store;
+
+pub fn router() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new().routes(routes!(list_models))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ModelsQuery {
+    /// main, vae, lora, controlnet, upscaler
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    /// sd-1, sd-2, sdxl, flux
+    pub base: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelView {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub kind: String,
+    pub base: Option<String>,
+    pub description: String,
+    pub thumbnail_url: Option<String>,
+    pub min_tier: String,
+    /// Whether the caller's tier may use it.
+    pub is_available: bool,
+}
+
+fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> ApiResult<()> {
+    match value {
+        Some(v) if !allowed.contains(&v) => Err(ApiError::invalid_param(
+            field,
+            format!("one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// 사용 가능한 모델 목록
+#[utoipa::path(get, path = "/models", tag = "models", security(("bearer" = [])), params(ModelsQuery),
+    responses((status = 200, body = Envelope<Vec<ModelView>>), (status = 400, description = "INVALID_PARAMETERS", body = ErrorEnvelope)))]
+async fn list_models(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<ModelsQuery>,
+) -> ApiResult<impl IntoResponse> {
+    one_of("type", q.kind.as_deref(), &MODEL_TYPES)?;
+    one_of("base", q.base.as_deref(), &MODEL_BASES)?;
+    let me = user_store::find_by_id(&state.db, &user.id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ErrorCode::InvalidToken)?;
+    let views: Vec<ModelView> = state
+        .models
+        .filter(q.kind.as_deref(), q.base.as_deref())
+        .map(|m| ModelView {
+            is_available: state.models.allows(&state.plans, &me.tier, m),
+            id: m.id.clone(),
+            name: m.name.clone(),
+            display_name: m.display_name.clone(),
+            kind: m.kind.clone(),
+            base: m.base.clone(),
+            description: m.description.clone(),
+            thumbnail_url: m.thumbnail_url.clone(),
+            min_tier: m.min_tier.clone(),
+        })
+        .collect();
+    Ok(ok(views))
+}
