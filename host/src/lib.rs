@@ -12,6 +12,7 @@ pub mod http;
 pub mod i18n;
 pub mod models;
 pub mod plugins;
+pub mod queue;
 pub mod server;
 pub mod store;
 pub mod telemetry;
