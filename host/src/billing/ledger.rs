@@ -120,6 +120,18 @@ pub struct Settlement {
     pub replayed: bool,
 }
 
+/// The error for a refused debit or reservation, with what is available.
+async fn insufficient(tx: &mut Tx, user_id: &str, required: i64) -> LedgerError {
+    match q::account_in(tx, user_id).await {
+        Ok(Some(a)) => LedgerError::Insufficient {
+            required,
+            available: a.balance - a.reserved,
+        },
+        Ok(None) => LedgerError::NoAccount,
+        Err(e) => e.into(),
+    }
+}
+
 /// Opens a user's account with an optional signup grant (inside the
 /// registration transaction).
 pub async fn open_account_in(tx: &mut Tx, user_id: &str, signup_grant: i64) -> LedgerResult<()> {
@@ -170,13 +182,7 @@ pub async fn credit_in(
     }
     let now = Utc::now();
     let Some(balance_after) = q::add_to_balance(tx, user_id, amount, now).await? else {
-        let account = q::account_in(tx, user_id)
-            .await?
-            .ok_or(LedgerError::NoAccount)?;
-        return Err(LedgerError::Insufficient {
-            required: -amount,
-            available: account.balance - account.reserved,
-        });
+        return Err(insufficient(tx, user_id, -amount).await);
     };
     let id = new_id();
     q::insert_transaction(
@@ -227,13 +233,7 @@ pub async fn reserve_in(
     }
     let now = Utc::now();
     if !q::reserve(tx, user_id, amount, now).await? {
-        let account = q::account_in(tx, user_id)
-            .await?
-            .ok_or(LedgerError::NoAccount)?;
-        return Err(LedgerError::Insufficient {
-            required: amount,
-            available: account.balance - account.reserved,
-        });
+        return Err(insufficient(tx, user_id, amount).await);
     }
     let id = new_id();
     q::insert_hold(tx, &id, user_id, amount, key, description, now).await?;
