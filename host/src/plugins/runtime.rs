@@ -71,7 +71,6 @@ pub struct PluginRuntime {
     engine: PluginEngine,
     node_linker: Linker<PluginState>,
     billing_linker: Linker<PluginState>,
-    workflow_linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
     loaded: Mutex<HashMap<(String, PluginKind), Arc<LoadedPlugin>>>,
     http: reqwest::Client,
@@ -97,8 +96,6 @@ impl PluginRuntime {
             |s| s,
         )
         .map_err(link_err)?;
-        let mut workflow_linker = Linker::new(&engine.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut workflow_linker).map_err(link_err)?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
@@ -106,7 +103,6 @@ impl PluginRuntime {
             engine,
             node_linker,
             billing_linker,
-            workflow_linker,
             cache_dir,
             loaded: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder()
@@ -177,7 +173,6 @@ impl PluginRuntime {
             PluginKind::Workflow => {
                 // The workflow host interfaces are linked by the workflow
                 // engine; here the world check above is the whole test.
-                let _ = &self.workflow_linker;
                 Linked::Workflow
             }
         };
