@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod i18n;
+pub mod inference;
 pub mod models;
 pub mod plugins;
 pub mod queue;
