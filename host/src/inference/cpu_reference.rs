@@ -100,13 +100,13 @@ fn render(g: &Generation, index: u32, progress: &dyn Fn(Progress)) -> RgbaImage 
                 for (b, (bx, by)) in blobs.iter().zip(&moved) {
                     let d2 = (fx - bx) * (fx - bx) + (fy - by) * (fy - by);
                     let k = (1.0 - d2 / (b.radius * b.radius)).max(0.0);
-                    for ch in 0..3 {
-                        c[ch] += (b.color[ch] - c[ch]) * k;
+                    for (cv, bv) in c.iter_mut().zip(b.color) {
+                        *cv += (bv - *cv) * k;
                     }
                 }
                 let i = (py * w + px) * 3;
-                for ch in 0..3 {
-                    acc[i + ch] += (c[ch] - acc[i + ch]) * weight;
+                for (av, cv) in acc[i..i + 3].iter_mut().zip(c) {
+                    *av += (cv - *av) * weight;
                 }
             }
         }
