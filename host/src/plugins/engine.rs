@@ -42,6 +42,9 @@ impl Default for EngineOptions {
 pub struct PluginEngine {
     pub engine: Engine,
     pub fuel: bool,
+    /// Identifies this engine's compiled-code format: part of the on-disk
+    /// cache key, so a wasmtime upgrade or setting change recompiles.
+    pub fingerprint: String,
     stop: Arc<AtomicBool>,
 }
 
@@ -86,19 +89,14 @@ impl PluginEngine {
                     }
                 }
             })?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
         Ok(Self {
+            fingerprint: format!("{:016x}", h.finish()),
             engine,
             fuel: opts.fuel,
             stop,
         })
-    }
-
-    /// Identifies this engine's compiled-code format: part of the on-disk
-    /// cache key, so a wasmtime upgrade or setting change recompiles.
-    pub fn fingerprint(&self) -> String {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        format!("{:016x}", h.finish())
     }
 }
 

@@ -207,7 +207,7 @@ impl PluginRuntime {
         let cached = self
             .cache_dir
             .as_ref()
-            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine.fingerprint())));
+            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine.fingerprint)));
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
             // SAFETY: the file was written by `Component::serialize` of this
             // engine configuration (its fingerprint is in the name) into the

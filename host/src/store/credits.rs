@@ -25,16 +25,14 @@ pub struct HoldRow {
     pub resolution_key: Option<String>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TransactionRow {
     pub id: String,
     #[sqlx(rename = "type")]
-    #[serde(rename = "type")]
     pub kind: String,
     pub amount: i64,
     pub description: String,
     pub balance_after: i64,
-    #[serde(skip)]
     pub hold_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -51,6 +49,7 @@ pub struct NewTransaction<'a> {
     pub now: DateTime<Utc>,
 }
 
+const ACCOUNT_SELECT: &str = "SELECT balance, reserved FROM credit_accounts WHERE user_id = $1";
 const HOLD_COLUMNS: &str = "id, user_id, amount, state, captured, idempotency_key, resolution_key";
 const TX_COLUMNS: &str = "id, type, amount, description, balance_after, hold_id, created_at";
 
@@ -67,18 +66,14 @@ pub async fn create_account(tx: &mut Tx, user_id: &str, now: DateTime<Utc>) -> S
 }
 
 pub async fn account(db: &Db, user_id: &str) -> StoreResult<Option<AccountRow>> {
-    Ok(on_db!(db, p => sqlx::query_as(
-        "SELECT balance, reserved FROM credit_accounts WHERE user_id = $1",
-    )
+    Ok(on_db!(db, p => sqlx::query_as(ACCOUNT_SELECT)
     .bind(user_id)
     .fetch_optional(p)
     .await)?)
 }
 
 pub async fn account_in(tx: &mut Tx, user_id: &str) -> StoreResult<Option<AccountRow>> {
-    Ok(on_tx!(tx, c => sqlx::query_as(
-        "SELECT balance, reserved FROM credit_accounts WHERE user_id = $1",
-    )
+    Ok(on_tx!(tx, c => sqlx::query_as(ACCOUNT_SELECT)
     .bind(user_id)
     .fetch_optional(c)
     .await)?)
