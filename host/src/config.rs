@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Settings that hold secrets; each may be given as `PINGVAS_<NAME>_FILE`.
-const SECRET_KEYS: &[&str] = &["jwt_secret", "database_url"];
+const SECRET_KEYS: &[&str] = &["jwt_secret", "database_url", "worker_token"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -58,6 +58,34 @@ pub struct Config {
     /// Limit overrides by plugin kind (`node`, `workflow`, `billing`) or by
     /// plugin name: `[plugin_limits.node] timeout_ms = 5000`.
     pub plugin_limits: std::collections::HashMap<String, crate::plugins::limits::LimitsOverride>,
+    /// Base URL put in front of image links (`https://studio.example`);
+    /// links are relative to the API host when unset.
+    pub public_url: Option<String>,
+    /// Run a worker inside `pingvas serve`.
+    pub worker_enabled: bool,
+    /// The in-process worker's backend: `cpu-reference`, `invokeai` or
+    /// `comfyui`.
+    pub worker_backend: String,
+    /// Base URL of the InvokeAI or ComfyUI server.
+    pub worker_backend_url: Option<String>,
+    /// Comma-separated models the in-process worker serves; empty: every
+    /// model of the catalogue.
+    pub worker_models: String,
+    /// A paused (draining) worker is registered but takes no jobs.
+    pub worker_paused: bool,
+    /// Shared secret of remote workers (`pingvas worker --token`); the
+    /// internal worker API is closed when unset.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub worker_token: Option<SecretString>,
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl_secs: u64,
+    /// Leases a job may get before it fails (a worker died each time).
+    pub job_max_attempts: u32,
+    /// Queued jobs across all users before `QUEUE_FULL`.
+    pub queue_max_queued: u64,
+    /// A worker not heard from for this long no longer counts as serving
+    /// its models; queued jobs nobody serves fail after it.
+    pub worker_offline_secs: u64,
 }
 
 impl Default for Config {
@@ -83,6 +111,17 @@ impl Default for Config {
             plugin_fuel: false,
             plugin_pool_instances: 64,
             plugin_limits: Default::default(),
+            public_url: None,
+            worker_enabled: true,
+            worker_backend: "cpu-reference".into(),
+            worker_backend_url: None,
+            worker_models: String::new(),
+            worker_paused: false,
+            worker_token: None,
+            lease_ttl_secs: 30,
+            job_max_attempts: 3,
+            queue_max_queued: 10_000,
+            worker_offline_secs: 60,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod billing;
 pub mod blobs;
 pub mod config;
+pub mod events;
 pub mod error;
 pub mod http;
 pub mod i18n;

@@ -33,6 +33,8 @@ pub struct Plan {
     pub credits: i64,
     pub storage_gb: u64,
     pub queue_count: u32,
+    /// Jobs a user may have waiting in the queue.
+    pub max_queued: u32,
     pub requests_per_min: u32,
     pub generations_per_min: u32,
     pub features: Features,

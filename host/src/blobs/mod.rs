@@ -4,6 +4,8 @@
 //! cap-std so no key can escape it; S3-compatible storage comes with the
 //! scale-out work.
 
+pub mod signed;
+
 use std::io::Write;
 use std::path::Path;
 

@@ -27,6 +27,24 @@ pub struct Model {
     pub description: String,
     pub thumbnail_url: Option<String>,
     pub min_tier: String,
+    /// Identifies the weights (image metadata `model_hash`).
+    #[serde(default)]
+    pub hash: String,
+    /// Price of one GPU second on this model.
+    #[serde(default = "default_rate")]
+    pub credits_per_gpu_second: f64,
+    /// Expected GPU seconds per megapixel per step (per output megapixel
+    /// for upscalers): the basis of the up-front estimate.
+    #[serde(default = "default_speed")]
+    pub gpu_seconds_per_megapixel_step: f64,
+}
+
+fn default_rate() -> f64 {
+    1.0
+}
+
+fn default_speed() -> f64 {
+    0.05
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +85,9 @@ impl ModelCatalogue {
             {
                 bail!("model {}: unknown base {base}", m.name);
             }
+            if !(m.credits_per_gpu_second > 0.0 && m.gpu_seconds_per_megapixel_step > 0.0) {
+                bail!("model {}: rate and speed must be positive", m.name);
+            }
             if plans.get(&m.min_tier).is_none() {
                 bail!("model {}: min_tier {} is not a plan", m.name, m.min_tier);
             }
@@ -74,6 +95,10 @@ impl ModelCatalogue {
         Ok(Self {
             models: file.models,
         })
+    }
+
+    pub fn all(&self) -> &[Model] {
+        &self.models
     }
 
     pub fn get(&self, name: &str) -> Option<&Model> {

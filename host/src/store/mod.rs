@@ -5,6 +5,8 @@
 //! `migrations/sqlite` and `migrations/postgres` and is kept identical.
 
 pub mod credits;
+pub mod images;
+pub mod jobs;
 pub mod plugins;
 pub mod tokens;
 pub mod users;

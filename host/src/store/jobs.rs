@@ -1,0 +1,401 @@
+//! The `jobs` and `workers` tables. The queue's rules (who gets which job,
+//! what a transition settles) live in `queue`; these are the statements.
+
+use chrono::{DateTime, Utc};
+
+use super::{Db, StoreResult, Tx};
+use crate::{on_db, on_tx};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub user_id: String,
+    pub job_type: String,
+    pub status: String,
+    pub priority: i64,
+    pub model: String,
+    pub params: String,
+    pub hold_id: String,
+    pub estimated_credits: i64,
+    pub credits_used: Option<i64>,
+    pub credits_refunded: Option<i64>,
+    pub seq: i64,
+    pub attempts: i64,
+    pub worker_id: Option<String>,
+    pub lease_token: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub progress: i64,
+    pub step: i64,
+    pub total_steps: i64,
+    pub gpu_seconds: Option<f64>,
+    pub gpu_started_at: Option<DateTime<Utc>>,
+    pub gpu_finished_at: Option<DateTime<Utc>>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub result_image_ids: Option<String>,
+    pub save_to_board: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+const JOB_COLUMNS: &str = "id, user_id, job_type, status, priority, model, params, hold_id, \
+     estimated_credits, credits_used, credits_refunded, seq, attempts, worker_id, lease_token, \
+     lease_expires_at, progress, step, total_steps, gpu_seconds, gpu_started_at, \
+     gpu_finished_at, error_code, error_message, result_image_ids, save_to_board, queued_at, \
+     started_at, completed_at";
+
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub job_type: &'a str,
+    pub priority: i64,
+    pub model: &'a str,
+    pub params: &'a str,
+    pub hold_id: &'a str,
+    pub estimated_credits: i64,
+    pub seq: i64,
+    pub save_to_board: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+pub async fn insert(tx: &mut Tx, j: &NewJob<'_>) -> StoreResult<()> {
+    on_tx!(tx, c => sqlx::query(
+        "INSERT INTO jobs (id, user_id, job_type, status, priority, model, params, hold_id, \
+         estimated_credits, seq, save_to_board, queued_at) \
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(j.id)
+    .bind(j.user_id)
+    .bind(j.job_type)
+    .bind(j.priority)
+    .bind(j.model)
+    .bind(j.params)
+    .bind(j.hold_id)
+    .bind(j.estimated_credits)
+    .bind(j.seq)
+    .bind(j.save_to_board)
+    .bind(j.now)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+/// Serialises leasing across hosts on PostgreSQL (SQLite's write
+/// transactions are serial already), so the scheduler sees one queue.
+pub async fn lock_queue(tx: &mut Tx) -> StoreResult<()> {
+    if let Tx::Postgres(t) = tx {
+        sqlx::query("SELECT pg_advisory_xact_lock(724365001)")
+            .execute(&mut **t)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Per user and priority: queued jobs, the oldest one's `seq`, and when
+/// the user was last dispatched to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedGroup {
+    pub user_id: String,
+    pub priority: i64,
+    pub queued: i64,
+    pub oldest: i64,
+    pub last_dispatch: Option<i64>,
+}
+
+const QUEUED_GROUPS: &str = "SELECT q.user_id, q.priority, COUNT(*) AS queued, MIN(q.seq) AS oldest, \
+     (SELECT MAX(d.dispatched_at) FROM jobs d WHERE d.user_id = q.user_id) AS last_dispatch \
+     FROM jobs q WHERE q.status = 'queued' GROUP BY q.user_id, q.priority";
+
+pub async fn queued_groups_in(tx: &mut Tx) -> StoreResult<Vec<QueuedGroup>> {
+    Ok(on_tx!(tx, c => sqlx::query_as(QUEUED_GROUPS).fetch_all(c).await)?)
+}
+
+pub async fn queued_groups(db: &Db) -> StoreResult<Vec<QueuedGroup>> {
+    Ok(on_db!(db, p => sqlx::query_as(QUEUED_GROUPS).fetch_all(p).await)?)
+}
+
+/// A user's oldest queued job per model, with the user's current tier.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Candidate {
+    pub user_id: String,
+    pub model: String,
+    pub priority: i64,
+    pub seq: i64,
+    pub tier: String,
+}
+
+pub async fn lease_candidates(tx: &mut Tx) -> StoreResult<Vec<Candidate>> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT j.user_id, j.model, j.priority, MIN(j.seq) AS seq, u.tier FROM jobs j \
+         JOIN users u ON u.id = j.user_id WHERE j.status = 'queued' \
+         GROUP BY j.user_id, j.model, j.priority, u.tier",
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+pub async fn running_counts(tx: &mut Tx) -> StoreResult<Vec<(String, i64)>> {
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "SELECT user_id, COUNT(*) FROM jobs WHERE status = 'processing' GROUP BY user_id",
+    )
+    .fetch_all(c)
+    .await)?)
+}
+
+pub async fn last_dispatch(tx: &mut Tx, user_id: &str) -> StoreResult<Option<i64>> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT MAX(dispatched_at) FROM jobs WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(c)
+    .await)?)
+}
+
+pub async fn queued_job_at(
+    tx: &mut Tx,
+    user_id: &str,
+    model: &str,
+    seq: i64,
+) -> StoreResult<Option<JobRow>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 AND model = $2 AND seq = $3 \
+         AND status = 'queued' ORDER BY id LIMIT 1"
+    );
+    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(user_id).bind(model).bind(seq).fetch_optional(c).await)?)
+}
+
+pub struct LeaseGrant<'a> {
+    pub job_id: &'a str,
+    pub worker_id: &'a str,
+    pub token: &'a str,
+    pub expires_at: DateTime<Utc>,
+    pub dispatched_at: i64,
+    pub now: DateTime<Utc>,
+}
+
+pub async fn grant_lease(tx: &mut Tx, g: &LeaseGrant<'_>) -> StoreResult<bool> {
+    let r = on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET status = 'processing', worker_id = $2, lease_token = $3, \
+         lease_expires_at = $4, dispatched_at = $5, attempts = attempts + 1, \
+         started_at = COALESCE(started_at, $6), progress = 0, step = 0, gpu_started_at = NULL \
+         WHERE id = $1 AND status = 'queued'",
+    )
+    .bind(g.job_id)
+    .bind(g.worker_id)
+    .bind(g.token)
+    .bind(g.expires_at)
+    .bind(g.dispatched_at)
+    .bind(g.now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(r == 1)
+}
+
+pub struct Beat<'a> {
+    pub job_id: &'a str,
+    pub token: &'a str,
+    pub expires_at: DateTime<Utc>,
+    pub progress: Option<(i64, i64, i64)>,
+    pub gpu_started_at: Option<DateTime<Utc>>,
+}
+
+/// Renews a live lease and records progress; false when the lease is no
+/// longer this worker's (expired and re-leased, or the job ended).
+pub async fn heartbeat(db: &Db, b: &Beat<'_>) -> StoreResult<bool> {
+    let (pct, step, total) = b.progress.unwrap_or((-1, -1, -1));
+    let r = on_db!(db, p => sqlx::query(
+        "UPDATE jobs SET lease_expires_at = $3, \
+         progress = CASE WHEN $4 >= 0 THEN $4 ELSE progress END, \
+         step = CASE WHEN $5 >= 0 THEN $5 ELSE step END, \
+         total_steps = CASE WHEN $6 >= 0 THEN $6 ELSE total_steps END, \
+         gpu_started_at = COALESCE(gpu_started_at, $7) \
+         WHERE id = $1 AND lease_token = $2 AND status = 'processing'",
+    )
+    .bind(b.job_id)
+    .bind(b.token)
+    .bind(b.expires_at)
+    .bind(pct)
+    .bind(step)
+    .bind(total)
+    .bind(b.gpu_started_at)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(r == 1)
+}
+
+pub async fn get(db: &Db, id: &str) -> StoreResult<Option<JobRow>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
+}
+
+/// The job, locked for a state change (row lock on PostgreSQL; SQLite
+/// write transactions are serial).
+pub async fn get_for_update(tx: &mut Tx, id: &str) -> StoreResult<Option<JobRow>> {
+    let lock = if matches!(tx, Tx::Postgres(_)) { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{lock}");
+    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
+}
+
+pub async fn list_for_user(
+    db: &Db,
+    user_id: &str,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<(Vec<JobRow>, i64)> {
+    let filter = "user_id = $1 AND ($2 IS NULL OR status = $2)";
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE {filter} ORDER BY queued_at DESC, id DESC LIMIT $3 OFFSET $4"
+    );
+    let count = format!("SELECT COUNT(*) FROM jobs WHERE {filter}");
+    on_db!(db, p => {
+        let rows = sqlx::query_as(&sql).bind(user_id).bind(status).bind(limit).bind(offset).fetch_all(p).await?;
+        let total: i64 = sqlx::query_scalar(&count).bind(user_id).bind(status).fetch_one(p).await?;
+        Ok((rows, total))
+    })
+}
+
+/// A user's jobs in one status, oldest first (the queue status view).
+pub async fn user_jobs_in(db: &Db, user_id: &str, status: &str, limit: i64) -> StoreResult<Vec<JobRow>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 AND status = $2 ORDER BY seq, id LIMIT $3"
+    );
+    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(user_id).bind(status).bind(limit).fetch_all(p).await)?)
+}
+
+pub async fn count_user_status(db: &Db, user_id: &str, status: &str) -> StoreResult<i64> {
+    Ok(on_db!(db, p => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND status = $2",
+    )
+    .bind(user_id)
+    .bind(status)
+    .fetch_one(p)
+    .await)?)
+}
+
+pub async fn count_completed_since(db: &Db, user_id: &str, since: DateTime<Utc>) -> StoreResult<i64> {
+    Ok(on_db!(db, p => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND status = 'completed' AND completed_at >= $2",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_one(p)
+    .await)?)
+}
+
+/// How a job ended.
+pub struct Ending<'a> {
+    pub status: &'a str,
+    pub credits_used: i64,
+    pub credits_refunded: i64,
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    pub result_image_ids: Option<&'a str>,
+    pub gpu_seconds: Option<f64>,
+    pub gpu_started_at: Option<DateTime<Utc>>,
+    pub gpu_finished_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// Ends a job that has not ended yet; false when it already had.
+pub async fn end(tx: &mut Tx, id: &str, e: &Ending<'_>) -> StoreResult<bool> {
+    let r = on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET status = $2, credits_used = $3, credits_refunded = $4, error_code = $5, \
+         error_message = $6, result_image_ids = $7, gpu_seconds = COALESCE($8, gpu_seconds), \
+         gpu_started_at = COALESCE($9, gpu_started_at), gpu_finished_at = $10, completed_at = $11, \
+         progress = CASE WHEN $2 = 'completed' THEN 100 ELSE progress END, lease_token = NULL, \
+         lease_expires_at = NULL WHERE id = $1 AND status IN ('queued', 'processing')",
+    )
+    .bind(id)
+    .bind(e.status)
+    .bind(e.credits_used)
+    .bind(e.credits_refunded)
+    .bind(e.error_code)
+    .bind(e.error_message)
+    .bind(e.result_image_ids)
+    .bind(e.gpu_seconds)
+    .bind(e.gpu_started_at)
+    .bind(e.gpu_finished_at)
+    .bind(e.now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(r == 1)
+}
+
+/// Processing jobs whose lease ran out.
+pub async fn expired_leases(db: &Db, now: DateTime<Utc>) -> StoreResult<Vec<JobRow>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'processing' AND lease_expires_at < $1"
+    );
+    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(now).fetch_all(p).await)?)
+}
+
+/// Puts a job whose lease expired back in the queue (keeping its place).
+pub async fn requeue(tx: &mut Tx, id: &str, token: &str) -> StoreResult<bool> {
+    let r = on_tx!(tx, c => sqlx::query(
+        "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_token = NULL, \
+         lease_expires_at = NULL, progress = 0, step = 0, gpu_started_at = NULL \
+         WHERE id = $1 AND status = 'processing' AND lease_token = $2",
+    )
+    .bind(id)
+    .bind(token)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(r == 1)
+}
+
+/// Queued jobs queued before `before`, oldest first.
+pub async fn queued_before(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<JobRow>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued' AND queued_at < $1 ORDER BY seq LIMIT 1000"
+    );
+    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(before).fetch_all(p).await)?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkerRow {
+    pub id: String,
+    pub name: String,
+    pub backend: String,
+    pub models: String,
+    pub paused: bool,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+pub async fn upsert_worker(db: &Db, w: &WorkerRow) -> StoreResult<()> {
+    on_db!(db, p => sqlx::query(
+        "INSERT INTO workers (id, name, backend, models, paused, started_at, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET name = $2, \
+         backend = $3, models = $4, paused = $5, last_seen_at = $6",
+    )
+    .bind(&w.id)
+    .bind(&w.name)
+    .bind(&w.backend)
+    .bind(&w.models)
+    .bind(w.paused)
+    .bind(w.last_seen_at)
+    .execute(p)
+    .await
+    .map(|_| ()))?;
+    Ok(())
+}
+
+pub async fn live_workers(db: &Db, since: DateTime<Utc>) -> StoreResult<Vec<WorkerRow>> {
+    Ok(on_db!(db, p => sqlx::query_as(
+        "SELECT id, name, backend, models, paused, last_seen_at FROM workers WHERE last_seen_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(p)
+    .await)?)
+}
+
+pub async fn forget_worker(db: &Db, id: &str) -> StoreResult<()> {
+    on_db!(db, p => sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(p).await.map(|_| ()))?;
+    Ok(())
+}
