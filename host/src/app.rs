@@ -12,12 +12,16 @@ use crate::auth::tokens::{AccessTokens, new_secret};
 use crate::billing::ledger::Ledger;
 use crate::billing::plans::Catalogue;
 use crate::blobs::LocalBlobs;
+use crate::blobs::signed::FileLinks;
 use crate::config::Config;
+use crate::events::EventBus;
+use crate::generation::Generator;
 use crate::http::metrics::HttpMetrics;
 use crate::models::ModelCatalogue;
 use crate::plugins::PluginRuntime;
 use crate::plugins::engine::EngineOptions;
 use crate::plugins::registry::Registry;
+use crate::queue::{Queue, QueueSettings, WorkerInfo};
 use crate::store::Db;
 
 pub struct AppState {
@@ -28,7 +32,13 @@ pub struct AppState {
     pub plans: Catalogue,
     pub models: ModelCatalogue,
     pub metrics: HttpMetrics,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
+    pub events: Arc<EventBus>,
+    pub queue: Arc<Queue>,
+    pub blobs: Arc<LocalBlobs>,
+    pub generator: Generator,
+    /// Cancelled when the server begins to shut down (ends WebSockets).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -65,23 +75,64 @@ impl AppState {
         tokio::task::spawn_blocking(crate::auth::passwords::warm_up).await?;
         let runtime = plugin_runtime(&config)?;
         let blobs = Arc::new(LocalBlobs::open(&config.data_dir.join("blobs"))?);
-        let registry = Registry::new(
+        let registry = Arc::new(Registry::new(
             db.clone(),
-            blobs,
+            blobs.clone(),
             runtime,
             config.plugin_max_bytes,
             config.plugin_limits.clone(),
-        );
+        ));
+        let events = Arc::new(EventBus::new());
+        let links = FileLinks::new(secret.as_bytes(), config.public_url.as_deref());
+        let queue = Arc::new(Queue::new(
+            db.clone(),
+            plans.clone(),
+            models.clone(),
+            events.clone(),
+            blobs.clone(),
+            links,
+            QueueSettings {
+                lease_ttl: std::time::Duration::from_secs(config.lease_ttl_secs.max(1)),
+                max_attempts: config.job_max_attempts.max(1),
+                max_queued: config.queue_max_queued,
+                worker_offline: std::time::Duration::from_secs(config.worker_offline_secs.max(1)),
+            },
+        ));
+        let generator = Generator {
+            db: db.clone(),
+            models: models.clone(),
+            plans: plans.clone(),
+            registry: registry.clone(),
+            blobs: blobs.clone(),
+        };
         Ok(Arc::new(AppState {
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            generator,
             ledger: Ledger::new(db.clone()),
             metrics: HttpMetrics::new(),
             registry,
+            events,
+            queue,
+            blobs,
             models,
             config,
             db,
             auth,
             plans,
         }))
+    }
+}
+
+impl AppState {
+    /// The in-process worker's identity and the models it serves.
+    pub fn local_worker_info(&self) -> WorkerInfo {
+        WorkerInfo {
+            id: format!("local-{}", uuid::Uuid::now_v7().simple()),
+            name: "in-process".into(),
+            backend: self.config.worker_backend.clone(),
+            models: self.config.worker_model_list(),
+            paused: self.config.worker_paused,
+        }
     }
 }
 

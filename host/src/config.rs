@@ -181,6 +181,18 @@ impl Config {
         self.db_max_connections.unwrap_or(default)
     }
 
+    /// The in-process worker's models; `None` for every model.
+    pub fn worker_model_list(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .worker_models
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!list.is_empty()).then_some(list)
+    }
+
     pub fn cors_origin_list(&self) -> Vec<String> {
         self.cors_origins
             .split(',')

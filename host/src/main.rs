@@ -28,12 +28,36 @@ enum Command {
     Serve,
     /// Run database migrations and exit.
     Migrate,
+    /// Run a GPU worker that leases jobs from a host's internal API.
+    Worker(WorkerArgs),
     /// Operator actions on accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Plugin author tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// The host's base URL (`http://host:8080`).
+    #[arg(long, env = "PINGVAS_SERVER")]
+    server: String,
+    /// The host's worker token (`PINGVAS_WORKER_TOKEN` on the host).
+    #[arg(long, env = "PINGVAS_WORKER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// cpu-reference, invokeai or comfyui.
+    #[arg(long, default_value = "cpu-reference")]
+    backend: String,
+    /// Base URL of the InvokeAI or ComfyUI server.
+    #[arg(long)]
+    backend_url: Option<String>,
+    /// Comma-separated models this worker serves (default: every model).
+    #[arg(long)]
+    models: Option<String>,
+    /// A name shown in logs (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, database = state.db.kind(), "pingvas listening");
             server::serve(state, listener, server::shutdown_signal()).await
         }
+        Command::Worker(args) => run_worker(args, &config).await,
         Command::Migrate => {
             let db = open_database(&config).await?;
             println!("migrations applied ({})", db.kind());
@@ -139,4 +164,49 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pingvas_host::queue::WorkerInfo;
+    use pingvas_host::worker::Worker;
+    use pingvas_host::worker::remote::RemoteSource;
+
+    let models: Option<Vec<String>> = args.models.as_deref().map(|m| {
+        m.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let backend =
+        pingvas_host::inference::build(&args.backend, args.backend_url.as_deref(), models.clone())?;
+    let info = WorkerInfo {
+        id: format!("worker-{}", uuid::Uuid::now_v7().simple()),
+        name: args
+            .name
+            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into())),
+        backend: args.backend.clone(),
+        models,
+        paused: false,
+    };
+    let runtime = pingvas_host::app::plugin_runtime(config)?;
+    let worker = Arc::new(Worker {
+        source: Arc::new(RemoteSource::new(&args.server, &args.token)?),
+        info,
+        backend,
+        runtime,
+        limits: config.plugin_limits.clone(),
+        poll: Duration::from_secs(20),
+        beat_every: Duration::from_secs((config.lease_ttl_secs / 3).max(1)),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    worker.run(stop).await;
+    Ok(())
 }

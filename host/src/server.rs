@@ -3,9 +3,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedState;
+use crate::worker::Worker;
+use crate::worker::local::LocalSource;
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish (up to the configured grace period).
@@ -16,10 +21,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let db = state.db.clone();
+    let background = CancellationToken::new();
+    let mut tasks = start_background(&state, &background).await?;
+    let closing = state.shutdown.clone();
     let app = crate::http::router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
+        closing.cancel();
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = stopping_tx.send(());
     };
@@ -33,8 +42,57 @@ pub async fn serve(
             tracing::warn!(?grace, "grace period over; dropping remaining connections");
         }
     }
+    background.cancel();
+    while tasks.join_next().await.is_some() {}
     db.close().await;
     Ok(())
+}
+
+/// The queue reaper and, unless disabled, the in-process worker.
+async fn start_background(
+    state: &SharedState,
+    stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinSet<()>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let queue = state.queue.clone();
+    let every =
+        (queue.settings().lease_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
+    let reaper_stop = stop.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = reaper_stop.cancelled() => return,
+            }
+            if let Err(e) = queue.reap().await {
+                tracing::warn!(error = %e, "queue reaper");
+            }
+        }
+    });
+    if state.config.worker_enabled {
+        let info = state.local_worker_info();
+        let backend = crate::inference::build(
+            &state.config.worker_backend,
+            state.config.worker_backend_url.as_deref(),
+            info.models.clone(),
+        )?;
+        // Registered before the first request, so enqueues see a worker.
+        state.queue.touch_worker(&info).await?;
+        let worker = Arc::new(Worker {
+            source: Arc::new(LocalSource {
+                queue: state.queue.clone(),
+                registry: state.registry.clone(),
+            }),
+            info,
+            backend,
+            runtime: state.registry.runtime.clone(),
+            limits: state.config.plugin_limits.clone(),
+            poll: Duration::from_secs(10),
+            beat_every: (state.queue.settings().lease_ttl / 3).max(Duration::from_millis(100)),
+        });
+        tasks.spawn(worker.run(stop.clone()));
+    }
+    Ok(tasks)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -171,6 +171,15 @@ impl TestServer {
         }
     }
 
+    /// A link the API handed out (relative to the host), made absolute.
+    pub fn url_of(&self, link: &str) -> String {
+        if link.starts_with("http") {
+            link.to_owned()
+        } else {
+            format!("{}{link}", self.base)
+        }
+    }
+
     /// Sends a request; `body` as JSON when given. Returns status and the
     /// JSON answer (`Null` when the body is not JSON).
     pub async fn call(
@@ -322,5 +331,162 @@ pub fn plugin_wasm(name: &str) -> Vec<u8> {
             "{}: {e} (build the plugins: scripts/test does)",
             path.display()
         )
+    })
+}
+
+/// Operator actions a test needs (what `pingvas admin` does).
+impl TestServer {
+    /// Sets a user's available credits to exactly `available` (admin
+    /// adjustment).
+    pub async fn set_credits(&self, user_id: &str, available: i64) {
+        let (_, _, have) = self.credits(user_id).await;
+        if have != available {
+            self.state
+                .ledger
+                .credit(
+                    user_id,
+                    available - have,
+                    pingvas_host::billing::ledger::TxKind::AdminAdjustment,
+                    "test",
+                    None,
+                )
+                .await
+                .expect("adjust credits");
+        }
+    }
+
+    pub async fn set_tier(&self, email: &str, tier: &str) {
+        pingvas_host::admin::set_tier(&self.state.db, &self.state.plans, email, tier)
+            .await
+            .expect("set tier");
+    }
+
+    /// `(balance, reserved, available)` of the user.
+    pub async fn credits(&self, user_id: &str) -> (i64, i64, i64) {
+        let b = self.state.ledger.balance(user_id).await.expect("balance");
+        (b.balance, b.reserved, b.available)
+    }
+
+    pub async fn generate(&self, kind: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.post(&format!("/generate/{kind}"), Some(token), body)
+            .await
+    }
+
+    /// A job's detail.
+    pub async fn job(&self, token: &str, job_id: &str) -> Value {
+        let (s, body) = self
+            .get(&format!("/queue/items/{job_id}"), Some(token))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    /// Opens the event WebSocket of `token`'s user.
+    pub async fn events(&self, token: &str, last_event_id: Option<&str>) -> Events {
+        let mut url = format!(
+            "{}/api/v1/ws?token={token}",
+            self.base.replacen("http", "ws", 1)
+        );
+        if let Some(id) = last_event_id {
+            url.push_str(&format!("&last_event_id={id}"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut events = Events {
+            ws,
+            seen: Vec::new(),
+            hello: None,
+        };
+        let hello = events.next().await;
+        assert_eq!(hello["type"], "connected", "{hello}");
+        events.seen.clear();
+        events.hello = Some(hello);
+        events
+    }
+}
+
+/// A test client of `GET /ws`.
+pub struct Events {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Every event received so far, in order.
+    pub seen: Vec<Value>,
+    pub hello: Option<Value>,
+}
+
+/// How long a test waits for an event before it fails.
+pub const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Events {
+    /// The next JSON message (pings are answered by the client library).
+    pub async fn next(&mut self) -> Value {
+        use futures::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(EVENT_TIMEOUT, self.ws.next())
+                .await
+                .expect("an event within the timeout")
+                .expect("socket open")
+                .expect("socket message");
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).expect("JSON event");
+                self.seen.push(v.clone());
+                return v;
+            }
+        }
+    }
+
+    /// Waits for the first event of `kind` about `job_id`.
+    pub async fn until(&mut self, kind: &str, job_id: &str) -> Value {
+        loop {
+            let e = self.next().await;
+            if e["type"] == kind && e["data"]["job_id"] == job_id {
+                return e;
+            }
+        }
+    }
+
+    /// Waits for the job's end (completed, failed or cancelled).
+    pub async fn until_end(&mut self, job_id: &str) -> Value {
+        loop {
+            let e = self.next().await;
+            let end = ["job.completed", "job.failed", "job.cancelled"];
+            if end.iter().any(|k| e["type"] == *k) && e["data"]["job_id"] == job_id {
+                return e;
+            }
+        }
+    }
+
+    /// The kinds of the events seen about `job_id`, in order.
+    pub fn kinds_of(&self, job_id: &str) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|e| e["data"]["job_id"] == job_id)
+            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// A small PNG, base64, for image inputs.
+pub fn png_base64(width: u32, height: u32, rgb: [u8; 3]) -> String {
+    use base64::Engine;
+    let img =
+        image::RgbaImage::from_pixel(width, height, image::Rgba([rgb[0], rgb[1], rgb[2], 255]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+/// A cheap text-to-image request on the free model.
+pub fn small_job(prompt: &str) -> Value {
+    json!({
+        "prompt": prompt,
+        "model": "stable-diffusion-1.5",
+        "width": 64,
+        "height": 64,
+        "steps": 4,
+        "seed": 42,
     })
 }

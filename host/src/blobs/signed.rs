@@ -21,7 +21,9 @@ pub struct FileLinks {
 
 impl std::fmt::Debug for FileLinks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileLinks").field("base", &self.base).finish()
+        f.debug_struct("FileLinks")
+            .field("base", &self.base)
+            .finish()
     }
 }
 

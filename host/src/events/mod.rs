@@ -140,7 +140,12 @@ impl EventBus {
         let (backlog, complete) = match after {
             None => (Vec::new(), true),
             Some(after) => {
-                let backlog: Vec<_> = ch.recent.iter().filter(|e| e.seq > after).cloned().collect();
+                let backlog: Vec<_> = ch
+                    .recent
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .cloned()
+                    .collect();
                 let complete = after >= self.started && after + 1 >= ch.dropped_before;
                 (backlog, complete)
             }
@@ -159,7 +164,13 @@ impl EventBus {
         inner
             .channels
             .get(user_id)
-            .map(|ch| ch.recent.iter().filter(|e| e.seq > after).cloned().collect())
+            .map(|ch| {
+                ch.recent
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

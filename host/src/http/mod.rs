@@ -4,13 +4,18 @@
 pub mod auth;
 pub mod envelope;
 pub mod extract;
+pub mod files;
+pub mod generate;
+pub mod internal;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod ops;
 pub mod plugins;
+pub mod queue;
 pub mod response;
 pub mod users;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -39,6 +44,9 @@ pub fn api() -> OpenApiRouter<SharedState> {
         .merge(users::router())
         .merge(models::router())
         .merge(plugins::router())
+        .merge(generate::router())
+        .merge(queue::router())
+        .routes(utoipa_axum::routes!(ws::events))
 }
 
 pub fn router(state: SharedState) -> Router {
@@ -48,6 +56,8 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest(API_PREFIX, api_router)
         .merge(SwaggerUi::new("/docs").url(format!("{API_PREFIX}/openapi.json"), spec))
+        .route(&format!("{API_PREFIX}/files/{{*key}}"), get(files::file))
+        .nest("/internal/v1", internal::router())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::handler))

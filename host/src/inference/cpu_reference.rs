@@ -63,8 +63,13 @@ struct Blob {
     color: [f32; 3],
 }
 
-/// Renders one picture, calling `progress` after every step.
-fn render(g: &Generation, index: u32, progress: &dyn Fn(Progress)) -> RgbaImage {
+/// Renders one picture, calling `progress` after every step; stops with
+/// `Cancelled` when it answers false.
+fn render(
+    g: &Generation,
+    index: u32,
+    progress: &dyn Fn(Progress) -> bool,
+) -> Result<RgbaImage, InferenceError> {
     let (w, h) = (g.width as usize, g.height as usize);
     let mut state = picture_seed(g, index);
     let base = [unit(&mut state), unit(&mut state), unit(&mut state)];
@@ -110,16 +115,18 @@ fn render(g: &Generation, index: u32, progress: &dyn Fn(Progress)) -> RgbaImage 
                 }
             }
         }
-        progress(Progress {
+        if !progress(Progress {
             step,
             total_steps: steps,
-        });
+        }) {
+            return Err(InferenceError::Cancelled);
+        }
     }
-    RgbaImage::from_fn(g.width, g.height, |x, y| {
+    Ok(RgbaImage::from_fn(g.width, g.height, |x, y| {
         let i = (y as usize * w + x as usize) * 3;
         let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
         Rgba([q(acc[i]), q(acc[i + 1]), q(acc[i + 2]), 255])
-    })
+    }))
 }
 
 /// `a` where `t` is 0, `b` where it is 1, per pixel; alpha from `a`.
@@ -143,14 +150,14 @@ impl CpuReference {
     fn run_blocking(
         &self,
         op: Operation,
-        progress: &dyn Fn(Progress),
+        progress: &dyn Fn(Progress) -> bool,
     ) -> Result<Vec<RgbaImage>, InferenceError> {
         match op {
             Operation::TextToImage(g) => {
                 check_size(g.width, g.height)?;
-                Ok((0..g.batch_size.max(1))
+                (0..g.batch_size.max(1))
                     .map(|i| render(&g, i, progress))
-                    .collect())
+                    .collect()
             }
             Operation::ImageToImage {
                 generation,
@@ -165,9 +172,9 @@ impl CpuReference {
                     FilterType::Lanczos3,
                 );
                 let k = strength.clamp(0.0, 1.0);
-                Ok((0..generation.batch_size.max(1))
-                    .map(|i| blend(&source, &render(&generation, i, progress), |_, _| k))
-                    .collect())
+                (0..generation.batch_size.max(1))
+                    .map(|i| Ok(blend(&source, &render(&generation, i, progress)?, |_, _| k)))
+                    .collect()
             }
             Operation::Upscale { source, scale } => {
                 if !(1..=4).contains(&scale) {
@@ -204,9 +211,9 @@ impl CpuReference {
                     (0.299 * f32::from(m[0]) + 0.587 * f32::from(m[1]) + 0.114 * f32::from(m[2]))
                         / 255.0
                 };
-                Ok((0..generation.batch_size.max(1))
-                    .map(|i| blend(&source, &render(&generation, i, progress), coverage))
-                    .collect())
+                (0..generation.batch_size.max(1))
+                    .map(|i| Ok(blend(&source, &render(&generation, i, progress)?, coverage)))
+                    .collect()
             }
         }
     }
@@ -263,7 +270,13 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let out = CpuReference::default()
-            .run(op, Arc::new(move |p| sink.lock().unwrap().push(p)))
+            .run(
+                op,
+                Arc::new(move |p| {
+                    sink.lock().unwrap().push(p);
+                    true
+                }),
+            )
             .await
             .unwrap();
         let seen = seen.lock().unwrap().clone();
@@ -322,7 +335,7 @@ mod tests {
                     source: RgbaImage::new(2, 2),
                     scale: 9,
                 },
-                Arc::new(|_| {}),
+                Arc::new(|_| true),
             )
             .await;
         assert!(matches!(err, Err(InferenceError::InvalidInput(_))));
@@ -358,7 +371,7 @@ mod tests {
                     source,
                     mask: wrong,
                 },
-                Arc::new(|_| {}),
+                Arc::new(|_| true),
             )
             .await;
         assert!(matches!(err, Err(InferenceError::InvalidInput(_))));
@@ -392,5 +405,25 @@ mod tests {
             models: Some(vec!["flux-dev".into()]),
         };
         assert!(some.serves("flux-dev") && !some.serves("stable-diffusion-xl"));
+    }
+
+    #[tokio::test]
+    async fn a_false_answer_stops_the_render() {
+        let steps = Arc::new(Mutex::new(0));
+        let seen = steps.clone();
+        let out = CpuReference::default()
+            .run(
+                Operation::TextToImage(Generation {
+                    steps: 50,
+                    ..generation(1)
+                }),
+                Arc::new(move |p| {
+                    *seen.lock().unwrap() = p.step;
+                    p.step < 3
+                }),
+            )
+            .await;
+        assert_eq!(out, Err(InferenceError::Cancelled));
+        assert_eq!(*steps.lock().unwrap(), 3);
     }
 }

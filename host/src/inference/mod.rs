@@ -1,8 +1,10 @@
-//! GPU inference behind one trait, chosen per worker. So far the built-in
-//! `cpu-reference` backend; the `invokeai` and `comfyui` adapters come with
-//! the queue issue.
+//! GPU inference behind one trait, chosen per worker: the built-in
+//! `cpu-reference` backend, and adapters for InvokeAI's and ComfyUI's HTTP
+//! APIs.
 
+pub mod comfyui;
 pub mod cpu_reference;
+pub mod invokeai;
 
 use std::sync::Arc;
 
@@ -54,7 +56,9 @@ pub struct Progress {
     pub total_steps: u32,
 }
 
-pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+/// Receives step progress; answering false asks the backend to stop (the
+/// job was cancelled or its lease lost).
+pub type ProgressSink = Arc<dyn Fn(Progress) -> bool + Send + Sync>;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InferenceError {
@@ -64,6 +68,10 @@ pub enum InferenceError {
     UnknownModel(String),
     #[error("backend failed: {0}")]
     Failed(String),
+    #[error("stopped: the job was cancelled")]
+    Cancelled,
+    #[error("backend unreachable: {0}")]
+    Unavailable(String),
 }
 
 /// A GPU backend: runs one operation, reporting step progress.
@@ -77,4 +85,23 @@ pub trait InferenceBackend: Send + Sync {
         op: Operation,
         progress: ProgressSink,
     ) -> BoxFuture<'a, Result<Vec<RgbaImage>, InferenceError>>;
+}
+
+/// The backend a worker was configured with. `models`: what it serves
+/// (`None`: every model; the GPU servers need a list of what they have).
+pub fn build(
+    kind: &str,
+    url: Option<&str>,
+    models: Option<Vec<String>>,
+) -> anyhow::Result<Arc<dyn InferenceBackend>> {
+    let need_url = || {
+        url.map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("backend {kind} needs a base URL (worker_backend_url)"))
+    };
+    Ok(match kind {
+        cpu_reference::NAME => Arc::new(cpu_reference::CpuReference { models }),
+        invokeai::NAME => Arc::new(invokeai::InvokeAi::new(&need_url()?, models)?),
+        comfyui::NAME => Arc::new(comfyui::ComfyUi::new(&need_url()?, models)?),
+        other => anyhow::bail!("unknown backend {other} (cpu-reference, invokeai, comfyui)"),
+    })
 }

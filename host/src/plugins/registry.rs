@@ -349,6 +349,39 @@ impl Registry {
         })
     }
 
+    /// A version pinned by a job at enqueue, whoever may see it now and
+    /// yanked or not (the job's owner could run it when it was queued).
+    pub async fn load_pinned(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> RegistryResult<Arc<LoadedPlugin>> {
+        let plugin = q::find_by_name(&self.db, name)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let row = q::version(&self.db, &plugin.id, version)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        self.load_version(&plugin, &row).await
+    }
+
+    /// The stored component bytes of a pinned version (remote workers
+    /// fetch them to compile locally).
+    pub async fn component_bytes(&self, name: &str, version: &str) -> RegistryResult<Vec<u8>> {
+        let plugin = q::find_by_name(&self.db, name)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let row = q::version(&self.db, &plugin.id, version)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let blobs = self.blobs.clone();
+        let key = format!("plugins/{}.wasm", row.sha256);
+        Ok(tokio::task::spawn_blocking(move || blobs.get(&key))
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|e| anyhow::anyhow!("reading plugin blob: {e}"))?)
+    }
+
     /// Loads a stored version (yanked or not: jobs that picked it before
     /// the yank keep working).
     pub async fn load_version(

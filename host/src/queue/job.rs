@@ -221,13 +221,28 @@ mod tests {
         // 1 MP x 30 steps x 0.1 s = 3 s x 2 credits/s = 6.
         let base = estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 30, 1), &m);
         assert_eq!(base, 6);
-        assert_eq!(estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 30, 4), &m), 24);
-        assert_eq!(estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 60, 1), &m), 12);
-        assert_eq!(estimate_credits(&spec(JobType::TextToImage, 2000, 1000, 30, 1), &m), 12);
+        assert_eq!(
+            estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 30, 4), &m),
+            24
+        );
+        assert_eq!(
+            estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 60, 1), &m),
+            12
+        );
+        assert_eq!(
+            estimate_credits(&spec(JobType::TextToImage, 2000, 1000, 30, 1), &m),
+            12
+        );
         // Upscale: per output megapixel, no steps.
-        assert_eq!(estimate_credits(&spec(JobType::Upscale, 2000, 2000, 30, 1), &m), 1);
+        assert_eq!(
+            estimate_credits(&spec(JobType::Upscale, 2000, 2000, 30, 1), &m),
+            1
+        );
         // Tiny jobs still cost one credit.
-        assert_eq!(estimate_credits(&spec(JobType::TextToImage, 64, 64, 1, 1), &m), 1);
+        assert_eq!(
+            estimate_credits(&spec(JobType::TextToImage, 64, 64, 1, 1), &m),
+            1
+        );
     }
 
     #[test]

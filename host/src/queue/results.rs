@@ -29,7 +29,9 @@ pub fn store_png(
     png: &[u8],
 ) -> Result<StoredImage, String> {
     let reader = ImageReader::with_format(Cursor::new(png), ImageFormat::Png);
-    let decoded = reader.decode().map_err(|e| format!("not a PNG image: {e}"))?;
+    let decoded = reader
+        .decode()
+        .map_err(|e| format!("not a PNG image: {e}"))?;
     let thumb = decoded.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
     let mut thumb_bytes = Vec::new();
     thumb

@@ -272,6 +272,20 @@ impl Queue {
 
     /// Records a worker as alive (on start and on every lease poll).
     pub async fn touch_worker(&self, w: &WorkerInfo) -> QueueResult<()> {
+        let known = self
+            .served
+            .lock()
+            .expect("served lock")
+            .as_ref()
+            .is_some_and(|(_, set, all, _)| {
+                *all || w
+                    .models
+                    .as_ref()
+                    .is_some_and(|m| m.iter().all(|x| set.contains(x)))
+            });
+        if !known {
+            *self.served.lock().expect("served lock") = None;
+        }
         let models = match &w.models {
             Some(m) => serde_json::to_string(m).unwrap_or_default(),
             None => "[\"*\"]".into(),
@@ -288,6 +302,9 @@ impl Queue {
             },
         )
         .await?;
+        if !known {
+            *self.served.lock().expect("served lock") = None;
+        }
         Ok(())
     }
 
@@ -345,7 +362,8 @@ impl Queue {
         let id = new_id();
         let now = Utc::now();
         let seq = self.tick();
-        let params = serde_json::to_string(&spec).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let params =
+            serde_json::to_string(&spec).map_err(|e| QueueError::Invalid(e.to_string()))?;
 
         let mut tx = self.db.begin().await?;
         let hold = ledger::reserve_in(
@@ -416,7 +434,9 @@ impl Queue {
         self.wake.notify_waiters();
 
         let position = scheduler::position_of(&summaries(&groups), user_id, priority, k);
-        let wait = self.estimated_wait(position, spec.expected_gpu_seconds(model)).await;
+        let wait = self
+            .estimated_wait(position, spec.expected_gpu_seconds(model))
+            .await;
         self.events.publish(
             user_id,
             "job.queued",
@@ -566,7 +586,11 @@ impl Queue {
     /// Waits up to `wait` for a job this worker may take. Wakes on every
     /// enqueue and job end in this process, and re-checks every second for
     /// work queued through other hosts.
-    pub async fn wait_for_lease(&self, worker: &WorkerInfo, wait: Duration) -> QueueResult<Option<Lease>> {
+    pub async fn wait_for_lease(
+        &self,
+        worker: &WorkerInfo,
+        wait: Duration,
+    ) -> QueueResult<Option<Lease>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.wake.notified();
@@ -597,7 +621,11 @@ impl Queue {
     ) -> QueueResult<BeatReply> {
         let expires_at = Utc::now() + self.settings.lease_ttl;
         let pct = progress.map(|(step, total)| {
-            let pct = if total == 0 { 0 } else { (u64::from(step) * 100 / u64::from(total)).min(100) };
+            let pct = if total == 0 {
+                0
+            } else {
+                (u64::from(step) * 100 / u64::from(total)).min(100)
+            };
             (pct as i64, i64::from(step), i64::from(total))
         });
         let held = q::heartbeat(
@@ -634,14 +662,26 @@ impl Queue {
 
     /// Stores the results and completes the job: charge the measured GPU
     /// time, release the rest, write the `images` rows.
-    pub async fn complete(&self, job_id: &str, token: &str, done: Finished) -> QueueResult<Settled> {
-        let row = q::get(&self.db, job_id).await?.ok_or(QueueError::NotFound)?;
+    pub async fn complete(
+        &self,
+        job_id: &str,
+        token: &str,
+        done: Finished,
+    ) -> QueueResult<Settled> {
+        let row = q::get(&self.db, job_id)
+            .await?
+            .ok_or(QueueError::NotFound)?;
         if row.lease_token.as_deref() != Some(token) || row.status != "processing" {
             return Err(self.why_not_held(&row));
         }
         if done.images.is_empty() {
             return self
-                .fail(job_id, token, "INVALID_OUTPUT", "the worker returned no images")
+                .fail(
+                    job_id,
+                    token,
+                    "INVALID_OUTPUT",
+                    "the worker returned no images",
+                )
                 .await;
         }
         let blobs = self.blobs.clone();
@@ -680,7 +720,13 @@ impl Queue {
     }
 
     /// Fails the job and releases its whole reservation.
-    pub async fn fail(&self, job_id: &str, token: &str, code: &str, message: &str) -> QueueResult<Settled> {
+    pub async fn fail(
+        &self,
+        job_id: &str,
+        token: &str,
+        code: &str,
+        message: &str,
+    ) -> QueueResult<Settled> {
         self.end(
             job_id,
             Holder::Lease(token),
@@ -719,9 +765,11 @@ impl Queue {
 
     fn why_not_held(&self, row: &JobRow) -> QueueError {
         match JobStatus::parse(&row.status) {
-            Some(JobStatus::Cancelled | JobStatus::Completed | JobStatus::Failed) => QueueError::Ended {
-                status: row.status.clone(),
-            },
+            Some(JobStatus::Cancelled | JobStatus::Completed | JobStatus::Failed) => {
+                QueueError::Ended {
+                    status: row.status.clone(),
+                }
+            }
             _ => QueueError::LeaseLost,
         }
     }
@@ -738,7 +786,9 @@ impl Queue {
         let allowed = match holder {
             Holder::Lease(t) => row.status == "processing" && row.lease_token.as_deref() == Some(t),
             Holder::Owner(u) => active && row.user_id == u,
-            Holder::Expired(t) => row.status == "processing" && row.lease_token.as_deref() == Some(t),
+            Holder::Expired(t) => {
+                row.status == "processing" && row.lease_token.as_deref() == Some(t)
+            }
             Holder::Queued => row.status == "queued",
         };
         if !allowed {
@@ -801,7 +851,8 @@ impl Queue {
             }
             image_ids.push(s.id.clone());
         }
-        let ids_json = (!image_ids.is_empty()).then(|| serde_json::to_string(&image_ids).unwrap_or_default());
+        let ids_json =
+            (!image_ids.is_empty()).then(|| serde_json::to_string(&image_ids).unwrap_or_default());
         let (gpu_seconds, gpu_started, gpu_finished) = match o.finished {
             Some(f) => (Some(f.gpu_seconds), f.gpu_started_at, f.gpu_finished_at),
             None if seconds > 0.0 => (Some(seconds), None, Some(now)),
@@ -961,7 +1012,11 @@ impl Queue {
     // ---- views ---------------------------------------------------------
 
     /// A user's job with its images; `NotFound` for anyone else's.
-    pub async fn job_of(&self, user_id: &str, job_id: &str) -> QueueResult<(JobRow, Vec<ImageRow>)> {
+    pub async fn job_of(
+        &self,
+        user_id: &str,
+        job_id: &str,
+    ) -> QueueResult<(JobRow, Vec<ImageRow>)> {
         let row = q::get(&self.db, job_id)
             .await?
             .filter(|r| r.user_id == user_id)
@@ -1049,7 +1104,11 @@ fn summaries(groups: &[q::QueuedGroup]) -> Vec<scheduler::QueuedGroup> {
 }
 
 /// The generation metadata of an image (the gallery's `metadata`).
-fn image_metadata(spec: Option<&JobSpec>, model: &Model, done: Option<&Finished>) -> serde_json::Value {
+fn image_metadata(
+    spec: Option<&JobSpec>,
+    model: &Model,
+    done: Option<&Finished>,
+) -> serde_json::Value {
     let Some(s) = spec else {
         return json!({ "model": model.name, "model_hash": model.hash });
     };

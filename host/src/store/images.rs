@@ -95,7 +95,12 @@ pub async fn get_board(db: &Db, id: &str) -> StoreResult<Option<BoardRow>> {
 }
 
 /// Adds an image to a board if the board still exists.
-pub async fn add_to_board(tx: &mut Tx, board_id: &str, image_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+pub async fn add_to_board(
+    tx: &mut Tx,
+    board_id: &str,
+    image_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     on_tx!(tx, c => sqlx::query(
         "INSERT INTO board_images (board_id, image_id, added_at) \
          SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM boards WHERE id = $1)",

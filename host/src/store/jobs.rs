@@ -163,7 +163,9 @@ pub async fn queued_job_at(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 AND model = $2 AND seq = $3 \
          AND status = 'queued' ORDER BY id LIMIT 1"
     );
-    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(user_id).bind(model).bind(seq).fetch_optional(c).await)?)
+    Ok(
+        on_tx!(tx, c => sqlx::query_as(&sql).bind(user_id).bind(model).bind(seq).fetch_optional(c).await)?,
+    )
 }
 
 pub struct LeaseGrant<'a> {
@@ -235,7 +237,11 @@ pub async fn get(db: &Db, id: &str) -> StoreResult<Option<JobRow>> {
 /// The job, locked for a state change (row lock on PostgreSQL; SQLite
 /// write transactions are serial).
 pub async fn get_for_update(tx: &mut Tx, id: &str) -> StoreResult<Option<JobRow>> {
-    let lock = if matches!(tx, Tx::Postgres(_)) { " FOR UPDATE" } else { "" };
+    let lock = if matches!(tx, Tx::Postgres(_)) {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{lock}");
     Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
 }
@@ -260,11 +266,18 @@ pub async fn list_for_user(
 }
 
 /// A user's jobs in one status, oldest first (the queue status view).
-pub async fn user_jobs_in(db: &Db, user_id: &str, status: &str, limit: i64) -> StoreResult<Vec<JobRow>> {
+pub async fn user_jobs_in(
+    db: &Db,
+    user_id: &str,
+    status: &str,
+    limit: i64,
+) -> StoreResult<Vec<JobRow>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 AND status = $2 ORDER BY seq, id LIMIT $3"
     );
-    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(user_id).bind(status).bind(limit).fetch_all(p).await)?)
+    Ok(
+        on_db!(db, p => sqlx::query_as(&sql).bind(user_id).bind(status).bind(limit).fetch_all(p).await)?,
+    )
 }
 
 pub async fn count_user_status(db: &Db, user_id: &str, status: &str) -> StoreResult<i64> {
@@ -277,7 +290,11 @@ pub async fn count_user_status(db: &Db, user_id: &str, status: &str) -> StoreRes
     .await)?)
 }
 
-pub async fn count_completed_since(db: &Db, user_id: &str, since: DateTime<Utc>) -> StoreResult<i64> {
+pub async fn count_completed_since(
+    db: &Db,
+    user_id: &str,
+    since: DateTime<Utc>,
+) -> StoreResult<i64> {
     Ok(on_db!(db, p => sqlx::query_scalar(
         "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND status = 'completed' AND completed_at >= $2",
     )

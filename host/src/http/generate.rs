@@ -1,0 +1,185 @@
+//! 이미지 생성 API: validate, estimate, reserve and queue; 202 with the
+//! job's place in the queue.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::AuthUser;
+use super::response::{Envelope, ErrorEnvelope, ok};
+use crate::app::SharedState;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::generation::request::{
+    ImageToImageRequest, InpaintRequest, TextToImageRequest, UpscaleRequest,
+};
+use crate::generation::{Caller, GenerationError};
+use crate::queue::QueueError;
+use crate::store::users as user_store;
+
+pub fn router() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(text_to_image))
+        .routes(routes!(image_to_image))
+        .routes(routes!(upscale))
+        .routes(routes!(inpaint))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub job_id: String,
+    pub status: &'static str,
+    pub queue_position: usize,
+    pub estimated_wait_seconds: u64,
+    pub estimated_credits: i64,
+    pub websocket_channel: String,
+}
+
+impl From<GenerationError> for ApiError {
+    fn from(e: GenerationError) -> Self {
+        match e {
+            GenerationError::Invalid { field, reason } => ApiError::invalid_param(&field, reason),
+            GenerationError::ModelNotAvailable { model, min_tier } => ApiError::with_details(
+                ErrorCode::ModelNotAvailable,
+                json!({ "model": model, "required_tier": min_tier }),
+            ),
+            GenerationError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Insufficient {
+                required,
+                available,
+            } => ApiError::with_details(
+                ErrorCode::InsufficientCredits,
+                json!({ "required": required, "available": available }),
+            ),
+            QueueError::QuotaExceeded { limit } => {
+                ApiError::with_details(ErrorCode::QuotaExceeded, json!({ "max_queued": limit }))
+            }
+            QueueError::QueueFull { limit } => {
+                ApiError::with_details(ErrorCode::QueueFull, json!({ "max_queued": limit }))
+            }
+            QueueError::NoWorker { model } => ApiError::with_details(
+                ErrorCode::ServiceUnavailable,
+                json!({ "model": model, "reason": "no worker serves this model now" }),
+            ),
+            QueueError::NotFound => ErrorCode::NotFound.into(),
+            QueueError::Ended { status } => {
+                ApiError::with_details(ErrorCode::Conflict, json!({ "status": status }))
+            }
+            QueueError::LeaseLost => ApiError::with_details(
+                ErrorCode::Conflict,
+                json!({ "reason": "the lease is no longer held" }),
+            ),
+            QueueError::Invalid(reason) => ApiError::invalid_param("params", reason),
+            e @ (QueueError::Ledger(_) | QueueError::Store(_)) => ApiError::internal(e),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    TextToImage,
+    ImageToImage,
+    Upscale,
+    Inpaint,
+}
+
+async fn submit(
+    state: &SharedState,
+    user: &AuthUser,
+    kind: Kind,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_param("body", format!("not valid JSON: {e}")))?;
+    let me = user_store::find_by_id(&state.db, &user.id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ErrorCode::InvalidToken)?;
+    let caller = Caller {
+        id: &me.id,
+        tier: &me.tier,
+    };
+    let g = &state.generator;
+    let spec = match kind {
+        Kind::TextToImage => g.text_to_image(&caller, body).await?,
+        Kind::ImageToImage => g.image_to_image(&caller, body).await?,
+        Kind::Upscale => g.upscale(&caller, body).await?,
+        Kind::Inpaint => g.inpaint(&caller, body).await?,
+    };
+    let e = state.queue.enqueue(&me.id, &me.tier, spec).await?;
+    Ok(ok(Accepted {
+        job_id: e.job_id,
+        status: "queued",
+        queue_position: e.queue_position,
+        estimated_wait_seconds: e.estimated_wait_seconds,
+        estimated_credits: e.estimated_credits,
+        websocket_channel: e.websocket_channel,
+    })
+    .status(StatusCode::ACCEPTED)
+    .into_response())
+}
+
+/// 텍스트에서 이미지 생성
+#[utoipa::path(post, path = "/generate/text-to-image", tag = "generate", security(("bearer" = [])),
+    request_body = TextToImageRequest,
+    responses((status = 202, body = Envelope<Accepted>),
+        (status = 400, description = "INVALID_PARAMETERS", body = ErrorEnvelope),
+        (status = 402, description = "INSUFFICIENT_CREDITS", body = ErrorEnvelope),
+        (status = 403, description = "MODEL_NOT_AVAILABLE", body = ErrorEnvelope),
+        (status = 429, description = "QUOTA_EXCEEDED / QUEUE_FULL", body = ErrorEnvelope),
+        (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
+async fn text_to_image(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    body: Bytes,
+) -> ApiResult<Response> {
+    submit(&state, &user, Kind::TextToImage, &body).await
+}
+
+/// 이미지에서 이미지 생성
+#[utoipa::path(post, path = "/generate/image-to-image", tag = "generate", security(("bearer" = [])),
+    request_body = ImageToImageRequest,
+    responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
+async fn image_to_image(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    body: Bytes,
+) -> ApiResult<Response> {
+    submit(&state, &user, Kind::ImageToImage, &body).await
+}
+
+/// 이미지 업스케일
+#[utoipa::path(post, path = "/generate/upscale", tag = "generate", security(("bearer" = [])),
+    request_body = UpscaleRequest,
+    responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
+async fn upscale(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    body: Bytes,
+) -> ApiResult<Response> {
+    submit(&state, &user, Kind::Upscale, &body).await
+}
+
+/// 인페인팅
+#[utoipa::path(post, path = "/generate/inpaint", tag = "generate", security(("bearer" = [])),
+    request_body = InpaintRequest,
+    responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
+async fn inpaint(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    body: Bytes,
+) -> ApiResult<Response> {
+    submit(&state, &user, Kind::Inpaint, &body).await
+}

@@ -1,0 +1,160 @@
+//! The internal worker API (`/internal/v1`), for `pingvas worker`
+//! processes: lease (long poll), heartbeat, complete, fail, fetch a pinned
+//! node plugin, unregister. Authenticated with the shared worker token
+//! (`PINGVAS_WORKER_TOKEN`); closed when none is configured. Not part of
+//! the public API document.
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use super::response::ok;
+use crate::app::SharedState;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::worker::local::with_inputs;
+use crate::worker::wire::{
+    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeasedJob,
+};
+
+/// Results of a batch of large images are big; the public body limit does
+/// not apply here.
+const INTERNAL_BODY_LIMIT: usize = 512 << 20;
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub fn router() -> Router<SharedState> {
+    Router::new()
+        .route("/lease", post(lease))
+        .route("/jobs/{id}/heartbeat", post(heartbeat))
+        .route("/jobs/{id}/complete", post(complete))
+        .route("/jobs/{id}/fail", post(fail))
+        .route("/plugins/{name}/{version}", get(plugin))
+        .route("/workers/{id}", delete(goodbye))
+        .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
+}
+
+/// A request carrying the worker token.
+pub struct WorkerAuth;
+
+impl FromRequestParts<SharedState> for WorkerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.config.worker_token else {
+            return Err(ApiError::with_details(
+                ErrorCode::Forbidden,
+                serde_json::json!({ "reason": "no worker token is configured" }),
+            ));
+        };
+        let given = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ErrorCode::Unauthorized)?;
+        // Compare digests so the time taken says nothing about the token.
+        let a = Sha256::digest(given.as_bytes());
+        let b = Sha256::digest(expected.expose_secret().as_bytes());
+        if a != b {
+            return Err(ErrorCode::InvalidToken.into());
+        }
+        Ok(WorkerAuth)
+    }
+}
+
+async fn lease(
+    State(state): State<SharedState>,
+    _: WorkerAuth,
+    Json(req): Json<LeaseRequest>,
+) -> ApiResult<Response> {
+    let info = req.info();
+    state.queue.touch_worker(&info).await?;
+    let wait = Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+    match state.queue.wait_for_lease(&info, wait).await? {
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+        Some(lease) => {
+            let item = with_inputs(&state.queue, lease)
+                .await
+                .map_err(ApiError::internal)?;
+            Ok(ok(LeasedJob::of(&item)).into_response())
+        }
+    }
+}
+
+async fn heartbeat(
+    State(state): State<SharedState>,
+    _: WorkerAuth,
+    Path(id): Path<String>,
+    Json(req): Json<HeartbeatRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let progress = req.step.zip(req.total_steps);
+    let reply = state
+        .queue
+        .heartbeat(&id, &req.lease_token, progress, req.gpu_started_at)
+        .await?;
+    Ok(ok(HeartbeatResponse::from(reply)))
+}
+
+async fn complete(
+    State(state): State<SharedState>,
+    _: WorkerAuth,
+    Path(id): Path<String>,
+    Json(req): Json<CompleteRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let token = req.lease_token.clone();
+    let done = req
+        .into_finished()
+        .map_err(|_| ApiError::invalid_param("images", "not base64"))?;
+    let settled = state.queue.complete(&id, &token, done).await?;
+    Ok(ok(serde_json::json!({
+        "job_id": settled.job_id,
+        "image_ids": settled.image_ids,
+        "credits_used": settled.credits_used,
+    })))
+}
+
+async fn fail(
+    State(state): State<SharedState>,
+    _: WorkerAuth,
+    Path(id): Path<String>,
+    Json(req): Json<FailRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let settled = state
+        .queue
+        .fail(&id, &req.lease_token, &req.code, &req.message)
+        .await?;
+    Ok(ok(serde_json::json!({ "job_id": settled.job_id })))
+}
+
+async fn plugin(
+    State(state): State<SharedState>,
+    _: WorkerAuth,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let bytes = state
+        .registry
+        .component_bytes(&name, &version)
+        .await
+        .map_err(|_| ErrorCode::NotFound)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn goodbye(
+    State(state): State<SharedState>,
+    _: WorkerAuth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    state.queue.forget_worker(&id).await?;
+    Ok(ok(serde_json::json!({ "worker_id": id })))
+}

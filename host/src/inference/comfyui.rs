@@ -1,0 +1,315 @@
+//! `comfyui`: drives a ComfyUI server through its HTTP and WebSocket API:
+//!
+//! 1. open `GET /ws?clientId=…` first, so no event is missed;
+//! 2. input images go up with `POST /upload/image` (multipart `image`);
+//! 3. `POST /prompt` with an API-format graph (checkpoint loader, CLIP text
+//!    encoders, empty/encoded latent, KSampler, VAE decode, SaveImage) and
+//!    our `client_id` answers a `prompt_id`;
+//! 4. `progress` events ({value, max}) become step progress; `executing`
+//!    with `node: null` (or `execution_success`) ends the run,
+//!    `execution_error` fails it;
+//! 5. `GET /history/{prompt_id}` names the saved images, `GET /view` serves
+//!    them.
+//!
+//! Checkpoints are looked up as `<model name>.safetensors`. A stopped job
+//! calls `POST /interrupt`.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use image::RgbaImage;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Generation, InferenceBackend, InferenceError, Operation, Progress, ProgressSink};
+use crate::worker::pipeline::{decode_image, encode_png};
+
+pub const NAME: &str = "comfyui";
+const SAVE: &str = "save";
+
+pub struct ComfyUi {
+    base: String,
+    models: Option<Vec<String>>,
+    http: reqwest::Client,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> InferenceError {
+    InferenceError::Unavailable(e.to_string())
+}
+
+/// ComfyUI's sampler for one of our sampler names.
+fn sampler_name(sampler: &str) -> &str {
+    match sampler {
+        "euler_a" => "euler_ancestral",
+        "dpm_2_a" => "dpm_2_ancestral",
+        "dpmpp_2m_karras" => "dpmpp_2m",
+        other => other,
+    }
+}
+
+fn scheduler_of(sampler: &str) -> &str {
+    if sampler.ends_with("_karras") {
+        "karras"
+    } else {
+        "normal"
+    }
+}
+
+/// The API-format graph of a denoising job. `source`/`mask` are uploaded
+/// image names.
+fn denoise_prompt(
+    g: &Generation,
+    source: Option<&str>,
+    mask: Option<&str>,
+    strength: f32,
+) -> Value {
+    let mut p = json!({
+        "ckpt": { "class_type": "CheckpointLoaderSimple",
+                  "inputs": { "ckpt_name": format!("{}.safetensors", g.model) } },
+        "positive": { "class_type": "CLIPTextEncode", "inputs": { "text": g.prompt, "clip": ["ckpt", 1] } },
+        "negative": { "class_type": "CLIPTextEncode", "inputs": { "text": g.negative_prompt, "clip": ["ckpt", 1] } },
+        "sampler": { "class_type": "KSampler", "inputs": {
+            "seed": g.seed, "steps": g.steps, "cfg": g.cfg_scale,
+            "sampler_name": sampler_name(&g.sampler), "scheduler": scheduler_of(&g.sampler),
+            "denoise": 1.0, "model": ["ckpt", 0], "positive": ["positive", 0],
+            "negative": ["negative", 0], "latent_image": ["latent", 0] } },
+        "decode": { "class_type": "VAEDecode", "inputs": { "samples": ["sampler", 0], "vae": ["ckpt", 2] } },
+        SAVE: { "class_type": "SaveImage", "inputs": { "filename_prefix": "pingvas", "images": ["decode", 0] } },
+    });
+    match (source, mask) {
+        (None, _) => {
+            p["latent"] = json!({ "class_type": "EmptyLatentImage",
+                "inputs": { "width": g.width, "height": g.height, "batch_size": g.batch_size.max(1) } });
+        }
+        (Some(src), None) => {
+            p["load"] = json!({ "class_type": "LoadImage", "inputs": { "image": src } });
+            p["encoded"] = json!({ "class_type": "VAEEncode", "inputs": { "pixels": ["load", 0], "vae": ["ckpt", 2] } });
+            p["latent"] = json!({ "class_type": "RepeatLatentBatch",
+                "inputs": { "samples": ["encoded", 0], "amount": g.batch_size.max(1) } });
+            p["sampler"]["inputs"]["denoise"] = json!(strength.clamp(0.0, 1.0));
+        }
+        (Some(src), Some(mask)) => {
+            p["load"] = json!({ "class_type": "LoadImage", "inputs": { "image": src } });
+            p["mask"] = json!({ "class_type": "LoadImageMask", "inputs": { "image": mask, "channel": "red" } });
+            p["latent"] = json!({ "class_type": "VAEEncodeForInpaint", "inputs": {
+                "pixels": ["load", 0], "vae": ["ckpt", 2], "mask": ["mask", 0], "grow_mask_by": 6 } });
+        }
+    }
+    p
+}
+
+impl ComfyUi {
+    pub fn new(base: &str, models: Option<Vec<String>>) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            models,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(120))
+                .build()?,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn upload(&self, img: &RgbaImage) -> Result<String, InferenceError> {
+        let png = encode_png(img).map_err(InferenceError::Failed)?;
+        let name = format!("pingvas-{}.png", uuid::Uuid::now_v7().simple());
+        let part = reqwest::multipart::Part::bytes(png)
+            .file_name(name)
+            .mime_str("image/png")
+            .map_err(unavailable)?;
+        let form = reqwest::multipart::Form::new()
+            .part("image", part)
+            .text("overwrite", "true");
+        let resp = self
+            .http
+            .post(self.url("/upload/image"))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !resp.status().is_success() {
+            return Err(InferenceError::Failed(format!(
+                "upload answered {}",
+                resp.status()
+            )));
+        }
+        let v: Value = resp.json().await.map_err(unavailable)?;
+        let name = v["name"]
+            .as_str()
+            .ok_or_else(|| InferenceError::Failed("upload answered no name".into()))?;
+        Ok(match v["subfolder"].as_str() {
+            Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
+            _ => name.to_owned(),
+        })
+    }
+
+    async fn run_op(
+        &self,
+        op: Operation,
+        progress: ProgressSink,
+    ) -> Result<Vec<RgbaImage>, InferenceError> {
+        let client_id = uuid::Uuid::now_v7().to_string();
+        let ws_url = format!(
+            "{}/ws?clientId={client_id}",
+            self.base.replacen("http", "ws", 1)
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+            .await
+            .map_err(unavailable)?;
+        let prompt = match &op {
+            Operation::TextToImage(g) => denoise_prompt(g, None, None, 1.0),
+            Operation::ImageToImage {
+                generation,
+                source,
+                strength,
+            } => {
+                let src = self.upload(source).await?;
+                denoise_prompt(generation, Some(&src), None, *strength)
+            }
+            Operation::Inpaint {
+                generation,
+                source,
+                mask,
+            } => {
+                let src = self.upload(source).await?;
+                let mask = self.upload(mask).await?;
+                denoise_prompt(generation, Some(&src), Some(&mask), 1.0)
+            }
+            Operation::Upscale { source, scale } => {
+                let src = self.upload(source).await?;
+                json!({
+                    "load": { "class_type": "LoadImage", "inputs": { "image": src } },
+                    "scaled": { "class_type": "ImageScaleBy", "inputs": {
+                        "image": ["load", 0], "upscale_method": "lanczos", "scale_by": scale } },
+                    SAVE: { "class_type": "SaveImage", "inputs": { "filename_prefix": "pingvas", "images": ["scaled", 0] } },
+                })
+            }
+        };
+        let resp = self
+            .http
+            .post(self.url("/prompt"))
+            .json(&json!({ "prompt": prompt, "client_id": client_id }))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(InferenceError::Failed(format!(
+                "ComfyUI refused the prompt: {body}"
+            )));
+        }
+        let prompt_id = body["prompt_id"]
+            .as_str()
+            .ok_or_else(|| InferenceError::Failed("no prompt_id".into()))?
+            .to_owned();
+
+        loop {
+            let msg = ws
+                .next()
+                .await
+                .ok_or_else(|| unavailable("websocket closed before the prompt finished"))?
+                .map_err(unavailable)?;
+            let Message::Text(text) = msg else { continue };
+            let Ok(ev) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let data = &ev["data"];
+            if data["prompt_id"].as_str().is_some_and(|p| p != prompt_id) {
+                continue;
+            }
+            match ev["type"].as_str() {
+                Some("progress") => {
+                    let step = data["value"].as_u64().unwrap_or(0) as u32;
+                    let total = data["max"].as_u64().unwrap_or(1) as u32;
+                    if !progress(Progress {
+                        step,
+                        total_steps: total,
+                    }) {
+                        let _ = self
+                            .http
+                            .post(self.url("/interrupt"))
+                            .json(&json!({ "prompt_id": prompt_id }))
+                            .send()
+                            .await;
+                        return Err(InferenceError::Cancelled);
+                    }
+                }
+                Some("executing") if data["node"].is_null() => break,
+                Some("execution_success") => break,
+                Some("execution_error") => {
+                    return Err(InferenceError::Failed(format!(
+                        "{}: {}",
+                        data["exception_type"].as_str().unwrap_or("error"),
+                        data["exception_message"].as_str().unwrap_or("")
+                    )));
+                }
+                Some("execution_interrupted") => {
+                    return Err(InferenceError::Failed("interrupted on ComfyUI".into()));
+                }
+                _ => {}
+            }
+        }
+        let _ = ws.close(None).await;
+
+        let history: Value = self
+            .http
+            .get(self.url(&format!("/history/{prompt_id}")))
+            .send()
+            .await
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        let files = history[&prompt_id]["outputs"][SAVE]["images"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| InferenceError::Failed("no saved images in the history".into()))?;
+        let mut images = Vec::with_capacity(files.len());
+        for f in files {
+            let bytes = self
+                .http
+                .get(self.url("/view"))
+                .query(&[
+                    ("filename", f["filename"].as_str().unwrap_or_default()),
+                    ("subfolder", f["subfolder"].as_str().unwrap_or_default()),
+                    ("type", f["type"].as_str().unwrap_or("output")),
+                ])
+                .send()
+                .await
+                .map_err(unavailable)?
+                .error_for_status()
+                .map_err(unavailable)?
+                .bytes()
+                .await
+                .map_err(unavailable)?;
+            images.push(decode_image(&bytes).map_err(InferenceError::Failed)?);
+        }
+        Ok(images)
+    }
+}
+
+impl InferenceBackend for ComfyUi {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
+    fn run<'a>(
+        &'a self,
+        op: Operation,
+        progress: ProgressSink,
+    ) -> BoxFuture<'a, Result<Vec<RgbaImage>, InferenceError>> {
+        self.run_op(op, progress).boxed()
+    }
+}

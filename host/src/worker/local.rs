@@ -1,0 +1,107 @@
+//! The job source of the worker inside `pingvas serve`: the queue and the
+//! plugin registry of this process, no network in between.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{JobSource, WorkItem};
+use crate::plugins::registry::Registry;
+use crate::plugins::{LoadedPlugin, PluginRuntime};
+use crate::queue::job::JobSpec;
+use crate::queue::{BeatReply, Finished, Lease, Queue, QueueError, WorkerInfo};
+
+pub struct LocalSource {
+    pub queue: Arc<Queue>,
+    pub registry: Arc<Registry>,
+}
+
+/// The blob keys of a job's input images.
+pub fn input_keys(spec: &JobSpec) -> Vec<String> {
+    [
+        spec.source_image.clone(),
+        spec.mask_image.clone(),
+        spec.controlnet.as_ref().map(|c| c.image.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Reads a leased job's input images from blob storage.
+pub async fn with_inputs(queue: &Queue, lease: Lease) -> anyhow::Result<WorkItem> {
+    let keys = input_keys(&lease.spec);
+    let blobs = queue.blobs().clone();
+    let inputs = tokio::task::spawn_blocking(move || {
+        keys.into_iter()
+            .map(|k| blobs.get(&k).map(|b| (k, b)))
+            .collect::<std::io::Result<HashMap<_, _>>>()
+    })
+    .await??;
+    Ok(WorkItem { lease, inputs })
+}
+
+fn ended_ok(r: Result<impl Sized, QueueError>) -> anyhow::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(QueueError::Ended { status }) => {
+            tracing::info!(%status, "job ended on the host before the report");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl JobSource for LocalSource {
+    async fn lease(&self, info: &WorkerInfo, wait: Duration) -> anyhow::Result<Option<WorkItem>> {
+        self.queue.touch_worker(info).await?;
+        match self.queue.wait_for_lease(info, wait).await? {
+            Some(lease) => Ok(Some(with_inputs(&self.queue, lease).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        job_id: &str,
+        token: &str,
+        progress: Option<(u32, u32)>,
+        gpu_started_at: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<BeatReply> {
+        Ok(self
+            .queue
+            .heartbeat(job_id, token, progress, gpu_started_at)
+            .await?)
+    }
+
+    async fn complete(&self, job_id: &str, token: &str, done: Finished) -> anyhow::Result<()> {
+        ended_ok(self.queue.complete(job_id, token, done).await)
+    }
+
+    async fn fail(
+        &self,
+        job_id: &str,
+        token: &str,
+        code: &str,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        ended_ok(self.queue.fail(job_id, token, code, message).await)
+    }
+
+    async fn node_plugin(
+        &self,
+        _runtime: &PluginRuntime,
+        name: &str,
+        version: &str,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
+        Ok(self.registry.load_pinned(name, version).await?)
+    }
+
+    async fn goodbye(&self, info: &WorkerInfo) {
+        if let Err(e) = self.queue.forget_worker(&info.id).await {
+            tracing::warn!(error = %e, "unregistering the worker");
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! GPU workers. A worker owns one inference backend and a plugin runtime;
+//! it leases jobs from a `JobSource` (the queue in this process, or a host
+//! over the internal HTTP API), runs pre-nodes → backend → post-nodes, and
+//! reports the result. Leasing runs ahead of the GPU: while one job is on
+//! the backend the next lease is already fetched, and a finished job's
+//! post-nodes, encoding and upload run beside the next job's inference, so
+//! the backend is not left idle between jobs.
+
+pub mod local;
+pub mod pipeline;
+pub mod remote;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use image::RgbaImage;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::inference::{InferenceBackend, InferenceError, Progress};
+use crate::plugins::limits::{self, LimitsOverride};
+use crate::plugins::{LoadedPlugin, PluginKind, PluginRuntime};
+use crate::queue::job::NodeSpec;
+use crate::queue::{BeatReply, Finished, Lease, WorkerInfo};
+
+/// A leased job with its input images.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub lease: Lease,
+    /// Input image bytes by blob key.
+    pub inputs: HashMap<String, Vec<u8>>,
+}
+
+/// Where a worker gets jobs and reports them.
+pub trait JobSource: Send + Sync + 'static {
+    fn lease(
+        &self,
+        info: &WorkerInfo,
+        wait: Duration,
+    ) -> impl Future<Output = anyhow::Result<Option<WorkItem>>> + Send;
+    fn heartbeat(
+        &self,
+        job_id: &str,
+        token: &str,
+        progress: Option<(u32, u32)>,
+        gpu_started_at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = anyhow::Result<BeatReply>> + Send;
+    fn complete(
+        &self,
+        job_id: &str,
+        token: &str,
+        done: Finished,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn fail(
+        &self,
+        job_id: &str,
+        token: &str,
+        code: &str,
+        message: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// A node plugin's component, compiled (cached by content hash).
+    fn node_plugin(
+        &self,
+        runtime: &PluginRuntime,
+        name: &str,
+        version: &str,
+    ) -> impl Future<Output = anyhow::Result<Arc<LoadedPlugin>>> + Send;
+    /// Unregisters the worker when it stops.
+    fn goodbye(&self, info: &WorkerInfo) -> impl Future<Output = ()> + Send;
+}
+
+pub struct Worker<S: JobSource> {
+    pub source: Arc<S>,
+    pub info: WorkerInfo,
+    pub backend: Arc<dyn InferenceBackend>,
+    pub runtime: Arc<PluginRuntime>,
+    pub limits: HashMap<String, LimitsOverride>,
+    /// How long one lease poll waits for work.
+    pub poll: Duration,
+    /// Heartbeat interval.
+    pub beat_every: Duration,
+}
+
+/// A job between stages, with the channel its heartbeat keeper reads.
+struct Running {
+    item: WorkItem,
+    /// Cancelled when the job must stop (user cancel, lease lost).
+    stop: CancellationToken,
+    /// Step progress and the backend's start time, for heartbeats.
+    progress: watch::Sender<(Option<(u32, u32)>, Option<DateTime<Utc>>)>,
+    /// Ends the heartbeat keeper.
+    done: CancellationToken,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+/// Why a job failed on the worker: an error code for the user and a
+/// message.
+struct JobFailure {
+    code: &'static str,
+    message: String,
+}
+
+impl JobFailure {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl<S: JobSource> Worker<S> {
+    /// Runs until `shutdown` is cancelled, then lets the job on the GPU
+    /// finish its report and unregisters.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tracing::info!(worker = %self.info.id, backend = self.backend.name(), "worker started");
+        // One lease may wait ahead of the GPU.
+        let slots = Arc::new(Semaphore::new(1));
+        let (tx, mut rx) = mpsc::channel::<Running>(1);
+        let leaser = {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            let slots = slots.clone();
+            tokio::spawn(async move { this.lease_loop(tx, slots, shutdown).await })
+        };
+        let mut finishers = tokio::task::JoinSet::new();
+        loop {
+            let job = tokio::select! {
+                job = rx.recv() => job,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(job) = job else { break };
+            slots.add_permits(1);
+            if let Some(fin) = self.clone().run_gpu(job).await {
+                finishers.spawn(fin);
+            }
+            while finishers.try_join_next().is_some() {}
+        }
+        // Jobs leased but not started go back to the queue when their
+        // lease expires; their keepers stop now.
+        leaser.abort();
+        while let Ok(job) = rx.try_recv() {
+            job.done.cancel();
+            job.keeper.abort();
+        }
+        while finishers.join_next().await.is_some() {}
+        self.source.goodbye(&self.info).await;
+        tracing::info!(worker = %self.info.id, "worker stopped");
+    }
+
+    async fn lease_loop(
+        self: Arc<Self>,
+        tx: mpsc::Sender<Running>,
+        slots: Arc<Semaphore>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p,
+                _ = shutdown.cancelled() => return,
+            };
+            let Ok(permit) = permit else { return };
+            let leased = tokio::select! {
+                r = self.source.lease(&self.info, self.poll) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match leased {
+                Ok(Some(item)) => {
+                    backoff = Duration::from_millis(100);
+                    permit.forget();
+                    let running = self.keep_alive(item);
+                    if tx.send(running).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => drop(permit),
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "leasing failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Starts the job's heartbeat keeper: renews the lease every
+    /// `beat_every`, sends progress (at most every 100 ms), and stops the
+    /// job when the host says it was cancelled or the lease is lost.
+    fn keep_alive(&self, item: WorkItem) -> Running {
+        let stop = CancellationToken::new();
+        let done = CancellationToken::new();
+        let (progress, mut rx) = watch::channel((None, None));
+        let source = self.source.clone();
+        let (job_id, token) = (item.lease.job_id.clone(), item.lease.token.clone());
+        // Beat well within the lease the host granted, whatever its TTL.
+        let granted = (item.lease.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::from_secs(1));
+        let every = self
+            .beat_every
+            .min(granted / 3)
+            .max(Duration::from_millis(50));
+        let (stop2, done2) = (stop.clone(), done.clone());
+        let keeper = tokio::spawn(async move {
+            const MIN_GAP: Duration = Duration::from_millis(100);
+            let mut next = tokio::time::Instant::now() + every;
+            let mut last_sent = tokio::time::Instant::now() - MIN_GAP;
+            let mut dirty = false;
+            loop {
+                tokio::select! {
+                    _ = done2.cancelled() => {
+                        // The last progress goes out before the job is
+                        // reported, so its events come in order.
+                        let pending = dirty || rx.has_changed().unwrap_or(false);
+                        let (p, started) = *rx.borrow_and_update();
+                        if pending {
+                            let _ = source.heartbeat(&job_id, &token, p, started).await;
+                        }
+                        return;
+                    }
+                    changed = rx.changed() => {
+                        if changed.is_err() { return; }
+                        dirty = true;
+                        // Progress goes out at once, then at most every
+                        // 100 ms.
+                        next = next.min(last_sent + MIN_GAP);
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+                last_sent = tokio::time::Instant::now();
+                let (p, started) = *rx.borrow_and_update();
+                let sent = if dirty { p } else { None };
+                dirty = false;
+                next = tokio::time::Instant::now() + every;
+                match source.heartbeat(&job_id, &token, sent, started).await {
+                    Ok(BeatReply::Continue { .. }) => {}
+                    Ok(BeatReply::Cancelled) | Ok(BeatReply::Lost) => {
+                        stop2.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(job = %job_id, error = %e, "heartbeat failed"),
+                }
+            }
+        });
+        Running {
+            item,
+            stop,
+            progress,
+            done,
+            keeper,
+        }
+    }
+
+    /// Pre-nodes and inference; returns the job's finishing stage (post
+    /// nodes, encode, report) to run beside the next job.
+    async fn run_gpu(
+        self: Arc<Self>,
+        job: Running,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let spec = job.item.lease.spec.clone();
+        let result = async {
+            let spec = self.run_pre_nodes(&spec).await?;
+            let input = |key: &Option<String>| -> Result<Option<RgbaImage>, JobFailure> {
+                key.as_ref()
+                    .map(|k| {
+                        let bytes = job.item.inputs.get(k).ok_or_else(|| {
+                            JobFailure::new("INVALID_INPUT", format!("input {k} missing"))
+                        })?;
+                        pipeline::decode_image(bytes)
+                            .map_err(|e| JobFailure::new("INVALID_INPUT", e))
+                    })
+                    .transpose()
+            };
+            let op =
+                pipeline::operation(&spec, input(&spec.source_image)?, input(&spec.mask_image)?)
+                    .map_err(|e| JobFailure::new("INVALID_INPUT", e))?;
+            let stop = job.stop.clone();
+            let tx = job.progress.clone();
+            let started_at = Utc::now();
+            let started = Instant::now();
+            tx.send_modify(|v| v.1 = Some(started_at));
+            let sink = Arc::new(move |p: Progress| {
+                tx.send_modify(|v| v.0 = Some((p.step, p.total_steps)));
+                !stop.is_cancelled()
+            });
+            let out = tokio::select! {
+                r = self.backend.run(op, sink) => r,
+                _ = job.stop.cancelled() => Err(InferenceError::Cancelled),
+            };
+            let finished = Instant::now();
+            let gpu_seconds = finished.duration_since(started).as_secs_f64();
+            let gpu_finished_at = started_at
+                + chrono::Duration::from_std(finished.duration_since(started)).unwrap_or_default();
+            match out {
+                Ok(images) => Ok((spec, images, gpu_seconds, started_at, gpu_finished_at)),
+                Err(InferenceError::Cancelled) => Err(JobFailure::new("CANCELLED", "stopped")),
+                Err(InferenceError::InvalidInput(m)) => Err(JobFailure::new("INVALID_INPUT", m)),
+                Err(e) => Err(JobFailure::new("INFERENCE_FAILED", e.to_string())),
+            }
+        }
+        .await;
+        let this = self.clone();
+        Some(async move {
+            let lease = &job.item.lease;
+            job.done.cancel();
+            let _ = job.keeper.await;
+            let outcome = match result {
+                Ok((spec, images, gpu_seconds, started_at, finished_at)) => {
+                    match this.finish(&spec, images).await {
+                        Ok(pngs) => {
+                            this.source
+                                .complete(
+                                    &lease.job_id,
+                                    &lease.token,
+                                    Finished {
+                                        images: pngs,
+                                        gpu_seconds,
+                                        gpu_started_at: Some(started_at),
+                                        gpu_finished_at: Some(finished_at),
+                                        backend: this.backend.name().to_owned(),
+                                        effective: Some(spec),
+                                    },
+                                )
+                                .await
+                        }
+                        Err(f) => {
+                            this.source
+                                .fail(&lease.job_id, &lease.token, f.code, &f.message)
+                                .await
+                        }
+                    }
+                }
+                // The host already ended a cancelled job.
+                Err(f) if f.code == "CANCELLED" => Ok(()),
+                Err(f) => {
+                    this.source
+                        .fail(&lease.job_id, &lease.token, f.code, &f.message)
+                        .await
+                }
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(job = %lease.job_id, error = %e, "reporting the job failed");
+            }
+        })
+    }
+
+    async fn load_node(&self, node: &NodeSpec) -> Result<Arc<LoadedPlugin>, JobFailure> {
+        self.source
+            .node_plugin(&self.runtime, &node.name, &node.version)
+            .await
+            .map_err(|e| JobFailure::new("PLUGIN_FAILED", format!("loading {}: {e}", node.name)))
+    }
+
+    fn node_limits(&self, name: &str) -> limits::Limits {
+        limits::resolve(PluginKind::Node, name, &self.limits)
+    }
+
+    async fn run_pre_nodes(
+        &self,
+        spec: &crate::queue::job::JobSpec,
+    ) -> Result<crate::queue::job::JobSpec, JobFailure> {
+        let mut spec = spec.clone();
+        for node in &spec.pre_nodes.clone() {
+            let plugin = self.load_node(node).await?;
+            let run = self
+                .runtime
+                .run_pre(
+                    &node.name,
+                    &plugin,
+                    self.node_limits(&node.name),
+                    pipeline::params_of(&spec),
+                    &node.parameters.to_string(),
+                )
+                .await
+                .map_err(|e| JobFailure::new("PLUGIN_FAILED", e.to_string()))?;
+            spec = pipeline::apply_params(&spec, run.output);
+        }
+        Ok(spec)
+    }
+
+    /// Post-nodes, then PNG encoding (blocking work off the async threads).
+    async fn finish(
+        &self,
+        spec: &crate::queue::job::JobSpec,
+        images: Vec<RgbaImage>,
+    ) -> Result<Vec<Vec<u8>>, JobFailure> {
+        let mut images = images;
+        for node in &spec.post_nodes {
+            let plugin = self.load_node(node).await?;
+            let handles = images
+                .into_iter()
+                .map(pipeline::to_handle)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| JobFailure::new("INFERENCE_FAILED", e))?;
+            let run = self
+                .runtime
+                .run_post(
+                    &node.name,
+                    &plugin,
+                    self.node_limits(&node.name),
+                    pipeline::params_of(spec),
+                    handles,
+                    &node.parameters.to_string(),
+                )
+                .await
+                .map_err(|e| JobFailure::new("PLUGIN_FAILED", e.to_string()))?;
+            images = run
+                .output
+                .iter()
+                .map(pipeline::from_handle)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| JobFailure::new("PLUGIN_FAILED", e))?;
+        }
+        tokio::task::spawn_blocking(move || {
+            images
+                .iter()
+                .map(pipeline::encode_png)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| JobFailure::new("INFERENCE_FAILED", e.to_string()))?
+        .map_err(|e| JobFailure::new("INFERENCE_FAILED", e))
+    }
+}
