@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 
 pub use pingvas_host;
 
+pub mod fakes;
+
 pub const PASSWORD: &str = "SecurePass123!";
 
 /// A database made for one test server.

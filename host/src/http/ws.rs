@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -53,7 +54,7 @@ pub async fn events(
     State(state): State<SharedState>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let token = q
         .token
@@ -72,6 +73,7 @@ pub async fn events(
         ),
     };
     let user_id = claims.sub;
+    let upgrade = upgrade.map_err(|e| ApiError::invalid_param("upgrade", e.body_text()))?;
     Ok(upgrade
         .protocols([PROTOCOL])
         .on_upgrade(move |socket| session(state, user_id, after, socket)))

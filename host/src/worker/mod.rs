@@ -311,34 +311,40 @@ impl<S: JobSource> Worker<S> {
         .await;
         let this = self.clone();
         Some(async move {
-            let lease = &job.item.lease;
-            job.done.cancel();
-            let _ = job.keeper.await;
-            let outcome = match result {
+            // The keeper renews the lease until the report is ready (post
+            // nodes can take a while), then sends the last progress.
+            let Running {
+                item,
+                progress,
+                done,
+                keeper,
+                ..
+            } = job;
+            let lease = &item.lease;
+            let report = match result {
                 Ok((spec, images, gpu_seconds, started_at, finished_at)) => {
                     match this.finish(&spec, images).await {
-                        Ok(pngs) => {
-                            this.source
-                                .complete(
-                                    &lease.job_id,
-                                    &lease.token,
-                                    Finished {
-                                        images: pngs,
-                                        gpu_seconds,
-                                        gpu_started_at: Some(started_at),
-                                        gpu_finished_at: Some(finished_at),
-                                        backend: this.backend.name().to_owned(),
-                                        effective: Some(spec),
-                                    },
-                                )
-                                .await
-                        }
-                        Err(f) => {
-                            this.source
-                                .fail(&lease.job_id, &lease.token, f.code, &f.message)
-                                .await
-                        }
+                        Ok(pngs) => Ok(Finished {
+                            images: pngs,
+                            gpu_seconds,
+                            gpu_started_at: Some(started_at),
+                            gpu_finished_at: Some(finished_at),
+                            backend: this.backend.name().to_owned(),
+                            effective: Some(spec),
+                        }),
+                        Err(f) => Err(f),
                     }
+                }
+                Err(f) => Err(f),
+            };
+            done.cancel();
+            let _ = keeper.await;
+            drop(progress);
+            let outcome = match report {
+                Ok(done) => {
+                    this.source
+                        .complete(&lease.job_id, &lease.token, done)
+                        .await
                 }
                 // The host already ended a cancelled job.
                 Err(f) if f.code == "CANCELLED" => Ok(()),

@@ -1,0 +1,343 @@
+//! Small local servers that speak the documented HTTP shapes of the GPU
+//! servers the `comfyui` and `invokeai` backends drive, and remember what
+//! they were asked. They "render" flat PNGs of the requested size.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Multipart, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+fn png(w: u32, h: u32, shade: u8) -> Vec<u8> {
+    let img = image::RgbaImage::from_pixel(w.max(1), h.max(1), image::Rgba([shade, 90, 160, 255]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn dims(bytes: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory(bytes).expect("uploaded image");
+    (img.width(), img.height())
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// Bytes of a file the fake stores.
+async fn read_upload(mut form: Multipart, field: &str) -> (String, Vec<u8>) {
+    while let Some(part) = form.next_field().await.unwrap() {
+        if part.name() == Some(field) {
+            let name = part.file_name().unwrap_or("upload.png").to_owned();
+            return (name, part.bytes().await.unwrap().to_vec());
+        }
+    }
+    panic!("no {field} part in the upload");
+}
+
+// ---- ComfyUI -------------------------------------------------------------
+
+#[derive(Default)]
+pub struct ComfyState {
+    /// Every `POST /prompt` body.
+    pub prompts: Vec<Value>,
+    pub uploads: Vec<String>,
+    files: HashMap<String, Vec<u8>>,
+    history: HashMap<String, Value>,
+    sockets: HashMap<String, mpsc::UnboundedSender<String>>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeComfy {
+    pub state: Arc<Mutex<ComfyState>>,
+}
+
+impl FakeComfy {
+    /// Starts the fake; returns it and its base URL.
+    pub async fn start() -> (Self, String) {
+        let fake = FakeComfy::default();
+        let app = Router::new()
+            .route("/ws", get(comfy_ws))
+            .route("/prompt", post(comfy_prompt))
+            .route("/history/{id}", get(comfy_history))
+            .route("/view", get(comfy_view))
+            .route("/upload/image", post(comfy_upload))
+            .route("/interrupt", post(|| async { "" }))
+            .with_state(fake.clone());
+        (fake.clone(), serve(app).await)
+    }
+}
+
+async fn comfy_ws(
+    State(fake): State<FakeComfy>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let client = q.get("clientId").cloned().unwrap_or_default();
+    ws.on_upgrade(move |mut socket: WebSocket| async move {
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        fake.state
+            .lock()
+            .unwrap()
+            .sockets
+            .insert(client.clone(), tx);
+        let _ = socket
+            .send(Message::Text(
+                json!({ "type": "status", "data": { "sid": client } })
+                    .to_string()
+                    .into(),
+            ))
+            .await;
+        while let Some(text) = rx.recv().await {
+            if socket.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+async fn comfy_prompt(
+    State(fake): State<FakeComfy>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let prompt_id = uuid::Uuid::now_v7().to_string();
+    let graph = body["prompt"].clone();
+    let client = body["client_id"].as_str().unwrap_or_default().to_owned();
+    let mut st = fake.state.lock().unwrap();
+    st.prompts.push(body.clone());
+    // The size of the output: the empty latent's, or the loaded image's
+    // (scaled for ImageScaleBy).
+    let nodes = graph.as_object().cloned().unwrap_or_default();
+    let of = |class: &str| nodes.values().find(|n| n["class_type"] == class).cloned();
+    let loaded = of("LoadImage").and_then(|n| {
+        st.files
+            .get(n["inputs"]["image"].as_str()?)
+            .map(|b| dims(b))
+    });
+    let (w, h, count) = if let Some(l) = of("EmptyLatentImage") {
+        let i = &l["inputs"];
+        (
+            i["width"].as_u64().unwrap() as u32,
+            i["height"].as_u64().unwrap() as u32,
+            i["batch_size"].as_u64().unwrap_or(1),
+        )
+    } else if let Some(s) = of("ImageScaleBy") {
+        let k = s["inputs"]["scale_by"].as_f64().unwrap();
+        let (w, h) = loaded.expect("upscale input");
+        ((w as f64 * k) as u32, (h as f64 * k) as u32, 1)
+    } else {
+        let (w, h) = loaded.expect("an input image");
+        (w, h, 1)
+    };
+    let steps = of("KSampler")
+        .and_then(|k| k["inputs"]["steps"].as_u64())
+        .unwrap_or(1);
+    let mut images = Vec::new();
+    for i in 0..count {
+        let name = format!("pingvas_{prompt_id}_{i}.png");
+        st.files.insert(name.clone(), png(w, h, 40 * i as u8));
+        images.push(json!({ "filename": name, "subfolder": "", "type": "output" }));
+    }
+    st.history.insert(
+        prompt_id.clone(),
+        json!({ "outputs": { "save": { "images": images } }, "status": { "status_str": "success", "completed": true } }),
+    );
+    let tx = st.sockets.get(&client).cloned();
+    drop(st);
+    if let Some(tx) = tx {
+        let id = prompt_id.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(
+                json!({ "type": "execution_start", "data": { "prompt_id": id } }).to_string(),
+            );
+            for v in 1..=steps {
+                let _ = tx.send(json!({ "type": "progress", "data": { "value": v, "max": steps, "prompt_id": id, "node": "sampler" } }).to_string());
+            }
+            let _ = tx.send(
+                json!({ "type": "executing", "data": { "node": null, "prompt_id": id } })
+                    .to_string(),
+            );
+        });
+    }
+    axum::Json(json!({ "prompt_id": prompt_id, "number": 1, "node_errors": {} })).into_response()
+}
+
+async fn comfy_history(State(fake): State<FakeComfy>, Path(id): Path<String>) -> Response {
+    let st = fake.state.lock().unwrap();
+    let mut out = serde_json::Map::new();
+    if let Some(h) = st.history.get(&id) {
+        out.insert(id, h.clone());
+    }
+    axum::Json(Value::Object(out)).into_response()
+}
+
+async fn comfy_view(
+    State(fake): State<FakeComfy>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let st = fake.state.lock().unwrap();
+    match q.get("filename").and_then(|f| st.files.get(f)) {
+        Some(bytes) => ([("content-type", "image/png")], bytes.clone()).into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn comfy_upload(State(fake): State<FakeComfy>, form: Multipart) -> Response {
+    let (name, bytes) = read_upload(form, "image").await;
+    let mut st = fake.state.lock().unwrap();
+    st.uploads.push(name.clone());
+    st.files.insert(name.clone(), bytes);
+    axum::Json(json!({ "name": name, "subfolder": "", "type": "input" })).into_response()
+}
+
+// ---- InvokeAI ------------------------------------------------------------
+
+#[derive(Default)]
+pub struct InvokeState {
+    /// Every `enqueue_batch` body.
+    pub batches: Vec<Value>,
+    pub uploads: usize,
+    images: HashMap<String, Vec<u8>>,
+    /// item id → (session graph, seed, times polled, output size)
+    items: HashMap<i64, (Value, Option<u64>, u32, (u32, u32))>,
+    next_item: i64,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeInvoke {
+    pub state: Arc<Mutex<InvokeState>>,
+}
+
+impl FakeInvoke {
+    pub async fn start() -> (Self, String) {
+        let fake = FakeInvoke::default();
+        let app = Router::new()
+            .route("/api/v2/models/", get(invoke_models))
+            .route("/api/v1/images/upload", post(invoke_upload))
+            .route("/api/v1/queue/{queue}/enqueue_batch", post(invoke_enqueue))
+            .route("/api/v1/queue/{queue}/i/{id}", get(invoke_item))
+            .route(
+                "/api/v1/queue/{queue}/i/{id}/cancel",
+                put(|| async { "{}" }),
+            )
+            .route("/api/v1/images/i/{name}/full", get(invoke_full))
+            .with_state(fake.clone());
+        (fake.clone(), serve(app).await)
+    }
+}
+
+async fn invoke_models(Query(q): Query<HashMap<String, String>>) -> Response {
+    let name = q.get("model_name").cloned().unwrap_or_default();
+    let known = ["stable-diffusion-1.5", "stable-diffusion-xl"];
+    let models: Vec<Value> = known
+        .iter()
+        .filter(|n| **n == name)
+        .map(|n| {
+            let base = if n.ends_with("xl") { "sdxl" } else { "sd-1" };
+            json!({ "key": format!("key-{n}"), "hash": format!("blake3:{n}"), "name": n, "base": base, "type": "main" })
+        })
+        .collect();
+    axum::Json(json!({ "models": models })).into_response()
+}
+
+async fn invoke_upload(State(fake): State<FakeInvoke>, form: Multipart) -> Response {
+    let (_, bytes) = read_upload(form, "file").await;
+    let mut st = fake.state.lock().unwrap();
+    st.uploads += 1;
+    let name = format!("upload-{}.png", st.uploads);
+    st.images.insert(name.clone(), bytes);
+    axum::Json(json!({ "image_name": name, "image_url": "", "width": 0, "height": 0 }))
+        .into_response()
+}
+
+async fn invoke_enqueue(
+    State(fake): State<FakeInvoke>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut st = fake.state.lock().unwrap();
+    st.batches.push(body.clone());
+    let batch = &body["batch"];
+    let graph = batch["graph"].clone();
+    let nodes = graph["nodes"].as_object().cloned().unwrap_or_default();
+    let size = if let Some(n) = nodes.get("noise") {
+        (
+            n["width"].as_u64().unwrap() as u32,
+            n["height"].as_u64().unwrap() as u32,
+        )
+    } else {
+        let scale = nodes["output"]["scale_factor"].as_f64().unwrap();
+        let src = nodes["output"]["image"]["image_name"].as_str().unwrap();
+        let (w, h) = dims(&st.images[src]);
+        ((w as f64 * scale) as u32, (h as f64 * scale) as u32)
+    };
+    let seeds: Vec<Option<u64>> = match batch["data"][0][0]["items"].as_array() {
+        Some(items) => items.iter().map(Value::as_u64).collect(),
+        None => vec![None],
+    };
+    let mut ids = Vec::new();
+    for seed in seeds {
+        st.next_item += 1;
+        let id = st.next_item;
+        st.items.insert(id, (graph.clone(), seed, 0, size));
+        ids.push(id);
+    }
+    axum::Json(
+        json!({ "queue_id": "default", "enqueued": ids.len(), "requested": ids.len(),
+        "batch": batch, "priority": 0, "item_ids": ids }),
+    )
+    .into_response()
+}
+
+async fn invoke_item(
+    State(fake): State<FakeInvoke>,
+    Path((_, id)): Path<(String, i64)>,
+) -> Response {
+    let mut st = fake.state.lock().unwrap();
+    let Some((graph, seed, polled, (w, h))) = st.items.get(&id).cloned() else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    st.items.get_mut(&id).unwrap().2 += 1;
+    let node_ids: Vec<String> = graph["nodes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    // First poll: running, half the nodes done; then completed.
+    let (status, executed) = if polled == 0 {
+        ("in_progress", node_ids[..node_ids.len() / 2].to_vec())
+    } else {
+        ("completed", node_ids.clone())
+    };
+    let mut results = serde_json::Map::new();
+    if status == "completed" {
+        let name = format!("out-{id}.png");
+        st.images
+            .insert(name.clone(), png(w, h, (seed.unwrap_or(0) % 200) as u8));
+        results.insert("prepared-output".into(), json!({ "type": "image_output", "image": { "image_name": name }, "width": w, "height": h }));
+    }
+    axum::Json(json!({
+        "item_id": id, "status": status, "priority": 0, "batch_id": "b", "queue_id": "default",
+        "session_id": format!("s{id}"), "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+        "session": { "id": format!("s{id}"), "graph": graph, "executed": executed,
+                     "results": results, "source_prepared_mapping": { "output": ["prepared-output"] } },
+    }))
+    .into_response()
+}
+
+async fn invoke_full(State(fake): State<FakeInvoke>, Path(name): Path<String>) -> Response {
+    let st = fake.state.lock().unwrap();
+    match st.images.get(&name) {
+        Some(b) => ([("content-type", "image/png")], b.clone()).into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,436 @@
+//! 큐 관리 API: cancel with exact refunds, reservations under concurrency,
+//! quotas, fair dispatch, failing nodes, and a worker killed mid-job.
+
+use futures::future::join_all;
+use pingvas_tests::{TestServer, assert_error, plugin_wasm, small_job};
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+const WORKER_TOKEN: &str = "test-worker-token-0123456789";
+
+#[tokio::test]
+async fn cancelling_a_queued_job_refunds_everything() {
+    let srv = TestServer::start_with(|c| c.worker_paused = true).await;
+    let alice = srv.signup("alice@example.com").await;
+    let before = srv.credits(&alice.user_id).await;
+    let mut events = srv.events(&alice.access, None).await;
+    let (s, b) = srv
+        .generate("text-to-image", &alice.access, small_job("wait"))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let est = b["data"]["estimated_credits"].as_i64().unwrap();
+    let held = srv.credits(&alice.user_id).await;
+    assert_eq!(held, (before.0, est, before.2 - est), "reserved at enqueue");
+
+    let (s, status) = srv.get("/queue/status", Some(&alice.access)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(status["data"]["queued_jobs"], 1);
+    assert_eq!(status["data"]["queued"][0]["job_id"], id.as_str());
+    assert_eq!(status["data"]["queued"][0]["position"], 1);
+    let (_, items) = srv
+        .get("/queue/items?status=queued", Some(&alice.access))
+        .await;
+    assert_eq!(items["meta"]["total"], 1);
+
+    let (s, c) = srv
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/queue/items/{id}"),
+            Some(&alice.access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(
+        c["data"],
+        json!({ "job_id": id, "status": "cancelled", "credits_refunded": est, "credits_used": 0 })
+    );
+    assert_eq!(srv.credits(&alice.user_id).await, before);
+    let e = events.until("job.cancelled", &id).await;
+    assert_eq!(e["data"]["credits_refunded"], est);
+    let again = srv
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/queue/items/{id}"),
+            Some(&alice.access),
+            None,
+        )
+        .await;
+    assert_error(&again, StatusCode::CONFLICT, "CONFLICT");
+    let bob = srv.signup("bob@example.com").await;
+    let theirs = srv
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/queue/items/{id}"),
+            Some(&bob.access),
+            None,
+        )
+        .await;
+    assert_error(&theirs, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (_, items) = srv
+        .get("/queue/items?status=cancelled", Some(&alice.access))
+        .await;
+    assert_eq!(items["data"][0]["credits_refunded"], est);
+    assert_error(
+        &srv.get("/queue/items?status=lost", Some(&alice.access))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETERS",
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_charges_the_gpu_time_used() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let before = srv.credits(&alice.user_id).await;
+    let mut events = srv.events(&alice.access, None).await;
+    let big = json!({ "prompt": "a long one", "model": "stable-diffusion-1.5",
+                      "width": 1024, "height": 1024, "steps": 150, "seed": 1 });
+    let (s, b) = srv.generate("text-to-image", &alice.access, big).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let est = b["data"]["estimated_credits"].as_i64().unwrap();
+    events.until("job.progress", &id).await;
+
+    let (s, c) = srv
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/queue/items/{id}"),
+            Some(&alice.access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let used = c["data"]["credits_used"].as_i64().unwrap();
+    let refunded = c["data"]["credits_refunded"].as_i64().unwrap();
+    assert!(used >= 1, "a running job pays for its GPU time: {c}");
+    assert_eq!(used + refunded, est);
+    assert_eq!(
+        srv.credits(&alice.user_id).await,
+        (before.0 - used, 0, before.2 - used)
+    );
+    let job = srv.job(&alice.access, &id).await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(job["credits_used"], used);
+    assert!(job["result"].is_null());
+    // The worker stops and takes the next job.
+    let (_, b) = srv
+        .generate("text-to-image", &alice.access, small_job("next"))
+        .await;
+    let next = b["data"]["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(events.until_end(&next).await["type"], "job.completed");
+    assert_eq!(srv.job(&alice.access, &id).await["status"], "cancelled");
+    assert_eq!(
+        srv.state.ledger.log_sum(&alice.user_id).await.unwrap(),
+        srv.credits(&alice.user_id).await.0
+    );
+}
+
+#[tokio::test]
+async fn forty_concurrent_enqueues_with_credits_for_ten() {
+    let srv = TestServer::start_with(|c| c.worker_paused = true).await;
+    let alice = srv.signup("alice@example.com").await;
+    srv.set_tier("alice@example.com", "studio").await;
+    let (s, first) = srv
+        .generate("text-to-image", &alice.access, small_job("probe"))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let est = first["data"]["estimated_credits"].as_i64().unwrap();
+    let id = first["data"]["job_id"].as_str().unwrap();
+    srv.call(
+        reqwest::Method::DELETE,
+        &format!("/queue/items/{id}"),
+        Some(&alice.access),
+        None,
+    )
+    .await;
+    srv.set_credits(&alice.user_id, 10 * est).await;
+
+    let results = join_all((0..40).map(|i| {
+        srv.generate(
+            "text-to-image",
+            &alice.access,
+            small_job(&format!("job {i}")),
+        )
+    }))
+    .await;
+    let accepted = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 10, "{results:?}");
+    for r in results.iter().filter(|(s, _)| *s != StatusCode::ACCEPTED) {
+        let e = assert_error(r, StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_CREDITS");
+        assert_eq!(e["details"]["required"], est);
+        assert_eq!(e["details"]["available"], 0);
+    }
+    let (balance, reserved, available) = srv.credits(&alice.user_id).await;
+    assert_eq!((reserved, available), (10 * est, 0));
+    assert_eq!(balance, 10 * est);
+    let mut positions: Vec<i64> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .map(|(_, b)| b["data"]["queue_position"].as_i64().unwrap())
+        .collect();
+    positions.sort();
+    assert_eq!(positions, (1..=10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn queue_caps_answer_quota_exceeded_and_queue_full() {
+    let srv = TestServer::start_with(|c| {
+        c.worker_paused = true;
+        c.queue_max_queued = 12;
+    })
+    .await;
+    let free = srv.signup("free@example.com").await;
+    let plan_cap = srv.state.plans.tier("free").max_queued as usize;
+    for i in 0..plan_cap {
+        let (s, b) = srv
+            .generate("text-to-image", &free.access, small_job(&format!("{i}")))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    }
+    let before = srv.credits(&free.user_id).await;
+    let e = assert_error(
+        &srv.generate("text-to-image", &free.access, small_job("one more"))
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "QUOTA_EXCEEDED",
+    );
+    assert_eq!(e["details"]["max_queued"], plan_cap);
+    assert_eq!(
+        srv.credits(&free.user_id).await,
+        before,
+        "a refused job reserves nothing"
+    );
+    let other = srv.signup("other@example.com").await;
+    srv.set_tier("other@example.com", "studio").await;
+    for i in plan_cap..12 {
+        let (s, b) = srv
+            .generate("text-to-image", &other.access, small_job(&format!("{i}")))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    }
+    let e = assert_error(
+        &srv.generate("text-to-image", &other.access, small_job("full"))
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "QUEUE_FULL",
+    );
+    assert_eq!(e["details"]["max_queued"], 12);
+}
+
+/// A worker speaking the internal API by hand.
+async fn lease(srv: &TestServer, worker: &str, wait_ms: u64) -> (StatusCode, Value) {
+    let resp = srv
+        .client
+        .post(format!("{}/internal/v1/lease", srv.base))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&json!({ "worker_id": worker, "name": worker, "backend": "manual", "models": null, "wait_ms": wait_ms }))
+        .send()
+        .await
+        .unwrap();
+    let s = resp.status();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn one_users_backlog_does_not_starve_another() {
+    let srv = TestServer::start_with(|c| {
+        c.worker_enabled = false;
+        c.worker_token = Some(WORKER_TOKEN.to_owned().into());
+    })
+    .await;
+    // Registers the worker (nothing to lease yet).
+    assert_eq!(lease(&srv, "w1", 0).await.0, StatusCode::NO_CONTENT);
+    let a = srv.signup("a@example.com").await;
+    let b = srv.signup("b@example.com").await;
+    for email in ["a@example.com", "b@example.com"] {
+        srv.set_tier(email, "studio").await;
+    }
+    srv.set_credits(&a.user_id, 1000).await;
+    for i in 0..50 {
+        let (s, body) = srv
+            .generate("text-to-image", &a.access, small_job(&format!("a{i}")))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    }
+    let (s, body) = srv
+        .generate("text-to-image", &b.access, small_job("b"))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let b_job = body["data"]["job_id"].as_str().unwrap().to_owned();
+    assert!(
+        body["data"]["queue_position"].as_i64().unwrap() <= 2,
+        "{body}"
+    );
+    let mut dispatched = Vec::new();
+    for _ in 0..2 {
+        let (s, l) = lease(&srv, "w1", 0).await;
+        assert_eq!(s, StatusCode::OK, "{l}");
+        dispatched.push(l["data"]["user_id"].as_str().unwrap().to_owned());
+        if l["data"]["job_id"] == b_job.as_str() {
+            break;
+        }
+    }
+    assert!(
+        dispatched.contains(&b.user_id),
+        "B waited behind A: {dispatched:?}"
+    );
+    // Unauthenticated workers get nothing.
+    let resp = srv
+        .client
+        .post(format!("{}/internal/v1/lease", srv.base))
+        .bearer_auth("wrong")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn publish(srv: &TestServer, token: &str, name: &str, wasm_name: &str) {
+    let manifest = json!({ "name": name, "version": "0.1.0", "kind": "node", "description": "t", "visibility": "public" });
+    let form = Form::new().text("manifest", manifest.to_string()).part(
+        "component",
+        Part::bytes(plugin_wasm(wasm_name)).file_name("p.wasm"),
+    );
+    let resp = srv
+        .client
+        .post(srv.url("/plugins"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        resp.text().await
+    );
+}
+
+#[tokio::test]
+async fn nodes_run_inside_the_job_and_a_failing_one_refunds() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    publish(&srv, &alice.access, "prompt-style", "prompt-style").await;
+    publish(&srv, &alice.access, "watermark", "watermark").await;
+    let before = srv.credits(&alice.user_id).await;
+    let mut events = srv.events(&alice.access, None).await;
+
+    let mut body = small_job("a castle");
+    body["pre_nodes"] = json!([{ "name": "prompt-style", "parameters": { "style": "cinematic" } }]);
+    body["post_nodes"] = json!([{ "name": "watermark", "parameters": { "text": "PV" } }]);
+    let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let end = events.until_end(&id).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let job = srv.job(&alice.access, &id).await;
+    assert_eq!(job["params"]["pre_nodes"][0]["version"], "0.1.0");
+    let row = pingvas_tests::pingvas_host::store::images::get(
+        &srv.state.db,
+        job["result"]["image_id"].as_str().unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let meta: Value = serde_json::from_str(&row.metadata).unwrap();
+    assert_ne!(
+        meta["prompt"], "a castle",
+        "the pre-node rewrote the prompt: {meta}"
+    );
+
+    // A post-node that refuses its parameters fails the job, refunded.
+    let mid = srv.credits(&alice.user_id).await;
+    let mut bad = small_job("a castle");
+    bad["post_nodes"] = json!([{ "name": "watermark", "parameters": { "opacity": "opaque" } }]);
+    let (s, b) = srv.generate("text-to-image", &alice.access, bad).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let end = events.until_end(&id).await;
+    assert_eq!(end["type"], "job.failed", "{end}");
+    assert_eq!(end["data"]["error"]["code"], "PLUGIN_FAILED");
+    assert_eq!(
+        end["data"]["credits_refunded"],
+        b["data"]["estimated_credits"]
+    );
+    assert_eq!(srv.credits(&alice.user_id).await, mid, "fully refunded");
+    let job = srv.job(&alice.access, &id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["credits_used"].as_i64()),
+        (Some("failed"), Some(0))
+    );
+    assert!(before.0 >= mid.0);
+    // A pre-node given where a post-node belongs is refused up front.
+    let mut wrong = small_job("x");
+    wrong["post_nodes"] = json!([{ "name": "prompt-style" }]);
+    let e = assert_error(
+        &srv.generate("text-to-image", &alice.access, wrong).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETERS",
+    );
+    assert_eq!(e["details"]["field"], "post_nodes[0].name");
+}
+
+#[tokio::test]
+async fn events_need_a_token_and_resume_from_the_last_id() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let resp = srv
+        .client
+        .get(format!("{}/api/v1/ws", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let url = format!(
+        "{}/api/v1/ws?token=nope",
+        srv.base.replacen("http", "ws", 1)
+    );
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+
+    // The token may come as a sub-protocol.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("{}/api/v1/ws", srv.base.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("pingvas.v1, bearer.{}", alice.access)
+            .parse()
+            .unwrap(),
+    );
+    let (_ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("protocol auth");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "pingvas.v1");
+
+    let mut first = srv.events(&alice.access, None).await;
+    let (_, b) = srv
+        .generate("text-to-image", &alice.access, small_job("one"))
+        .await;
+    let one = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let queued = first.until("job.queued", &one).await;
+    let resume_from = queued["id"].as_str().unwrap().to_owned();
+    first.until_end(&one).await;
+    drop(first);
+    // Reconnect from the queued event: everything after it, in order.
+    let mut again = srv.events(&alice.access, Some(&resume_from)).await;
+    assert_eq!(again.hello.as_ref().unwrap()["complete"], true);
+    let replayed = again.until_end(&one).await;
+    assert_eq!(replayed["type"], "job.completed");
+    let kinds = again.kinds_of(&one);
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("job.started"),
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"job.queued".to_owned()));
+}
