@@ -201,14 +201,16 @@ async fn comfy_upload(State(fake): State<FakeComfy>, form: Multipart) -> Respons
 
 // ---- InvokeAI ------------------------------------------------------------
 
+/// A queue item: session graph, seed, times polled, output size.
+type Item = (Value, Option<u64>, u32, (u32, u32));
+
 #[derive(Default)]
 pub struct InvokeState {
     /// Every `enqueue_batch` body.
     pub batches: Vec<Value>,
     pub uploads: usize,
     images: HashMap<String, Vec<u8>>,
-    /// item id → (session graph, seed, times polled, output size)
-    items: HashMap<i64, (Value, Option<u64>, u32, (u32, u32))>,
+    items: HashMap<i64, Item>,
     next_item: i64,
 }
 

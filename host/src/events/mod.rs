@@ -108,7 +108,7 @@ impl EventBus {
             data,
             seq,
         });
-        if inner.channels.len() > 1024 && seq % 64 == 0 {
+        if inner.channels.len() > 1024 && seq.is_multiple_of(64) {
             let horizon = seq.saturating_sub(IDLE_SECS as u64 * 1_000_000);
             inner.channels.retain(|_, c| {
                 c.tx.receiver_count() > 0 || c.recent.back().is_some_and(|e| e.seq > horizon)

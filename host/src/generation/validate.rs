@@ -72,7 +72,9 @@ pub fn check_fields(body: &Value, own: &[&str], common: bool) -> GenResult<()> {
         return Err(invalid("body", "expected a JSON object"));
     };
     for key in obj.keys() {
-        if !own.contains(&key.as_str()) && !(common && COMMON_FIELDS.contains(&key.as_str())) {
+        let known =
+            own.contains(&key.as_str()) || (common && COMMON_FIELDS.contains(&key.as_str()));
+        if !known {
             return Err(invalid(key.as_str(), "unknown field"));
         }
     }
@@ -490,7 +492,7 @@ impl Generator {
 }
 
 fn check_size(field: &str, v: u32) -> GenResult<()> {
-    if !(64..=2048).contains(&v) || v % 8 != 0 {
+    if !(64..=2048).contains(&v) || !v.is_multiple_of(8) {
         return Err(invalid(field, "a multiple of 8 from 64 to 2048"));
     }
     Ok(())

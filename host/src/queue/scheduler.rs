@@ -307,8 +307,8 @@ mod tests {
                     push(u, &mut jobs, &mut seq);
                 }
             }
-            for u in 0..users.len() {
-                for _ in 0..left[u] {
+            for (u, &n) in left.iter().enumerate() {
+                for _ in 0..n {
                     push(u, &mut jobs, &mut seq);
                 }
             }

@@ -188,6 +188,15 @@ pub struct Settled {
     pub image_ids: Vec<String>,
 }
 
+/// What live workers serve, as last read.
+struct ServedCache {
+    at: Instant,
+    models: HashSet<String>,
+    /// Some worker serves every model.
+    all: bool,
+    workers: usize,
+}
+
 pub struct Queue {
     db: Db,
     plans: Plans,
@@ -198,7 +207,7 @@ pub struct Queue {
     settings: QueueSettings,
     wake: Notify,
     clock: AtomicI64,
-    served: Mutex<Option<(Instant, HashSet<String>, bool, usize)>>,
+    served: Mutex<Option<ServedCache>>,
     /// Exponentially weighted mean of lease-to-completion seconds.
     job_seconds: Mutex<Option<f64>>,
 }
@@ -277,11 +286,11 @@ impl Queue {
             .lock()
             .expect("served lock")
             .as_ref()
-            .is_some_and(|(_, set, all, _)| {
-                *all || w
-                    .models
-                    .as_ref()
-                    .is_some_and(|m| m.iter().all(|x| set.contains(x)))
+            .is_some_and(|c| {
+                c.all
+                    || w.models
+                        .as_ref()
+                        .is_some_and(|m| m.iter().all(|x| c.models.contains(x)))
             });
         if !known {
             *self.served.lock().expect("served lock") = None;
@@ -317,10 +326,10 @@ impl Queue {
     /// Models some live worker serves (`all`: one serves every model), and
     /// how many workers are live; cached for a second.
     async fn served_models(&self) -> QueueResult<(HashSet<String>, bool, usize)> {
-        if let Some((at, set, all, n)) = &*self.served.lock().expect("served lock")
-            && at.elapsed() < Duration::from_secs(1)
+        if let Some(c) = &*self.served.lock().expect("served lock")
+            && c.at.elapsed() < Duration::from_secs(1)
         {
-            return Ok((set.clone(), *all, *n));
+            return Ok((c.models.clone(), c.all, c.workers));
         }
         let since = Utc::now() - self.settings.worker_offline;
         let workers = q::live_workers(&self.db, since).await?;
@@ -337,7 +346,12 @@ impl Queue {
             }
         }
         let n = workers.len();
-        *self.served.lock().expect("served lock") = Some((Instant::now(), set.clone(), all, n));
+        *self.served.lock().expect("served lock") = Some(ServedCache {
+            at: Instant::now(),
+            models: set.clone(),
+            all,
+            workers: n,
+        });
         Ok((set, all, n))
     }
 

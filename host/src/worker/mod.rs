@@ -85,13 +85,16 @@ pub struct Worker<S: JobSource> {
     pub beat_every: Duration,
 }
 
+/// The last step progress and when the backend started, for heartbeats.
+type JobProgress = (Option<(u32, u32)>, Option<DateTime<Utc>>);
+
 /// A job between stages, with the channel its heartbeat keeper reads.
 struct Running {
     item: WorkItem,
     /// Cancelled when the job must stop (user cancel, lease lost).
     stop: CancellationToken,
     /// Step progress and the backend's start time, for heartbeats.
-    progress: watch::Sender<(Option<(u32, u32)>, Option<DateTime<Utc>>)>,
+    progress: watch::Sender<JobProgress>,
     /// Ends the heartbeat keeper.
     done: CancellationToken,
     keeper: tokio::task::JoinHandle<()>,
