@@ -346,6 +346,8 @@ impl Generator {
 
     pub async fn text_to_image(&self, caller: &Caller<'_>, body: Value) -> GenResult<JobSpec> {
         check_fields(&body, TEXT_TO_IMAGE_FIELDS, true)?;
+        // Common fields first: their paths are lost behind `flatten`.
+        parse::<Common>(body.clone())?;
         let r: TextToImageRequest = parse(body)?;
         let size = (r.width.unwrap_or(1024), r.height.unwrap_or(1024));
         let mut spec = self
@@ -375,6 +377,8 @@ impl Generator {
 
     pub async fn image_to_image(&self, caller: &Caller<'_>, body: Value) -> GenResult<JobSpec> {
         check_fields(&body, IMAGE_TO_IMAGE_FIELDS, true)?;
+        // Common fields first: their paths are lost behind `flatten`.
+        parse::<Common>(body.clone())?;
         let r: ImageToImageRequest = parse(body)?;
         let strength = r.strength.unwrap_or(0.75);
         if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
@@ -403,6 +407,8 @@ impl Generator {
 
     pub async fn inpaint(&self, caller: &Caller<'_>, body: Value) -> GenResult<JobSpec> {
         check_fields(&body, INPAINT_FIELDS, true)?;
+        // Common fields first: their paths are lost behind `flatten`.
+        parse::<Common>(body.clone())?;
         let r: InpaintRequest = parse(body)?;
         let source = self.input(caller, "source_image", &r.source_image).await?;
         let (w, h) = source.image.dimensions();
@@ -529,7 +535,7 @@ mod tests {
         }
         let body =
             json!({ "prompt": "x", "model": "m", "loras": [{ "name": "a", "weight": "x" }] });
-        match parse::<TextToImageRequest>(body) {
+        match parse::<Common>(body) {
             Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "loras[0].weight"),
             other => panic!("{other:?}"),
         }

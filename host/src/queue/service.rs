@@ -208,6 +208,8 @@ pub struct Queue {
     wake: Notify,
     clock: AtomicI64,
     served: Mutex<Option<ServedCache>>,
+    /// When a heartbeat last refreshed each worker's `last_seen_at`.
+    seen: Mutex<HashMap<String, Instant>>,
     /// Exponentially weighted mean of lease-to-completion seconds.
     job_seconds: Mutex<Option<f64>>,
 }
@@ -238,6 +240,7 @@ impl Queue {
             wake: Notify::new(),
             clock: AtomicI64::new(0),
             served: Mutex::new(None),
+            seen: Mutex::new(HashMap::new()),
             job_seconds: Mutex::new(None),
         }
     }
@@ -660,14 +663,32 @@ impl Queue {
                 _ => BeatReply::Lost,
             });
         }
-        if let Some((percent, step, total)) = pct
-            && let Some(row) = q::get(&self.db, job_id).await?
-        {
+        let Some(row) = q::get(&self.db, job_id).await? else {
+            return Ok(BeatReply::Lost);
+        };
+        if let Some((percent, step, total)) = pct {
             self.events.publish(
                 &row.user_id,
                 "job.progress",
                 json!({ "job_id": job_id, "percent": percent, "step": step, "total_steps": total }),
             );
+        }
+        // A worker busy with a long job does not poll for leases; its
+        // heartbeats keep it counted as alive.
+        if let Some(worker) = row.worker_id {
+            let stale = self
+                .seen
+                .lock()
+                .expect("seen lock")
+                .get(&worker)
+                .is_none_or(|t| t.elapsed() > self.settings.worker_offline / 4);
+            if stale {
+                q::touch_worker(&self.db, &worker, Utc::now()).await?;
+                self.seen
+                    .lock()
+                    .expect("seen lock")
+                    .insert(worker, Instant::now());
+            }
         }
         Ok(BeatReply::Continue { expires_at })
     }

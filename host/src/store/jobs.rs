@@ -403,6 +403,16 @@ pub async fn upsert_worker(db: &Db, w: &WorkerRow) -> StoreResult<()> {
     Ok(())
 }
 
+pub async fn touch_worker(db: &Db, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    on_db!(db, p => sqlx::query("UPDATE workers SET last_seen_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
 pub async fn live_workers(db: &Db, since: DateTime<Utc>) -> StoreResult<Vec<WorkerRow>> {
     Ok(on_db!(db, p => sqlx::query_as(
         "SELECT id, name, backend, models, paused, last_seen_at FROM workers WHERE last_seen_at >= $1",

@@ -1,0 +1,349 @@
+//! Load script for the queue benchmarks in BENCHMARKS.md. Starts the
+//! `pingvas` binary (next to this one) on fresh SQLite data dirs and
+//! measures, each against a baseline taken in the same run:
+//!
+//! 1. `POST /generate/text-to-image` throughput with the worker paused
+//!    (baseline: `GET /healthz` throughput);
+//! 2. enqueue-to-lease latency with an idle worker: `started_at −
+//!    queued_at` of jobs sent one at a time (baseline: a `GET /healthz`
+//!    round trip);
+//! 3. how long the backend sits idle between back-to-back jobs on one
+//!    worker: a job's `gpu_started_at` minus the previous one's
+//!    `gpu_finished_at` (the backend's own timestamps), while more jobs
+//!    wait.
+//!
+//! `cargo build --release -p pingvas-host -p pingvas-tests --bins &&
+//!  target/release/queuebench [--seconds 5] [--connections 32]`
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+const PLANS: &str = include_str!("../../../host/src/billing/plans.default.toml");
+
+struct Server {
+    child: Child,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> std::path::PathBuf {
+    std::env::current_exe().unwrap().with_file_name("pingvas")
+}
+
+/// Starts `pingvas serve`; the studio tier may queue without limit here so
+/// the throughput run measures the queue, not the quota.
+async fn start(paused: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let plans = dir.path().join("plans.toml");
+    std::fs::write(
+        &plans,
+        PLANS.replace("max_queued = 100", "max_queued = 10000000"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("PINGVAS_ADDR", format!("127.0.0.1:{port}"))
+        .env("PINGVAS_PLANS_FILE", &plans)
+        .env("PINGVAS_WORKER_PAUSED", paused.to_string())
+        .env("PINGVAS_QUEUE_MAX_QUEUED", "10000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pingvas");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        dir,
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not come up");
+}
+
+/// Registers a studio user with plenty of credits; returns a token.
+async fn studio_user(server: &Server, email: &str) -> String {
+    let client = reqwest::Client::new();
+    let creds = json!({ "email": email, "password": "SecurePass123!" });
+    client
+        .post(format!("{}/api/v1/auth/register", server.base))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    for args in [
+        vec!["admin", "set-tier", email, "studio"],
+        vec!["admin", "grant-credits", email, "100000000"],
+    ] {
+        let ok = Command::new(bin())
+            .args(&args)
+            .current_dir(server.dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pingvas {args:?}");
+    }
+    let login: Value = client
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["data"]["access_token"].as_str().unwrap().to_owned()
+}
+
+fn job(prompt: &str, size: u32, steps: u32) -> Value {
+    json!({ "prompt": prompt, "model": "stable-diffusion-1.5", "width": size, "height": size, "steps": steps, "seed": 1 })
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `connections` clients sending `make()` back to back for `duration`:
+/// successful requests per second.
+async fn rate(
+    connections: usize,
+    duration: Duration,
+    make: impl Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    expect: reqwest::StatusCode,
+) -> (f64, u64) {
+    let make = Arc::new(make);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let make = make.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut ok, mut bad, mut n) = (0u64, 0u64, c as u64 * 1_000_000);
+                while start.elapsed() < duration {
+                    n += 1;
+                    match make(&client, n).send().await {
+                        Ok(r) if r.status() == expect => ok += 1,
+                        _ => bad += 1,
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    let (mut ok, mut bad) = (0, 0);
+    for t in tasks {
+        let (o, b) = t.await.unwrap();
+        ok += o;
+        bad += b;
+    }
+    (ok as f64 / start.elapsed().as_secs_f64(), bad)
+}
+
+async fn detail(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    let v: Value = client
+        .get(format!("{base}/api/v1/queue/items/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"].clone()
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str().expect("a timestamp").parse().unwrap()
+}
+
+/// Waits until the job has ended (the benchmark's own clock; not a test).
+async fn wait_end(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    loop {
+        let d = detail(client, base, token, id).await;
+        if matches!(
+            d["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut seconds, mut connections) = (5u64, 32usize);
+    while let Some(a) = args.next() {
+        let v: u64 = args.next().and_then(|v| v.parse().ok()).expect("a number");
+        match a.as_str() {
+            "--seconds" => seconds = v,
+            "--connections" => connections = v as usize,
+            _ => panic!("usage: queuebench [--seconds N] [--connections N]"),
+        }
+    }
+    let duration = Duration::from_secs(seconds);
+
+    // 1. Enqueue throughput, worker paused.
+    let server = start(true).await;
+    let token = Arc::new(studio_user(&server, "bench@example.com").await);
+    let b = server.base.clone();
+    let (health, _) = rate(
+        connections,
+        duration,
+        move |c, _| c.get(format!("{b}/healthz")),
+        reqwest::StatusCode::OK,
+    )
+    .await;
+    let b = server.base.clone();
+    let t = token.clone();
+    let (enqueues, errors) = rate(
+        connections,
+        duration,
+        move |c, n| {
+            c.post(format!("{b}/api/v1/generate/text-to-image"))
+                .bearer_auth(t.as_str())
+                .json(&job(&format!("job {n}"), 512, 20))
+        },
+        reqwest::StatusCode::ACCEPTED,
+    )
+    .await;
+    drop(server);
+
+    // 2. Enqueue-to-lease latency, idle worker; 3. backend idle gaps.
+    let server = start(false).await;
+    let token = studio_user(&server, "latency@example.com").await;
+    let client = reqwest::Client::new();
+    let mut rtt = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap();
+        rtt.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    rtt.sort_by(f64::total_cmp);
+    let mut lease_ms = Vec::new();
+    for i in 0..200 {
+        let r: Value = client
+            .post(format!("{}/api/v1/generate/text-to-image", server.base))
+            .bearer_auth(&token)
+            .json(&job(&format!("latency {i}"), 64, 1))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = r["data"]["job_id"].as_str().expect("accepted").to_owned();
+        let d = wait_end(&client, &server.base, &token, &id).await;
+        let ms = (time(&d["started_at"]) - time(&d["queued_at"]))
+            .num_microseconds()
+            .unwrap() as f64
+            / 1e3;
+        lease_ms.push(ms);
+    }
+    lease_ms.sort_by(f64::total_cmp);
+
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let r: Value = client
+            .post(format!("{}/api/v1/generate/text-to-image", server.base))
+            .bearer_auth(&token)
+            .json(&job(&format!("burst {i}"), 256, 8))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r["data"]["job_id"].as_str().expect("accepted").to_owned());
+    }
+    let mut jobs = Vec::new();
+    for id in &ids {
+        jobs.push(wait_end(&client, &server.base, &token, id).await);
+    }
+    jobs.sort_by_key(|j| time(&j["gpu_started_at"]));
+    let mut gaps: Vec<f64> = jobs
+        .windows(2)
+        // Back to back: the next job was queued before this one finished.
+        .filter(|w| time(&w[1]["queued_at"]) < time(&w[0]["gpu_finished_at"]))
+        .map(|w| {
+            (time(&w[1]["gpu_started_at"]) - time(&w[0]["gpu_finished_at"]))
+                .num_microseconds()
+                .unwrap() as f64
+                / 1e3
+        })
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    let gpu_ms: Vec<f64> = jobs
+        .iter()
+        .map(|j| j["gpu_seconds"].as_f64().unwrap() * 1e3)
+        .collect();
+    let mean_gpu = gpu_ms.iter().sum::<f64>() / gpu_ms.len() as f64;
+
+    println!("| measurement | value | baseline (same run) | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| POST /generate/text-to-image, worker paused ({connections} clients, {seconds} s) | {enqueues:.0} enqueues/s ({errors} errors) | GET /healthz {health:.0} req/s | {:.1}% |",
+        enqueues / health * 100.0
+    );
+    println!(
+        "| enqueue → lease, idle worker, p50 / p99 / max (200 jobs) | {:.2} / {:.2} / {:.2} ms | /healthz round trip p50 / p99 {:.2} / {:.2} ms | p99 {:.1}× |",
+        pct(&lease_ms, 0.5),
+        pct(&lease_ms, 0.99),
+        pct(&lease_ms, 1.0),
+        pct(&rtt, 0.5),
+        pct(&rtt, 0.99),
+        pct(&lease_ms, 0.99) / pct(&rtt, 0.99)
+    );
+    println!(
+        "| backend idle between back-to-back jobs, p50 / p99 / max ({} gaps) | {:.3} / {:.3} / {:.3} ms | mean GPU time per job {mean_gpu:.1} ms | p99 {:.2}% of a job |",
+        gaps.len(),
+        pct(&gaps, 0.5),
+        pct(&gaps, 0.99),
+        pct(&gaps, 1.0),
+        pct(&gaps, 0.99) / mean_gpu * 100.0
+    );
+    println!();
+    println!("enqueues/s: {enqueues:.0} (target ≥ 1000)");
+    println!(
+        "enqueue-to-lease p99: {:.2} ms (target ≤ 10 ms)",
+        pct(&lease_ms, 0.99)
+    );
+    println!(
+        "backend idle p99: {:.3} ms, max {:.3} ms (target ≤ 5 ms)",
+        pct(&gaps, 0.99),
+        pct(&gaps, 1.0)
+    );
+}
