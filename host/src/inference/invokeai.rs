@@ -436,9 +436,7 @@ impl InferenceBackend for InvokeAi {
     }
 
     fn serves(&self, model: &str) -> bool {
-        self.models
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == model))
+        super::listed(self.models.as_deref(), model)
     }
 
     fn run<'a>(

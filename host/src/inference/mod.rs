@@ -87,6 +87,11 @@ pub trait InferenceBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<RgbaImage>, InferenceError>>;
 }
 
+/// Whether `model` is in `list`; no list means every model.
+pub fn listed(list: Option<&[String]>, model: &str) -> bool {
+    list.is_none_or(|m| m.iter().any(|x| x == model))
+}
+
 /// The backend a worker was configured with. `models`: what it serves
 /// (`None`: every model; the GPU servers need a list of what they have).
 pub fn build(

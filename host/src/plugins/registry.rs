@@ -356,24 +356,24 @@ impl Registry {
         name: &str,
         version: &str,
     ) -> RegistryResult<Arc<LoadedPlugin>> {
+        let (plugin, row) = self.pinned(name, version).await?;
+        self.load_version(&plugin, &row).await
+    }
+
+    async fn pinned(&self, name: &str, version: &str) -> RegistryResult<(PluginRow, VersionRow)> {
         let plugin = q::find_by_name(&self.db, name)
             .await?
             .ok_or(RegistryError::NotFound)?;
         let row = q::version(&self.db, &plugin.id, version)
             .await?
             .ok_or(RegistryError::NotFound)?;
-        self.load_version(&plugin, &row).await
+        Ok((plugin, row))
     }
 
     /// The stored component bytes of a pinned version (remote workers
     /// fetch them to compile locally).
     pub async fn component_bytes(&self, name: &str, version: &str) -> RegistryResult<Vec<u8>> {
-        let plugin = q::find_by_name(&self.db, name)
-            .await?
-            .ok_or(RegistryError::NotFound)?;
-        let row = q::version(&self.db, &plugin.id, version)
-            .await?
-            .ok_or(RegistryError::NotFound)?;
+        let (_, row) = self.pinned(name, version).await?;
         let blobs = self.blobs.clone();
         let key = format!("plugins/{}.wasm", row.sha256);
         Ok(tokio::task::spawn_blocking(move || blobs.get(&key))

@@ -141,9 +141,7 @@ pub struct WorkerInfo {
 
 impl WorkerInfo {
     pub fn serves(&self, model: &str) -> bool {
-        self.models
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == model))
+        crate::inference::listed(self.models.as_deref(), model)
     }
 }
 
@@ -975,24 +973,9 @@ impl Queue {
             };
             if row.attempts >= i64::from(self.settings.max_attempts) {
                 let msg = format!("the worker stopped responding {} times", row.attempts);
-                match self
-                    .end(
-                        &row.id,
-                        Holder::Expired(&token),
-                        Outcome {
-                            status: JobStatus::Failed,
-                            charge: Charge::Nothing,
-                            error: Some(("WORKER_LOST", &msg)),
-                            images: vec![],
-                            finished: None,
-                        },
-                    )
-                    .await
-                {
-                    Ok(_) => n += 1,
-                    Err(QueueError::LeaseLost | QueueError::Ended { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+                n += self
+                    .reap_one(&row.id, Holder::Expired(&token), "WORKER_LOST", &msg)
+                    .await?;
             } else if self.requeue(&row.id, &token).await? {
                 tracing::warn!(job = %row.id, attempt = row.attempts, "lease expired; job back in the queue");
                 self.events.publish(
@@ -1011,30 +994,38 @@ impl Queue {
                     continue;
                 }
                 let msg = format!("no worker has served model {} for a while", row.model);
-                match self
-                    .end(
-                        &row.id,
-                        Holder::Queued,
-                        Outcome {
-                            status: JobStatus::Failed,
-                            charge: Charge::Nothing,
-                            error: Some(("NO_WORKER", &msg)),
-                            images: vec![],
-                            finished: None,
-                        },
-                    )
-                    .await
-                {
-                    Ok(_) => n += 1,
-                    Err(QueueError::LeaseLost | QueueError::Ended { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+                n += self
+                    .reap_one(&row.id, Holder::Queued, "NO_WORKER", &msg)
+                    .await?;
             }
         }
         if n > 0 {
             self.wake.notify_waiters();
         }
         Ok(n)
+    }
+
+    /// Fails a job the reaper found abandoned, with a refund; 0 when
+    /// something else ended it first.
+    async fn reap_one(
+        &self,
+        job_id: &str,
+        holder: Holder<'_>,
+        code: &str,
+        message: &str,
+    ) -> QueueResult<usize> {
+        let outcome = Outcome {
+            status: JobStatus::Failed,
+            charge: Charge::Nothing,
+            error: Some((code, message)),
+            images: vec![],
+            finished: None,
+        };
+        match self.end(job_id, holder, outcome).await {
+            Ok(_) => Ok(1),
+            Err(QueueError::LeaseLost | QueueError::Ended { .. }) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     async fn requeue(&self, job_id: &str, token: &str) -> QueueResult<bool> {
