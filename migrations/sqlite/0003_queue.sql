@@ -45,6 +45,16 @@ CREATE INDEX jobs_user ON jobs (user_id, queued_at DESC);
 CREATE INDEX jobs_user_dispatch ON jobs (user_id, dispatched_at);
 CREATE INDEX jobs_lease ON jobs (status, lease_expires_at);
 
+-- Queued jobs per user, kept in the transactions that move jobs in and out
+-- of 'queued', so caps and queue positions cost O(users), not O(jobs).
+CREATE TABLE queue_counters (
+    user_id  TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    -- The rank of the tier of the user's latest enqueue.
+    priority BIGINT NOT NULL,
+    queued   BIGINT NOT NULL,
+    CONSTRAINT queue_counters_queued_check CHECK (queued >= 0)
+);
+
 CREATE TABLE workers (
     id           TEXT PRIMARY KEY,
     name         TEXT NOT NULL,

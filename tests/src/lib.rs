@@ -492,3 +492,26 @@ pub fn small_job(prompt: &str) -> Value {
         "seed": 42,
     })
 }
+
+impl TestServer {
+    /// The queue's per-user counters agree with the jobs table.
+    pub async fn assert_queue_counters(&self) {
+        let db = &self.state.db;
+        let counted: Vec<(String, i64)> = pingvas_host::on_db!(db, p => sqlx::query_as(
+            "SELECT user_id, queued FROM queue_counters WHERE queued > 0 ORDER BY user_id",
+        )
+        .fetch_all(p)
+        .await)
+        .unwrap();
+        let actual: Vec<(String, i64)> = pingvas_host::on_db!(db, p => sqlx::query_as(
+            "SELECT user_id, COUNT(*) FROM jobs WHERE status = 'queued' GROUP BY user_id ORDER BY user_id",
+        )
+        .fetch_all(p)
+        .await)
+        .unwrap();
+        assert_eq!(
+            counted, actual,
+            "queue counters drifted from the jobs table"
+        );
+    }
+}

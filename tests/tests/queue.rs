@@ -177,6 +177,7 @@ async fn forty_concurrent_enqueues_with_credits_for_ten() {
         .collect();
     positions.sort();
     assert_eq!(positions, (1..=10).collect::<Vec<_>>());
+    srv.assert_queue_counters().await;
 }
 
 #[tokio::test]
@@ -222,6 +223,7 @@ async fn queue_caps_answer_quota_exceeded_and_queue_full() {
         "QUEUE_FULL",
     );
     assert_eq!(e["details"]["max_queued"], 12);
+    srv.assert_queue_counters().await;
 }
 
 /// A worker speaking the internal API by hand.

@@ -389,20 +389,16 @@ impl Queue {
             &format!("job:{id}"),
         )
         .await?;
-        let mut groups = q::queued_groups_in(&mut tx).await?;
-        let total: i64 = groups.iter().map(|g| g.queued).sum();
-        if total as u64 >= self.settings.max_queued {
+        // Counted in the transaction (a row lock on the user's counter on
+        // PostgreSQL), so concurrent enqueues cannot overshoot the caps.
+        let mine = q::count_enqueued(&mut tx, user_id, i64::from(priority)).await?;
+        if q::total_queued(&mut tx).await? as u64 > self.settings.max_queued {
             tx.rollback().await?;
             return Err(QueueError::QueueFull {
                 limit: self.settings.max_queued,
             });
         }
-        let mine: i64 = groups
-            .iter()
-            .filter(|g| g.user_id == user_id)
-            .map(|g| g.queued)
-            .sum();
-        if mine >= i64::from(plan.max_queued) {
+        if mine > i64::from(plan.max_queued) {
             tx.rollback().await?;
             return Err(QueueError::QuotaExceeded {
                 limit: plan.max_queued,
@@ -425,30 +421,12 @@ impl Queue {
             },
         )
         .await?;
-        let k = match groups
-            .iter_mut()
-            .find(|g| g.user_id == user_id && g.priority == i64::from(priority))
-        {
-            Some(g) => {
-                g.queued += 1;
-                g.queued as usize
-            }
-            None => {
-                let last = q::last_dispatch(&mut tx, user_id).await?;
-                groups.push(q::QueuedGroup {
-                    user_id: user_id.to_owned(),
-                    priority: i64::from(priority),
-                    queued: 1,
-                    oldest: seq,
-                    last_dispatch: last,
-                });
-                1
-            }
-        };
         tx.commit().await?;
         self.wake.notify_waiters();
 
-        let position = scheduler::position_of(&summaries(&groups), user_id, priority, k);
+        // The position is read after the commit, outside the write lock.
+        let groups = summaries(&q::queued_groups(&self.db).await?);
+        let position = scheduler::position_of(&groups, user_id, priority, mine as usize);
         let wait = self
             .estimated_wait(position, spec.expected_gpu_seconds(model))
             .await;
@@ -575,6 +553,7 @@ impl Queue {
             tx.rollback().await?;
             return Ok(None);
         }
+        q::count_queued(&mut tx, &row.user_id, -1).await?;
         tx.commit().await?;
         let spec: JobSpec =
             serde_json::from_str(&row.params).map_err(|e| QueueError::Invalid(e.to_string()))?;
@@ -912,6 +891,9 @@ impl Queue {
             tx.rollback().await?;
             return Err(QueueError::LeaseLost);
         }
+        if row.status == "queued" {
+            q::count_queued(&mut tx, &row.user_id, -1).await?;
+        }
         tx.commit().await?;
         self.wake.notify_waiters();
 
@@ -976,7 +958,7 @@ impl Queue {
                 n += self
                     .reap_one(&row.id, Holder::Expired(&token), "WORKER_LOST", &msg)
                     .await?;
-            } else if self.requeue(&row.id, &token).await? {
+            } else if self.requeue(&row, &token).await? {
                 tracing::warn!(job = %row.id, attempt = row.attempts, "lease expired; job back in the queue");
                 self.events.publish(
                     &row.user_id,
@@ -1028,9 +1010,12 @@ impl Queue {
         }
     }
 
-    async fn requeue(&self, job_id: &str, token: &str) -> QueueResult<bool> {
+    async fn requeue(&self, row: &JobRow, token: &str) -> QueueResult<bool> {
         let mut tx: Tx = self.db.begin().await?;
-        let ok = q::requeue(&mut tx, job_id, token).await?;
+        let ok = q::requeue(&mut tx, &row.id, token).await?;
+        if ok {
+            q::count_queued(&mut tx, &row.user_id, 1).await?;
+        }
         tx.commit().await?;
         Ok(ok)
     }

@@ -104,16 +104,49 @@ pub struct QueuedGroup {
     pub last_dispatch: Option<i64>,
 }
 
-const QUEUED_GROUPS: &str = "SELECT q.user_id, q.priority, COUNT(*) AS queued, MIN(q.seq) AS oldest, \
-     (SELECT MAX(d.dispatched_at) FROM jobs d WHERE d.user_id = q.user_id) AS last_dispatch \
-     FROM jobs q WHERE q.status = 'queued' GROUP BY q.user_id, q.priority";
-
-pub async fn queued_groups_in(tx: &mut Tx) -> StoreResult<Vec<QueuedGroup>> {
-    Ok(on_tx!(tx, c => sqlx::query_as(QUEUED_GROUPS).fetch_all(c).await)?)
-}
+/// Per user with queued jobs: how many, the oldest one's `seq`, and
+/// when the user was last dispatched to; O(users), from the counters.
+const QUEUED_GROUPS: &str = "SELECT c.user_id, c.priority, c.queued, \
+     COALESCE((SELECT MIN(w.seq) FROM jobs w WHERE w.user_id = c.user_id AND w.status = 'queued'), 0) AS oldest, \
+     (SELECT MAX(d.dispatched_at) FROM jobs d WHERE d.user_id = c.user_id) AS last_dispatch \
+     FROM queue_counters c WHERE c.queued > 0";
 
 pub async fn queued_groups(db: &Db) -> StoreResult<Vec<QueuedGroup>> {
     Ok(on_db!(db, p => sqlx::query_as(QUEUED_GROUPS).fetch_all(p).await)?)
+}
+
+/// Counts one more queued job of the user (at `priority`); returns the
+/// user's queued count, this job included.
+pub async fn count_enqueued(tx: &mut Tx, user_id: &str, priority: i64) -> StoreResult<i64> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "INSERT INTO queue_counters (user_id, priority, queued) VALUES ($1, $2, 1) \
+         ON CONFLICT (user_id) DO UPDATE SET queued = queue_counters.queued + 1, priority = $2 \
+         RETURNING queued",
+    )
+    .bind(user_id)
+    .bind(priority)
+    .fetch_one(c)
+    .await)?)
+}
+
+/// A job of the user left (`delta` −1) or re-entered (+1) the queue.
+pub async fn count_queued(tx: &mut Tx, user_id: &str, delta: i64) -> StoreResult<()> {
+    on_tx!(tx, c => sqlx::query("UPDATE queue_counters SET queued = queued + $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(delta)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
+/// Queued jobs of all users.
+pub async fn total_queued(tx: &mut Tx) -> StoreResult<i64> {
+    Ok(on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(queued), 0) AS BIGINT) FROM queue_counters",
+    )
+    .fetch_one(c)
+    .await)?)
 }
 
 /// A user's oldest queued job per model, with the user's current tier.
@@ -207,6 +240,7 @@ pub struct Beat<'a> {
 /// Renews a live lease and records progress; false when the lease is no
 /// longer this worker's (expired and re-leased, or the job ended).
 pub async fn heartbeat(db: &Db, b: &Beat<'_>) -> StoreResult<bool> {
+    let _gate = db.write_gate().await;
     let (pct, step, total) = b.progress.unwrap_or((-1, -1, -1));
     let r = on_db!(db, p => sqlx::query(
         "UPDATE jobs SET lease_expires_at = $3, \
@@ -386,6 +420,7 @@ pub struct WorkerRow {
 }
 
 pub async fn upsert_worker(db: &Db, w: &WorkerRow) -> StoreResult<()> {
+    let _gate = db.write_gate().await;
     on_db!(db, p => sqlx::query(
         "INSERT INTO workers (id, name, backend, models, paused, started_at, last_seen_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET name = $2, \
@@ -404,6 +439,7 @@ pub async fn upsert_worker(db: &Db, w: &WorkerRow) -> StoreResult<()> {
 }
 
 pub async fn touch_worker(db: &Db, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let _gate = db.write_gate().await;
     on_db!(db, p => sqlx::query("UPDATE workers SET last_seen_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now)
@@ -423,6 +459,7 @@ pub async fn live_workers(db: &Db, since: DateTime<Utc>) -> StoreResult<Vec<Work
 }
 
 pub async fn forget_worker(db: &Db, id: &str) -> StoreResult<()> {
+    let _gate = db.write_gate().await;
     on_db!(db, p => sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(p).await.map(|_| ()))?;
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod tokens;
 pub mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -48,13 +49,22 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    /// With the write gate: SQLite has one writer at a time, and a writer
+    /// that finds the lock taken sleeps in SQLite's busy handler (1, 2,
+    /// 5 … 100 ms). Writers of this process queue on the gate instead and
+    /// get the lock the moment it is free.
+    Sqlite(SqlitePool, WriteGate),
     Postgres(PgPool),
 }
 
-/// An open transaction on either database.
+pub type WriteGate = Arc<tokio::sync::Mutex<()>>;
+
+/// An open transaction on either database (on SQLite holding the gate).
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -63,7 +73,7 @@ pub enum Tx {
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Sqlite($pool, _) => $body,
             $crate::store::Db::Postgres($pool) => $body,
         }
     };
@@ -74,7 +84,7 @@ macro_rules! on_db {
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
         match $tx {
-            $crate::store::Tx::Sqlite(t) => {
+            $crate::store::Tx::Sqlite(t, _) => {
                 let $conn = &mut **t;
                 $body
             }
@@ -112,7 +122,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(15))
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite(pool, Arc::default()))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -128,14 +138,14 @@ impl Db {
 
     pub fn kind(&self) -> &'static str {
         match self {
-            Db::Sqlite(_) => "sqlite",
+            Db::Sqlite(..) => "sqlite",
             Db::Postgres(_) => "postgres",
         }
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
         match self {
-            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Db::Sqlite(p, _) => SQLITE_MIGRATIONS.run(p).await?,
             Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
         Ok(())
@@ -146,9 +156,21 @@ impl Db {
     /// to upgrade under concurrency; PostgreSQL uses row locks instead.
     pub async fn begin(&self) -> StoreResult<Tx> {
         Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(p, gate) => {
+                let guard = gate.clone().lock_owned().await;
+                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, guard)
+            }
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
+    }
+
+    /// For a single-statement write outside a transaction: on SQLite, the
+    /// write gate (see `Db::Sqlite`); nothing on PostgreSQL.
+    pub async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match self {
+            Db::Sqlite(_, gate) => Some(gate.clone().lock_owned().await),
+            Db::Postgres(_) => None,
+        }
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
@@ -164,7 +186,7 @@ impl Db {
 impl Tx {
     pub async fn commit(self) -> StoreResult<()> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, _) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -172,7 +194,7 @@ impl Tx {
 
     pub async fn rollback(self) -> StoreResult<()> {
         match self {
-            Tx::Sqlite(t) => t.rollback().await?,
+            Tx::Sqlite(t, _) => t.rollback().await?,
             Tx::Postgres(t) => t.rollback().await?,
         }
         Ok(())

@@ -65,7 +65,7 @@ pub async fn find_by_hash(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<R
                           FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
                           WHERE t.token_hash = $1";
     Ok(match tx {
-        Tx::Sqlite(t) => {
+        Tx::Sqlite(t, _) => {
             sqlx::query_as(SELECT)
                 .bind(token_hash)
                 .fetch_optional(&mut **t)
