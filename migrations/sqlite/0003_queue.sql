@@ -40,7 +40,7 @@ CREATE TABLE jobs (
     CONSTRAINT jobs_type_check CHECK (job_type IN ('text_to_image', 'image_to_image', 'upscale', 'inpaint'))
 );
 -- The waiting jobs only: queue summaries and leasing read this index.
-CREATE INDEX jobs_waiting ON jobs (user_id, priority, model, seq) WHERE status = 'queued';
+CREATE INDEX jobs_waiting ON jobs (user_id, seq) WHERE status = 'queued';
 CREATE INDEX jobs_user ON jobs (user_id, queued_at DESC);
 CREATE INDEX jobs_user_dispatch ON jobs (user_id, dispatched_at);
 CREATE INDEX jobs_lease ON jobs (status, lease_expires_at);
