@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 pub use pingvas_host;
 
+pub mod bench;
 pub mod fakes;
 
 pub const PASSWORD: &str = "SecurePass123!";

@@ -9,11 +9,11 @@
 //! `cargo build --release -p pingvas-host -p pingvas-tests --bins &&
 //!  target/release/loadgen [--seconds 10] [--connections 32]`
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use pingvas_tests::bench::{ServerProcess, start_serve};
 use serde_json::{Value, json};
 
 struct Args {
@@ -41,55 +41,8 @@ fn parse_args() -> Args {
     args
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bin = std::env::current_exe().unwrap().with_file_name("pingvas");
-    let child = Command::new(&bin)
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("PINGVAS_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    // From here on, dropping `server` kills and reaps the child.
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .is_ok()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
+async fn start_server() -> ServerProcess {
+    start_serve(|_| Vec::new()).await
 }
 
 struct Run {

@@ -15,81 +15,41 @@
 //! `cargo build --release -p pingvas-host -p pingvas-tests --bins &&
 //!  target/release/queuebench [--seconds 5] [--connections 32]`
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use pingvas_tests::bench::{ServerProcess, sibling_pingvas, start_serve};
 use serde_json::{Value, json};
 
 const PLANS: &str = include_str!("../../../host/src/billing/plans.default.toml");
 
-struct Server {
-    child: Child,
-    base: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn bin() -> std::path::PathBuf {
-    std::env::current_exe().unwrap().with_file_name("pingvas")
+    sibling_pingvas()
 }
 
 /// Starts `pingvas serve`; the studio tier may queue without limit here so
 /// the throughput run measures the queue, not the quota.
-async fn start(paused: bool) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let plans = dir.path().join("plans.toml");
-    std::fs::write(
-        &plans,
-        PLANS.replace("max_queued = 100", "max_queued = 10000000"),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin())
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("PINGVAS_ADDR", format!("127.0.0.1:{port}"))
-        .env("PINGVAS_PLANS_FILE", &plans)
-        .env("PINGVAS_WORKER_PAUSED", paused.to_string())
-        .env("PINGVAS_QUEUE_MAX_QUEUED", "10000000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pingvas");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        dir,
-    };
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .is_ok()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
+async fn start(paused: bool) -> ServerProcess {
+    start_serve(|dir| {
+        let plans = dir.join("plans.toml");
+        std::fs::write(
+            &plans,
+            PLANS.replace("max_queued = 100", "max_queued = 10000000"),
+        )
+        .unwrap();
+        vec![
+            ("PINGVAS_PLANS_FILE".into(), plans.display().to_string()),
+            ("PINGVAS_WORKER_PAUSED".into(), paused.to_string()),
+            ("PINGVAS_QUEUE_MAX_QUEUED".into(), "10000000".into()),
+        ]
+    })
+    .await
 }
 
 /// Registers a studio user with plenty of credits; returns a token.
-async fn studio_user(server: &Server, email: &str) -> String {
+async fn studio_user(server: &ServerProcess, email: &str) -> String {
     let client = reqwest::Client::new();
     let creds = json!({ "email": email, "password": "SecurePass123!" });
     client
