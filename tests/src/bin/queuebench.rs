@@ -25,10 +25,6 @@ use serde_json::{Value, json};
 
 const PLANS: &str = include_str!("../../../host/src/billing/plans.default.toml");
 
-fn bin() -> std::path::PathBuf {
-    sibling_pingvas()
-}
-
 /// Starts `pingvas serve`; the studio tier may queue without limit here so
 /// the throughput run measures the queue, not the quota.
 async fn start(paused: bool) -> ServerProcess {
@@ -62,7 +58,7 @@ async fn studio_user(server: &ServerProcess, email: &str) -> String {
         vec!["admin", "set-tier", email, "studio"],
         vec!["admin", "grant-credits", email, "100000000"],
     ] {
-        let ok = Command::new(bin())
+        let ok = Command::new(sibling_pingvas())
             .args(&args)
             .current_dir(server.dir.path())
             .stdout(Stdio::null())
