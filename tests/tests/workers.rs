@@ -298,3 +298,43 @@ async fn the_invokeai_backend_drives_the_session_queue() {
     assert_eq!(second["type"], "img_scale");
     assert_eq!(second["resample_mode"], "lanczos");
 }
+
+/// Against a real InvokeAI server (6.14 runs on CPU; `img_scale` needs no
+/// model): `INVOKEAI_URL=http://127.0.0.1:9090 cargo test -p pingvas-tests
+/// --test workers -- --ignored real_invokeai`.
+#[tokio::test]
+#[ignore = "needs a running InvokeAI server at INVOKEAI_URL"]
+async fn real_invokeai_upscales() {
+    let url = std::env::var("INVOKEAI_URL").expect("INVOKEAI_URL");
+    let srv = TestServer::start_with(|c| {
+        c.worker_backend = "invokeai".into();
+        c.worker_backend_url = Some(url);
+        c.worker_models = "real-esrgan".into();
+    })
+    .await;
+    let alice = srv.signup("alice@example.com").await;
+    let up = run_one(
+        &srv,
+        &alice.access,
+        "upscale",
+        json!({ "image": png_base64(48, 32, [200, 40, 40]), "scale": 2 }),
+    )
+    .await;
+    assert_eq!(image_size(&srv, &up, 0).await, (96, 64));
+    let url = srv.url_of(up["result"]["image_url"].as_str().unwrap());
+    let bytes = srv
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&bytes).unwrap().to_rgba8();
+    assert_eq!(
+        img.get_pixel(48, 32).0,
+        [200, 40, 40, 255],
+        "a flat image stays flat when scaled"
+    );
+}
