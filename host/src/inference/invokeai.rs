@@ -447,3 +447,146 @@ impl InferenceBackend for InvokeAi {
         self.run_op(op, progress).boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generation(model: &str) -> Generation {
+        Generation {
+            prompt: "a lighthouse".into(),
+            negative_prompt: "fog".into(),
+            model: model.into(),
+            width: 512,
+            height: 512,
+            steps: 20,
+            cfg_scale: 7.0,
+            sampler: "dpmpp_2m_karras".into(),
+            seed: 7,
+            batch_size: 1,
+        }
+    }
+
+    /// InvokeAI validates a batch's graph (node types, fields, edges) when
+    /// it is enqueued; the items then fail for want of weights, which is
+    /// fine here. `INVOKEAI_URL=http://127.0.0.1:9090 cargo test -p
+    /// pingvas-host --lib -- --ignored invokeai_accepts`.
+    #[tokio::test]
+    #[ignore = "needs a running InvokeAI server at INVOKEAI_URL"]
+    async fn invokeai_accepts_our_graphs() {
+        let url = std::env::var("INVOKEAI_URL").expect("INVOKEAI_URL");
+        let backend = InvokeAi::new(&url, None).unwrap();
+        for base in ["sd-1", "sdxl"] {
+            let id = json!({ "key": "missing", "hash": "blake3:missing", "name": "missing",
+                             "base": base, "type": "main" });
+            for latents in [
+                Latents {
+                    source: None,
+                    mask: None,
+                    strength: 1.0,
+                },
+                Latents {
+                    source: Some("in.png"),
+                    mask: None,
+                    strength: 0.6,
+                },
+                Latents {
+                    source: Some("in.png"),
+                    mask: Some("mask.png"),
+                    strength: 1.0,
+                },
+            ] {
+                let graph = denoise_graph(&generation("missing"), &id, latents).build();
+                let ids = backend.enqueue(graph, &[7, 8]).await;
+                let ids = ids.unwrap_or_else(|e| panic!("{base}: InvokeAI refused the graph: {e}"));
+                assert_eq!(ids.len(), 2);
+                backend.cancel(&ids).await;
+            }
+        }
+    }
+
+    /// Every node, field and edge our graphs use exists in InvokeAI's
+    /// OpenAPI document (`../shared/fixtures/invokeai/openapi.json`), and
+    /// every scheduler we map to is one it accepts.
+    #[test]
+    fn graphs_match_the_openapi_document() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/invokeai/openapi.json"
+        );
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("the fixture")).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let schema_of = |kind: &str| {
+            schemas
+                .values()
+                .find(|s| s["properties"]["type"]["const"] == kind)
+                .unwrap_or_else(|| panic!("no invocation of type {kind}"))
+        };
+        let mut graphs = Vec::new();
+        for base in ["sd-1", "sdxl"] {
+            let id = json!({ "key": "k", "hash": "h", "name": "n", "base": base, "type": "main" });
+            for latents in [
+                Latents {
+                    source: None,
+                    mask: None,
+                    strength: 1.0,
+                },
+                Latents {
+                    source: Some("in.png"),
+                    mask: None,
+                    strength: 0.6,
+                },
+                Latents {
+                    source: Some("in.png"),
+                    mask: Some("m.png"),
+                    strength: 1.0,
+                },
+            ] {
+                graphs.push(denoise_graph(&generation("m"), &id, latents));
+            }
+        }
+        for graph in &graphs {
+            for (id, node) in &graph.nodes {
+                let schema = schema_of(node["type"].as_str().unwrap());
+                for field in node.as_object().unwrap().keys() {
+                    assert!(
+                        schema["properties"].get(field).is_some(),
+                        "{id}: no field {field}"
+                    );
+                }
+            }
+            for edge in &graph.edges {
+                let to = &edge["destination"];
+                let node = &graph.nodes[to["node_id"].as_str().unwrap()];
+                let schema = schema_of(node["type"].as_str().unwrap());
+                let field = to["field"].as_str().unwrap();
+                assert!(
+                    schema["properties"].get(field).is_some(),
+                    "edge into missing field {field}"
+                );
+            }
+        }
+        let enum_of = &schema_of("denoise_latents")["properties"]["scheduler"]["enum"];
+        let known: Vec<&str> = enum_of
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for sampler in crate::generation::validate::SAMPLERS {
+            assert!(
+                known.contains(&scheduler(sampler)),
+                "{sampler} → {}",
+                scheduler(sampler)
+            );
+        }
+        let scale = schema_of("img_scale");
+        assert!(
+            scale["properties"]["resample_mode"]["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("lanczos"))
+        );
+    }
+}
