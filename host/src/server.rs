@@ -42,8 +42,17 @@ pub async fn serve(
             tracing::warn!(?grace, "grace period over; dropping remaining connections");
         }
     }
+    // The worker finishes and reports the job it is running, within the
+    // grace period; a job cut off here is requeued when its lease expires.
     background.cancel();
-    while tasks.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("worker still busy after the grace period; its job will be retried");
+        tasks.abort_all();
+    }
     db.close().await;
     Ok(())
 }
