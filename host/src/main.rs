@@ -200,12 +200,22 @@ async fn run_worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
         limits: config.plugin_limits.clone(),
         poll: Duration::from_secs(20),
         beat_every: Duration::from_secs((config.lease_ttl_secs / 3).max(1)),
+        abort: tokio_util::sync::CancellationToken::new(),
     });
+    // SIGTERM: stop leasing and let the running job finish and report
+    // within the grace period; past it, stop the job (its lease expires and
+    // another worker takes it).
     let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
+    let (on_signal, abort, grace) = (
+        stop.clone(),
+        worker.abort.clone(),
+        Duration::from_secs(config.shutdown_grace_secs),
+    );
     tokio::spawn(async move {
         server::shutdown_signal().await;
         on_signal.cancel();
+        tokio::time::sleep(grace).await;
+        abort.cancel();
     });
     worker.run(stop).await;
     Ok(())

@@ -22,7 +22,8 @@ pub async fn serve(
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let db = state.db.clone();
     let background = CancellationToken::new();
-    let mut tasks = start_background(&state, &background).await?;
+    let abort = CancellationToken::new();
+    let mut tasks = start_background(&state, &background, &abort).await?;
     let closing = state.shutdown.clone();
     let app = crate::http::router(state);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -45,12 +46,15 @@ pub async fn serve(
     // The worker finishes and reports the job it is running, within the
     // grace period; a job cut off here is requeued when its lease expires.
     background.cancel();
-    let drained = tokio::time::timeout(grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("worker still busy after the grace period; its job will be retried");
+        abort.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
         tasks.abort_all();
     }
     db.close().await;
@@ -61,6 +65,7 @@ pub async fn serve(
 async fn start_background(
     state: &SharedState,
     stop: &CancellationToken,
+    abort: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let mut tasks = tokio::task::JoinSet::new();
     let queue = state.queue.clone();
@@ -98,6 +103,7 @@ async fn start_background(
             limits: state.config.plugin_limits.clone(),
             poll: Duration::from_secs(10),
             beat_every: (state.queue.settings().lease_ttl / 3).max(Duration::from_millis(100)),
+            abort: abort.clone(),
         });
         tasks.spawn(worker.run(stop.clone()));
     }

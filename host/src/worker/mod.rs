@@ -83,6 +83,9 @@ pub struct Worker<S: JobSource> {
     pub poll: Duration,
     /// Heartbeat interval.
     pub beat_every: Duration,
+    /// Cancelled to stop the job on the backend at once (shutdown past its
+    /// grace period); the job is requeued when its lease expires.
+    pub abort: CancellationToken,
 }
 
 /// The last step progress and when the backend started, for heartbeats.
@@ -199,7 +202,7 @@ impl<S: JobSource> Worker<S> {
     /// `beat_every`, sends progress (at most every 100 ms), and stops the
     /// job when the host says it was cancelled or the lease is lost.
     fn keep_alive(&self, item: WorkItem) -> Running {
-        let stop = CancellationToken::new();
+        let stop = self.abort.child_token();
         let done = CancellationToken::new();
         let (progress, mut rx) = watch::channel((None, None));
         let source = self.source.clone();
