@@ -19,5 +19,6 @@ pub mod queue;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod usage;
 pub mod users;
 pub mod worker;

@@ -205,3 +205,39 @@ async fn users_see_only_their_own_ledger() {
     assert_eq!(body["data"]["balance"], json!(100));
     assert_eq!(body["meta"]["total"], json!(1));
 }
+
+#[tokio::test]
+async fn usage_counts_generations_credits_and_images_of_the_period() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let (s, empty) = srv.get("/users/me/usage", Some(&alice.access)).await;
+    assert_eq!(s, StatusCode::OK, "{empty}");
+    assert_eq!(empty["data"]["period"], "month");
+    assert_eq!(empty["data"]["summary"]["total_generations"], 0);
+    let mut events = srv.events(&alice.access, None).await;
+    let mut used = 0;
+    for batch in [1, 2] {
+        let mut body = pingvas_tests::small_job("usage");
+        body["batch_size"] = serde_json::json!(batch);
+        let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let end = events.until_end(b["data"]["job_id"].as_str().unwrap()).await;
+        assert_eq!(end["type"], "job.completed");
+        used += end["data"]["credits_used"].as_i64().unwrap();
+    }
+    let (s, u) = srv.get("/users/me/usage?period=day", Some(&alice.access)).await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    let d = &u["data"];
+    assert_eq!(d["period"], "day");
+    assert_eq!(d["start_date"], d["end_date"]);
+    let sum = &d["summary"];
+    assert_eq!((sum["total_generations"].as_i64(), sum["total_images_created"].as_i64()), (Some(2), Some(3)));
+    assert_eq!(sum["total_credits_used"].as_i64(), Some(used));
+    assert_eq!(sum["api_calls"], 2);
+    assert!(sum["storage_used_bytes"].as_i64().unwrap() > 0);
+    assert_eq!(d["daily"][0]["generations"], 2);
+    assert_eq!(d["by_model"][0]["model"], "stable-diffusion-1.5");
+    assert_eq!(d["by_model"][0]["credits_used"].as_i64(), Some(used));
+    let bad = srv.get("/users/me/usage?period=year", Some(&alice.access)).await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
+}

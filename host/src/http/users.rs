@@ -18,6 +18,33 @@ pub fn router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
         .routes(routes!(get_me, patch_me))
         .routes(routes!(get_credits))
+        .routes(routes!(get_usage))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// day, week or month (default)
+    pub period: Option<String>,
+}
+
+/// 사용량 통계 조회
+#[utoipa::path(get, path = "/users/me/usage", tag = "users", security(("bearer" = [])), params(UsageQuery),
+    responses((status = 200, body = Envelope<crate::usage::Usage>), (status = 400, description = "INVALID_PARAMETERS", body = ErrorEnvelope)))]
+async fn get_usage(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let period = match q.period.as_deref() {
+        None | Some("") => crate::usage::Period::Month,
+        Some(p) => crate::usage::Period::parse(p)
+            .ok_or_else(|| ApiError::invalid_param("period", "day, week or month"))?,
+    };
+    let usage = crate::usage::usage(&state.db, &user.id, period)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ok(usage))
 }
 
 impl From<ProfileError> for ApiError {

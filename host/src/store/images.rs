@@ -122,3 +122,13 @@ pub async fn board_image_ids(db: &Db, board_id: &str) -> StoreResult<Vec<String>
     .fetch_all(p)
     .await)?)
 }
+
+/// Bytes of a user's stored images.
+pub async fn bytes_of_user(db: &Db, user_id: &str) -> StoreResult<i64> {
+    Ok(on_db!(db, p => sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(file_size), 0) AS BIGINT) FROM images WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(p)
+    .await)?)
+}

@@ -463,3 +463,30 @@ pub async fn forget_worker(db: &Db, id: &str) -> StoreResult<()> {
     on_db!(db, p => sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(p).await.map(|_| ()))?;
     Ok(())
 }
+
+/// What usage statistics need of one job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRow {
+    pub model: String,
+    pub status: String,
+    pub credits_used: Option<i64>,
+    pub result_image_ids: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A user's jobs queued or ended since `since`.
+pub async fn usage_since(
+    db: &Db,
+    user_id: &str,
+    since: DateTime<Utc>,
+) -> StoreResult<Vec<UsageRow>> {
+    Ok(on_db!(db, p => sqlx::query_as(
+        "SELECT model, status, credits_used, result_image_ids, queued_at, completed_at FROM jobs \
+         WHERE user_id = $1 AND (queued_at >= $2 OR completed_at >= $2)",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_all(p)
+    .await)?)
+}
