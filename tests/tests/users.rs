@@ -221,23 +221,35 @@ async fn usage_counts_generations_credits_and_images_of_the_period() {
         body["batch_size"] = serde_json::json!(batch);
         let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-        let end = events.until_end(b["data"]["job_id"].as_str().unwrap()).await;
+        let end = events
+            .until_end(b["data"]["job_id"].as_str().unwrap())
+            .await;
         assert_eq!(end["type"], "job.completed");
         used += end["data"]["credits_used"].as_i64().unwrap();
     }
-    let (s, u) = srv.get("/users/me/usage?period=day", Some(&alice.access)).await;
+    let (s, u) = srv
+        .get("/users/me/usage?period=day", Some(&alice.access))
+        .await;
     assert_eq!(s, StatusCode::OK, "{u}");
     let d = &u["data"];
     assert_eq!(d["period"], "day");
     assert_eq!(d["start_date"], d["end_date"]);
     let sum = &d["summary"];
-    assert_eq!((sum["total_generations"].as_i64(), sum["total_images_created"].as_i64()), (Some(2), Some(3)));
+    assert_eq!(
+        (
+            sum["total_generations"].as_i64(),
+            sum["total_images_created"].as_i64()
+        ),
+        (Some(2), Some(3))
+    );
     assert_eq!(sum["total_credits_used"].as_i64(), Some(used));
     assert_eq!(sum["api_calls"], 2);
     assert!(sum["storage_used_bytes"].as_i64().unwrap() > 0);
     assert_eq!(d["daily"][0]["generations"], 2);
     assert_eq!(d["by_model"][0]["model"], "stable-diffusion-1.5");
     assert_eq!(d["by_model"][0]["credits_used"].as_i64(), Some(used));
-    let bad = srv.get("/users/me/usage?period=year", Some(&alice.access)).await;
+    let bad = srv
+        .get("/users/me/usage?period=year", Some(&alice.access))
+        .await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
 }
