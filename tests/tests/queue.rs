@@ -436,3 +436,49 @@ async fn events_need_a_token_and_resume_from_the_last_id() {
     );
     assert!(!kinds.contains(&"job.queued".to_owned()));
 }
+
+#[tokio::test]
+async fn a_node_that_loops_or_hoards_memory_fails_only_its_job() {
+    let srv = TestServer::start_with(|c| {
+        c.plugin_limits.insert(
+            "hostile".into(),
+            pingvas_tests::pingvas_host::plugins::limits::LimitsOverride {
+                timeout_ms: Some(300),
+                memory_mib: Some(32),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let alice = srv.signup("alice@example.com").await;
+    publish(&srv, &alice.access, "hostile", "hostile-node").await;
+    let before = srv.credits(&alice.user_id).await;
+    let mut events = srv.events(&alice.access, None).await;
+    for mode in ["loop", "memory", "panic"] {
+        let mut body = small_job(mode);
+        body["pre_nodes"] = json!([{ "name": "hostile", "parameters": { "mode": mode } }]);
+        let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let end = events
+            .until_end(b["data"]["job_id"].as_str().unwrap())
+            .await;
+        assert_eq!(end["type"], "job.failed", "{mode}: {end}");
+        assert_eq!(
+            end["data"]["error"]["code"], "PLUGIN_FAILED",
+            "{mode}: {end}"
+        );
+    }
+    assert_eq!(
+        srv.credits(&alice.user_id).await,
+        before,
+        "every failed job refunded"
+    );
+    // The worker keeps serving.
+    let (_, b) = srv
+        .generate("text-to-image", &alice.access, small_job("fine"))
+        .await;
+    let end = events
+        .until_end(b["data"]["job_id"].as_str().unwrap())
+        .await;
+    assert_eq!(end["type"], "job.completed");
+}

@@ -1,6 +1,7 @@
 //! A pre-node that misbehaves in the way its config names:
 //! `loop`, `memory`, `recursion`, `huge-output`, `file`, `socket`, `panic`,
-//! `stdout-flood`; `ok` returns the params unchanged.
+//! `stdout-flood`; `ok` returns the params unchanged. The config is the mode
+//! as a JSON string or `{"mode": "…"}`.
 
 wit_bindgen::generate!({ path: "../../../wit/plugin@0.1.0", world: "node" });
 
@@ -34,7 +35,15 @@ impl Guest for Hostile {
             return Err(PluginError::InvalidInput("pre only".into()));
         };
         let mut params = input.params;
-        match input.config.trim_matches('"') {
+        // The mode as a bare or quoted string, or as {"mode": "…"} (the
+        // shape job parameters have).
+        let mode = input
+            .config
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .trim_matches(|c: char| c == '"' || c == '}' || c.is_whitespace());
+        match mode {
             "loop" => {
                 let mut x: u64 = 0;
                 loop {
