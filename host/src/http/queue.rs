@@ -210,11 +210,7 @@ async fn list_items(
     let (rows, total) = state.queue.list(&user.id, status, page, per_page).await?;
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
-        let images = if row.status == "completed" {
-            state.queue.job_of(&user.id, &row.id).await?.1
-        } else {
-            vec![]
-        };
+        let images = state.queue.images_of(&row).await?;
         views.push(job_view(&state, row, &images));
     }
     Ok(ok(views).meta(PageMeta {

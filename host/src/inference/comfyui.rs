@@ -14,28 +14,20 @@
 //! Checkpoints are looked up as `<model name>.safetensors`. A stopped job
 //! calls `POST /interrupt`.
 
-use std::time::Duration;
-
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use image::RgbaImage;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::gpu_server::{GpuServer, unavailable};
 use super::{Generation, InferenceBackend, InferenceError, Operation, Progress, ProgressSink};
-use crate::worker::pipeline::{decode_image, encode_png};
 
 pub const NAME: &str = "comfyui";
 const SAVE: &str = "save";
 
 pub struct ComfyUi {
-    base: String,
-    models: Option<Vec<String>>,
-    http: reqwest::Client,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> InferenceError {
-    InferenceError::Unavailable(e.to_string())
+    server: GpuServer,
 }
 
 /// ComfyUI's sampler for one of our sampler names.
@@ -102,32 +94,20 @@ fn denoise_prompt(
 impl ComfyUi {
     pub fn new(base: &str, models: Option<Vec<String>>) -> anyhow::Result<Self> {
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            models,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(120))
-                .build()?,
+            server: GpuServer::new(base, models)?,
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     async fn upload(&self, img: &RgbaImage) -> Result<String, InferenceError> {
-        let png = encode_png(img).map_err(InferenceError::Failed)?;
         let name = format!("pingvas-{}.png", uuid::Uuid::now_v7().simple());
-        let part = reqwest::multipart::Part::bytes(png)
-            .file_name(name)
-            .mime_str("image/png")
-            .map_err(unavailable)?;
+        let part = GpuServer::png_part(img, name)?;
         let form = reqwest::multipart::Form::new()
             .part("image", part)
             .text("overwrite", "true");
         let resp = self
+            .server
             .http
-            .post(self.url("/upload/image"))
+            .post(self.server.url("/upload/image"))
             .multipart(form)
             .send()
             .await
@@ -156,7 +136,7 @@ impl ComfyUi {
         let client_id = uuid::Uuid::now_v7().to_string();
         let ws_url = format!(
             "{}/ws?clientId={client_id}",
-            self.base.replacen("http", "ws", 1)
+            self.server.base().replacen("http", "ws", 1)
         );
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
             .await
@@ -191,8 +171,9 @@ impl ComfyUi {
             }
         };
         let resp = self
+            .server
             .http
-            .post(self.url("/prompt"))
+            .post(self.server.url("/prompt"))
             .json(&json!({ "prompt": prompt, "client_id": client_id }))
             .send()
             .await
@@ -232,8 +213,9 @@ impl ComfyUi {
                         total_steps: total,
                     }) {
                         let _ = self
+                            .server
                             .http
-                            .post(self.url("/interrupt"))
+                            .post(self.server.url("/interrupt"))
                             .json(&json!({ "prompt_id": prompt_id }))
                             .send()
                             .await;
@@ -258,8 +240,9 @@ impl ComfyUi {
         let _ = ws.close(None).await;
 
         let history: Value = self
+            .server
             .http
-            .get(self.url(&format!("/history/{prompt_id}")))
+            .get(self.server.url(&format!("/history/{prompt_id}")))
             .send()
             .await
             .map_err(unavailable)?
@@ -272,23 +255,12 @@ impl ComfyUi {
             .ok_or_else(|| InferenceError::Failed("no saved images in the history".into()))?;
         let mut images = Vec::with_capacity(files.len());
         for f in files {
-            let bytes = self
-                .http
-                .get(self.url("/view"))
-                .query(&[
-                    ("filename", f["filename"].as_str().unwrap_or_default()),
-                    ("subfolder", f["subfolder"].as_str().unwrap_or_default()),
-                    ("type", f["type"].as_str().unwrap_or("output")),
-                ])
-                .send()
-                .await
-                .map_err(unavailable)?
-                .error_for_status()
-                .map_err(unavailable)?
-                .bytes()
-                .await
-                .map_err(unavailable)?;
-            images.push(decode_image(&bytes).map_err(InferenceError::Failed)?);
+            let view = self.server.http.get(self.server.url("/view")).query(&[
+                ("filename", f["filename"].as_str().unwrap_or_default()),
+                ("subfolder", f["subfolder"].as_str().unwrap_or_default()),
+                ("type", f["type"].as_str().unwrap_or("output")),
+            ]);
+            images.push(self.server.fetch_image(view).await?);
         }
         Ok(images)
     }
@@ -300,7 +272,7 @@ impl InferenceBackend for ComfyUi {
     }
 
     fn serves(&self, model: &str) -> bool {
-        super::listed(self.models.as_deref(), model)
+        self.server.serves(model)
     }
 
     fn run<'a>(

@@ -20,8 +20,8 @@ use futures::future::BoxFuture;
 use image::RgbaImage;
 use serde_json::{Value, json};
 
+use super::gpu_server::{GpuServer, unavailable};
 use super::{Generation, InferenceBackend, InferenceError, Operation, Progress, ProgressSink};
-use crate::worker::pipeline::{decode_image, encode_png};
 
 pub const NAME: &str = "invokeai";
 const QUEUE: &str = "default";
@@ -29,13 +29,7 @@ const POLL: Duration = Duration::from_millis(200);
 const OUTPUT: &str = "output";
 
 pub struct InvokeAi {
-    base: String,
-    models: Option<Vec<String>>,
-    http: reqwest::Client,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> InferenceError {
-    InferenceError::Unavailable(e.to_string())
+    server: GpuServer,
 }
 
 /// InvokeAI's scheduler for one of our sampler names.
@@ -168,17 +162,8 @@ fn denoise_graph(g: &Generation, identifier: &Value, from: Latents<'_>) -> Graph
 impl InvokeAi {
     pub fn new(base: &str, models: Option<Vec<String>>) -> anyhow::Result<Self> {
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            models,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(120))
-                .build()?,
+            server: GpuServer::new(base, models)?,
         })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
     }
 
     async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, InferenceError> {
@@ -197,8 +182,9 @@ impl InvokeAi {
     async fn model(&self, name: &str) -> Result<Value, InferenceError> {
         let list = self
             .json(
-                self.http
-                    .get(self.url("/api/v2/models/"))
+                self.server
+                    .http
+                    .get(self.server.url("/api/v2/models/"))
                     .query(&[("model_name", name), ("model_type", "main")]),
             )
             .await?;
@@ -213,16 +199,13 @@ impl InvokeAi {
     }
 
     async fn upload(&self, img: &RgbaImage) -> Result<String, InferenceError> {
-        let png = encode_png(img).map_err(InferenceError::Failed)?;
-        let part = reqwest::multipart::Part::bytes(png)
-            .file_name("input.png")
-            .mime_str("image/png")
-            .map_err(unavailable)?;
+        let part = GpuServer::png_part(img, "input.png".into())?;
         let form = reqwest::multipart::Form::new().part("file", part);
         let dto = self
             .json(
-                self.http
-                    .post(self.url("/api/v1/images/upload"))
+                self.server
+                    .http
+                    .post(self.server.url("/api/v1/images/upload"))
                     .query(&[("image_category", "general"), ("is_intermediate", "true")])
                     .multipart(form),
             )
@@ -245,8 +228,12 @@ impl InvokeAi {
         }
         let result = self
             .json(
-                self.http
-                    .post(self.url(&format!("/api/v1/queue/{QUEUE}/enqueue_batch")))
+                self.server
+                    .http
+                    .post(
+                        self.server
+                            .url(&format!("/api/v1/queue/{QUEUE}/enqueue_batch")),
+                    )
                     .json(&json!({ "batch": batch, "prepend": false })),
             )
             .await?;
@@ -265,8 +252,12 @@ impl InvokeAi {
     async fn cancel(&self, ids: &[i64]) {
         for id in ids {
             let _ = self
+                .server
                 .http
-                .put(self.url(&format!("/api/v1/queue/{QUEUE}/i/{id}/cancel")))
+                .put(
+                    self.server
+                        .url(&format!("/api/v1/queue/{QUEUE}/i/{id}/cancel")),
+                )
                 .send()
                 .await;
         }
@@ -285,8 +276,9 @@ impl InvokeAi {
             let item = loop {
                 let item = self
                     .json(
-                        self.http
-                            .get(self.url(&format!("/api/v1/queue/{QUEUE}/i/{id}"))),
+                        self.server
+                            .http
+                            .get(self.server.url(&format!("/api/v1/queue/{QUEUE}/i/{id}"))),
                     )
                     .await?;
                 let session = &item["session"];
@@ -336,18 +328,11 @@ impl InvokeAi {
                 })
                 .ok_or_else(|| InferenceError::Failed("no output image in the session".into()))?
                 .to_owned();
-            let bytes = self
+            let full = self
+                .server
                 .http
-                .get(self.url(&format!("/api/v1/images/i/{name}/full")))
-                .send()
-                .await
-                .map_err(unavailable)?
-                .error_for_status()
-                .map_err(unavailable)?
-                .bytes()
-                .await
-                .map_err(unavailable)?;
-            images.push(decode_image(&bytes).map_err(InferenceError::Failed)?);
+                .get(self.server.url(&format!("/api/v1/images/i/{name}/full")));
+            images.push(self.server.fetch_image(full).await?);
         }
         Ok(images)
     }
@@ -436,7 +421,7 @@ impl InferenceBackend for InvokeAi {
     }
 
     fn serves(&self, model: &str) -> bool {
-        super::listed(self.models.as_deref(), model)
+        self.server.serves(model)
     }
 
     fn run<'a>(

@@ -4,6 +4,7 @@
 
 pub mod comfyui;
 pub mod cpu_reference;
+pub mod gpu_server;
 pub mod invokeai;
 
 use std::sync::Arc;

@@ -158,12 +158,11 @@ enum Charge {
 /// Who may make a terminal transition.
 #[derive(Debug, Clone, Copy)]
 enum Holder<'a> {
-    /// The worker holding this lease.
+    /// The worker holding this lease (or the reaper, for the lease that
+    /// expired).
     Lease(&'a str),
-    /// Anyone, whatever the active state (user cancel).
+    /// The job's owner, whatever the active state (cancel).
     Owner(&'a str),
-    /// The reaper: the lease that expired.
-    Expired(&'a str),
     /// The reaper: a job still queued.
     Queued,
 }
@@ -633,26 +632,23 @@ impl Queue {
             },
         )
         .await?;
-        if !held {
+        let Some((user_id, worker_id)) = held else {
             let row = q::get(&self.db, job_id).await?;
             return Ok(match row {
                 Some(r) if r.status == JobStatus::Cancelled.as_str() => BeatReply::Cancelled,
                 _ => BeatReply::Lost,
             });
-        }
-        let Some(row) = q::get(&self.db, job_id).await? else {
-            return Ok(BeatReply::Lost);
         };
         if let Some((percent, step, total)) = pct {
             self.events.publish(
-                &row.user_id,
+                &user_id,
                 "job.progress",
                 json!({ "job_id": job_id, "percent": percent, "step": step, "total_steps": total }),
             );
         }
         // A worker busy with a long job does not poll for leases; its
         // heartbeats keep it counted as alive.
-        if let Some(worker) = row.worker_id {
+        if let Some(worker) = worker_id {
             let stale = self
                 .seen
                 .lock()
@@ -756,11 +752,6 @@ impl Queue {
     /// Cancels a user's job: a queued one is refunded in full, a running
     /// one is charged the GPU time it used so far.
     pub async fn cancel(&self, user_id: &str, job_id: &str) -> QueueResult<Settled> {
-        let row = q::get(&self.db, job_id).await?;
-        match row {
-            Some(r) if r.user_id == user_id => {}
-            _ => return Err(QueueError::NotFound),
-        }
         self.end(
             job_id,
             Holder::Owner(user_id),
@@ -793,14 +784,12 @@ impl Queue {
         let mut tx = self.db.begin().await?;
         let row = q::get_for_update(&mut tx, job_id)
             .await?
+            // Nobody learns of another user's jobs.
+            .filter(|r| !matches!(holder, Holder::Owner(u) if r.user_id != u))
             .ok_or(QueueError::NotFound)?;
-        let active = matches!(row.status.as_str(), "queued" | "processing");
         let allowed = match holder {
             Holder::Lease(t) => row.status == "processing" && row.lease_token.as_deref() == Some(t),
-            Holder::Owner(u) => active && row.user_id == u,
-            Holder::Expired(t) => {
-                row.status == "processing" && row.lease_token.as_deref() == Some(t)
-            }
+            Holder::Owner(_) => matches!(row.status.as_str(), "queued" | "processing"),
             Holder::Queued => row.status == "queued",
         };
         if !allowed {
@@ -956,7 +945,7 @@ impl Queue {
             if row.attempts >= i64::from(self.settings.max_attempts) {
                 let msg = format!("the worker stopped responding {} times", row.attempts);
                 n += self
-                    .reap_one(&row.id, Holder::Expired(&token), "WORKER_LOST", &msg)
+                    .reap_one(&row.id, Holder::Lease(&token), "WORKER_LOST", &msg)
                     .await?;
             } else if self.requeue(&row, &token).await? {
                 tracing::warn!(job = %row.id, attempt = row.attempts, "lease expired; job back in the queue");
@@ -1032,12 +1021,16 @@ impl Queue {
             .await?
             .filter(|r| r.user_id == user_id)
             .ok_or(QueueError::NotFound)?;
-        let images = if row.status == "completed" {
-            img::of_job(&self.db, job_id).await?
-        } else {
-            vec![]
-        };
+        let images = self.images_of(&row).await?;
         Ok((row, images))
+    }
+
+    /// The images a job made (none unless it completed).
+    pub async fn images_of(&self, row: &JobRow) -> QueueResult<Vec<ImageRow>> {
+        if row.status != JobStatus::Completed.as_str() {
+            return Ok(vec![]);
+        }
+        Ok(img::of_job(&self.db, &row.id).await?)
     }
 
     pub async fn list(

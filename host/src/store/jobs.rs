@@ -237,18 +237,20 @@ pub struct Beat<'a> {
     pub gpu_started_at: Option<DateTime<Utc>>,
 }
 
-/// Renews a live lease and records progress; false when the lease is no
-/// longer this worker's (expired and re-leased, or the job ended).
-pub async fn heartbeat(db: &Db, b: &Beat<'_>) -> StoreResult<bool> {
+/// Renews a live lease and records progress; answers the job's owner and
+/// worker, or `None` when the lease is no longer this worker's (expired and
+/// re-leased, or the job ended).
+pub async fn heartbeat(db: &Db, b: &Beat<'_>) -> StoreResult<Option<(String, Option<String>)>> {
     let _gate = db.write_gate().await;
     let (pct, step, total) = b.progress.unwrap_or((-1, -1, -1));
-    let r = on_db!(db, p => sqlx::query(
+    Ok(on_db!(db, p => sqlx::query_as(
         "UPDATE jobs SET lease_expires_at = $3, \
          progress = CASE WHEN $4 >= 0 THEN $4 ELSE progress END, \
          step = CASE WHEN $5 >= 0 THEN $5 ELSE step END, \
          total_steps = CASE WHEN $6 >= 0 THEN $6 ELSE total_steps END, \
          gpu_started_at = COALESCE(gpu_started_at, $7) \
-         WHERE id = $1 AND lease_token = $2 AND status = 'processing'",
+         WHERE id = $1 AND lease_token = $2 AND status = 'processing' \
+         RETURNING user_id, worker_id",
     )
     .bind(b.job_id)
     .bind(b.token)
@@ -257,10 +259,8 @@ pub async fn heartbeat(db: &Db, b: &Beat<'_>) -> StoreResult<bool> {
     .bind(step)
     .bind(total)
     .bind(b.gpu_started_at)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(r == 1)
+    .fetch_optional(p)
+    .await)?)
 }
 
 pub async fn get(db: &Db, id: &str) -> StoreResult<Option<JobRow>> {
