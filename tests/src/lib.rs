@@ -375,6 +375,17 @@ impl TestServer {
             .await
     }
 
+    /// `DELETE /queue/items/{job_id}`.
+    pub async fn cancel(&self, token: &str, job_id: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::DELETE,
+            &format!("/queue/items/{job_id}"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
     /// A job's detail.
     pub async fn job(&self, token: &str, job_id: &str) -> Value {
         let (s, body) = self

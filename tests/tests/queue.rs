@@ -34,14 +34,7 @@ async fn cancelling_a_queued_job_refunds_everything() {
         .await;
     assert_eq!(items["meta"]["total"], 1);
 
-    let (s, c) = srv
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/queue/items/{id}"),
-            Some(&alice.access),
-            None,
-        )
-        .await;
+    let (s, c) = srv.cancel(&alice.access, &id).await;
     assert_eq!(s, StatusCode::OK, "{c}");
     assert_eq!(
         c["data"],
@@ -50,24 +43,10 @@ async fn cancelling_a_queued_job_refunds_everything() {
     assert_eq!(srv.credits(&alice.user_id).await, before);
     let e = events.until("job.cancelled", &id).await;
     assert_eq!(e["data"]["credits_refunded"], est);
-    let again = srv
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/queue/items/{id}"),
-            Some(&alice.access),
-            None,
-        )
-        .await;
+    let again = srv.cancel(&alice.access, &id).await;
     assert_error(&again, StatusCode::CONFLICT, "CONFLICT");
     let bob = srv.signup("bob@example.com").await;
-    let theirs = srv
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/queue/items/{id}"),
-            Some(&bob.access),
-            None,
-        )
-        .await;
+    let theirs = srv.cancel(&bob.access, &id).await;
     assert_error(&theirs, StatusCode::NOT_FOUND, "NOT_FOUND");
     let (_, items) = srv
         .get("/queue/items?status=cancelled", Some(&alice.access))
@@ -95,14 +74,7 @@ async fn cancelling_a_running_job_charges_the_gpu_time_used() {
     let est = b["data"]["estimated_credits"].as_i64().unwrap();
     events.until("job.progress", &id).await;
 
-    let (s, c) = srv
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/queue/items/{id}"),
-            Some(&alice.access),
-            None,
-        )
-        .await;
+    let (s, c) = srv.cancel(&alice.access, &id).await;
     assert_eq!(s, StatusCode::OK, "{c}");
     let used = c["data"]["credits_used"].as_i64().unwrap();
     let refunded = c["data"]["credits_refunded"].as_i64().unwrap();
@@ -140,13 +112,7 @@ async fn forty_concurrent_enqueues_with_credits_for_ten() {
     assert_eq!(s, StatusCode::ACCEPTED);
     let est = first["data"]["estimated_credits"].as_i64().unwrap();
     let id = first["data"]["job_id"].as_str().unwrap();
-    srv.call(
-        reqwest::Method::DELETE,
-        &format!("/queue/items/{id}"),
-        Some(&alice.access),
-        None,
-    )
-    .await;
+    srv.cancel(&alice.access, id).await;
     srv.set_credits(&alice.user_id, 10 * est).await;
 
     let results = join_all((0..40).map(|i| {

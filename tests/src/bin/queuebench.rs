@@ -123,6 +123,21 @@ async fn rate(
     (ok as f64 / start.elapsed().as_secs_f64(), bad)
 }
 
+/// Enqueues a text-to-image job; its id.
+async fn enqueue(client: &reqwest::Client, base: &str, token: &str, body: &Value) -> String {
+    let r: Value = client
+        .post(format!("{base}/api/v1/generate/text-to-image"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["data"]["job_id"].as_str().expect("accepted").to_owned()
+}
+
 async fn detail(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
     let v: Value = client
         .get(format!("{base}/api/v1/queue/items/{id}"))
@@ -211,17 +226,13 @@ async fn main() {
     rtt.sort_by(f64::total_cmp);
     let mut lease_ms = Vec::new();
     for i in 0..200 {
-        let r: Value = client
-            .post(format!("{}/api/v1/generate/text-to-image", server.base))
-            .bearer_auth(&token)
-            .json(&job(&format!("latency {i}"), 64, 1))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = r["data"]["job_id"].as_str().expect("accepted").to_owned();
+        let id = enqueue(
+            &client,
+            &server.base,
+            &token,
+            &job(&format!("latency {i}"), 64, 1),
+        )
+        .await;
         let d = wait_end(&client, &server.base, &token, &id).await;
         let ms = (time(&d["started_at"]) - time(&d["queued_at"]))
             .num_microseconds()
@@ -233,17 +244,15 @@ async fn main() {
 
     let mut ids = Vec::new();
     for i in 0..60 {
-        let r: Value = client
-            .post(format!("{}/api/v1/generate/text-to-image", server.base))
-            .bearer_auth(&token)
-            .json(&job(&format!("burst {i}"), 256, 8))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(r["data"]["job_id"].as_str().expect("accepted").to_owned());
+        ids.push(
+            enqueue(
+                &client,
+                &server.base,
+                &token,
+                &job(&format!("burst {i}"), 256, 8),
+            )
+            .await,
+        );
     }
     let mut jobs = Vec::new();
     for id in &ids {
