@@ -55,9 +55,15 @@ pub async fn set_tier(
         return Err(AdminError::UnknownTier(tier.to_owned(), names.join(", ")));
     }
     let user = user_by_email(db, email).await?;
-    user_store::set_operator_column(db, &user.id, OperatorColumn::Tier, tier, Utc::now())
-        .await
-        .map_err(anyhow::Error::from)?;
+    user_store::set_operator_column(
+        &db.write().await,
+        &user.id,
+        OperatorColumn::Tier,
+        tier,
+        Utc::now(),
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
     Ok(())
 }
 
@@ -66,8 +72,14 @@ pub async fn set_role(db: &Db, email: &str, role: &str) -> Result<(), AdminError
         return Err(AdminError::BadRole);
     }
     let user = user_by_email(db, email).await?;
-    user_store::set_operator_column(db, &user.id, OperatorColumn::Role, role, Utc::now())
-        .await
-        .map_err(anyhow::Error::from)?;
+    user_store::set_operator_column(
+        &db.write().await,
+        &user.id,
+        OperatorColumn::Role,
+        role,
+        Utc::now(),
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
     Ok(())
 }

@@ -16,12 +16,12 @@ use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::generation::Generator;
-use crate::http::metrics::HttpMetrics;
+use crate::metrics::HttpMetrics;
 use crate::models::ModelCatalogue;
 use crate::plugins::PluginRuntime;
 use crate::plugins::engine::EngineOptions;
 use crate::plugins::registry::Registry;
-use crate::queue::{Queue, QueueSettings, WorkerInfo};
+use crate::queue::{Queue, QueueParts, QueueSettings, UserEvent, WorkerInfo};
 use crate::store::Db;
 
 pub struct AppState {
@@ -33,9 +33,12 @@ pub struct AppState {
     pub models: ModelCatalogue,
     pub metrics: HttpMetrics,
     pub registry: Arc<Registry>,
-    pub events: Arc<EventBus>,
+    pub events: Arc<EventBus<UserEvent>>,
     pub queue: Arc<Queue>,
+    pub queue_settings: QueueSettings,
     pub blobs: Arc<LocalBlobs>,
+    /// Signs links to stored files.
+    pub links: FileLinks,
     pub generator: Generator,
     /// Cancelled when the server begins to shut down (ends WebSockets).
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -56,6 +59,7 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
 
 impl AppState {
     pub async fn build(config: Config) -> anyhow::Result<SharedState> {
+        let config = config.clamped();
         let db = open_database(&config).await?;
         let secret = jwt_secret(&config)?;
         let access = AccessTokens::new(
@@ -84,19 +88,17 @@ impl AppState {
         ));
         let events = Arc::new(EventBus::new());
         let links = FileLinks::new(secret.as_bytes(), config.public_url.as_deref());
+        let queue_settings = QueueSettings::from(&config);
         let queue = Arc::new(Queue::new(
-            db.clone(),
-            plans.clone(),
-            models.clone(),
-            events.clone(),
-            blobs.clone(),
-            links,
-            QueueSettings {
-                lease_ttl: std::time::Duration::from_secs(config.lease_ttl_secs.max(1)),
-                max_attempts: config.job_max_attempts.max(1),
-                max_queued: config.queue_max_queued,
-                worker_offline: std::time::Duration::from_secs(config.worker_offline_secs.max(1)),
+            QueueParts {
+                db: db.clone(),
+                plans: plans.clone(),
+                models: models.clone(),
+                events: events.clone(),
+                blobs: blobs.clone(),
+                links: links.clone(),
             },
+            queue_settings.clone(),
         ));
         let generator = Generator {
             db: db.clone(),
@@ -113,7 +115,9 @@ impl AppState {
             registry,
             events,
             queue,
+            queue_settings,
             blobs,
+            links,
             models,
             config,
             db,

@@ -162,7 +162,18 @@ impl Config {
                 figment = figment.merge(Serialized::default(key, value.trim().to_owned()));
             }
         }
-        figment.extract().context("invalid configuration")
+        let config: Config = figment.extract().context("invalid configuration")?;
+        Ok(config.clamped())
+    }
+
+    /// The configuration with values that would stop the queue raised to
+    /// their least working value (applied once, when it is loaded or
+    /// handed to `AppState::build`).
+    pub fn clamped(mut self) -> Self {
+        self.lease_ttl_secs = self.lease_ttl_secs.max(1);
+        self.job_max_attempts = self.job_max_attempts.max(1);
+        self.worker_offline_secs = self.worker_offline_secs.max(1);
+        self
     }
 
     pub fn database_url(&self) -> String {
@@ -227,6 +238,21 @@ mod tests {
             assert_eq!(c.database_url(), "postgres://x/y");
             Ok(())
         });
+    }
+
+    #[test]
+    fn zero_queue_timings_are_raised_once_at_load() {
+        let c = Config {
+            lease_ttl_secs: 0,
+            job_max_attempts: 0,
+            worker_offline_secs: 0,
+            ..Config::default()
+        }
+        .clamped();
+        assert_eq!(
+            (c.lease_ttl_secs, c.job_max_attempts, c.worker_offline_secs),
+            (1, 1, 1)
+        );
     }
 
     #[test]

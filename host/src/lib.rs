@@ -1,5 +1,8 @@
 //! Pingvas Studio host: the REST API server, its store, auth, credit
-//! ledger and (in later modules) the GPU queue and WASM plugin runtime.
+//! ledger, GPU queue and workers, and the WASM plugin runtime. The layers,
+//! bottom up: `store`, `blobs`, `imaging`, `events`, `metrics`; the domain
+//! modules (`billing`, `models`, `plugins`, `inference`, `queue`,
+//! `generation`, `users`, `auth`); `worker`; then `app`, `http`, `server`.
 
 pub mod admin;
 pub mod app;
@@ -12,7 +15,9 @@ pub mod events;
 pub mod generation;
 pub mod http;
 pub mod i18n;
+pub mod imaging;
 pub mod inference;
+pub mod metrics;
 pub mod models;
 pub mod plugins;
 pub mod queue;

@@ -192,16 +192,8 @@ async fn run_worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
         paused: false,
     };
     let runtime = pingvas_host::app::plugin_runtime(config)?;
-    let worker = Arc::new(Worker {
-        source: Arc::new(RemoteSource::new(&args.server, &args.token)?),
-        info,
-        backend,
-        runtime,
-        limits: config.plugin_limits.clone(),
-        poll: Duration::from_secs(20),
-        beat_every: Duration::from_secs((config.lease_ttl_secs / 3).max(1)),
-        abort: tokio_util::sync::CancellationToken::new(),
-    });
+    let source = Arc::new(RemoteSource::new(&args.server, &args.token)?);
+    let worker = Arc::new(Worker::new(source, info, backend, runtime, config));
     // SIGTERM: stop leasing and let the running job finish and report
     // within the grace period; past it, stop the job (its lease expires and
     // another worker takes it).

@@ -69,8 +69,7 @@ async fn start_background(
 ) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let mut tasks = tokio::task::JoinSet::new();
     let queue = state.queue.clone();
-    let every =
-        (queue.settings().lease_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
+    let every = state.queue_settings.reap_every();
     let reaper_stop = stop.clone();
     tasks.spawn(async move {
         loop {
@@ -92,19 +91,20 @@ async fn start_background(
         )?;
         // Registered before the first request, so enqueues see a worker.
         state.queue.touch_worker(&info).await?;
-        let worker = Arc::new(Worker {
-            source: Arc::new(LocalSource {
-                queue: state.queue.clone(),
-                registry: state.registry.clone(),
-            }),
+        let source = LocalSource {
+            queue: state.queue.clone(),
+            registry: state.registry.clone(),
+            blobs: state.blobs.clone(),
+        };
+        let mut worker = Worker::new(
+            Arc::new(source),
             info,
             backend,
-            runtime: state.registry.runtime.clone(),
-            limits: state.config.plugin_limits.clone(),
-            poll: Duration::from_secs(10),
-            beat_every: (state.queue.settings().lease_ttl / 3).max(Duration::from_millis(100)),
-            abort: abort.clone(),
-        });
+            state.registry.runtime.clone(),
+            &state.config,
+        );
+        worker.abort = abort.clone();
+        let worker = Arc::new(worker);
         tasks.spawn(worker.run(stop.clone()));
     }
     Ok(tasks)

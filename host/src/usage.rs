@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::jobs::{self as q, UsageRow};
+use crate::store::jobs::{self as q, JobStatus, UsageRow};
 use crate::store::{Db, StoreResult, images};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,7 +98,7 @@ pub fn summarise(period: Period, today: NaiveDate, rows: &[UsageRow], storage: i
         let Some(ended) = r.completed_at.filter(|t| *t >= from) else {
             continue;
         };
-        let completed = r.status == "completed";
+        let completed = r.status == JobStatus::Completed;
         let credits = r.credits_used.unwrap_or(0);
         let images = r
             .result_image_ids
@@ -156,11 +156,11 @@ pub async fn usage(db: &Db, user_id: &str, period: Period) -> StoreResult<Usage>
 mod tests {
     use super::*;
 
-    fn row(model: &str, status: &str, credits: i64, images: usize, at: &str) -> UsageRow {
+    fn row(model: &str, status: JobStatus, credits: i64, images: usize, at: &str) -> UsageRow {
         let t: DateTime<Utc> = at.parse().unwrap();
         UsageRow {
             model: model.into(),
-            status: status.into(),
+            status,
             credits_used: Some(credits),
             result_image_ids: Some(serde_json::to_string(&vec!["i"; images]).unwrap()),
             queued_at: t,
@@ -172,10 +172,10 @@ mod tests {
     fn folds_jobs_by_day_and_model_within_the_period() {
         let today = NaiveDate::from_ymd_opt(2025, 11, 25).unwrap();
         let rows = vec![
-            row("sdxl", "completed", 30, 2, "2025-11-25T10:00:00Z"),
-            row("sdxl", "completed", 20, 1, "2025-11-24T10:00:00Z"),
-            row("flux", "cancelled", 5, 0, "2025-11-24T11:00:00Z"),
-            row("flux", "completed", 40, 1, "2025-10-31T23:00:00Z"),
+            row("sdxl", JobStatus::Completed, 30, 2, "2025-11-25T10:00:00Z"),
+            row("sdxl", JobStatus::Completed, 20, 1, "2025-11-24T10:00:00Z"),
+            row("flux", JobStatus::Cancelled, 5, 0, "2025-11-24T11:00:00Z"),
+            row("flux", JobStatus::Completed, 40, 1, "2025-10-31T23:00:00Z"),
         ];
         let u = summarise(Period::Month, today, &rows, 1234);
         assert_eq!(u.start_date, NaiveDate::from_ymd_opt(2025, 11, 1).unwrap());

@@ -64,6 +64,26 @@ impl From<StoreError> for ProfileError {
     }
 }
 
+/// Who is calling, with what authorisation decisions need (tier, role);
+/// read once per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: String,
+    pub tier: String,
+    pub role: String,
+}
+
+/// The caller of `user_id`; `None` when the account no longer exists.
+pub async fn caller(db: &Db, user_id: &str) -> Result<Option<Caller>, StoreError> {
+    Ok(user_store::find_access(db, user_id)
+        .await?
+        .map(|(tier, role)| Caller {
+            id: user_id.to_owned(),
+            tier,
+            role,
+        }))
+}
+
 pub const MAX_AVATAR_URL_LEN: usize = 2048;
 
 /// An avatar URL must be absolute http(s) and of reasonable length.
@@ -135,7 +155,7 @@ pub async fn update(
         None => None,
     };
     let change = ProfileChange { name, avatar_url };
-    user_store::update_profile(db, user_id, &change, Utc::now())
+    user_store::update_profile(&db.write().await, user_id, &change, Utc::now())
         .await?
         .ok_or(ProfileError::NotFound)
 }

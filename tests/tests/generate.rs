@@ -224,7 +224,9 @@ async fn save_to_board_adds_the_images_to_the_board() {
         name: "favourites".into(),
         created_at: chrono::Utc::now(),
     };
-    img::insert_board(&srv.state.db, &board).await.unwrap();
+    img::insert_board(&srv.state.db.write().await, &board)
+        .await
+        .unwrap();
     let mut body = small_job("a boat");
     body["save_to_board"] = json!(board.id);
     let refused = srv

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use pingvas_host::billing::ledger::{LedgerError, TxKind};
 use pingvas_host::on_db;
+use pingvas_host::store::Page;
 use pingvas_tests::TestServer;
 use proptest::prelude::*;
 
@@ -84,7 +85,14 @@ async fn capture_twice_with_one_key_charges_once() {
     let b = l.balance(&u.user_id).await.unwrap();
     assert_eq!((b.balance, b.reserved), (75, 0));
     let (rows, total) = l
-        .history(&u.user_id, Some(TxKind::GenerationUse), 1, 20)
+        .history(
+            &u.user_id,
+            Some(TxKind::GenerationUse),
+            Page {
+                page: 1,
+                per_page: 20,
+            },
+        )
         .await
         .unwrap();
     assert_eq!((total, rows[0].amount, rows[0].balance_after), (1, -25, 75));

@@ -104,7 +104,14 @@ async fn a_killed_worker_s_job_completes_on_another_and_is_charged_once() {
     let charges: Vec<(String, i64)> = srv
         .state
         .ledger
-        .history(&alice.user_id, None, 1, 100)
+        .history(
+            &alice.user_id,
+            None,
+            pingvas_tests::pingvas_host::store::Page {
+                page: 1,
+                per_page: 100,
+            },
+        )
         .await
         .unwrap()
         .0

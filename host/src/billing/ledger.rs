@@ -11,7 +11,7 @@
 use chrono::Utc;
 
 use crate::store::credits::{self as q, HoldRow, NewTransaction, TransactionRow};
-use crate::store::{Db, StoreError, Tx, new_id};
+use crate::store::{Db, Page, StoreError, Tx, new_id};
 
 /// Kinds of ledger transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,18 +377,9 @@ impl Ledger {
         &self,
         user_id: &str,
         kind: Option<TxKind>,
-        page: u32,
-        per_page: u32,
+        page: Page,
     ) -> LedgerResult<(Vec<TransactionRow>, i64)> {
-        let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-        Ok(q::list_transactions(
-            &self.db,
-            user_id,
-            kind.map(TxKind::as_str),
-            per_page.into(),
-            offset,
-        )
-        .await?)
+        Ok(q::list_transactions(&self.db, user_id, kind.map(TxKind::as_str), page).await?)
     }
 
     /// Sum of the user's log; equals `balance` whenever the ledger is sound.

@@ -1,5 +1,5 @@
-//! Blob storage for bytes the database only references: plugin components
-//! now, images later. Keys are relative paths (`plugins/<sha256>.wasm`).
+//! Blob storage for bytes the database only references: plugin components,
+//! generated images, thumbnails and uploaded inputs. Keys are relative paths (`plugins/<sha256>.wasm`).
 //! The embedded default is a directory under the data dir, reached through
 //! cap-std so no key can escape it; S3-compatible storage comes with the
 //! scale-out work.
@@ -46,6 +46,14 @@ impl LocalBlobs {
     pub fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
         self.root.read(key)
     }
+
+    /// Removes the blob of `key`; a missing one is not an error.
+    pub fn delete(&self, key: &str) -> std::io::Result<()> {
+        match self.root.remove_file(key) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -61,5 +69,8 @@ mod tests {
         assert!(blobs.put("../outside", b"x").is_err());
         assert!(blobs.get("/etc/passwd").is_err());
         assert!(!dir.path().join("outside").exists());
+        blobs.delete("plugins/abc.wasm").unwrap();
+        assert!(blobs.get("plugins/abc.wasm").is_err());
+        blobs.delete("plugins/abc.wasm").unwrap();
     }
 }

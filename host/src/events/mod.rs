@@ -3,8 +3,10 @@
 //! gets an id that only grows (microseconds since the epoch, bumped when
 //! two land in one microsecond, so ids stay ordered across restarts), and
 //! each user's recent events are kept so a client that reconnects with its
-//! last id gets what it missed. In-process; Redis pub/sub for several
-//! hosts comes with the scale-out work.
+//! last id gets what it missed. The bus carries any payload type that
+//! serialises with its own `type` and `data` (the studio's events are
+//! `queue::events::UserEvent`). In-process; Redis pub/sub for several hosts
+//! comes with the scale-out work.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,35 +21,36 @@ const BACKLOG: usize = 512;
 /// listens.
 const IDLE_SECS: i64 = 3600;
 
+/// One event as a client receives it: `id`, `timestamp`, and the
+/// payload's `type` and `data`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Event {
+pub struct Event<P> {
     /// Ordered, unique: resume with the last one seen.
     pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
     pub timestamp: DateTime<Utc>,
-    pub data: serde_json::Value,
+    #[serde(flatten)]
+    pub payload: P,
     #[serde(skip)]
     pub seq: u64,
 }
 
 /// What a subscriber gets: the events it missed, then a live feed.
-pub struct Subscription {
-    pub backlog: Vec<Arc<Event>>,
+pub struct Subscription<P> {
+    pub backlog: Vec<Arc<Event<P>>>,
     /// False when `after` was older than the kept backlog: events were
     /// lost and the client should refetch state.
     pub complete: bool,
-    pub live: broadcast::Receiver<Arc<Event>>,
+    pub live: broadcast::Receiver<Arc<Event<P>>>,
 }
 
-struct Channel {
-    recent: VecDeque<Arc<Event>>,
+struct Channel<P> {
+    recent: VecDeque<Arc<Event<P>>>,
     /// Events before this id were dropped from `recent`.
     dropped_before: u64,
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Event<P>>>,
 }
 
-impl Channel {
+impl<P> Channel<P> {
     fn new() -> Self {
         Self {
             recent: VecDeque::new(),
@@ -57,19 +60,19 @@ impl Channel {
     }
 }
 
-pub struct EventBus {
-    inner: Mutex<Inner>,
+pub struct EventBus<P> {
+    inner: Mutex<Inner<P>>,
     /// Ids from earlier runs are below this one: resuming from one of them
     /// may have missed events.
     started: u64,
 }
 
-struct Inner {
+struct Inner<P> {
     last_seq: u64,
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, Channel<P>>,
 }
 
-impl Default for EventBus {
+impl<P> Default for EventBus<P> {
     fn default() -> Self {
         Self::new()
     }
@@ -79,7 +82,12 @@ fn now_micros() -> u64 {
     u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0)
 }
 
-impl EventBus {
+/// The channel name of a user (the spec's `websocket_channel`).
+pub fn channel_of(user_id: &str) -> String {
+    format!("user_{user_id}")
+}
+
+impl<P> EventBus<P> {
     pub fn new() -> Self {
         let started = now_micros();
         Self {
@@ -91,21 +99,15 @@ impl EventBus {
         }
     }
 
-    /// The channel name of a user (the spec's `websocket_channel`).
-    pub fn channel_of(user_id: &str) -> String {
-        format!("user_{user_id}")
-    }
-
     /// Publishes an event on the user's channel.
-    pub fn publish(&self, user_id: &str, kind: &str, data: serde_json::Value) -> Arc<Event> {
+    pub fn publish(&self, user_id: &str, payload: P) -> Arc<Event<P>> {
         let mut inner = self.inner.lock().expect("event bus lock");
         let seq = (inner.last_seq + 1).max(now_micros());
         inner.last_seq = seq;
         let event = Arc::new(Event {
             id: seq.to_string(),
-            kind: kind.to_owned(),
             timestamp: Utc::now(),
-            data,
+            payload,
             seq,
         });
         if inner.channels.len() > 1024 && seq.is_multiple_of(64) {
@@ -130,7 +132,7 @@ impl EventBus {
 
     /// Subscribes to a user's channel; with `after`, first replays the kept
     /// events newer than that id.
-    pub fn subscribe(&self, user_id: &str, after: Option<u64>) -> Subscription {
+    pub fn subscribe(&self, user_id: &str, after: Option<u64>) -> Subscription<P> {
         let mut inner = self.inner.lock().expect("event bus lock");
         let ch = inner
             .channels
@@ -159,7 +161,7 @@ impl EventBus {
 
     /// Kept events of a user newer than `after` (to recover after a slow
     /// subscriber lagged behind the live feed).
-    pub fn since(&self, user_id: &str, after: u64) -> Vec<Arc<Event>> {
+    pub fn since(&self, user_id: &str, after: u64) -> Vec<Arc<Event<P>>> {
         let inner = self.inner.lock().expect("event bus lock");
         inner
             .channels
@@ -178,37 +180,38 @@ impl EventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    type Bus = EventBus<&'static str>;
 
     #[test]
     fn ids_grow_and_resume_replays_only_newer_events() {
-        let bus = EventBus::new();
-        let a = bus.publish("u1", "job.queued", json!({"n": 1}));
-        let b = bus.publish("u1", "job.started", json!({"n": 2}));
-        bus.publish("u2", "job.queued", json!({}));
+        let bus = Bus::new();
+        let a = bus.publish("u1", "job.queued");
+        let b = bus.publish("u1", "job.started");
+        bus.publish("u2", "job.queued");
         assert!(b.seq > a.seq);
         let sub = bus.subscribe("u1", Some(a.seq));
         assert!(sub.complete);
         assert_eq!(sub.backlog.len(), 1);
-        assert_eq!(sub.backlog[0].kind, "job.started");
+        assert_eq!(sub.backlog[0].payload, "job.started");
     }
 
     #[tokio::test]
     async fn live_events_follow_the_backlog_without_gaps() {
-        let bus = EventBus::new();
-        let first = bus.publish("u", "a", json!({}));
+        let bus = Bus::new();
+        let first = bus.publish("u", "a");
         let mut sub = bus.subscribe("u", Some(first.seq - 1));
-        bus.publish("u", "b", json!({}));
+        bus.publish("u", "b");
         assert_eq!(sub.backlog.len(), 1);
-        assert_eq!(sub.live.recv().await.unwrap().kind, "b");
+        assert_eq!(sub.live.recv().await.unwrap().payload, "b");
     }
 
     #[test]
     fn resuming_past_the_backlog_is_reported_incomplete() {
-        let bus = EventBus::new();
-        let first = bus.publish("u", "e", json!({}));
+        let bus = Bus::new();
+        let first = bus.publish("u", "e");
         for _ in 0..=BACKLOG {
-            bus.publish("u", "e", json!({}));
+            bus.publish("u", "e");
         }
         assert!(!bus.subscribe("u", Some(first.seq)).complete);
         assert!(!bus.subscribe("u", Some(1)).complete);

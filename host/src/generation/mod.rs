@@ -6,4 +6,4 @@
 pub mod request;
 pub mod validate;
 
-pub use validate::{Caller, GenerationError, Generator};
+pub use validate::{GenerationError, Generator};

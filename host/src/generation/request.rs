@@ -1,8 +1,10 @@
 //! The request bodies of `POST /generate/*`, as the spec names their
-//! fields. Everything optional has the default a user of the studio
-//! expects; unknown fields are refused.
+//! fields. Each diffusion request is its own fields plus the `Common`
+//! ones; everything optional has the default a user of the studio expects;
+//! unknown fields are refused, by the names these types declare.
 
 use serde::Deserialize;
+use serde::de::{self, Visitor};
 use utoipa::ToSchema;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -38,31 +40,6 @@ fn one() -> f32 {
     1.0
 }
 
-/// Fields of `Common`, for the unknown-field check (serde cannot refuse
-/// unknown fields next to `flatten`).
-pub const COMMON_FIELDS: &[&str] = &[
-    "negative_prompt",
-    "steps",
-    "cfg_scale",
-    "sampler",
-    "seed",
-    "batch_size",
-    "loras",
-    "save_to_board",
-    "pre_nodes",
-    "post_nodes",
-];
-pub const TEXT_TO_IMAGE_FIELDS: &[&str] = &["prompt", "model", "width", "height", "controlnet"];
-pub const IMAGE_TO_IMAGE_FIELDS: &[&str] = &[
-    "prompt",
-    "model",
-    "source_image",
-    "strength",
-    "width",
-    "height",
-];
-pub const INPAINT_FIELDS: &[&str] = &["prompt", "model", "source_image", "mask_image"];
-
 /// Fields every diffusion request shares.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct Common {
@@ -79,19 +56,28 @@ pub struct Common {
     pub post_nodes: Option<Vec<NodeRequest>>,
 }
 
+/// A diffusion request: its own fields and the common ones (as the API
+/// document shows it; validation parses the two parts apart, so each
+/// failing field keeps its name).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct TextToImageRequest {
-    pub prompt: String,
-    pub model: String,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub controlnet: Option<ControlNetRequest>,
+pub struct WithCommon<T> {
+    #[serde(flatten)]
+    pub own: T,
     #[serde(flatten)]
     pub common: Common,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct ImageToImageRequest {
+pub struct TextToImage {
+    pub prompt: String,
+    pub model: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub controlnet: Option<ControlNetRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ImageToImage {
     pub prompt: String,
     pub model: String,
     /// base64 image or an image id of yours.
@@ -101,9 +87,20 @@ pub struct ImageToImageRequest {
     /// Output size; default the source's (rounded down to a multiple of 8).
     pub width: Option<u32>,
     pub height: Option<u32>,
-    #[serde(flatten)]
-    pub common: Common,
 }
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct Inpaint {
+    pub prompt: String,
+    pub model: String,
+    pub source_image: String,
+    /// White repaints, black keeps; the source's size.
+    pub mask_image: String,
+}
+
+pub type TextToImageRequest = WithCommon<TextToImage>;
+pub type ImageToImageRequest = WithCommon<ImageToImage>;
+pub type InpaintRequest = WithCommon<Inpaint>;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -118,13 +115,53 @@ pub struct UpscaleRequest {
     pub post_nodes: Option<Vec<NodeRequest>>,
 }
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct InpaintRequest {
-    pub prompt: String,
-    pub model: String,
-    pub source_image: String,
-    /// White repaints, black keeps; the source's size.
-    pub mask_image: String,
-    #[serde(flatten)]
-    pub common: Common,
+/// The JSON field names a struct accepts, as its `Deserialize` declares
+/// them (asked of the derived impl, which names its fields to the
+/// deserializer).
+pub fn fields_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that only records the field list it is asked for.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> de::Deserializer<'de> for FieldNames<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("field names only"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("field names only"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+        enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_come_from_the_types() {
+        assert_eq!(
+            fields_of::<TextToImage>(),
+            ["prompt", "model", "width", "height", "controlnet"]
+        );
+        assert!(fields_of::<Common>().contains(&"post_nodes"));
+        assert_eq!(fields_of::<UpscaleRequest>().len(), 5);
+    }
 }

@@ -13,12 +13,14 @@ use sha2::{Digest, Sha256};
 use super::request::*;
 use crate::billing::plans::Catalogue as Plans;
 use crate::blobs::LocalBlobs;
+use crate::imaging;
+use crate::inference::Generation;
 use crate::models::{Model, ModelCatalogue};
 use crate::plugins::registry::{Registry, RegistryError};
 use crate::queue::job::{ControlNetSpec, JobSpec, JobType, LoraSpec, NodeSpec};
 use crate::store::images as img;
 use crate::store::{Db, StoreError};
-use crate::worker::pipeline::decode_image;
+use crate::users::Caller;
 
 /// Samplers every backend maps.
 pub const SAMPLERS: &[&str] = &[
@@ -65,20 +67,25 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> GenerationErr
 
 type GenResult<T> = Result<T, GenerationError>;
 
-/// Refuses fields a request type does not have (serde cannot, next to a
-/// flattened struct).
-pub fn check_fields(body: &Value, own: &[&str], common: bool) -> GenResult<()> {
+/// Refuses fields none of `accepted` declares, naming the first.
+pub fn check_fields(body: &Value, accepted: &[&[&str]]) -> GenResult<()> {
     let Some(obj) = body.as_object() else {
         return Err(invalid("body", "expected a JSON object"));
     };
     for key in obj.keys() {
-        let known =
-            own.contains(&key.as_str()) || (common && COMMON_FIELDS.contains(&key.as_str()));
-        if !known {
+        if !accepted.iter().any(|fields| fields.contains(&key.as_str())) {
             return Err(invalid(key.as_str(), "unknown field"));
         }
     }
     Ok(())
+}
+
+/// Parses a diffusion request: its own fields `T` and the common ones,
+/// each part on its own so a failing field keeps its name.
+pub fn parse_with_common<T: serde::de::DeserializeOwned>(body: Value) -> GenResult<(T, Common)> {
+    check_fields(&body, &[fields_of::<T>(), fields_of::<Common>()])?;
+    let common = parse::<Common>(body.clone())?;
+    Ok((parse::<T>(body)?, common))
 }
 
 /// Parses a request body into `T`, naming the failing field.
@@ -106,26 +113,14 @@ pub struct Generator {
     pub blobs: Arc<LocalBlobs>,
 }
 
-/// The caller.
-pub struct Caller<'a> {
-    pub id: &'a str,
-    pub tier: &'a str,
-}
-
 impl Generator {
-    fn model(
-        &self,
-        caller: &Caller<'_>,
-        field: &str,
-        name: &str,
-        kinds: &[&str],
-    ) -> GenResult<Model> {
+    fn model(&self, caller: &Caller, field: &str, name: &str, kinds: &[&str]) -> GenResult<Model> {
         let m = self
             .models
             .get(name)
             .filter(|m| kinds.contains(&m.kind.as_str()))
             .ok_or_else(|| invalid(field, format!("unknown {} model {name}", kinds.join("/"))))?;
-        if !self.models.allows(&self.plans, caller.tier, m) {
+        if !self.models.allows(&self.plans, &caller.tier, m) {
             return Err(GenerationError::ModelNotAvailable {
                 model: m.name.clone(),
                 min_tier: m.min_tier.clone(),
@@ -136,7 +131,7 @@ impl Generator {
 
     /// A base64 image (optionally a `data:` URL) or the id of an image the
     /// caller owns, decoded for real; uploads are stored content-addressed.
-    async fn input(&self, caller: &Caller<'_>, field: &str, value: &str) -> GenResult<Input> {
+    async fn input(&self, caller: &Caller, field: &str, value: &str) -> GenResult<Input> {
         let value = value.trim();
         if value.is_empty() {
             return Err(invalid(field, "empty"));
@@ -152,7 +147,7 @@ impl Generator {
                 .await
                 .map_err(anyhow::Error::from)?
                 .map_err(|e| anyhow::anyhow!("reading image {value}: {e}"))?;
-            let image = decode_image(&bytes).map_err(|e| invalid(field, e))?;
+            let image = imaging::decode(&bytes).map_err(|e| invalid(field, e))?;
             return Ok(Input {
                 key: row.blob_key,
                 image,
@@ -166,7 +161,7 @@ impl Generator {
             .decode(data.as_bytes())
             .map_err(|_| invalid(field, "neither an image id nor valid base64"))?;
         let (image, bytes) =
-            tokio::task::spawn_blocking(move || decode_image(&bytes).map(|i| (i, bytes)))
+            tokio::task::spawn_blocking(move || imaging::decode(&bytes).map(|i| (i, bytes)))
                 .await
                 .map_err(anyhow::Error::from)?
                 .map_err(|e| invalid(field, format!("not a readable image: {e}")))?;
@@ -184,7 +179,7 @@ impl Generator {
         Ok(Input { key, image })
     }
 
-    async fn board(&self, caller: &Caller<'_>, board: Option<String>) -> GenResult<Option<String>> {
+    async fn board(&self, caller: &Caller, board: Option<String>) -> GenResult<Option<String>> {
         let Some(id) = board.filter(|b| !b.is_empty()) else {
             return Ok(None);
         };
@@ -196,7 +191,7 @@ impl Generator {
 
     async fn nodes(
         &self,
-        caller: &Caller<'_>,
+        caller: &Caller,
         field: &str,
         want: &str,
         nodes: Option<Vec<NodeRequest>>,
@@ -215,7 +210,7 @@ impl Generator {
             };
             let runnable = match self
                 .registry
-                .resolve(caller.id, &n.name, n.version.as_deref())
+                .resolve(&caller.id, &n.name, n.version.as_deref())
                 .await
             {
                 Ok(r) => r,
@@ -246,7 +241,7 @@ impl Generator {
     /// Checks the shared diffusion fields and fills a spec with them.
     async fn diffusion(
         &self,
-        caller: &Caller<'_>,
+        caller: &Caller,
         job_type: JobType,
         prompt: String,
         model: &str,
@@ -320,35 +315,30 @@ impl Generator {
         }
         Ok(JobSpec {
             job_type,
-            model: model.name,
-            prompt,
-            negative_prompt,
-            width,
-            height,
-            steps,
-            cfg_scale,
-            sampler,
-            seed,
-            batch_size,
+            generation: Generation {
+                model: model.name,
+                prompt,
+                negative_prompt,
+                width,
+                height,
+                steps,
+                cfg_scale,
+                sampler,
+                seed,
+                batch_size,
+            },
             loras: lora_specs,
-            controlnet: None,
-            source_image: None,
-            mask_image: None,
-            strength: None,
-            scale: None,
             pre_nodes: self.nodes(caller, "pre_nodes", "pre", c.pre_nodes).await?,
             post_nodes: self
                 .nodes(caller, "post_nodes", "post", c.post_nodes)
                 .await?,
             save_to_board: self.board(caller, c.save_to_board).await?,
+            ..JobSpec::default()
         })
     }
 
-    pub async fn text_to_image(&self, caller: &Caller<'_>, body: Value) -> GenResult<JobSpec> {
-        check_fields(&body, TEXT_TO_IMAGE_FIELDS, true)?;
-        // Common fields first: their paths are lost behind `flatten`.
-        parse::<Common>(body.clone())?;
-        let r: TextToImageRequest = parse(body)?;
+    pub async fn text_to_image(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+        let (r, common) = parse_with_common::<TextToImage>(body)?;
         let size = (r.width.unwrap_or(1024), r.height.unwrap_or(1024));
         let mut spec = self
             .diffusion(
@@ -357,7 +347,7 @@ impl Generator {
                 r.prompt,
                 &r.model,
                 size,
-                r.common,
+                common,
             )
             .await?;
         if let Some(cn) = r.controlnet {
@@ -375,11 +365,8 @@ impl Generator {
         Ok(spec)
     }
 
-    pub async fn image_to_image(&self, caller: &Caller<'_>, body: Value) -> GenResult<JobSpec> {
-        check_fields(&body, IMAGE_TO_IMAGE_FIELDS, true)?;
-        // Common fields first: their paths are lost behind `flatten`.
-        parse::<Common>(body.clone())?;
-        let r: ImageToImageRequest = parse(body)?;
+    pub async fn image_to_image(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+        let (r, common) = parse_with_common::<ImageToImage>(body)?;
         let strength = r.strength.unwrap_or(0.75);
         if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
             return Err(invalid("strength", "between 0 and 1"));
@@ -397,7 +384,7 @@ impl Generator {
                 r.prompt,
                 &r.model,
                 size,
-                r.common,
+                common,
             )
             .await?;
         spec.source_image = Some(source.key);
@@ -405,11 +392,8 @@ impl Generator {
         Ok(spec)
     }
 
-    pub async fn inpaint(&self, caller: &Caller<'_>, body: Value) -> GenResult<JobSpec> {
-        check_fields(&body, INPAINT_FIELDS, true)?;
-        // Common fields first: their paths are lost behind `flatten`.
-        parse::<Common>(body.clone())?;
-        let r: InpaintRequest = parse(body)?;
+    pub async fn inpaint(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+        let (r, common) = parse_with_common::<Inpaint>(body)?;
         let source = self.input(caller, "source_image", &r.source_image).await?;
         let (w, h) = source.image.dimensions();
         if !(64..=2048).contains(&w) || !(64..=2048).contains(&h) {
@@ -435,22 +419,18 @@ impl Generator {
                 r.prompt,
                 &r.model,
                 (w / 8 * 8, h / 8 * 8),
-                r.common,
+                common,
             )
             .await?;
-        spec.width = w;
-        spec.height = h;
+        spec.generation.width = w;
+        spec.generation.height = h;
         spec.source_image = Some(source.key);
         spec.mask_image = Some(mask.key);
         Ok(spec)
     }
 
-    pub async fn upscale(&self, caller: &Caller<'_>, body: Value) -> GenResult<JobSpec> {
-        check_fields(
-            &body,
-            &["image", "scale", "model", "save_to_board", "post_nodes"],
-            false,
-        )?;
+    pub async fn upscale(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+        check_fields(&body, &[fields_of::<UpscaleRequest>()])?;
         let r: UpscaleRequest = parse(body)?;
         let model = self.model(
             caller,
@@ -472,27 +452,21 @@ impl Generator {
         }
         Ok(JobSpec {
             job_type: JobType::Upscale,
-            model: model.name,
-            prompt: String::new(),
-            negative_prompt: String::new(),
-            width: w,
-            height: h,
-            steps: 1,
-            cfg_scale: 0.0,
-            sampler: String::new(),
-            seed: 0,
-            batch_size: 1,
-            loras: vec![],
-            controlnet: None,
+            generation: Generation {
+                model: model.name,
+                width: w,
+                height: h,
+                steps: 1,
+                batch_size: 1,
+                ..Generation::default()
+            },
             source_image: Some(source.key),
-            mask_image: None,
-            strength: None,
             scale: Some(scale),
-            pre_nodes: vec![],
             post_nodes: self
                 .nodes(caller, "post_nodes", "post", r.post_nodes)
                 .await?,
             save_to_board: self.board(caller, r.save_to_board).await?,
+            ..JobSpec::default()
         })
     }
 }
@@ -512,24 +486,18 @@ mod tests {
     #[test]
     fn unknown_fields_are_named() {
         let body = json!({ "prompt": "x", "model": "m", "stepz": 3 });
-        match check_fields(&body, TEXT_TO_IMAGE_FIELDS, true) {
+        match parse_with_common::<TextToImage>(body) {
             Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "stepz"),
             other => panic!("{other:?}"),
         }
-        assert!(
-            check_fields(
-                &json!({ "prompt": "x", "steps": 3 }),
-                TEXT_TO_IMAGE_FIELDS,
-                true
-            )
-            .is_ok()
-        );
+        let fields = [fields_of::<TextToImage>(), fields_of::<Common>()];
+        assert!(check_fields(&json!({ "prompt": "x", "steps": 3 }), &fields).is_ok());
     }
 
     #[test]
     fn type_errors_name_the_field() {
         let body = json!({ "prompt": "x", "model": "m", "width": "wide" });
-        match parse::<TextToImageRequest>(body) {
+        match parse_with_common::<TextToImage>(body) {
             Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "width"),
             other => panic!("{other:?}"),
         }

@@ -12,6 +12,7 @@ use crate::app::SharedState;
 use crate::auth::tokens::TokenError;
 use crate::error::{ApiError, ErrorCode};
 use crate::i18n::Lang;
+use crate::users::{self, Caller};
 
 /// `axum::Json` with enveloped rejections.
 #[derive(Debug, FromRequest)]
@@ -87,6 +88,32 @@ pub fn lang_of(headers: &axum::http::HeaderMap) -> Lang {
         .and_then(|v| v.to_str().ok())
         .map(Lang::from_accept_language)
         .unwrap_or_default()
+}
+
+/// The caller with their tier and role (read once per request), for
+/// handlers whose answer depends on them.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub Caller);
+
+impl std::ops::Deref for CurrentUser {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl FromRequestParts<SharedState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        let AuthUser { id } = AuthUser::from_request_parts(parts, state).await?;
+        let caller = users::caller(&state.db, &id)
+            .await
+            .map_err(ApiError::internal)?
+            // A valid token of a deleted account.
+            .ok_or(ErrorCode::InvalidToken)?;
+        Ok(CurrentUser(caller))
+    }
 }
 
 /// The caller, from a valid `Authorization: Bearer <access token>`.

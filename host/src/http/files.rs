@@ -31,7 +31,7 @@ pub async fn file(
     ApiQuery(s): ApiQuery<Signature>,
 ) -> ApiResult<Response> {
     let servable = key.starts_with("images/") || key.starts_with("thumbnails/");
-    if !servable || !state.queue.links().verify(&key, s.expires, &s.sig) {
+    if !servable || !state.links.verify(&key, s.expires, &s.sig) {
         return Err(ErrorCode::Forbidden.into());
     }
     let blobs = state.blobs.clone();

@@ -11,16 +11,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::AuthUser;
+use super::extract::CurrentUser;
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::generation::GenerationError;
 use crate::generation::request::{
     ImageToImageRequest, InpaintRequest, TextToImageRequest, UpscaleRequest,
 };
-use crate::generation::{Caller, GenerationError};
 use crate::queue::QueueError;
-use crate::store::users as user_store;
 
 pub fn router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -75,7 +74,7 @@ impl From<QueueError> for ApiError {
             ),
             QueueError::NotFound => ErrorCode::NotFound.into(),
             QueueError::Ended { status } => {
-                ApiError::with_details(ErrorCode::Conflict, json!({ "status": status }))
+                ApiError::with_details(ErrorCode::Conflict, json!({ "status": status.as_str() }))
             }
             QueueError::LeaseLost => ApiError::with_details(
                 ErrorCode::Conflict,
@@ -97,28 +96,20 @@ enum Kind {
 
 async fn submit(
     state: &SharedState,
-    user: &AuthUser,
+    user: &CurrentUser,
     kind: Kind,
     body: &[u8],
 ) -> ApiResult<Response> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid_param("body", format!("not valid JSON: {e}")))?;
-    let me = user_store::find_by_id(&state.db, &user.id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or(ErrorCode::InvalidToken)?;
-    let caller = Caller {
-        id: &me.id,
-        tier: &me.tier,
-    };
     let g = &state.generator;
     let spec = match kind {
-        Kind::TextToImage => g.text_to_image(&caller, body).await?,
-        Kind::ImageToImage => g.image_to_image(&caller, body).await?,
-        Kind::Upscale => g.upscale(&caller, body).await?,
-        Kind::Inpaint => g.inpaint(&caller, body).await?,
+        Kind::TextToImage => g.text_to_image(user, body).await?,
+        Kind::ImageToImage => g.image_to_image(user, body).await?,
+        Kind::Upscale => g.upscale(user, body).await?,
+        Kind::Inpaint => g.inpaint(user, body).await?,
     };
-    let e = state.queue.enqueue(&me.id, &me.tier, spec).await?;
+    let e = state.queue.enqueue(&user.id, &user.tier, spec).await?;
     Ok(ok(Accepted {
         job_id: e.job_id,
         status: "queued",
@@ -142,7 +133,7 @@ async fn submit(
         (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
 async fn text_to_image(
     State(state): State<SharedState>,
-    user: AuthUser,
+    user: CurrentUser,
     body: Bytes,
 ) -> ApiResult<Response> {
     submit(&state, &user, Kind::TextToImage, &body).await
@@ -154,7 +145,7 @@ async fn text_to_image(
     responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
 async fn image_to_image(
     State(state): State<SharedState>,
-    user: AuthUser,
+    user: CurrentUser,
     body: Bytes,
 ) -> ApiResult<Response> {
     submit(&state, &user, Kind::ImageToImage, &body).await
@@ -166,7 +157,7 @@ async fn image_to_image(
     responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
 async fn upscale(
     State(state): State<SharedState>,
-    user: AuthUser,
+    user: CurrentUser,
     body: Bytes,
 ) -> ApiResult<Response> {
     submit(&state, &user, Kind::Upscale, &body).await
@@ -178,7 +169,7 @@ async fn upscale(
     responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
 async fn inpaint(
     State(state): State<SharedState>,
-    user: AuthUser,
+    user: CurrentUser,
     body: Bytes,
 ) -> ApiResult<Response> {
     submit(&state, &user, Kind::Inpaint, &body).await

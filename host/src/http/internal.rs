@@ -21,7 +21,7 @@ use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::worker::local::with_inputs;
 use crate::worker::wire::{
-    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeasedJob,
+    CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, LeasedJob,
 };
 
 /// Results of a batch of large images are big; the public body limit does
@@ -80,7 +80,7 @@ async fn lease(
     match state.queue.wait_for_lease(&info, wait).await? {
         None => Ok(StatusCode::NO_CONTENT.into_response()),
         Some(lease) => {
-            let item = with_inputs(&state.queue, lease)
+            let item = with_inputs(&state.blobs, lease)
                 .await
                 .map_err(ApiError::internal)?;
             Ok(ok(LeasedJob::of(&item)).into_response())
@@ -99,7 +99,7 @@ async fn heartbeat(
         .queue
         .heartbeat(&id, &req.lease_token, progress, req.gpu_started_at)
         .await?;
-    Ok(ok(HeartbeatResponse::from(reply)))
+    Ok(ok(reply))
 }
 
 async fn complete(
@@ -128,7 +128,7 @@ async fn fail(
 ) -> ApiResult<impl IntoResponse> {
     let settled = state
         .queue
-        .fail(&id, &req.lease_token, &req.code, &req.message)
+        .fail(&id, &req.lease_token, req.code, &req.message)
         .await?;
     Ok(ok(serde_json::json!({ "job_id": settled.job_id })))
 }

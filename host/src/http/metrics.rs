@@ -1,78 +1,13 @@
-//! Prometheus metrics of the HTTP server: request counts and latency
-//! histograms by route template, method and status.
+//! HTTP metrics middleware: times each request and records it under its
+//! route template in the host's registry (`crate::metrics`).
 
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 
 use crate::app::SharedState;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: String,
-    route: String,
-    status: u16,
-}
-
-pub struct HttpMetrics {
-    registry: Mutex<Registry>,
-    requests: Family<RequestLabels, Counter>,
-    latency: Family<RequestLabels, Histogram>,
-}
-
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl HttpMetrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("pingvas");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
-            // 0.25 ms … ~8 s
-            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
-        });
-        registry.register("http_requests", "HTTP requests answered", requests.clone());
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency",
-            latency.clone(),
-        );
-        Self {
-            registry: Mutex::new(registry),
-            requests,
-            latency,
-        }
-    }
-
-    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let labels = RequestLabels {
-            method: method.to_owned(),
-            route: route.to_owned(),
-            status,
-        };
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(seconds);
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let registry = self.registry.lock().expect("metrics registry lock");
-        encode(&mut out, &registry).expect("writing to a String cannot fail");
-        out
-    }
-}
 
 /// The route template a request matched, carried on its response.
 #[derive(Clone)]

@@ -7,12 +7,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiQuery, AuthUser};
+use super::extract::{ApiQuery, CurrentUser};
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::{ApiError, ApiResult};
 use crate::models::{MODEL_BASES, MODEL_TYPES};
-use crate::store::users as user_store;
 
 pub fn router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new().routes(routes!(list_models))
@@ -60,20 +59,16 @@ fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> ApiResult<()> {
     responses((status = 200, body = Envelope<Vec<ModelView>>), (status = 400, description = "INVALID_PARAMETERS", body = ErrorEnvelope)))]
 async fn list_models(
     State(state): State<SharedState>,
-    user: AuthUser,
+    user: CurrentUser,
     ApiQuery(q): ApiQuery<ModelsQuery>,
 ) -> ApiResult<impl IntoResponse> {
     one_of("type", q.kind.as_deref(), &MODEL_TYPES)?;
     one_of("base", q.base.as_deref(), &MODEL_BASES)?;
-    let me = user_store::find_by_id(&state.db, &user.id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or(ErrorCode::InvalidToken)?;
     let views: Vec<ModelView> = state
         .models
         .filter(q.kind.as_deref(), q.base.as_deref())
         .map(|m| ModelView {
-            is_available: state.models.allows(&state.plans, &me.tier, m),
+            is_available: state.models.allows(&state.plans, &user.tier, m),
             id: m.id.clone(),
             name: m.name.clone(),
             display_name: m.display_name.clone(),

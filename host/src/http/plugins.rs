@@ -215,7 +215,7 @@ async fn list(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let (page, per_page) = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, 100)?;
     let kind = match q.kind.as_deref() {
         None | Some("") => None,
         Some(k) => Some(
@@ -223,16 +223,12 @@ async fn list(
                 .ok_or_else(|| ApiError::invalid_param("kind", "node, workflow or billing"))?,
         ),
     };
-    let (rows, total) = state.registry.list(&user.id, kind, page, per_page).await?;
+    let (rows, total) = state.registry.list(&user.id, kind, page).await?;
     let views: Vec<PluginView> = rows
         .into_iter()
         .map(|p| PluginView::of(p, &user.id))
         .collect();
-    Ok(ok(views).meta(PageMeta {
-        page,
-        per_page,
-        total,
-    }))
+    Ok(ok(views).meta(PageMeta::of(page, total)))
 }
 
 /// 플러그인 상세

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::store::Page;
+
 /// Pagination of a list response.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct PageMeta {
@@ -108,7 +110,7 @@ pub fn check_page(
     page: Option<u32>,
     per_page: Option<u32>,
     max_per_page: u32,
-) -> crate::error::ApiResult<(u32, u32)> {
+) -> crate::error::ApiResult<Page> {
     let page = page.unwrap_or(1);
     let per_page = per_page.unwrap_or(20);
     if page < 1 {
@@ -123,5 +125,16 @@ pub fn check_page(
             format!("must be between 1 and {max_per_page}"),
         ));
     }
-    Ok((page, per_page))
+    Ok(Page { page, per_page })
+}
+
+impl PageMeta {
+    /// The meta of `page` of a list of `total` rows.
+    pub fn of(page: Page, total: i64) -> Self {
+        Self {
+            page: page.page,
+            per_page: page.per_page,
+            total,
+        }
+    }
 }

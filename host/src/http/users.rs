@@ -159,7 +159,7 @@ async fn get_credits(
     user: AuthUser,
     ApiQuery(q): ApiQuery<CreditsQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let (page, per_page) = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, 100)?;
     let kind = match q.kind.as_deref() {
         None | Some("") => None,
         Some(k) => Some(
@@ -174,7 +174,7 @@ async fn get_credits(
         .map_err(ApiError::internal)?;
     let (rows, total) = state
         .ledger
-        .history(&user.id, kind, page, per_page)
+        .history(&user.id, kind, page)
         .await
         .map_err(ApiError::internal)?;
     let transactions = rows
@@ -194,9 +194,5 @@ async fn get_credits(
         available: balance.available,
         transactions,
     };
-    Ok(ok(body).meta(PageMeta {
-        page,
-        per_page,
-        total,
-    }))
+    Ok(ok(body).meta(PageMeta::of(page, total)))
 }

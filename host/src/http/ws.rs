@@ -21,7 +21,8 @@ use super::extract::ApiQuery;
 use crate::app::SharedState;
 use crate::auth::tokens::TokenError;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::events::{Event, EventBus};
+use crate::events::{Event, channel_of};
+use crate::queue::UserEvent;
 
 pub const PROTOCOL: &str = "pingvas.v1";
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -79,7 +80,7 @@ pub async fn events(
         .on_upgrade(move |socket| session(state, user_id, after, socket)))
 }
 
-async fn send(socket: &mut WebSocket, event: &Event) -> bool {
+async fn send(socket: &mut WebSocket, event: &Event<UserEvent>) -> bool {
     match serde_json::to_string(event) {
         Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
         Err(_) => true,
@@ -90,7 +91,7 @@ async fn session(state: SharedState, user_id: String, after: Option<u64>, mut so
     let sub = state.events.subscribe(&user_id, after);
     let hello = json!({
         "type": "connected",
-        "channel": EventBus::channel_of(&user_id),
+        "channel": channel_of(&user_id),
         "resumed_from": after.map(|a| a.to_string()),
         // False when events after `last_event_id` are no longer kept:
         // refetch state through the REST API.

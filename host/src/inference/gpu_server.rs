@@ -7,7 +7,7 @@ use std::time::Duration;
 use image::RgbaImage;
 
 use super::InferenceError;
-use crate::worker::pipeline::{decode_image, encode_png};
+use crate::imaging::{self, encode_png};
 
 pub struct GpuServer {
     base: String,
@@ -70,6 +70,6 @@ impl GpuServer {
             .bytes()
             .await
             .map_err(unavailable)?;
-        decode_image(&bytes).map_err(InferenceError::Failed)
+        imaging::decode(&bytes).map_err(InferenceError::Failed)
     }
 }

@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use image::RgbaImage;
+use serde::{Deserialize, Serialize};
 
-/// Generation parameters a backend needs.
-#[derive(Debug, Clone, PartialEq)]
+/// Generation parameters a backend needs (also the core of a job's
+/// specification, `queue::job::JobSpec`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Generation {
     pub prompt: String,
     pub negative_prompt: String,

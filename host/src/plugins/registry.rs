@@ -11,11 +11,10 @@ use serde::Deserialize;
 
 use super::limits::{self, LimitsOverride};
 use super::runtime::NodeDescriptor;
-use super::world::ABI_VERSION;
 use super::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};
 use crate::blobs::LocalBlobs;
 use crate::store::plugins::{self as q, NewVersion, PluginRow, VersionRow};
-use crate::store::{Db, StoreError, new_id};
+use crate::store::{Db, Page, StoreError, new_id};
 
 /// What a publisher says about the component they upload.
 #[derive(Debug, Clone, Deserialize)]
@@ -249,7 +248,7 @@ impl Registry {
             version: &m.version,
             sha256: &sha256,
             size_bytes: bytes.len() as i64,
-            abi_version: ABI_VERSION,
+            abi_version: checked.plugin.shape.abi_version(),
             node_kind: checked.descriptor.as_ref().map(|d| d.kind.as_str()),
             parameters_schema: checked
                 .descriptor
@@ -274,18 +273,9 @@ impl Registry {
         &self,
         viewer: &str,
         kind: Option<PluginKind>,
-        page: u32,
-        per_page: u32,
+        page: Page,
     ) -> RegistryResult<(Vec<PluginRow>, i64)> {
-        let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-        Ok(q::list_visible(
-            &self.db,
-            viewer,
-            kind.map(PluginKind::as_str),
-            per_page.into(),
-            offset,
-        )
-        .await?)
+        Ok(q::list_visible(&self.db, viewer, kind.map(PluginKind::as_str), page).await?)
     }
 
     /// A plugin the viewer may see (public, or their own).
@@ -313,7 +303,7 @@ impl Registry {
         if plugin.owner_id != viewer {
             return Err(RegistryError::Forbidden);
         }
-        if !q::yank(&self.db, &plugin.id, version, Utc::now()).await? {
+        if !q::yank(&self.db.write().await, &plugin.id, version, Utc::now()).await? {
             return Err(RegistryError::NotFound);
         }
         Ok(())

@@ -11,12 +11,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::billing::{BillingAdapter, BillingAdapterPre};
-use super::bindings::node::pingvas::plugin::node_types::{
+use super::bindings::v0_1_0::billing::{BillingAdapter, BillingAdapterPre};
+use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
     Descriptor, NodeInput, NodeKind, NodeOutput, PostInput, PreInput,
 };
-use super::bindings::node::pingvas::plugin::types::{GenerationParams, PluginError as GuestError};
-use super::bindings::node::{Node, NodePre};
+use super::bindings::v0_1_0::node::pingvas::plugin::types::{
+    GenerationParams, PluginError as GuestError,
+};
+use super::bindings::v0_1_0::node::{Node, NodePre};
 use super::engine::{EngineOptions, PluginEngine};
 use super::error::PluginError;
 use super::host::images::ImageHandle;
@@ -24,10 +26,10 @@ use super::limits::Limits;
 use super::state::{Grants, PluginState};
 use super::world::{PluginKind, Shape};
 
-pub use super::bindings::billing::pingvas::plugin::billing_types::{
+pub use super::bindings::v0_1_0::billing::pingvas::plugin::billing_types::{
     BillingEvent, Checkout, CheckoutRequest, EventKind, Webhook,
 };
-pub use super::bindings::node::pingvas::plugin::types::Lora;
+pub use super::bindings::v0_1_0::node::pingvas::plugin::types::Lora;
 pub type NodeDescriptor = Descriptor;
 pub type Params = GenerationParams;
 

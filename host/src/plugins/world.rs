@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The ABI version this host implements.
-pub const ABI_VERSION: &str = "0.1.0";
+use super::bindings::ABI_VERSIONS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -93,9 +92,20 @@ impl Shape {
         }
     }
 
+    /// The `pingvas:plugin` version the component imports (the newest this
+    /// host speaks when it imports none).
+    pub fn abi_version(&self) -> &str {
+        self.imports
+            .iter()
+            .filter_map(|i| i.strip_prefix("pingvas:plugin/"))
+            .find_map(|rest| rest.split_once('@').map(|(_, v)| v))
+            .unwrap_or(ABI_VERSIONS[0])
+    }
+
     /// Checks the component against `kind`'s world; the reason it does not
     /// fit otherwise.
     pub fn check(&self, kind: PluginKind) -> Result<(), String> {
+        let abi = self.abi_version();
         for export in kind.required_exports() {
             if !self.exports.iter().any(|e| e == export) {
                 return Err(format!("missing export `{export}`"));
@@ -109,9 +119,15 @@ impl Shape {
                 return Err(format!("imports `{import}`, which no world provides"));
             };
             let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-            if version != ABI_VERSION {
+            if !ABI_VERSIONS.contains(&version) {
                 return Err(format!(
-                    "imports `{import}`: this host speaks pingvas:plugin@{ABI_VERSION}"
+                    "imports `{import}`: this host speaks pingvas:plugin@{}",
+                    ABI_VERSIONS.join(", @")
+                ));
+            }
+            if version != abi {
+                return Err(format!(
+                    "imports `{import}` next to pingvas:plugin@{abi}: one version per component"
                 ));
             }
             if !kind.allowed_interfaces().contains(&iface) {

@@ -1,63 +1,12 @@
-//! What a job is: its type, status and validated specification (stored as
-//! the job's `params`), and the credit arithmetic around it.
+//! What a job is: its validated specification (stored as the job's
+//! `params`), the conversions to what backends and nodes see, and the
+//! credit arithmetic around it.
 
 use serde::{Deserialize, Serialize};
 
+use crate::inference::Generation;
 use crate::models::Model;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobType {
-    TextToImage,
-    ImageToImage,
-    Upscale,
-    Inpaint,
-}
-
-impl JobType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobType::TextToImage => "text_to_image",
-            JobType::ImageToImage => "image_to_image",
-            JobType::Upscale => "upscale",
-            JobType::Inpaint => "inpaint",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Queued,
-    Processing,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 5] = [
-        JobStatus::Queued,
-        JobStatus::Processing,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Processing => "processing",
-            JobStatus::Completed => "completed",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
+pub use crate::store::jobs::{JobStatus, JobType};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraSpec {
@@ -83,22 +32,16 @@ pub struct NodeSpec {
 }
 
 /// The validated request: everything a worker needs to run the job.
-/// Input images are blob keys (uploads are stored at enqueue).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Input images are blob keys (uploads are stored at enqueue). The
+/// generation parameters are the backend's own `Generation`, flattened, so
+/// the stored JSON names each field once.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct JobSpec {
     pub job_type: JobType,
-    pub model: String,
-    pub prompt: String,
-    pub negative_prompt: String,
-    /// Output size.
-    pub width: u32,
-    pub height: u32,
-    pub steps: u32,
-    pub cfg_scale: f32,
-    pub sampler: String,
-    /// Resolved: a request's -1 is replaced by the random seed used.
-    pub seed: u64,
-    pub batch_size: u32,
+    /// Model, prompts, output size, steps, guidance, sampler, resolved
+    /// seed (a request's -1 is replaced by the seed used), batch size.
+    #[serde(flatten)]
+    pub generation: Generation,
     #[serde(default)]
     pub loras: Vec<LoraSpec>,
     #[serde(default)]
@@ -120,6 +63,10 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    pub fn model(&self) -> &str {
+        &self.generation.model
+    }
+
     /// The parameters shown to the job's owner (input blob keys left out).
     pub fn public_params(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
@@ -137,14 +84,76 @@ impl JobSpec {
         v
     }
 
+    /// The blob keys of the job's input images.
+    pub fn input_keys(&self) -> Vec<String> {
+        [
+            self.source_image.clone(),
+            self.mask_image.clone(),
+            self.controlnet.as_ref().map(|c| c.image.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Expected GPU seconds on a GPU of the model's catalogue speed.
     pub fn expected_gpu_seconds(&self, model: &Model) -> f64 {
-        let megapixels = f64::from(self.width) * f64::from(self.height) / 1e6;
+        let g = &self.generation;
+        let megapixels = f64::from(g.width) * f64::from(g.height) / 1e6;
         let work = match self.job_type {
             JobType::Upscale => megapixels,
-            _ => megapixels * f64::from(self.steps.max(1)) * f64::from(self.batch_size.max(1)),
+            _ => megapixels * f64::from(g.steps.max(1)) * f64::from(g.batch_size.max(1)),
         };
         work * model.gpu_seconds_per_megapixel_step
+    }
+}
+
+/// The generation metadata of an image (the gallery's `metadata`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageMetadata<'a> {
+    pub model: &'a str,
+    pub model_hash: &'a str,
+    #[serde(flatten)]
+    pub job: Option<JobMetadata<'a>>,
+}
+
+/// The part of an image's metadata that comes from its job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobMetadata<'a> {
+    pub job_type: JobType,
+    pub prompt: &'a str,
+    pub negative_prompt: &'a str,
+    pub steps: u32,
+    pub cfg_scale: f32,
+    pub seed: u64,
+    pub sampler: &'a str,
+    pub loras: &'a [LoraSpec],
+    pub strength: Option<f32>,
+    pub scale: Option<u32>,
+    /// The backend that made the image.
+    pub backend: Option<&'a str>,
+}
+
+impl<'a> ImageMetadata<'a> {
+    /// What made an image: the model, and the job's parameters when known.
+    pub fn new(model: &'a Model, spec: Option<&'a JobSpec>, backend: Option<&'a str>) -> Self {
+        Self {
+            model: &model.name,
+            model_hash: &model.hash,
+            job: spec.map(|s| JobMetadata {
+                job_type: s.job_type,
+                prompt: &s.generation.prompt,
+                negative_prompt: &s.generation.negative_prompt,
+                steps: s.generation.steps,
+                cfg_scale: s.generation.cfg_scale,
+                seed: s.generation.seed,
+                sampler: &s.generation.sampler,
+                loras: &s.loras,
+                strength: s.strength,
+                scale: s.scale,
+                backend,
+            }),
+        }
     }
 }
 
@@ -193,25 +202,19 @@ mod tests {
     fn spec(job_type: JobType, w: u32, h: u32, steps: u32, batch: u32) -> JobSpec {
         JobSpec {
             job_type,
-            model: "sdxl".into(),
-            prompt: "p".into(),
-            negative_prompt: String::new(),
-            width: w,
-            height: h,
-            steps,
-            cfg_scale: 7.0,
-            sampler: "euler".into(),
-            seed: 1,
-            batch_size: batch,
-            loras: vec![],
-            controlnet: None,
-            source_image: None,
-            mask_image: None,
-            strength: None,
-            scale: None,
-            pre_nodes: vec![],
-            post_nodes: vec![],
-            save_to_board: None,
+            generation: Generation {
+                model: "sdxl".into(),
+                prompt: "p".into(),
+                width: w,
+                height: h,
+                steps,
+                cfg_scale: 7.0,
+                sampler: "euler".into(),
+                seed: 1,
+                batch_size: batch,
+                ..Generation::default()
+            },
+            ..JobSpec::default()
         }
     }
 
@@ -262,5 +265,29 @@ mod tests {
         assert_eq!(v["source_image"], true);
         assert_eq!(v["model"], "sdxl");
         assert!(!v.to_string().contains("inputs/"));
+    }
+
+    #[test]
+    fn stored_params_keep_their_flat_shape() {
+        let s = spec(JobType::TextToImage, 64, 64, 4, 1);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["prompt"], "p");
+        assert_eq!(v["width"], 64);
+        assert!(v.get("generation").is_none());
+        let back: JobSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn metadata_of_an_image_without_its_job_names_the_model() {
+        let m = model();
+        let v = serde_json::to_value(ImageMetadata::new(&m, None, None)).unwrap();
+        assert_eq!(v, serde_json::json!({ "model": "sdxl", "model_hash": "" }));
+        let s = spec(JobType::TextToImage, 64, 64, 4, 1);
+        let v =
+            serde_json::to_value(ImageMetadata::new(&m, Some(&s), Some("cpu-reference"))).unwrap();
+        assert_eq!(v["job_type"], "text_to_image");
+        assert_eq!(v["backend"], "cpu-reference");
+        assert_eq!(v["steps"], 4);
     }
 }

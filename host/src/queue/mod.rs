@@ -1,13 +1,159 @@
 //! The GPU job queue: jobs and their states, the scheduler's dispatch
 //! order, leases for workers, and the settlement of each job's credit
-//! reservation.
+//! reservation. One file per job of the service:
+//!
+//! - `workers`: who is live and which models they serve;
+//! - `enqueue`: reserve the estimate and queue, in one transaction;
+//! - `lease`: hand workers jobs in the scheduler's order;
+//! - `heartbeat`: renew leases, record progress, tell workers to stop;
+//! - `settle`: end a job exactly once with its reservation settled;
+//! - `reaper`: requeue or fail jobs whose worker was lost;
+//! - `views`: what the API shows of jobs and the queue;
+//! - `events`: what the user's WebSocket channel is told.
 
+pub mod enqueue;
+pub mod error;
+pub mod events;
+pub mod failure;
+pub mod heartbeat;
 pub mod job;
+pub mod lease;
+pub mod reaper;
 pub mod results;
 pub mod scheduler;
-pub mod service;
+pub mod settle;
+pub mod views;
+pub mod workers;
 
-pub use service::{
-    BeatReply, Enqueued, Finished, Lease, Queue, QueueError, QueueResult, QueueSettings,
-    QueueStatus, Settled, WorkerInfo,
-};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Notify;
+
+use crate::billing::plans::Catalogue as Plans;
+use crate::blobs::LocalBlobs;
+use crate::blobs::signed::FileLinks;
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::models::{Model, ModelCatalogue};
+use crate::store::Db;
+
+pub use enqueue::Enqueued;
+pub use error::{QueueError, QueueResult};
+pub use events::UserEvent;
+pub use failure::FailureCode;
+pub use heartbeat::BeatReply;
+pub use lease::Lease;
+pub use settle::{Finished, Settled};
+pub use views::{JobDetail, QueueStatus};
+pub use workers::WorkerInfo;
+
+/// The queue's rules from the configuration.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// A lease lives this long without a heartbeat.
+    pub lease_ttl: Duration,
+    /// Leases a job gets before it fails with `WORKER_LOST`.
+    pub max_attempts: u32,
+    /// Queued jobs of all users before `QUEUE_FULL`.
+    pub max_queued: u64,
+    /// A worker not heard from for this long no longer counts.
+    pub worker_offline: Duration,
+}
+
+impl From<&Config> for QueueSettings {
+    fn from(c: &Config) -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(c.lease_ttl_secs),
+            max_attempts: c.job_max_attempts,
+            max_queued: c.queue_max_queued,
+            worker_offline: Duration::from_secs(c.worker_offline_secs),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// How often the reaper looks for expired leases.
+    pub fn reap_every(&self) -> Duration {
+        (self.lease_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(2))
+    }
+}
+
+/// What the queue works with.
+pub struct QueueParts {
+    pub db: Db,
+    pub plans: Plans,
+    pub models: ModelCatalogue,
+    pub events: Arc<EventBus<UserEvent>>,
+    pub blobs: Arc<LocalBlobs>,
+    pub links: FileLinks,
+}
+
+pub struct Queue {
+    db: Db,
+    plans: Plans,
+    models: ModelCatalogue,
+    events: Arc<EventBus<UserEvent>>,
+    blobs: Arc<LocalBlobs>,
+    links: FileLinks,
+    settings: QueueSettings,
+    /// Woken on every enqueue and job end: lease polls re-check.
+    wake: Notify,
+    /// Enqueue and dispatch order.
+    clock: AtomicI64,
+    workers: workers::Registry,
+    /// Exponentially weighted mean of lease-to-completion seconds.
+    job_seconds: Mutex<Option<f64>>,
+}
+
+impl Queue {
+    pub fn new(parts: QueueParts, settings: QueueSettings) -> Self {
+        let QueueParts {
+            db,
+            plans,
+            models,
+            events,
+            blobs,
+            links,
+        } = parts;
+        Self {
+            db,
+            plans,
+            models,
+            events,
+            blobs,
+            links,
+            settings,
+            wake: Notify::new(),
+            clock: AtomicI64::new(0),
+            workers: workers::Registry::default(),
+            job_seconds: Mutex::new(None),
+        }
+    }
+
+    /// A strictly increasing microsecond clock (enqueue order, dispatch
+    /// order), close to wall time.
+    fn tick(&self) -> i64 {
+        let now = Utc::now().timestamp_micros();
+        let mut prev = self.clock.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(prev + 1);
+            match self
+                .clock
+                .compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(p) => prev = p,
+            }
+        }
+    }
+
+    fn model(&self, name: &str) -> QueueResult<&Model> {
+        self.models
+            .get(name)
+            .ok_or_else(|| QueueError::Invalid(format!("unknown model {name}")))
+    }
+}

@@ -2,14 +2,8 @@
 //! a PNG, written to blob storage with a JPEG thumbnail, and described for
 //! its `images` row.
 
-use std::io::Cursor;
-
-use image::{ImageFormat, ImageReader};
-
 use crate::blobs::LocalBlobs;
-
-/// Longest side of a thumbnail.
-pub const THUMBNAIL_SIZE: u32 = 256;
+use crate::imaging;
 
 #[derive(Debug, Clone)]
 pub struct StoredImage {
@@ -28,22 +22,15 @@ pub fn store_png(
     image_id: &str,
     png: &[u8],
 ) -> Result<StoredImage, String> {
-    let reader = ImageReader::with_format(Cursor::new(png), ImageFormat::Png);
-    let decoded = reader
-        .decode()
-        .map_err(|e| format!("not a PNG image: {e}"))?;
-    let thumb = decoded.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
-    let mut thumb_bytes = Vec::new();
-    thumb
-        .write_to(&mut Cursor::new(&mut thumb_bytes), ImageFormat::Jpeg)
-        .map_err(|e| format!("encoding thumbnail: {e}"))?;
+    let decoded = imaging::decode_png(png)?;
+    let thumb = imaging::thumbnail_jpeg(&decoded)?;
     let blob_key = format!("images/{user_id}/{image_id}.png");
     let thumb_key = format!("thumbnails/{user_id}/{image_id}.jpg");
     blobs
         .put(&blob_key, png)
         .map_err(|e| format!("writing image: {e}"))?;
     blobs
-        .put(&thumb_key, &thumb_bytes)
+        .put(&thumb_key, &thumb)
         .map_err(|e| format!("writing thumbnail: {e}"))?;
     Ok(StoredImage {
         id: image_id.to_owned(),

@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, StoreResult, Tx};
-use crate::{on_db, on_tx};
+use super::{Db, Page, StoreResult, Tx};
+use crate::{exec, exec_one, on_db, on_tx};
 
 #[derive(Debug, Clone, Copy, sqlx::FromRow, PartialEq, Eq)]
 pub struct AccountRow {
@@ -54,14 +54,11 @@ const HOLD_COLUMNS: &str = "id, user_id, amount, state, captured, idempotency_ke
 const TX_COLUMNS: &str = "id, type, amount, description, balance_after, hold_id, created_at";
 
 pub async fn create_account(tx: &mut Tx, user_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO credit_accounts (user_id, balance, reserved, updated_at) VALUES ($1, 0, 0, $2)",
     )
     .bind(user_id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(now)))?;
     Ok(())
 }
 
@@ -105,17 +102,13 @@ pub async fn reserve(
     amount: i64,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let rows = on_tx!(tx, c => sqlx::query(
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
         "UPDATE credit_accounts SET reserved = reserved + $2, updated_at = $3 \
          WHERE user_id = $1 AND balance - reserved >= $2",
     )
     .bind(user_id)
     .bind(amount)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(rows == 1)
+    .bind(now)))?)
 }
 
 /// Ends a reservation of `held`, taking `charge` (≤ `held`) off the balance.
@@ -148,7 +141,7 @@ pub async fn insert_hold(
     description: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO credit_holds (id, user_id, amount, state, captured, idempotency_key, description, created_at) \
          VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6)",
     )
@@ -157,10 +150,7 @@ pub async fn insert_hold(
     .bind(amount)
     .bind(key)
     .bind(description)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(now)))?;
     Ok(())
 }
 
@@ -189,7 +179,7 @@ pub async fn resolve_hold(
     resolution_key: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let rows = on_tx!(tx, c => sqlx::query(
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
         "UPDATE credit_holds SET state = $2, captured = $3, resolution_key = $4, resolved_at = $5 \
          WHERE id = $1 AND state = 'pending'",
     )
@@ -197,15 +187,11 @@ pub async fn resolve_hold(
     .bind(state)
     .bind(captured)
     .bind(resolution_key)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(rows == 1)
+    .bind(now)))?)
 }
 
 pub async fn insert_transaction(tx: &mut Tx, t: &NewTransaction<'_>) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO credit_transactions \
          (id, user_id, type, amount, description, balance_after, hold_id, idempotency_key, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -218,10 +204,7 @@ pub async fn insert_transaction(tx: &mut Tx, t: &NewTransaction<'_>) -> StoreRes
     .bind(t.balance_after)
     .bind(t.hold_id)
     .bind(t.idempotency_key)
-    .bind(t.now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(t.now)))?;
     Ok(())
 }
 
@@ -249,8 +232,7 @@ pub async fn list_transactions(
     db: &Db,
     user_id: &str,
     kind: Option<&str>,
-    limit: i64,
-    offset: i64,
+    page: Page,
 ) -> StoreResult<(Vec<TransactionRow>, i64)> {
     let filter = "WHERE user_id = $1 AND ($2 IS NULL OR type = $2)";
     let list_sql = format!(
@@ -260,7 +242,7 @@ pub async fn list_transactions(
     let count_sql = format!("SELECT COUNT(*) FROM credit_transactions {filter}");
     Ok(on_db!(db, p => {
         let rows = sqlx::query_as(&list_sql)
-            .bind(user_id).bind(kind).bind(limit).bind(offset)
+            .bind(user_id).bind(kind).bind(page.limit()).bind(page.offset())
             .fetch_all(p).await?;
         let total: i64 = sqlx::query_scalar(&count_sql).bind(user_id).bind(kind).fetch_one(p).await?;
         Ok::<_, sqlx::Error>((rows, total))

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, StoreResult, Tx};
-use crate::{on_db, on_tx};
+use super::{Db, StoreResult, Tx, Writer};
+use crate::{exec, on_db, on_tx, on_write};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ImageRow {
@@ -28,7 +28,7 @@ const IMAGE_COLUMNS: &str = "id, user_id, job_id, blob_key, thumb_key, width, he
      mime_type, is_starred, is_public, share_token, metadata, created_at";
 
 pub async fn insert(tx: &mut Tx, i: &ImageRow) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO images (id, user_id, job_id, blob_key, thumb_key, width, height, file_size, \
          mime_type, is_starred, is_public, share_token, metadata, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -46,10 +46,7 @@ pub async fn insert(tx: &mut Tx, i: &ImageRow) -> StoreResult<()> {
     .bind(i.is_public)
     .bind(&i.share_token)
     .bind(&i.metadata)
-    .bind(i.created_at)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(i.created_at)))?;
     Ok(())
 }
 
@@ -71,17 +68,14 @@ pub struct BoardRow {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn insert_board(db: &Db, b: &BoardRow) -> StoreResult<()> {
-    on_db!(db, p => sqlx::query(
+pub async fn insert_board(w: &Writer<'_>, b: &BoardRow) -> StoreResult<()> {
+    on_write!(w, p => exec!(p, sqlx::query(
         "INSERT INTO boards (id, user_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(&b.id)
     .bind(&b.user_id)
     .bind(&b.name)
-    .bind(b.created_at)
-    .execute(p)
-    .await
-    .map(|_| ()))?;
+    .bind(b.created_at)))?;
     Ok(())
 }
 
@@ -101,16 +95,13 @@ pub async fn add_to_board(
     image_id: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO board_images (board_id, image_id, added_at) \
          SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM boards WHERE id = $1)",
     )
     .bind(board_id)
     .bind(image_id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(now)))?;
     Ok(())
 }
 

@@ -2,16 +2,99 @@
 //! what a transition settles) live in `queue`; these are the statements.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-use super::{Db, StoreResult, Tx};
-use crate::{on_db, on_tx};
+use super::{Db, Page, StoreResult, Tx, UnknownValue, Writer};
+use crate::{exec, exec_one, on_db, on_tx, on_write};
+
+/// What a job does (the `job_type` column).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum JobType {
+    #[default]
+    TextToImage,
+    ImageToImage,
+    Upscale,
+    Inpaint,
+}
+
+/// Where a job is in its life (the `status` column).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobType {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Completed, failed or cancelled: nothing changes it any more.
+    pub fn has_ended(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl TryFrom<String> for JobType {
+    type Error = UnknownValue;
+    fn try_from(s: String) -> Result<Self, UnknownValue> {
+        s.parse().map_err(|_| UnknownValue(s))
+    }
+}
+
+impl TryFrom<String> for JobStatus {
+    type Error = UnknownValue;
+    fn try_from(s: String) -> Result<Self, UnknownValue> {
+        s.parse().map_err(|_| UnknownValue(s))
+    }
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
     pub user_id: String,
-    pub job_type: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub job_type: JobType,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub priority: i64,
     pub model: String,
     pub params: String,
@@ -48,7 +131,7 @@ const JOB_COLUMNS: &str = "id, user_id, job_type, status, priority, model, param
 pub struct NewJob<'a> {
     pub id: &'a str,
     pub user_id: &'a str,
-    pub job_type: &'a str,
+    pub job_type: JobType,
     pub priority: i64,
     pub model: &'a str,
     pub params: &'a str,
@@ -60,14 +143,14 @@ pub struct NewJob<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, j: &NewJob<'_>) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO jobs (id, user_id, job_type, status, priority, model, params, hold_id, \
          estimated_credits, seq, save_to_board, queued_at) \
          VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(j.id)
     .bind(j.user_id)
-    .bind(j.job_type)
+    .bind(j.job_type.as_str())
     .bind(j.priority)
     .bind(j.model)
     .bind(j.params)
@@ -75,18 +158,19 @@ pub async fn insert(tx: &mut Tx, j: &NewJob<'_>) -> StoreResult<()> {
     .bind(j.estimated_credits)
     .bind(j.seq)
     .bind(j.save_to_board)
-    .bind(j.now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(j.now)))?;
     Ok(())
 }
+
+/// The PostgreSQL advisory-lock key that serialises leasing ("pq" "ue").
+pub const QUEUE_LOCK_KEY: i64 = 724_365_001;
 
 /// Serialises leasing across hosts on PostgreSQL (SQLite's write
 /// transactions are serial already), so the scheduler sees one queue.
 pub async fn lock_queue(tx: &mut Tx) -> StoreResult<()> {
     if let Tx::Postgres(t) = tx {
-        sqlx::query("SELECT pg_advisory_xact_lock(724365001)")
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(QUEUE_LOCK_KEY)
             .execute(&mut **t)
             .await?;
     }
@@ -131,12 +215,9 @@ pub async fn count_enqueued(tx: &mut Tx, user_id: &str, priority: i64) -> StoreR
 
 /// A job of the user left (`delta` −1) or re-entered (+1) the queue.
 pub async fn count_queued(tx: &mut Tx, user_id: &str, delta: i64) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query("UPDATE queue_counters SET queued = queued + $2 WHERE user_id = $1")
+    on_tx!(tx, c => exec!(c, sqlx::query("UPDATE queue_counters SET queued = queued + $2 WHERE user_id = $1")
         .bind(user_id)
-        .bind(delta)
-        .execute(c)
-        .await
-        .map(|_| ()))?;
+        .bind(delta)))?;
     Ok(())
 }
 
@@ -211,7 +292,7 @@ pub struct LeaseGrant<'a> {
 }
 
 pub async fn grant_lease(tx: &mut Tx, g: &LeaseGrant<'_>) -> StoreResult<bool> {
-    let r = on_tx!(tx, c => sqlx::query(
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
         "UPDATE jobs SET status = 'processing', worker_id = $2, lease_token = $3, \
          lease_expires_at = $4, dispatched_at = $5, attempts = attempts + 1, \
          started_at = COALESCE(started_at, $6), progress = 0, step = 0, gpu_started_at = NULL \
@@ -222,11 +303,7 @@ pub async fn grant_lease(tx: &mut Tx, g: &LeaseGrant<'_>) -> StoreResult<bool> {
     .bind(g.token)
     .bind(g.expires_at)
     .bind(g.dispatched_at)
-    .bind(g.now)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(r == 1)
+    .bind(g.now)))?)
 }
 
 pub struct Beat<'a> {
@@ -240,10 +317,12 @@ pub struct Beat<'a> {
 /// Renews a live lease and records progress; answers the job's owner and
 /// worker, or `None` when the lease is no longer this worker's (expired and
 /// re-leased, or the job ended).
-pub async fn heartbeat(db: &Db, b: &Beat<'_>) -> StoreResult<Option<(String, Option<String>)>> {
-    let _gate = db.write_gate().await;
+pub async fn heartbeat(
+    w: &Writer<'_>,
+    b: &Beat<'_>,
+) -> StoreResult<Option<(String, Option<String>)>> {
     let (pct, step, total) = b.progress.unwrap_or((-1, -1, -1));
-    Ok(on_db!(db, p => sqlx::query_as(
+    Ok(on_write!(w, p => sqlx::query_as(
         "UPDATE jobs SET lease_expires_at = $3, \
          progress = CASE WHEN $4 >= 0 THEN $4 ELSE progress END, \
          step = CASE WHEN $5 >= 0 THEN $5 ELSE step END, \
@@ -283,17 +362,17 @@ pub async fn get_for_update(tx: &mut Tx, id: &str) -> StoreResult<Option<JobRow>
 pub async fn list_for_user(
     db: &Db,
     user_id: &str,
-    status: Option<&str>,
-    limit: i64,
-    offset: i64,
+    status: Option<JobStatus>,
+    page: Page,
 ) -> StoreResult<(Vec<JobRow>, i64)> {
+    let status = status.map(JobStatus::as_str);
     let filter = "user_id = $1 AND ($2 IS NULL OR status = $2)";
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE {filter} ORDER BY queued_at DESC, id DESC LIMIT $3 OFFSET $4"
     );
     let count = format!("SELECT COUNT(*) FROM jobs WHERE {filter}");
     on_db!(db, p => {
-        let rows = sqlx::query_as(&sql).bind(user_id).bind(status).bind(limit).bind(offset).fetch_all(p).await?;
+        let rows = sqlx::query_as(&sql).bind(user_id).bind(status).bind(page.limit()).bind(page.offset()).fetch_all(p).await?;
         let total: i64 = sqlx::query_scalar(&count).bind(user_id).bind(status).fetch_one(p).await?;
         Ok((rows, total))
     })
@@ -303,9 +382,10 @@ pub async fn list_for_user(
 pub async fn user_jobs_in(
     db: &Db,
     user_id: &str,
-    status: &str,
+    status: JobStatus,
     limit: i64,
 ) -> StoreResult<Vec<JobRow>> {
+    let status = status.as_str();
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = $1 AND status = $2 ORDER BY seq, id LIMIT $3"
     );
@@ -314,12 +394,12 @@ pub async fn user_jobs_in(
     )
 }
 
-pub async fn count_user_status(db: &Db, user_id: &str, status: &str) -> StoreResult<i64> {
+pub async fn count_user_status(db: &Db, user_id: &str, status: JobStatus) -> StoreResult<i64> {
     Ok(on_db!(db, p => sqlx::query_scalar(
         "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND status = $2",
     )
     .bind(user_id)
-    .bind(status)
+    .bind(status.as_str())
     .fetch_one(p)
     .await)?)
 }
@@ -340,7 +420,7 @@ pub async fn count_completed_since(
 
 /// How a job ended.
 pub struct Ending<'a> {
-    pub status: &'a str,
+    pub status: JobStatus,
     pub credits_used: i64,
     pub credits_refunded: i64,
     pub error_code: Option<&'a str>,
@@ -354,7 +434,7 @@ pub struct Ending<'a> {
 
 /// Ends a job that has not ended yet; false when it already had.
 pub async fn end(tx: &mut Tx, id: &str, e: &Ending<'_>) -> StoreResult<bool> {
-    let r = on_tx!(tx, c => sqlx::query(
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
         "UPDATE jobs SET status = $2, credits_used = $3, credits_refunded = $4, error_code = $5, \
          error_message = $6, result_image_ids = $7, gpu_seconds = COALESCE($8, gpu_seconds), \
          gpu_started_at = COALESCE($9, gpu_started_at), gpu_finished_at = $10, completed_at = $11, \
@@ -362,7 +442,7 @@ pub async fn end(tx: &mut Tx, id: &str, e: &Ending<'_>) -> StoreResult<bool> {
          lease_expires_at = NULL WHERE id = $1 AND status IN ('queued', 'processing')",
     )
     .bind(id)
-    .bind(e.status)
+    .bind(e.status.as_str())
     .bind(e.credits_used)
     .bind(e.credits_refunded)
     .bind(e.error_code)
@@ -371,11 +451,7 @@ pub async fn end(tx: &mut Tx, id: &str, e: &Ending<'_>) -> StoreResult<bool> {
     .bind(e.gpu_seconds)
     .bind(e.gpu_started_at)
     .bind(e.gpu_finished_at)
-    .bind(e.now)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(r == 1)
+    .bind(e.now)))?)
 }
 
 /// Processing jobs whose lease ran out.
@@ -388,17 +464,13 @@ pub async fn expired_leases(db: &Db, now: DateTime<Utc>) -> StoreResult<Vec<JobR
 
 /// Puts a job whose lease expired back in the queue (keeping its place).
 pub async fn requeue(tx: &mut Tx, id: &str, token: &str) -> StoreResult<bool> {
-    let r = on_tx!(tx, c => sqlx::query(
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
         "UPDATE jobs SET status = 'queued', worker_id = NULL, lease_token = NULL, \
          lease_expires_at = NULL, progress = 0, step = 0, gpu_started_at = NULL \
          WHERE id = $1 AND status = 'processing' AND lease_token = $2",
     )
     .bind(id)
-    .bind(token)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(r == 1)
+    .bind(token)))?)
 }
 
 /// Queued jobs queued before `before`, oldest first.
@@ -419,33 +491,25 @@ pub struct WorkerRow {
     pub last_seen_at: DateTime<Utc>,
 }
 
-pub async fn upsert_worker(db: &Db, w: &WorkerRow) -> StoreResult<()> {
-    let _gate = db.write_gate().await;
-    on_db!(db, p => sqlx::query(
+pub async fn upsert_worker(w: &Writer<'_>, row: &WorkerRow) -> StoreResult<()> {
+    on_write!(w, p => exec!(p, sqlx::query(
         "INSERT INTO workers (id, name, backend, models, paused, started_at, last_seen_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET name = $2, \
          backend = $3, models = $4, paused = $5, last_seen_at = $6",
     )
-    .bind(&w.id)
-    .bind(&w.name)
-    .bind(&w.backend)
-    .bind(&w.models)
-    .bind(w.paused)
-    .bind(w.last_seen_at)
-    .execute(p)
-    .await
-    .map(|_| ()))?;
+    .bind(&row.id)
+    .bind(&row.name)
+    .bind(&row.backend)
+    .bind(&row.models)
+    .bind(row.paused)
+    .bind(row.last_seen_at)))?;
     Ok(())
 }
 
-pub async fn touch_worker(db: &Db, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    let _gate = db.write_gate().await;
-    on_db!(db, p => sqlx::query("UPDATE workers SET last_seen_at = $2 WHERE id = $1")
+pub async fn touch_worker(w: &Writer<'_>, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    on_write!(w, p => exec!(p, sqlx::query("UPDATE workers SET last_seen_at = $2 WHERE id = $1")
         .bind(id)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
+        .bind(now)))?;
     Ok(())
 }
 
@@ -458,9 +522,8 @@ pub async fn live_workers(db: &Db, since: DateTime<Utc>) -> StoreResult<Vec<Work
     .await)?)
 }
 
-pub async fn forget_worker(db: &Db, id: &str) -> StoreResult<()> {
-    let _gate = db.write_gate().await;
-    on_db!(db, p => sqlx::query("DELETE FROM workers WHERE id = $1").bind(id).execute(p).await.map(|_| ()))?;
+pub async fn forget_worker(w: &Writer<'_>, id: &str) -> StoreResult<()> {
+    on_write!(w, p => exec!(p, sqlx::query("DELETE FROM workers WHERE id = $1").bind(id)))?;
     Ok(())
 }
 
@@ -468,7 +531,8 @@ pub async fn forget_worker(db: &Db, id: &str) -> StoreResult<()> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UsageRow {
     pub model: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub credits_used: Option<i64>,
     pub result_image_ids: Option<String>,
     pub queued_at: DateTime<Utc>,

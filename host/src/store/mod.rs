@@ -46,6 +46,11 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A column held a value its Rust type does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown value `{0}`")]
+pub struct UnknownValue(pub String);
+
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -58,6 +63,14 @@ pub enum Db {
 }
 
 pub type WriteGate = Arc<tokio::sync::Mutex<()>>;
+
+/// A single-statement write outside a transaction. On SQLite it holds the
+/// write gate for as long as it lives, so store functions that write take
+/// a `Writer` (or a `Tx`) and cannot forget the gate.
+pub enum Writer<'a> {
+    Sqlite(&'a SqlitePool, tokio::sync::OwnedMutexGuard<()>),
+    Postgres(&'a PgPool),
+}
 
 /// An open transaction on either database (on SQLite holding the gate).
 pub enum Tx {
@@ -93,6 +106,39 @@ macro_rules! on_tx {
                 $body
             }
         }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of a `Writer`.
+#[macro_export]
+macro_rules! on_write {
+    ($w:expr, $pool:ident => $body:expr) => {
+        match $w {
+            $crate::store::Writer::Sqlite(p, _) => {
+                let $pool = *p;
+                $body
+            }
+            $crate::store::Writer::Postgres(p) => {
+                let $pool = *p;
+                $body
+            }
+        }
+    };
+}
+
+/// Executes a statement on `$conn` (inside `on_tx!`/`on_write!`).
+#[macro_export]
+macro_rules! exec {
+    ($conn:expr, $query:expr) => {
+        $query.execute($conn).await.map(|_| ())
+    };
+}
+
+/// Executes a statement on `$conn`; true when it changed exactly one row.
+#[macro_export]
+macro_rules! exec_one {
+    ($conn:expr, $query:expr) => {
+        $query.execute($conn).await.map(|r| r.rows_affected() == 1)
     };
 }
 
@@ -164,17 +210,17 @@ impl Db {
         })
     }
 
-    /// For a single-statement write outside a transaction: on SQLite, the
-    /// write gate (see `Db::Sqlite`); nothing on PostgreSQL.
-    pub async fn write_gate(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    /// A single-statement write: on SQLite it waits for the write gate
+    /// (see `Db::Sqlite`); on PostgreSQL rows lock themselves.
+    pub async fn write(&self) -> Writer<'_> {
         match self {
-            Db::Sqlite(_, gate) => Some(gate.clone().lock_owned().await),
-            Db::Postgres(_) => None,
+            Db::Sqlite(p, gate) => Writer::Sqlite(p, gate.clone().lock_owned().await),
+            Db::Postgres(p) => Writer::Postgres(p),
         }
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
-        on_db!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        on_db!(self, p => exec!(p, sqlx::query("SELECT 1")))?;
         Ok(())
     }
 
@@ -198,6 +244,24 @@ impl Tx {
             Tx::Postgres(t) => t.rollback().await?,
         }
         Ok(())
+    }
+}
+
+/// One page of a list: 1-based `page` of `per_page` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Page {
+    pub fn limit(self) -> i64 {
+        i64::from(self.per_page)
+    }
+
+    /// Rows before this page.
+    pub fn offset(self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
     }
 }
 

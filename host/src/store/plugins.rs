@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, StoreResult, Tx};
-use crate::{on_db, on_tx};
+use super::{Db, Page, StoreResult, Tx, Writer};
+use crate::{exec, exec_one, on_db, on_tx, on_write};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PluginRow {
@@ -62,7 +62,7 @@ pub async fn find_by_name_in(tx: &mut Tx, name: &str) -> StoreResult<Option<Plug
 /// Inserts a plugin; a unique violation on `plugins_name_key` when the name
 /// is taken.
 pub async fn insert_plugin(tx: &mut Tx, row: &PluginRow) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO plugins (id, name, owner_id, kind, description, visibility, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
@@ -72,10 +72,7 @@ pub async fn insert_plugin(tx: &mut Tx, row: &PluginRow) -> StoreResult<()> {
     .bind(&row.kind)
     .bind(&row.description)
     .bind(&row.visibility)
-    .bind(row.created_at)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(row.created_at)))?;
     Ok(())
 }
 
@@ -86,14 +83,11 @@ pub async fn update_plugin(
     visibility: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query("UPDATE plugins SET description = $2, visibility = $3, updated_at = $4 WHERE id = $1")
+    on_tx!(tx, c => exec!(c, sqlx::query("UPDATE plugins SET description = $2, visibility = $3, updated_at = $4 WHERE id = $1")
         .bind(id)
         .bind(description)
         .bind(visibility)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|_| ()))?;
+        .bind(now)))?;
     Ok(())
 }
 
@@ -105,7 +99,7 @@ pub async fn insert_version(
     v: &NewVersion<'_>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO plugin_versions \
          (id, plugin_id, version, sha256, size_bytes, abi_version, node_kind, parameters_schema, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -118,10 +112,7 @@ pub async fn insert_version(
     .bind(v.abi_version)
     .bind(v.node_kind)
     .bind(v.parameters_schema)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(now)))?;
     Ok(())
 }
 
@@ -131,15 +122,14 @@ pub async fn list_visible(
     db: &Db,
     viewer: &str,
     kind: Option<&str>,
-    limit: i64,
-    offset: i64,
+    page: Page,
 ) -> StoreResult<(Vec<PluginRow>, i64)> {
     let filter =
         "WHERE (p.visibility = 'public' OR p.owner_id = $1) AND ($2 IS NULL OR p.kind = $2)";
     let list_sql = format!("{PLUGIN_SELECT} {filter} ORDER BY p.name LIMIT $3 OFFSET $4");
     let count_sql = format!("SELECT COUNT(*) FROM plugins p {filter}");
     Ok(on_db!(db, p => {
-        let rows = sqlx::query_as(&list_sql).bind(viewer).bind(kind).bind(limit).bind(offset).fetch_all(p).await?;
+        let rows = sqlx::query_as(&list_sql).bind(viewer).bind(kind).bind(page.limit()).bind(page.offset()).fetch_all(p).await?;
         let total: i64 = sqlx::query_scalar(&count_sql).bind(viewer).bind(kind).fetch_one(p).await?;
         Ok::<_, sqlx::Error>((rows, total))
     })?)
@@ -161,19 +151,15 @@ pub async fn version(db: &Db, plugin_id: &str, version: &str) -> StoreResult<Opt
 
 /// Marks a version yanked; false when there is no such version.
 pub async fn yank(
-    db: &Db,
+    w: &Writer<'_>,
     plugin_id: &str,
     version: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let rows = on_db!(db, p => sqlx::query(
+    Ok(on_write!(w, p => exec_one!(p, sqlx::query(
         "UPDATE plugin_versions SET yanked_at = COALESCE(yanked_at, $3) WHERE plugin_id = $1 AND version = $2",
     )
     .bind(plugin_id)
     .bind(version)
-    .bind(now)
-    .execute(p)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(rows == 1)
+    .bind(now)))?)
 }

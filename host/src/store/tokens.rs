@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{StoreResult, Tx};
-use crate::on_tx;
+use crate::{exec, exec_one, on_tx};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RefreshTokenRow {
@@ -22,15 +22,12 @@ pub async fn create_family(
     user_id: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO refresh_families (id, user_id, created_at) VALUES ($1, $2, $3)",
     )
     .bind(family_id)
     .bind(user_id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(now)))?;
     Ok(())
 }
 
@@ -42,7 +39,7 @@ pub async fn insert_token(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO refresh_tokens (id, family_id, token_hash, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5)",
     )
@@ -50,10 +47,7 @@ pub async fn insert_token(
     .bind(family_id)
     .bind(token_hash)
     .bind(now)
-    .bind(expires_at)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(expires_at)))?;
     Ok(())
 }
 
@@ -83,15 +77,11 @@ pub async fn find_by_hash(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<R
 
 /// Marks a token used; false when it already was.
 pub async fn mark_used(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-    let rows = on_tx!(tx, c => sqlx::query(
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
         "UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL",
     )
     .bind(id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(rows == 1)
+    .bind(now)))?)
 }
 
 /// Revokes a family: none of its tokens can be used again.
@@ -101,15 +91,12 @@ pub async fn revoke_family(
     reason: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "UPDATE refresh_families SET revoked_at = $2, revoke_reason = $3 \
          WHERE id = $1 AND revoked_at IS NULL",
     )
     .bind(family_id)
     .bind(now)
-    .bind(reason)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(reason)))?;
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, StoreResult, Tx};
-use crate::{on_db, on_tx};
+use super::{Db, StoreResult, Tx, Writer};
+use crate::{exec, exec_one, on_db, on_tx, on_write};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -33,7 +33,7 @@ const COLUMNS: &str = "id, email, name, password_hash, avatar_url, tier, role, e
 /// Inserts a user; fails with a unique violation on `users_email_key` when
 /// the email is taken.
 pub async fn insert(tx: &mut Tx, u: &NewUser<'_>) -> StoreResult<()> {
-    on_tx!(tx, c => sqlx::query(
+    on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO users (id, email, name, password_hash, tier, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
@@ -42,10 +42,7 @@ pub async fn insert(tx: &mut Tx, u: &NewUser<'_>) -> StoreResult<()> {
     .bind(u.name)
     .bind(u.password_hash)
     .bind(u.tier)
-    .bind(u.now)
-    .execute(c)
-    .await
-    .map(|_| ()))?;
+    .bind(u.now)))?;
     Ok(())
 }
 
@@ -70,6 +67,16 @@ pub async fn find_with_balance(db: &Db, id: &str) -> StoreResult<Option<UserWith
     Ok(on_db!(db, p => sqlx::query_as(SQL).bind(id).fetch_optional(p).await)?)
 }
 
+/// The tier and role of a user.
+pub async fn find_access(db: &Db, id: &str) -> StoreResult<Option<(String, String)>> {
+    Ok(
+        on_db!(db, p => sqlx::query_as("SELECT tier, role FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(p)
+        .await)?,
+    )
+}
+
 pub async fn find_by_id(db: &Db, id: &str) -> StoreResult<Option<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
@@ -83,7 +90,7 @@ pub struct ProfileChange {
 }
 
 pub async fn update_profile(
-    db: &Db,
+    w: &Writer<'_>,
     id: &str,
     change: &ProfileChange,
     now: DateTime<Utc>,
@@ -99,7 +106,7 @@ pub async fn update_profile(
         Some(v) => (true, v.clone()),
         None => (false, None),
     };
-    Ok(on_db!(db, p => sqlx::query_as(&sql)
+    Ok(on_write!(w, p => sqlx::query_as(&sql)
         .bind(id)
         .bind(change.name.as_deref())
         .bind(set_avatar)
@@ -118,7 +125,7 @@ pub enum OperatorColumn {
 
 /// Sets an operator-managed column; false when no such user exists.
 pub async fn set_operator_column(
-    db: &Db,
+    w: &Writer<'_>,
     id: &str,
     column: OperatorColumn,
     value: &str,
@@ -128,7 +135,6 @@ pub async fn set_operator_column(
         OperatorColumn::Tier => "UPDATE users SET tier = $2, updated_at = $3 WHERE id = $1",
         OperatorColumn::Role => "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1",
     };
-    let rows = on_db!(db, p => sqlx::query(sql)
-        .bind(id).bind(value).bind(now).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok(rows == 1)
+    Ok(on_write!(w, p => exec_one!(p, sqlx::query(sql)
+        .bind(id).bind(value).bind(now)))?)
 }

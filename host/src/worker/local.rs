@@ -8,32 +8,21 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{JobSource, WorkItem};
+use crate::blobs::LocalBlobs;
 use crate::plugins::registry::Registry;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
-use crate::queue::job::JobSpec;
-use crate::queue::{BeatReply, Finished, Lease, Queue, QueueError, WorkerInfo};
+use crate::queue::{BeatReply, FailureCode, Finished, Lease, Queue, QueueError, WorkerInfo};
 
 pub struct LocalSource {
     pub queue: Arc<Queue>,
     pub registry: Arc<Registry>,
-}
-
-/// The blob keys of a job's input images.
-pub fn input_keys(spec: &JobSpec) -> Vec<String> {
-    [
-        spec.source_image.clone(),
-        spec.mask_image.clone(),
-        spec.controlnet.as_ref().map(|c| c.image.clone()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    pub blobs: Arc<LocalBlobs>,
 }
 
 /// Reads a leased job's input images from blob storage.
-pub async fn with_inputs(queue: &Queue, lease: Lease) -> anyhow::Result<WorkItem> {
-    let keys = input_keys(&lease.spec);
-    let blobs = queue.blobs().clone();
+pub async fn with_inputs(blobs: &Arc<LocalBlobs>, lease: Lease) -> anyhow::Result<WorkItem> {
+    let keys = lease.spec.input_keys();
+    let blobs = blobs.clone();
     let inputs = tokio::task::spawn_blocking(move || {
         keys.into_iter()
             .map(|k| blobs.get(&k).map(|b| (k, b)))
@@ -47,7 +36,10 @@ fn ended_ok(r: Result<impl Sized, QueueError>) -> anyhow::Result<()> {
     match r {
         Ok(_) => Ok(()),
         Err(QueueError::Ended { status }) => {
-            tracing::info!(%status, "job ended on the host before the report");
+            tracing::info!(
+                status = status.as_str(),
+                "job ended on the host before the report"
+            );
             Ok(())
         }
         Err(e) => Err(e.into()),
@@ -58,7 +50,7 @@ impl JobSource for LocalSource {
     async fn lease(&self, info: &WorkerInfo, wait: Duration) -> anyhow::Result<Option<WorkItem>> {
         self.queue.touch_worker(info).await?;
         match self.queue.wait_for_lease(info, wait).await? {
-            Some(lease) => Ok(Some(with_inputs(&self.queue, lease).await?)),
+            Some(lease) => Ok(Some(with_inputs(&self.blobs, lease).await?)),
             None => Ok(None),
         }
     }
@@ -84,7 +76,7 @@ impl JobSource for LocalSource {
         &self,
         job_id: &str,
         token: &str,
-        code: &str,
+        code: FailureCode,
         message: &str,
     ) -> anyhow::Result<()> {
         ended_ok(self.queue.fail(job_id, token, code, message).await)

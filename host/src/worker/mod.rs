@@ -21,11 +21,14 @@ use image::RgbaImage;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
+use crate::imaging;
 use crate::inference::{InferenceBackend, InferenceError, Progress};
 use crate::plugins::limits::{self, LimitsOverride};
+use crate::plugins::runtime::Params;
 use crate::plugins::{LoadedPlugin, PluginKind, PluginRuntime};
-use crate::queue::job::NodeSpec;
-use crate::queue::{BeatReply, Finished, Lease, WorkerInfo};
+use crate::queue::job::{JobSpec, NodeSpec};
+use crate::queue::{BeatReply, FailureCode, Finished, Lease, WorkerInfo};
 
 /// A leased job with its input images.
 #[derive(Debug, Clone)]
@@ -59,7 +62,7 @@ pub trait JobSource: Send + Sync + 'static {
         &self,
         job_id: &str,
         token: &str,
-        code: &str,
+        code: FailureCode,
         message: &str,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// A node plugin's component, compiled (cached by content hash).
@@ -88,6 +91,34 @@ pub struct Worker<S: JobSource> {
     pub abort: CancellationToken,
 }
 
+/// How long one lease poll waits for work (a long poll on the internal
+/// API, a wait on the queue in process).
+pub const LEASE_POLL: Duration = Duration::from_secs(10);
+
+impl<S: JobSource> Worker<S> {
+    /// A worker as the configuration says: plugin limits, and heartbeats
+    /// three times per lease.
+    pub fn new(
+        source: Arc<S>,
+        info: WorkerInfo,
+        backend: Arc<dyn InferenceBackend>,
+        runtime: Arc<PluginRuntime>,
+        config: &Config,
+    ) -> Self {
+        Self {
+            source,
+            info,
+            backend,
+            runtime,
+            limits: config.plugin_limits.clone(),
+            poll: LEASE_POLL,
+            beat_every: (Duration::from_secs(config.lease_ttl_secs) / 3)
+                .max(Duration::from_millis(100)),
+            abort: CancellationToken::new(),
+        }
+    }
+}
+
 /// The last step progress and when the backend started, for heartbeats.
 type JobProgress = (Option<(u32, u32)>, Option<DateTime<Utc>>);
 
@@ -103,15 +134,14 @@ struct Running {
     keeper: tokio::task::JoinHandle<()>,
 }
 
-/// Why a job failed on the worker: an error code for the user and a
-/// message.
+/// Why a job failed on the worker: its code and what went wrong.
 struct JobFailure {
-    code: &'static str,
+    code: FailureCode,
     message: String,
 }
 
 impl JobFailure {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: FailureCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -280,16 +310,16 @@ impl<S: JobSource> Worker<S> {
                 key.as_ref()
                     .map(|k| {
                         let bytes = job.item.inputs.get(k).ok_or_else(|| {
-                            JobFailure::new("INVALID_INPUT", format!("input {k} missing"))
+                            JobFailure::new(FailureCode::InvalidInput, format!("input {k} missing"))
                         })?;
-                        pipeline::decode_image(bytes)
-                            .map_err(|e| JobFailure::new("INVALID_INPUT", e))
+                        imaging::decode(bytes)
+                            .map_err(|e| JobFailure::new(FailureCode::InvalidInput, e))
                     })
                     .transpose()
             };
             let op =
                 pipeline::operation(&spec, input(&spec.source_image)?, input(&spec.mask_image)?)
-                    .map_err(|e| JobFailure::new("INVALID_INPUT", e))?;
+                    .map_err(|e| JobFailure::new(FailureCode::InvalidInput, e))?;
             let stop = job.stop.clone();
             let tx = job.progress.clone();
             let started_at = Utc::now();
@@ -309,9 +339,13 @@ impl<S: JobSource> Worker<S> {
                 + chrono::Duration::from_std(finished.duration_since(started)).unwrap_or_default();
             match out {
                 Ok(images) => Ok((spec, images, gpu_seconds, started_at, gpu_finished_at)),
-                Err(InferenceError::Cancelled) => Err(JobFailure::new("CANCELLED", "stopped")),
-                Err(InferenceError::InvalidInput(m)) => Err(JobFailure::new("INVALID_INPUT", m)),
-                Err(e) => Err(JobFailure::new("INFERENCE_FAILED", e.to_string())),
+                Err(InferenceError::Cancelled) => {
+                    Err(JobFailure::new(FailureCode::Cancelled, "stopped"))
+                }
+                Err(InferenceError::InvalidInput(m)) => {
+                    Err(JobFailure::new(FailureCode::InvalidInput, m))
+                }
+                Err(e) => Err(JobFailure::new(FailureCode::InferenceFailed, e.to_string())),
             }
         }
         .await;
@@ -353,7 +387,7 @@ impl<S: JobSource> Worker<S> {
                         .await
                 }
                 // The host already ended a cancelled job.
-                Err(f) if f.code == "CANCELLED" => Ok(()),
+                Err(f) if f.code == FailureCode::Cancelled => Ok(()),
                 Err(f) => {
                     this.source
                         .fail(&lease.job_id, &lease.token, f.code, &f.message)
@@ -370,17 +404,19 @@ impl<S: JobSource> Worker<S> {
         self.source
             .node_plugin(&self.runtime, &node.name, &node.version)
             .await
-            .map_err(|e| JobFailure::new("PLUGIN_FAILED", format!("loading {}: {e}", node.name)))
+            .map_err(|e| {
+                JobFailure::new(
+                    FailureCode::PluginFailed,
+                    format!("loading {}: {e}", node.name),
+                )
+            })
     }
 
     fn node_limits(&self, name: &str) -> limits::Limits {
         limits::resolve(PluginKind::Node, name, &self.limits)
     }
 
-    async fn run_pre_nodes(
-        &self,
-        spec: &crate::queue::job::JobSpec,
-    ) -> Result<crate::queue::job::JobSpec, JobFailure> {
+    async fn run_pre_nodes(&self, spec: &JobSpec) -> Result<JobSpec, JobFailure> {
         let mut spec = spec.clone();
         for node in &spec.pre_nodes.clone() {
             let plugin = self.load_node(node).await?;
@@ -390,12 +426,12 @@ impl<S: JobSource> Worker<S> {
                     &node.name,
                     &plugin,
                     self.node_limits(&node.name),
-                    pipeline::params_of(&spec),
+                    Params::from(&spec),
                     &node.parameters.to_string(),
                 )
                 .await
-                .map_err(|e| JobFailure::new("PLUGIN_FAILED", e.to_string()))?;
-            spec = pipeline::apply_params(&spec, run.output);
+                .map_err(|e| JobFailure::new(FailureCode::PluginFailed, e.to_string()))?;
+            spec = run.output.apply_to(&spec);
         }
         Ok(spec)
     }
@@ -403,7 +439,7 @@ impl<S: JobSource> Worker<S> {
     /// Post-nodes, then PNG encoding (blocking work off the async threads).
     async fn finish(
         &self,
-        spec: &crate::queue::job::JobSpec,
+        spec: &JobSpec,
         images: Vec<RgbaImage>,
     ) -> Result<Vec<Vec<u8>>, JobFailure> {
         let mut images = images;
@@ -413,34 +449,34 @@ impl<S: JobSource> Worker<S> {
                 .into_iter()
                 .map(pipeline::to_handle)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::new("INFERENCE_FAILED", e))?;
+                .map_err(|e| JobFailure::new(FailureCode::InferenceFailed, e))?;
             let run = self
                 .runtime
                 .run_post(
                     &node.name,
                     &plugin,
                     self.node_limits(&node.name),
-                    pipeline::params_of(spec),
+                    Params::from(spec),
                     handles,
                     &node.parameters.to_string(),
                 )
                 .await
-                .map_err(|e| JobFailure::new("PLUGIN_FAILED", e.to_string()))?;
+                .map_err(|e| JobFailure::new(FailureCode::PluginFailed, e.to_string()))?;
             images = run
                 .output
                 .iter()
                 .map(pipeline::from_handle)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::new("PLUGIN_FAILED", e))?;
+                .map_err(|e| JobFailure::new(FailureCode::PluginFailed, e))?;
         }
         tokio::task::spawn_blocking(move || {
             images
                 .iter()
-                .map(pipeline::encode_png)
+                .map(imaging::encode_png)
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|e| JobFailure::new("INFERENCE_FAILED", e.to_string()))?
-        .map_err(|e| JobFailure::new("INFERENCE_FAILED", e))
+        .map_err(|e| JobFailure::new(FailureCode::InferenceFailed, e.to_string()))?
+        .map_err(|e| JobFailure::new(FailureCode::InferenceFailed, e))
     }
 }

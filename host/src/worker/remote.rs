@@ -9,12 +9,10 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::wire::{
-    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeasedJob,
-};
+use super::wire::{CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, LeasedJob};
 use super::{JobSource, WorkItem};
 use crate::plugins::{LoadedPlugin, PluginKind, PluginRuntime};
-use crate::queue::{BeatReply, Finished, WorkerInfo};
+use crate::queue::{BeatReply, FailureCode, Finished, WorkerInfo};
 
 pub struct RemoteSource {
     base: String,
@@ -93,14 +91,14 @@ impl JobSource for RemoteSource {
             total_steps: progress.map(|p| p.1),
             gpu_started_at,
         };
-        let reply: Option<HeartbeatResponse> = self
+        let reply: Option<BeatReply> = self
             .post(
                 &format!("/jobs/{job_id}/heartbeat"),
                 &body,
                 Duration::from_secs(10),
             )
             .await?;
-        Ok(reply.map_or(BeatReply::Lost, |r| r.reply()))
+        Ok(reply.unwrap_or(BeatReply::Lost))
     }
 
     async fn complete(&self, job_id: &str, token: &str, done: Finished) -> anyhow::Result<()> {
@@ -118,12 +116,12 @@ impl JobSource for RemoteSource {
         &self,
         job_id: &str,
         token: &str,
-        code: &str,
+        code: FailureCode,
         message: &str,
     ) -> anyhow::Result<()> {
         let body = FailRequest {
             lease_token: token.to_owned(),
-            code: code.to_owned(),
+            code,
             message: message.to_owned(),
         };
         let _: Option<serde_json::Value> = self

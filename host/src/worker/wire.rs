@@ -1,6 +1,6 @@
 //! The internal worker API's bodies (`/internal/v1/...`), shared by the
 //! host's handlers and the remote worker's client. Image bytes travel as
-//! base64 inside JSON.
+//! base64 inside JSON; a heartbeat is answered with `queue::BeatReply`.
 
 use std::collections::HashMap;
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::WorkItem;
 use crate::queue::job::JobSpec;
-use crate::queue::{BeatReply, Finished, Lease, WorkerInfo};
+use crate::queue::{FailureCode, Finished, Lease, WorkerInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseRequest {
@@ -107,43 +107,6 @@ pub struct HeartbeatRequest {
     pub gpu_started_at: Option<DateTime<Utc>>,
 }
 
-/// `continue`, `cancelled` (stop: the user cancelled) or `lost` (stop: the
-/// lease is no longer yours).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeartbeatResponse {
-    pub action: String,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-}
-
-impl From<BeatReply> for HeartbeatResponse {
-    fn from(r: BeatReply) -> Self {
-        match r {
-            BeatReply::Continue { expires_at } => Self {
-                action: "continue".into(),
-                lease_expires_at: Some(expires_at),
-            },
-            BeatReply::Cancelled => Self {
-                action: "cancelled".into(),
-                lease_expires_at: None,
-            },
-            BeatReply::Lost => Self {
-                action: "lost".into(),
-                lease_expires_at: None,
-            },
-        }
-    }
-}
-
-impl HeartbeatResponse {
-    pub fn reply(&self) -> BeatReply {
-        match (self.action.as_str(), self.lease_expires_at) {
-            ("continue", Some(expires_at)) => BeatReply::Continue { expires_at },
-            ("cancelled", _) => BeatReply::Cancelled,
-            _ => BeatReply::Lost,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompleteRequest {
     pub lease_token: String,
@@ -188,6 +151,6 @@ impl CompleteRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailRequest {
     pub lease_token: String,
-    pub code: String,
+    pub code: FailureCode,
     pub message: String,
 }

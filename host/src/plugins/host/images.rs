@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use crate::plugins::bindings::node::pingvas::plugin::images::{Host, HostImage};
+use crate::plugins::bindings::v0_1_0::node::pingvas::plugin::images::{Host, HostImage};
 use crate::plugins::state::PluginState;
 
 /// Largest image a guest may create (pixels).

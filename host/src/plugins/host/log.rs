@@ -1,6 +1,6 @@
 //! `log`: a guest's log lines, tagged with the plugin, into `tracing`.
 
-use crate::plugins::bindings::node::pingvas::plugin::log::{Host, Level};
+use crate::plugins::bindings::v0_1_0::node::pingvas::plugin::log::{Host, Level};
 use crate::plugins::state::PluginState;
 
 /// Longest log line kept; the rest is cut.

@@ -1,0 +1,89 @@
+//! Image codecs at the bottom of the host: decoding with limits (a
+//! decompression bomb fails instead of eating memory), PNG encoding and
+//! JPEG thumbnails. Everything above uses these; nothing here knows jobs,
+//! plugins or HTTP.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbaImage};
+
+/// Largest side a decoded image may have.
+pub const MAX_DECODED_SIDE: u32 = 8192;
+/// Most bytes the decoder may allocate for one image.
+pub const MAX_DECODE_ALLOC: u64 = 512 << 20;
+/// Longest side of a thumbnail.
+pub const THUMBNAIL_SIZE: u32 = 256;
+
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_DECODED_SIDE);
+    limits.max_image_height = Some(MAX_DECODED_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    limits
+}
+
+fn decode_with(reader: ImageReader<Cursor<&[u8]>>) -> Result<DynamicImage, String> {
+    let mut reader = reader;
+    reader.limits(limits());
+    reader.decode().map_err(|e| e.to_string())
+}
+
+/// Decodes an image (PNG, JPEG or WebP, by its bytes) into RGBA.
+pub fn decode(bytes: &[u8]) -> Result<RgbaImage, String> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    Ok(decode_with(reader)?.to_rgba8())
+}
+
+/// Decodes bytes that must be a PNG.
+pub fn decode_png(bytes: &[u8]) -> Result<DynamicImage, String> {
+    decode_with(ImageReader::with_format(
+        Cursor::new(bytes),
+        ImageFormat::Png,
+    ))
+    .map_err(|e| format!("not a PNG image: {e}"))
+}
+
+pub fn encode_png(img: &RgbaImage) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// A JPEG of at most `THUMBNAIL_SIZE` on its longer side.
+pub fn thumbnail_jpeg(img: &DynamicImage) -> Result<Vec<u8>, String> {
+    let thumb = img.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
+    let mut out = Vec::new();
+    thumb
+        .write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg)
+        .map_err(|e| format!("encoding thumbnail: {e}"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_thumbnail() {
+        let img = RgbaImage::from_pixel(600, 300, image::Rgba([10, 20, 30, 255]));
+        let png = encode_png(&img).unwrap();
+        assert_eq!(decode(&png).unwrap(), img);
+        let thumb = thumbnail_jpeg(&decode_png(&png).unwrap()).unwrap();
+        let t = decode(&thumb).unwrap();
+        assert_eq!(t.dimensions(), (THUMBNAIL_SIZE, THUMBNAIL_SIZE / 2));
+    }
+
+    #[test]
+    fn oversized_and_foreign_bytes_are_refused() {
+        // A PNG header claiming 100000 x 1 pixels.
+        let img = RgbaImage::new(MAX_DECODED_SIDE + 1, 1);
+        let png = encode_png(&img).unwrap();
+        assert!(decode(&png).is_err());
+        assert!(decode(b"not an image").is_err());
+        let jpeg = thumbnail_jpeg(&DynamicImage::new_rgb8(8, 8)).unwrap();
+        assert!(decode_png(&jpeg).is_err());
+    }
+}

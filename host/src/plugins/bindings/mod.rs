@@ -1,0 +1,9 @@
+//! Host bindings of the plugin ABI, one module per `pingvas:plugin`
+//! version (as `wit/plugin@<version>/` holds one package per version), so
+//! guests built against an older version keep running when a newer one is
+//! added beside it.
+
+pub mod v0_1_0;
+
+/// The ABI versions this host runs, newest first.
+pub const ABI_VERSIONS: &[&str] = &[v0_1_0::VERSION];

@@ -1,0 +1,111 @@
+//! Host bindings of `pingvas:plugin@0.1.0`, one `bindgen!` per world.
+//! Interfaces shared between worlds are generated once (in `node`) and
+//! reused, so one host implementation serves them all. The conversions
+//! between this version's types and the host's live here too, so a later
+//! version maps its own types without touching the host.
+
+use crate::queue::job::{JobSpec, LoraSpec};
+
+/// The version of the `pingvas:plugin` package these bindings speak.
+pub const VERSION: &str = "0.1.0";
+
+pub mod node {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin@0.1.0",
+        world: "node",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "pingvas:plugin/images.image": crate::plugins::host::images::ImageHandle,
+        },
+    });
+}
+
+pub mod billing {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin@0.1.0",
+        world: "billing-adapter",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "pingvas:plugin/types": super::node::pingvas::plugin::types,
+            "pingvas:plugin/log": super::node::pingvas::plugin::log,
+        },
+    });
+}
+
+pub mod workflow {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin@0.1.0",
+        world: "workflow",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "pingvas:plugin/types": super::node::pingvas::plugin::types,
+            "pingvas:plugin/log": super::node::pingvas::plugin::log,
+            "pingvas:plugin/images": super::node::pingvas::plugin::images,
+        },
+    });
+}
+
+// Interfaces that only define types still get a (method-less) host trait.
+impl node::pingvas::plugin::types::Host for crate::plugins::state::PluginState {}
+impl node::pingvas::plugin::node_types::Host for crate::plugins::state::PluginState {}
+impl billing::pingvas::plugin::billing_types::Host for crate::plugins::state::PluginState {}
+
+use node::pingvas::plugin::types::{GenerationParams, Lora};
+
+/// The parameters a node sees of a job.
+impl From<&JobSpec> for GenerationParams {
+    fn from(spec: &JobSpec) -> Self {
+        let g = &spec.generation;
+        GenerationParams {
+            prompt: g.prompt.clone(),
+            negative_prompt: g.negative_prompt.clone(),
+            model: g.model.clone(),
+            width: g.width,
+            height: g.height,
+            steps: g.steps,
+            cfg_scale: g.cfg_scale,
+            sampler: g.sampler.clone(),
+            seed: i64::try_from(g.seed).unwrap_or(i64::MAX),
+            batch_size: g.batch_size,
+            loras: spec
+                .loras
+                .iter()
+                .map(|l| Lora {
+                    name: l.name.clone(),
+                    weight: l.weight,
+                })
+                .collect(),
+            strength: spec.strength,
+        }
+    }
+}
+
+impl GenerationParams {
+    /// Folds a pre-node's answer back into `spec`. What sets the price —
+    /// model, size, steps, batch — was paid for at enqueue and stays; the
+    /// node may rewrite prompts, sampler, guidance, seed and LoRA weights.
+    pub fn apply_to(self, spec: &JobSpec) -> JobSpec {
+        let mut out = spec.clone();
+        let g = &mut out.generation;
+        g.prompt = self.prompt;
+        g.negative_prompt = self.negative_prompt;
+        if (0.0..=30.0).contains(&self.cfg_scale) {
+            g.cfg_scale = self.cfg_scale;
+        }
+        g.sampler = self.sampler;
+        g.seed = u64::try_from(self.seed).unwrap_or(spec.generation.seed);
+        out.loras = self
+            .loras
+            .into_iter()
+            .map(|l| LoraSpec {
+                name: l.name,
+                weight: l.weight,
+            })
+            .collect();
+        out.strength = self.strength.map(|s| s.clamp(0.0, 1.0)).or(spec.strength);
+        out
+    }
+}

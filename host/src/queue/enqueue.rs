@@ -1,0 +1,139 @@
+//! Enqueueing: the estimate is reserved and the job inserted in one
+//! transaction, under the per-user and global caps.
+
+use chrono::Utc;
+
+use super::events::{JobQueued, UserEvent};
+use super::job::{JobSpec, JobStatus, estimate_credits};
+use super::scheduler;
+use super::{Queue, QueueError, QueueResult};
+use crate::billing::ledger;
+use crate::events::channel_of;
+use crate::store::jobs as q;
+use crate::store::new_id;
+
+/// A job accepted into the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    pub job_id: String,
+    pub queue_position: usize,
+    pub estimated_wait_seconds: u64,
+    pub estimated_credits: i64,
+    pub websocket_channel: String,
+}
+
+impl Queue {
+    /// Reserves the estimate and queues the job, in one transaction.
+    pub async fn enqueue(&self, user_id: &str, tier: &str, spec: JobSpec) -> QueueResult<Enqueued> {
+        let model = self.model(spec.model())?;
+        if !self.is_served(spec.model()).await? {
+            return Err(QueueError::NoWorker {
+                model: spec.model().to_owned(),
+            });
+        }
+        let plan = self.plans.tier(tier);
+        let priority = plan.rank;
+        let estimated = estimate_credits(&spec, model);
+        let id = new_id();
+        let now = Utc::now();
+        let seq = self.tick();
+        let params =
+            serde_json::to_string(&spec).map_err(|e| QueueError::Invalid(e.to_string()))?;
+
+        let mut tx = self.db.begin().await?;
+        let hold = ledger::reserve_in(
+            &mut tx,
+            user_id,
+            estimated,
+            &format!("생성 작업 예약 {id}"),
+            &format!("job:{id}"),
+        )
+        .await?;
+        // Counted in the transaction (a row lock on the user's counter on
+        // PostgreSQL), so concurrent enqueues cannot overshoot the caps.
+        let mine = q::count_enqueued(&mut tx, user_id, i64::from(priority)).await?;
+        if q::total_queued(&mut tx).await? as u64 > self.settings.max_queued {
+            tx.rollback().await?;
+            return Err(QueueError::QueueFull {
+                limit: self.settings.max_queued,
+            });
+        }
+        if mine > i64::from(plan.max_queued) {
+            tx.rollback().await?;
+            return Err(QueueError::QuotaExceeded {
+                limit: plan.max_queued,
+            });
+        }
+        q::insert(
+            &mut tx,
+            &q::NewJob {
+                id: &id,
+                user_id,
+                job_type: spec.job_type,
+                priority: i64::from(priority),
+                model: spec.model(),
+                params: &params,
+                hold_id: &hold.id,
+                estimated_credits: estimated,
+                seq,
+                save_to_board: spec.save_to_board.as_deref(),
+                now,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake.notify_waiters();
+
+        // The position is read after the commit, outside the write lock.
+        let groups = summaries(&q::queued_groups(&self.db).await?);
+        let position = scheduler::position_of(&groups, user_id, priority, mine as usize);
+        let wait = self
+            .estimated_wait(position, spec.expected_gpu_seconds(model))
+            .await;
+        self.notify(
+            user_id,
+            UserEvent::JobQueued(JobQueued {
+                job_id: id.clone(),
+                status: JobStatus::Queued,
+                job_type: spec.job_type,
+                queue_position: position,
+                estimated_wait_seconds: wait,
+                estimated_credits: estimated,
+            }),
+        );
+        self.notify_credits(user_id).await;
+        Ok(Enqueued {
+            websocket_channel: channel_of(user_id),
+            job_id: id,
+            queue_position: position,
+            estimated_wait_seconds: wait,
+            estimated_credits: estimated,
+        })
+    }
+
+    /// Seconds until a job at `position` starts: the jobs ahead of it at
+    /// the measured mean job time, spread over the live workers.
+    async fn estimated_wait(&self, position: usize, fallback_secs: f64) -> u64 {
+        let mean = self
+            .job_seconds
+            .lock()
+            .expect("throughput lock")
+            .unwrap_or(fallback_secs);
+        let workers = self.served().await.map_or(1, |s| s.workers).max(1);
+        (position.saturating_sub(1) as f64 * mean / workers as f64).ceil() as u64
+    }
+}
+
+/// The store's per-user queue summaries as the scheduler takes them.
+pub(super) fn summaries(groups: &[q::QueuedGroup]) -> Vec<scheduler::QueuedGroup> {
+    groups
+        .iter()
+        .map(|g| scheduler::QueuedGroup {
+            user_id: g.user_id.clone(),
+            priority: g.priority as u32,
+            queued: g.queued as usize,
+            oldest: g.oldest,
+            last_dispatch: g.last_dispatch,
+        })
+        .collect()
+}

@@ -1,0 +1,112 @@
+//! Heartbeats: a worker renews its lease, reports progress, and learns
+//! whether to go on.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::events::{JobProgress, UserEvent};
+use super::job::JobStatus;
+use super::{Queue, QueueResult};
+use crate::store::jobs as q;
+
+/// What a heartbeat tells the worker; on the internal API as
+/// `{"action": "continue", "lease_expires_at": …}`, `{"action":
+/// "cancelled"}` or `{"action": "lost"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum BeatReply {
+    /// Keep going; the lease now lasts until then.
+    Continue {
+        #[serde(rename = "lease_expires_at")]
+        expires_at: DateTime<Utc>,
+    },
+    /// The user cancelled: stop, the job is settled.
+    Cancelled,
+    /// The lease is gone (expired and given to another worker, or the job
+    /// ended): stop and drop the work.
+    Lost,
+}
+
+/// Percent done of `step` out of `total`.
+fn percent(step: u32, total: u32) -> i64 {
+    if total == 0 {
+        return 0;
+    }
+    (u64::from(step) * 100 / u64::from(total)).min(100) as i64
+}
+
+impl Queue {
+    /// Renews a lease, records progress, and tells the worker whether to go
+    /// on.
+    pub async fn heartbeat(
+        &self,
+        job_id: &str,
+        token: &str,
+        progress: Option<(u32, u32)>,
+        gpu_started_at: Option<DateTime<Utc>>,
+    ) -> QueueResult<BeatReply> {
+        let expires_at = Utc::now() + self.settings.lease_ttl;
+        let progress =
+            progress.map(|(step, total)| (percent(step, total), i64::from(step), i64::from(total)));
+        let beat = q::Beat {
+            job_id,
+            token,
+            expires_at,
+            progress,
+            gpu_started_at,
+        };
+        let held = q::heartbeat(&self.db.write().await, &beat).await?;
+        let Some((user_id, worker_id)) = held else {
+            let row = q::get(&self.db, job_id).await?;
+            return Ok(match row {
+                Some(r) if r.status == JobStatus::Cancelled => BeatReply::Cancelled,
+                _ => BeatReply::Lost,
+            });
+        };
+        if let Some((percent, step, total_steps)) = progress {
+            self.notify(
+                &user_id,
+                UserEvent::JobProgress(JobProgress {
+                    job_id: job_id.to_owned(),
+                    percent,
+                    step,
+                    total_steps,
+                }),
+            );
+        }
+        if let Some(worker) = worker_id {
+            self.heard_from(worker).await?;
+        }
+        Ok(BeatReply::Continue { expires_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_travel_as_tagged_actions() {
+        let at = Utc::now();
+        let v = serde_json::to_value(BeatReply::Continue { expires_at: at }).unwrap();
+        assert_eq!(v["action"], "continue");
+        assert!(v["lease_expires_at"].is_string());
+        assert_eq!(
+            serde_json::to_value(BeatReply::Lost).unwrap(),
+            serde_json::json!({ "action": "lost" })
+        );
+        let back: BeatReply =
+            serde_json::from_value(serde_json::json!({ "action": "cancelled" })).unwrap();
+        assert_eq!(back, BeatReply::Cancelled);
+        assert!(
+            serde_json::from_value::<BeatReply>(serde_json::json!({ "action": "maybe" })).is_err()
+        );
+    }
+
+    #[test]
+    fn percent_is_bounded() {
+        assert_eq!(percent(0, 0), 0);
+        assert_eq!(percent(5, 10), 50);
+        assert_eq!(percent(12, 10), 100);
+    }
+}

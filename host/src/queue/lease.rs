@@ -1,0 +1,147 @@
+//! Leasing: a worker gets the next job in the scheduler's order, for a
+//! limited time that heartbeats renew.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::events::{JobStarted, UserEvent};
+use super::job::{JobSpec, JobStatus};
+use super::scheduler::{self, QueuedJob, UserSlots};
+use super::{Queue, QueueError, QueueResult, WorkerInfo};
+use crate::store::jobs as q;
+use crate::store::new_id;
+
+/// A job handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_id: String,
+    pub user_id: String,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub attempt: i64,
+    pub spec: JobSpec,
+}
+
+impl Queue {
+    /// Leases the next job for `worker` in the scheduler's order, if any.
+    pub async fn lease(&self, worker: &WorkerInfo) -> QueueResult<Option<Lease>> {
+        let mut tx = self.db.begin().await?;
+        q::lock_queue(&mut tx).await?;
+        let candidates: Vec<q::Candidate> = q::lease_candidates(&mut tx)
+            .await?
+            .into_iter()
+            .filter(|c| worker.serves(&c.model))
+            .collect();
+        if candidates.is_empty() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let running: HashMap<String, i64> = q::running_counts(&mut tx).await?.into_iter().collect();
+        let mut users: HashMap<String, UserSlots> = HashMap::new();
+        for c in &candidates {
+            if users.contains_key(&c.user_id) {
+                continue;
+            }
+            let last = q::last_dispatch(&mut tx, &c.user_id).await?;
+            users.insert(
+                c.user_id.clone(),
+                UserSlots {
+                    running: running.get(&c.user_id).copied().unwrap_or(0) as u32,
+                    cap: self.plans.tier(&c.tier).queue_count,
+                    last_dispatch: last,
+                },
+            );
+        }
+        // Each candidate is a user's oldest job for one model; the pick's
+        // user, model and seq find its row.
+        let jobs: Vec<QueuedJob> = candidates
+            .into_iter()
+            .map(|c| QueuedJob {
+                id: String::new(),
+                user_id: c.user_id,
+                priority: c.priority as u32,
+                model: c.model,
+                seq: c.seq,
+            })
+            .collect();
+        let Some(pick) = scheduler::pick_next(&jobs, &users, |_| true) else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let Some(row) = q::queued_job_at(&mut tx, &pick.user_id, &pick.model, pick.seq).await?
+        else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let token = new_id();
+        let now = Utc::now();
+        let expires_at = now + self.settings.lease_ttl;
+        let granted = q::grant_lease(
+            &mut tx,
+            &q::LeaseGrant {
+                job_id: &row.id,
+                worker_id: &worker.id,
+                token: &token,
+                expires_at,
+                dispatched_at: self.tick(),
+                now,
+            },
+        )
+        .await?;
+        if !granted {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        q::count_queued(&mut tx, &row.user_id, -1).await?;
+        tx.commit().await?;
+        let spec: JobSpec =
+            serde_json::from_str(&row.params).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let attempt = row.attempts + 1;
+        self.notify(
+            &row.user_id,
+            UserEvent::JobStarted(JobStarted {
+                job_id: row.id.clone(),
+                status: JobStatus::Processing,
+                attempt,
+                started_at: now,
+            }),
+        );
+        Ok(Some(Lease {
+            job_id: row.id,
+            user_id: row.user_id,
+            token,
+            expires_at,
+            attempt,
+            spec,
+        }))
+    }
+
+    /// Waits up to `wait` for a job this worker may take. Wakes on every
+    /// enqueue and job end in this process, and re-checks every second for
+    /// work queued through other hosts.
+    pub async fn wait_for_lease(
+        &self,
+        worker: &WorkerInfo,
+        wait: Duration,
+    ) -> QueueResult<Option<Lease>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !worker.paused
+                && let Some(lease) = self.lease(worker).await?
+            {
+                return Ok(Some(lease));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let step = (deadline - now).min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(step, notified).await;
+        }
+    }
+}

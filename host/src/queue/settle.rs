@@ -1,0 +1,360 @@
+//! Ending jobs: every ending — completion, failure, cancel, the reaper's
+//! verdict — goes through `Queue::end`, which checks who may end the job,
+//! settles its reservation, writes its images and its final state in one
+//! transaction, then tells the user.
+
+use chrono::{DateTime, Utc};
+
+use super::events::{JobCancelled, JobCompleted, JobError, JobFailed, UserEvent};
+use super::failure::FailureCode;
+use super::job::{ImageMetadata, JobSpec, JobStatus, charge_for};
+use super::results::{StoredImage, store_png};
+use super::views::ResultImage;
+use super::{Queue, QueueError, QueueResult};
+use crate::billing::ledger;
+use crate::store::images::{self as img, ImageRow};
+use crate::store::jobs::{self as q, JobRow};
+use crate::store::new_id;
+
+/// A worker's report of the work done.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// PNG bytes, one per output image.
+    pub images: Vec<Vec<u8>>,
+    pub gpu_seconds: f64,
+    pub gpu_started_at: Option<DateTime<Utc>>,
+    pub gpu_finished_at: Option<DateTime<Utc>>,
+    /// The backend that produced them (image metadata says what made it).
+    pub backend: String,
+    /// The parameters after the pre-nodes (what was really generated).
+    pub effective: Option<JobSpec>,
+}
+
+/// How a job ended, as the API reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub credits_used: i64,
+    pub credits_refunded: i64,
+    pub image_ids: Vec<String>,
+}
+
+/// How much of a job's reservation an ending charges.
+#[derive(Debug, Clone, Copy)]
+enum Charge {
+    Nothing,
+    /// Measured GPU seconds reported by the worker.
+    Measured(f64),
+    /// GPU time used so far (from the recorded GPU start until now).
+    SoFar,
+}
+
+/// Who may end a job.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Holder<'a> {
+    /// The worker holding this lease (or the reaper, for the lease that
+    /// expired).
+    Lease(&'a str),
+    /// The job's owner, whatever the active state (cancel).
+    Owner(&'a str),
+    /// The reaper: a job still queued.
+    Queued,
+}
+
+impl Holder<'_> {
+    fn may_end(self, row: &JobRow) -> bool {
+        match self {
+            Holder::Lease(t) => {
+                row.status == JobStatus::Processing && row.lease_token.as_deref() == Some(t)
+            }
+            Holder::Owner(_) => !row.status.has_ended(),
+            Holder::Queued => row.status == JobStatus::Queued,
+        }
+    }
+
+    /// Why the holder may not end the job.
+    fn refusal(self, row: &JobRow) -> QueueError {
+        if row.status.has_ended() {
+            QueueError::Ended { status: row.status }
+        } else {
+            QueueError::LeaseLost
+        }
+    }
+}
+
+/// How a job ends.
+pub(super) struct Outcome<'a> {
+    status: JobStatus,
+    charge: Charge,
+    error: Option<(FailureCode, &'a str)>,
+    images: &'a [StoredImage],
+    finished: Option<&'a Finished>,
+}
+
+impl Outcome<'_> {
+    pub(super) fn failed(code: FailureCode, message: &str) -> Outcome<'_> {
+        Outcome {
+            status: JobStatus::Failed,
+            charge: Charge::Nothing,
+            error: Some((code, message)),
+            images: &[],
+            finished: None,
+        }
+    }
+}
+
+impl Queue {
+    /// Stores the results and completes the job: charge the measured GPU
+    /// time, release the rest, write the `images` rows. The files of a
+    /// report the job no longer accepts are removed again.
+    pub async fn complete(
+        &self,
+        job_id: &str,
+        token: &str,
+        done: Finished,
+    ) -> QueueResult<Settled> {
+        if done.images.is_empty() {
+            let why = "the worker returned no images";
+            return self
+                .fail(job_id, token, FailureCode::InvalidOutput, why)
+                .await;
+        }
+        // The owner names the files; whether the lease still holds is
+        // decided once, by `end`.
+        let owner = q::get(&self.db, job_id)
+            .await?
+            .ok_or(QueueError::NotFound)?
+            .user_id;
+        let blobs = self.blobs.clone();
+        let pngs = done.images.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            pngs.iter()
+                .map(|png| store_png(&blobs, &owner, &new_id(), png))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let stored = match stored {
+            Ok(s) => s,
+            Err(reason) => {
+                return self
+                    .fail(job_id, token, FailureCode::InvalidOutput, &reason)
+                    .await;
+            }
+        };
+        let outcome = Outcome {
+            status: JobStatus::Completed,
+            charge: Charge::Measured(done.gpu_seconds),
+            error: None,
+            images: &stored,
+            finished: Some(&done),
+        };
+        let ended = self.end(job_id, Holder::Lease(token), outcome).await;
+        if ended.is_err() {
+            let blobs = self.blobs.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for s in &stored {
+                    let _ = blobs.delete(&s.blob_key);
+                    let _ = blobs.delete(&s.thumb_key);
+                }
+            })
+            .await;
+        }
+        ended
+    }
+
+    /// Fails the job and releases its whole reservation.
+    pub async fn fail(
+        &self,
+        job_id: &str,
+        token: &str,
+        code: FailureCode,
+        message: &str,
+    ) -> QueueResult<Settled> {
+        self.end(job_id, Holder::Lease(token), Outcome::failed(code, message))
+            .await
+    }
+
+    /// Cancels a user's job: a queued one is refunded in full, a running
+    /// one is charged the GPU time it used so far.
+    pub async fn cancel(&self, user_id: &str, job_id: &str) -> QueueResult<Settled> {
+        let outcome = Outcome {
+            status: JobStatus::Cancelled,
+            charge: Charge::SoFar,
+            error: None,
+            images: &[],
+            finished: None,
+        };
+        self.end(job_id, Holder::Owner(user_id), outcome).await
+    }
+
+    /// The one place a job ends: checks who may end it, settles the
+    /// reservation, writes images and the job's final state, all in one
+    /// transaction; then tells the user.
+    pub(super) async fn end(
+        &self,
+        job_id: &str,
+        holder: Holder<'_>,
+        o: Outcome<'_>,
+    ) -> QueueResult<Settled> {
+        let mut tx = self.db.begin().await?;
+        let row = q::get_for_update(&mut tx, job_id)
+            .await?
+            // Nobody learns of another user's jobs.
+            .filter(|r| !matches!(holder, Holder::Owner(u) if r.user_id != u))
+            .ok_or(QueueError::NotFound)?;
+        if !holder.may_end(&row) {
+            tx.rollback().await?;
+            return Err(holder.refusal(&row));
+        }
+        let model = self.model(&row.model)?.clone();
+        let now = Utc::now();
+        let seconds = match (o.charge, row.status, row.gpu_started_at) {
+            (Charge::Nothing, ..) => 0.0,
+            (Charge::Measured(s), ..) => s,
+            (Charge::SoFar, JobStatus::Processing, Some(t)) => {
+                (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6
+            }
+            (Charge::SoFar, ..) => 0.0,
+        };
+        let charge = charge_for(seconds, &model, row.estimated_credits);
+        let description = match o.status {
+            JobStatus::Completed => format!("이미지 생성 ({})", row.model),
+            JobStatus::Cancelled => format!("취소된 생성 작업 ({})", row.model),
+            _ => format!("실패한 생성 작업 ({})", row.model),
+        };
+        let settlement = ledger::settle_in(
+            &mut tx,
+            &row.hold_id,
+            charge,
+            &description,
+            &format!("job:{job_id}:settle"),
+        )
+        .await?;
+        let spec: Option<JobSpec> = o
+            .finished
+            .and_then(|f| f.effective.clone())
+            .or_else(|| serde_json::from_str(&row.params).ok());
+        let backend = o.finished.map(|f| f.backend.as_str());
+        let metadata = serde_json::to_string(&ImageMetadata::new(&model, spec.as_ref(), backend))
+            .map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let mut image_ids = Vec::new();
+        for s in o.images {
+            img::insert(
+                &mut tx,
+                &ImageRow {
+                    id: s.id.clone(),
+                    user_id: row.user_id.clone(),
+                    job_id: Some(row.id.clone()),
+                    blob_key: s.blob_key.clone(),
+                    thumb_key: s.thumb_key.clone(),
+                    width: i64::from(s.width),
+                    height: i64::from(s.height),
+                    file_size: s.file_size as i64,
+                    mime_type: "image/png".into(),
+                    is_starred: false,
+                    is_public: false,
+                    share_token: None,
+                    metadata: metadata.clone(),
+                    created_at: now,
+                },
+            )
+            .await?;
+            if let Some(board) = &row.save_to_board {
+                img::add_to_board(&mut tx, board, &s.id, now).await?;
+            }
+            image_ids.push(s.id.clone());
+        }
+        let ids_json =
+            (!image_ids.is_empty()).then(|| serde_json::to_string(&image_ids).unwrap_or_default());
+        let (gpu_seconds, gpu_started, gpu_finished) = match o.finished {
+            Some(f) => (Some(f.gpu_seconds), f.gpu_started_at, f.gpu_finished_at),
+            None if seconds > 0.0 => (Some(seconds), None, Some(now)),
+            None => (None, None, None),
+        };
+        let ended = q::end(
+            &mut tx,
+            job_id,
+            &q::Ending {
+                status: o.status,
+                credits_used: settlement.charged,
+                credits_refunded: settlement.released,
+                error_code: o.error.map(|(code, _)| code.as_str()),
+                error_message: o.error.map(|(_, message)| message),
+                result_image_ids: ids_json.as_deref(),
+                gpu_seconds,
+                gpu_started_at: gpu_started,
+                gpu_finished_at: gpu_finished,
+                now,
+            },
+        )
+        .await?;
+        if !ended {
+            tx.rollback().await?;
+            return Err(QueueError::LeaseLost);
+        }
+        if row.status == JobStatus::Queued {
+            q::count_queued(&mut tx, &row.user_id, -1).await?;
+        }
+        tx.commit().await?;
+        self.wake.notify_waiters();
+
+        if let Some(started) = row.started_at.filter(|_| o.status == JobStatus::Completed) {
+            let secs = (now - started).num_milliseconds() as f64 / 1000.0;
+            let mut mean = self.job_seconds.lock().expect("throughput lock");
+            *mean = Some(mean.map_or(secs, |m| m * 0.8 + secs * 0.2));
+        }
+        let settled = Settled {
+            job_id: job_id.to_owned(),
+            status: o.status,
+            credits_used: settlement.charged,
+            credits_refunded: settlement.released,
+            image_ids,
+        };
+        self.notify(&row.user_id, self.ending_event(&settled, &o));
+        self.notify_credits(&row.user_id).await;
+        Ok(settled)
+    }
+
+    fn ending_event(&self, s: &Settled, o: &Outcome<'_>) -> UserEvent {
+        let job_id = s.job_id.clone();
+        match (s.status, o.error) {
+            (JobStatus::Completed, _) => UserEvent::JobCompleted(JobCompleted {
+                job_id,
+                status: s.status,
+                images: o
+                    .images
+                    .iter()
+                    .map(|i| {
+                        ResultImage::new(
+                            &self.links,
+                            &i.id,
+                            &i.blob_key,
+                            &i.thumb_key,
+                            i.width.into(),
+                            i.height.into(),
+                        )
+                    })
+                    .collect(),
+                credits_used: s.credits_used,
+                credits_refunded: s.credits_refunded,
+            }),
+            (JobStatus::Failed, Some((code, message))) => UserEvent::JobFailed(JobFailed {
+                job_id,
+                status: s.status,
+                error: JobError {
+                    code,
+                    message: message.to_owned(),
+                },
+                credits_refunded: s.credits_refunded,
+            }),
+            _ => UserEvent::JobCancelled(JobCancelled {
+                job_id,
+                status: s.status,
+                credits_used: s.credits_used,
+                credits_refunded: s.credits_refunded,
+            }),
+        }
+    }
+}

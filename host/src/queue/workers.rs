@@ -1,0 +1,156 @@
+//! The worker registry: which workers are live and which models they
+//! serve, read from the `workers` table and cached for a second, so
+//! enqueue can refuse a model nobody serves.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::{Queue, QueueResult};
+use crate::store::jobs::{self as q, WorkerRow};
+
+/// Who registers as a worker and what it serves.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub name: String,
+    pub backend: String,
+    /// `None`: every model of the catalogue.
+    pub models: Option<Vec<String>>,
+    pub paused: bool,
+}
+
+impl WorkerInfo {
+    pub fn serves(&self, model: &str) -> bool {
+        crate::inference::listed(self.models.as_deref(), model)
+    }
+}
+
+/// What live workers serve, as last read.
+#[derive(Debug, Clone)]
+pub(super) struct Served {
+    pub models: HashSet<String>,
+    /// Some worker serves every model.
+    pub all: bool,
+    pub workers: usize,
+}
+
+impl Served {
+    pub fn covers(&self, model: &str) -> bool {
+        self.all || self.models.contains(model)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Registry {
+    served: Mutex<Option<(Instant, Served)>>,
+    /// When a heartbeat last refreshed each worker's `last_seen_at`.
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Registry {
+    fn forget_served(&self) {
+        *self.served.lock().expect("served lock") = None;
+    }
+}
+
+/// How long the served-models view is reused.
+const SERVED_TTL: Duration = Duration::from_secs(1);
+
+impl Queue {
+    /// Records a worker as alive (on start and on every lease poll).
+    pub async fn touch_worker(&self, w: &WorkerInfo) -> QueueResult<()> {
+        let known = self
+            .workers
+            .served
+            .lock()
+            .expect("served lock")
+            .as_ref()
+            .is_some_and(|(_, s)| {
+                s.all
+                    || w.models
+                        .as_ref()
+                        .is_some_and(|m| m.iter().all(|x| s.models.contains(x)))
+            });
+        let models = match &w.models {
+            Some(m) => serde_json::to_string(m).unwrap_or_default(),
+            None => "[\"*\"]".into(),
+        };
+        let row = WorkerRow {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            backend: w.backend.clone(),
+            models,
+            paused: w.paused,
+            last_seen_at: Utc::now(),
+        };
+        q::upsert_worker(&self.db.write().await, &row).await?;
+        // A worker with models the cached view lacks is seen at once.
+        if !known {
+            self.workers.forget_served();
+        }
+        Ok(())
+    }
+
+    pub async fn forget_worker(&self, id: &str) -> QueueResult<()> {
+        q::forget_worker(&self.db.write().await, id).await?;
+        self.workers.forget_served();
+        Ok(())
+    }
+
+    /// What live workers serve; cached for a second.
+    pub(super) async fn served(&self) -> QueueResult<Served> {
+        if let Some((at, s)) = &*self.workers.served.lock().expect("served lock")
+            && at.elapsed() < SERVED_TTL
+        {
+            return Ok(s.clone());
+        }
+        let since = Utc::now() - self.settings.worker_offline;
+        let workers = q::live_workers(&self.db, since).await?;
+        let mut served = Served {
+            models: HashSet::new(),
+            all: false,
+            workers: workers.len(),
+        };
+        for w in &workers {
+            let models: Vec<String> = serde_json::from_str(&w.models).unwrap_or_default();
+            for m in models {
+                if m == "*" {
+                    served.all = true;
+                } else {
+                    served.models.insert(m);
+                }
+            }
+        }
+        *self.workers.served.lock().expect("served lock") = Some((Instant::now(), served.clone()));
+        Ok(served)
+    }
+
+    pub async fn is_served(&self, model: &str) -> QueueResult<bool> {
+        Ok(self.served().await?.covers(model))
+    }
+
+    /// A worker busy with a long job does not poll for leases; its
+    /// heartbeats keep it counted as alive (a write at most every quarter
+    /// of `worker_offline`).
+    pub(super) async fn heard_from(&self, worker: String) -> QueueResult<()> {
+        let stale = self
+            .workers
+            .seen
+            .lock()
+            .expect("seen lock")
+            .get(&worker)
+            .is_none_or(|t| t.elapsed() > self.settings.worker_offline / 4);
+        if stale {
+            q::touch_worker(&self.db.write().await, &worker, Utc::now()).await?;
+            self.workers
+                .seen
+                .lock()
+                .expect("seen lock")
+                .insert(worker, Instant::now());
+        }
+        Ok(())
+    }
+}
