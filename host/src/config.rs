@@ -57,7 +57,7 @@ pub struct Config {
     pub plugin_pool_instances: u32,
     /// Limit overrides by plugin kind (`node`, `workflow`, `billing`) or by
     /// plugin name: `[plugin_limits.node] timeout_ms = 5000`.
-    pub plugin_limits: std::collections::HashMap<String, crate::plugins::limits::LimitsOverride>,
+    pub plugin_limits: std::collections::HashMap<String, LimitsOverride>,
     /// Base URL put in front of image links (`https://studio.example`);
     /// links are relative to the API host when unset.
     pub public_url: Option<String>,
@@ -86,6 +86,18 @@ pub struct Config {
     /// A worker not heard from for this long no longer counts as serving
     /// its models; queued jobs nobody serves fail after it.
     pub worker_offline_secs: u64,
+}
+
+/// Operator overrides of the plugin limits, by kind (`node`, `workflow`,
+/// `billing`) or by plugin name; a plugin's own entry wins
+/// (`plugins::limits::resolve`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    pub memory_mib: Option<usize>,
+    pub timeout_ms: Option<u64>,
+    pub fuel: Option<u64>,
+    pub output_kib: Option<usize>,
 }
 
 impl Default for Config {

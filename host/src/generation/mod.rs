@@ -6,4 +6,31 @@
 pub mod request;
 pub mod validate;
 
-pub use validate::{GenerationError, Generator};
+pub use validate::Generator;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerationError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("model {model} needs the {min_tier} tier")]
+    ModelNotAvailable { model: String, min_tier: String },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for GenerationError {
+    fn from(e: StoreError) -> Self {
+        GenerationError::Internal(e.into())
+    }
+}
+
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> GenerationError {
+    GenerationError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+pub type GenResult<T> = Result<T, GenerationError>;

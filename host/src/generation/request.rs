@@ -5,7 +5,10 @@
 
 use serde::Deserialize;
 use serde::de::{self, Visitor};
+use serde_json::Value;
 use utoipa::ToSchema;
+
+use super::{GenResult, invalid};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +118,36 @@ pub struct UpscaleRequest {
     pub post_nodes: Option<Vec<NodeRequest>>,
 }
 
+/// Refuses fields none of `accepted` declares, naming the first.
+pub fn check_fields(body: &Value, accepted: &[&[&str]]) -> GenResult<()> {
+    let Some(obj) = body.as_object() else {
+        return Err(invalid("body", "expected a JSON object"));
+    };
+    for key in obj.keys() {
+        if !accepted.iter().any(|fields| fields.contains(&key.as_str())) {
+            return Err(invalid(key.as_str(), "unknown field"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a diffusion request: its own fields `T` and the common ones,
+/// each part on its own so a failing field keeps its name.
+pub fn parse_with_common<T: serde::de::DeserializeOwned>(body: Value) -> GenResult<(T, Common)> {
+    check_fields(&body, &[fields_of::<T>(), fields_of::<Common>()])?;
+    let common = parse::<Common>(body.clone())?;
+    Ok((parse::<T>(body)?, common))
+}
+
+/// Parses a request body into `T`, naming the failing field.
+pub fn parse<T: serde::de::DeserializeOwned>(body: Value) -> GenResult<T> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        invalid(field, e.inner().to_string())
+    })
+}
+
 /// The JSON field names a struct accepts, as its `Deserialize` declares
 /// them (asked of the derived impl, which names its fields to the
 /// deserializer).
@@ -154,6 +187,34 @@ impl<'de> de::Deserializer<'de> for FieldNames<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generation::GenerationError;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let body = json!({ "prompt": "x", "model": "m", "stepz": 3 });
+        match parse_with_common::<TextToImage>(body) {
+            Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "stepz"),
+            other => panic!("{other:?}"),
+        }
+        let fields = [fields_of::<TextToImage>(), fields_of::<Common>()];
+        assert!(check_fields(&json!({ "prompt": "x", "steps": 3 }), &fields).is_ok());
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let body = json!({ "prompt": "x", "model": "m", "width": "wide" });
+        match parse_with_common::<TextToImage>(body) {
+            Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "width"),
+            other => panic!("{other:?}"),
+        }
+        let body =
+            json!({ "prompt": "x", "model": "m", "loras": [{ "name": "a", "weight": "x" }] });
+        match parse::<Common>(body) {
+            Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "loras[0].weight"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn field_names_come_from_the_types() {

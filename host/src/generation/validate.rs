@@ -11,6 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::request::*;
+use super::{GenResult, GenerationError, invalid};
 use crate::billing::plans::Catalogue as Plans;
 use crate::blobs::LocalBlobs;
 use crate::imaging;
@@ -18,8 +19,8 @@ use crate::inference::Generation;
 use crate::models::{Model, ModelCatalogue};
 use crate::plugins::registry::{Registry, RegistryError};
 use crate::queue::job::{ControlNetSpec, JobSpec, JobType, LoraSpec, NodeSpec};
+use crate::store::Db;
 use crate::store::images as img;
-use crate::store::{Db, StoreError};
 use crate::users::Caller;
 
 /// Samplers every backend maps.
@@ -41,61 +42,6 @@ pub const MAX_LORAS: usize = 5;
 pub const MAX_NODES: usize = 8;
 /// Largest side of an upscaled image.
 pub const MAX_UPSCALED_SIDE: u32 = 4096;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GenerationError {
-    #[error("invalid {field}: {reason}")]
-    Invalid { field: String, reason: String },
-    #[error("model {model} needs the {min_tier} tier")]
-    ModelNotAvailable { model: String, min_tier: String },
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<StoreError> for GenerationError {
-    fn from(e: StoreError) -> Self {
-        GenerationError::Internal(e.into())
-    }
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> GenerationError {
-    GenerationError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-type GenResult<T> = Result<T, GenerationError>;
-
-/// Refuses fields none of `accepted` declares, naming the first.
-pub fn check_fields(body: &Value, accepted: &[&[&str]]) -> GenResult<()> {
-    let Some(obj) = body.as_object() else {
-        return Err(invalid("body", "expected a JSON object"));
-    };
-    for key in obj.keys() {
-        if !accepted.iter().any(|fields| fields.contains(&key.as_str())) {
-            return Err(invalid(key.as_str(), "unknown field"));
-        }
-    }
-    Ok(())
-}
-
-/// Parses a diffusion request: its own fields `T` and the common ones,
-/// each part on its own so a failing field keeps its name.
-pub fn parse_with_common<T: serde::de::DeserializeOwned>(body: Value) -> GenResult<(T, Common)> {
-    check_fields(&body, &[fields_of::<T>(), fields_of::<Common>()])?;
-    let common = parse::<Common>(body.clone())?;
-    Ok((parse::<T>(body)?, common))
-}
-
-/// Parses a request body into `T`, naming the failing field.
-pub fn parse<T: serde::de::DeserializeOwned>(body: Value) -> GenResult<T> {
-    serde_path_to_error::deserialize(body).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        invalid(field, e.inner().to_string())
-    })
-}
 
 /// A decoded input image and the blob key it is stored under.
 struct Input {
@@ -481,33 +427,6 @@ fn check_size(field: &str, v: u32) -> GenResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn unknown_fields_are_named() {
-        let body = json!({ "prompt": "x", "model": "m", "stepz": 3 });
-        match parse_with_common::<TextToImage>(body) {
-            Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "stepz"),
-            other => panic!("{other:?}"),
-        }
-        let fields = [fields_of::<TextToImage>(), fields_of::<Common>()];
-        assert!(check_fields(&json!({ "prompt": "x", "steps": 3 }), &fields).is_ok());
-    }
-
-    #[test]
-    fn type_errors_name_the_field() {
-        let body = json!({ "prompt": "x", "model": "m", "width": "wide" });
-        match parse_with_common::<TextToImage>(body) {
-            Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "width"),
-            other => panic!("{other:?}"),
-        }
-        let body =
-            json!({ "prompt": "x", "model": "m", "loras": [{ "name": "a", "weight": "x" }] });
-        match parse::<Common>(body) {
-            Err(GenerationError::Invalid { field, .. }) => assert_eq!(field, "loras[0].weight"),
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn sizes_are_multiples_of_eight_in_range() {

@@ -48,16 +48,7 @@ impl Limits {
     }
 }
 
-/// Operator overrides of the defaults, by kind (`node`, `workflow`,
-/// `billing`) or by plugin name; a plugin's own entry wins.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsOverride {
-    pub memory_mib: Option<usize>,
-    pub timeout_ms: Option<u64>,
-    pub fuel: Option<u64>,
-    pub output_kib: Option<usize>,
-}
+pub use crate::config::LimitsOverride;
 
 pub fn resolve(
     kind: PluginKind,

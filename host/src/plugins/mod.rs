@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod limits;
+pub mod output;
 pub mod registry;
 pub mod runtime;
 pub mod state;

@@ -13,11 +13,9 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::v0_1_0::billing::{BillingAdapter, BillingAdapterPre};
 use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
-    Descriptor, NodeInput, NodeKind, NodeOutput, PostInput, PreInput,
+    Descriptor, NodeInput, NodeOutput, PostInput, PreInput,
 };
-use super::bindings::v0_1_0::node::pingvas::plugin::types::{
-    GenerationParams, PluginError as GuestError,
-};
+use super::bindings::v0_1_0::node::pingvas::plugin::types::GenerationParams;
 use super::bindings::v0_1_0::node::{Node, NodePre};
 use super::engine::{EngineOptions, PluginEngine};
 use super::error::PluginError;
@@ -33,8 +31,8 @@ pub use super::bindings::v0_1_0::node::pingvas::plugin::types::Lora;
 pub type NodeDescriptor = Descriptor;
 pub type Params = GenerationParams;
 
-/// Longest prompt a pre-node may hand back.
-pub const MAX_PROMPT_BYTES: usize = 16 << 10;
+pub use super::output::MAX_PROMPT_BYTES;
+use super::output::{bad_output, check_descriptor, check_params, guest_error, last_lines};
 
 enum Linked {
     Node(NodePre<PluginState>),
@@ -486,99 +484,4 @@ impl PluginRuntime {
 /// A component's preamble: `\0asm`, then version 0x0d and layer 1.
 fn wasmparser_is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn bad_output(name: &str, reason: &str) -> PluginError {
-    PluginError::BadOutput {
-        plugin: name.into(),
-        reason: reason.into(),
-    }
-}
-
-fn guest_error(name: &str, e: GuestError) -> PluginError {
-    let cut = |m: String| m.chars().take(1000).collect::<String>();
-    match e {
-        GuestError::InvalidInput(m) => PluginError::InvalidInput {
-            plugin: name.into(),
-            message: cut(m),
-        },
-        GuestError::Rejected(m) => PluginError::Rejected {
-            plugin: name.into(),
-            message: cut(m),
-        },
-        GuestError::Failed(m) => PluginError::Failed {
-            plugin: name.into(),
-            message: cut(m),
-        },
-    }
-}
-
-fn check_descriptor(name: &str, d: &Descriptor) -> Result<(), PluginError> {
-    if d.name.is_empty() || d.name.len() > 64 || semver::Version::parse(&d.version).is_err() {
-        return Err(bad_output(
-            name,
-            "describe(): name must be 1-64 characters and version semver",
-        ));
-    }
-    if d.description.len() > 4096 || d.parameters_schema.len() > 64 << 10 {
-        return Err(bad_output(
-            name,
-            "describe(): description or schema too large",
-        ));
-    }
-    if !serde_json::from_str::<serde_json::Value>(&d.parameters_schema).is_ok_and(|v| v.is_object())
-    {
-        return Err(bad_output(
-            name,
-            "describe(): parameters-schema is not a JSON object",
-        ));
-    }
-    Ok(())
-}
-
-/// Sample parameters: what `plugin check`, tests and benchmarks start from.
-impl Default for GenerationParams {
-    fn default() -> Self {
-        GenerationParams {
-            prompt: "a lighthouse on a cliff at dusk".into(),
-            negative_prompt: String::new(),
-            model: "stable-diffusion-xl".into(),
-            width: 1024,
-            height: 1024,
-            steps: 30,
-            cfg_scale: 7.5,
-            sampler: "euler_a".into(),
-            seed: 42,
-            batch_size: 1,
-            loras: Vec::new(),
-            strength: None,
-        }
-    }
-}
-
-fn check_params(name: &str, p: &Params) -> Result<(), PluginError> {
-    if p.prompt.len() > MAX_PROMPT_BYTES || p.negative_prompt.len() > MAX_PROMPT_BYTES {
-        return Err(bad_output(
-            name,
-            &format!("prompt longer than {MAX_PROMPT_BYTES} bytes"),
-        ));
-    }
-    if p.loras.len() > 16 || p.model.len() > 256 || p.sampler.len() > 64 {
-        return Err(bad_output(name, "parameters out of range"));
-    }
-    Ok(())
-}
-
-impl NodeKind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            NodeKind::Pre => "pre",
-            NodeKind::Post => "post",
-        }
-    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::{Queue, QueueResult};
-use crate::store::jobs::{self as q, WorkerRow};
+use crate::store::workers::{self as q, WorkerRow};
 
 /// Who registers as a worker and what it serves.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod plugins;
 pub mod tokens;
 pub mod users;
+pub mod workers;
 
 use std::str::FromStr;
 use std::sync::Arc;

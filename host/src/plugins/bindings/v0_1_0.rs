@@ -109,3 +109,34 @@ impl GenerationParams {
         out
     }
 }
+
+/// Sample parameters: what `plugin check`, tests and benchmarks start from.
+impl Default for GenerationParams {
+    fn default() -> Self {
+        GenerationParams {
+            prompt: "a lighthouse on a cliff at dusk".into(),
+            negative_prompt: String::new(),
+            model: "stable-diffusion-xl".into(),
+            width: 1024,
+            height: 1024,
+            steps: 30,
+            cfg_scale: 7.5,
+            sampler: "euler_a".into(),
+            seed: 42,
+            batch_size: 1,
+            loras: Vec::new(),
+            strength: None,
+        }
+    }
+}
+
+use node::pingvas::plugin::node_types::NodeKind;
+
+impl NodeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeKind::Pre => "pre",
+            NodeKind::Post => "post",
+        }
+    }
+}
