@@ -1,5 +1,6 @@
-//! Shared by the load scripts (`loadgen`, `queuebench`): a `pingvas serve`
-//! process on a fresh SQLite data dir and a free loopback port.
+//! The load scripts' driver (`loadgen`, `queuebench`): a `pingvas serve`
+//! process on a fresh SQLite data dir and a free loopback port, their
+//! command line, clients driving requests back to back, and quantiles.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -64,4 +65,152 @@ pub async fn start_serve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("server did not come up");
+}
+
+/// The load scripts' command line: `[--seconds N] [--connections N]`.
+pub struct Args {
+    pub seconds: u64,
+    pub connections: usize,
+}
+
+impl Args {
+    /// Parses the process arguments over the script's defaults; exits 2
+    /// with a usage line on anything else.
+    pub fn parse(script: &str, seconds: u64, connections: usize) -> Self {
+        let mut args = Args {
+            seconds,
+            connections,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            let v = it.next().and_then(|v| v.parse::<u64>().ok());
+            match (a.as_str(), v) {
+                ("--seconds", Some(v)) => args.seconds = v,
+                ("--connections", Some(v)) => args.connections = v as usize,
+                _ => {
+                    eprintln!("usage: {script} [--seconds N] [--connections N]");
+                    std::process::exit(2);
+                }
+            }
+        }
+        args
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
+/// What one driven phase did.
+pub struct Run {
+    /// Answers with the expected status.
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Round trips of the expected answers, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl Run {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `p` quantile (0..=1) of the latencies, in milliseconds.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        percentile(
+            &self
+                .latencies
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e3)
+                .collect::<Vec<_>>(),
+            p,
+        )
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted values; 0 when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `connections` clients each sending `make(client, n)` (`n` unique per
+/// request) back to back for `duration`; an answer with `expect` counts,
+/// anything else is an error.
+pub async fn drive(
+    connections: usize,
+    duration: Duration,
+    expect: reqwest::StatusCode,
+    make: impl Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+) -> Run {
+    let make = std::sync::Arc::new(make);
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let make = make.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut ok, mut err, mut lat) = (0u64, 0u64, Vec::new());
+                let mut n = c as u64 * 1_000_000;
+                while start.elapsed() < duration {
+                    n += 1;
+                    let t = std::time::Instant::now();
+                    match make(&client, n).send().await {
+                        Ok(r) if r.status() == expect => {
+                            let _ = r.bytes().await;
+                            ok += 1;
+                            lat.push(t.elapsed());
+                        }
+                        _ => err += 1,
+                    }
+                }
+                (ok, err, lat)
+            })
+        })
+        .collect();
+    let mut run = Run {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    for t in tasks {
+        let (ok, err, lat) = t.await.unwrap();
+        run.requests += ok;
+        run.errors += err;
+        run.latencies.extend(lat);
+    }
+    run.elapsed = start.elapsed();
+    run.latencies.sort_unstable();
+    run
+}
+
+/// Registers `email` (if new) with the bench password and logs in; the
+/// access token. `before_login` runs in between (operator commands).
+pub async fn sign_in(base: &str, email: &str, before_login: impl FnOnce()) -> String {
+    let client = reqwest::Client::new();
+    let creds = serde_json::json!({ "email": email, "password": "SecurePass123!" });
+    client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    before_login();
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    login["data"]["access_token"]
+        .as_str()
+        .expect("login")
+        .to_owned()
 }

@@ -3,8 +3,9 @@
 //!
 //! The database is SQLite in a temporary directory, or — when
 //! `TEST_DATABASE_URL` names a PostgreSQL server — a fresh database created
-//! for the one server and dropped after. `TEST_REDIS_URL`, when set, gives
-//! each server its own key prefix.
+//! for the one server and dropped after. (`TEST_REDIS_URL` is passed by
+//! `.ci/run` for the PostgreSQL + Redis run; nothing in the host uses
+//! Redis yet.)
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -335,6 +336,49 @@ pub fn plugin_wasm(name: &str) -> Vec<u8> {
             path.display()
         )
     })
+}
+
+/// A plugin manifest for `POST /plugins`.
+pub fn manifest(name: &str, version: &str, kind: &str, visibility: &str) -> Value {
+    json!({ "name": name, "version": version, "kind": kind, "description": "test", "visibility": visibility })
+}
+
+impl TestServer {
+    /// `POST /plugins` with `manifest` and the component bytes.
+    pub async fn publish(
+        &self,
+        token: &str,
+        manifest: Value,
+        wasm: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        use reqwest::multipart::{Form, Part};
+        let form = Form::new()
+            .text("manifest", manifest.to_string())
+            .part("component", Part::bytes(wasm).file_name("plugin.wasm"));
+        let resp = self
+            .client
+            .post(self.url("/plugins"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Publishes the bundled component `wasm_name` as public node `name`
+    /// 0.1.0, and asserts it was accepted.
+    pub async fn publish_node(&self, token: &str, name: &str, wasm_name: &str) {
+        let got = self
+            .publish(
+                token,
+                manifest(name, "0.1.0", "node", "public"),
+                plugin_wasm(wasm_name),
+            )
+            .await;
+        assert_eq!(got.0, StatusCode::CREATED, "publish {name}: {}", got.1);
+    }
 }
 
 /// Operator actions a test needs (what `pingvas admin` does).

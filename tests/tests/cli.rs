@@ -130,6 +130,28 @@ fn plugin_check_validates_and_runs_the_author_template() {
         "{err}"
     );
 
+    // Without --input the sample config comes from the node's schema:
+    // prompt-style requires `style`, whose first value is used.
+    let style = dir.path().join("prompt_style.wasm");
+    std::fs::write(&style, pingvas_tests::plugin_wasm("prompt-style")).unwrap();
+    let out = Command::new(pingvas_bin())
+        .args(["plugin", "check"])
+        .arg(&style)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(r#"sample config (from the schema): {"style":"#),
+        "{text}"
+    );
+    assert!(text.contains("process() ok in"), "{text}");
+
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm").unwrap();
     let out = Command::new(pingvas_bin())

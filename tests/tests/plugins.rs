@@ -1,47 +1,22 @@
 //! 플러그인 API: publish with validation, visibility, versions, yank.
 
 use pingvas_host::plugins::registry::RegistryError;
-use pingvas_tests::{Session, TestServer, assert_error, plugin_wasm};
+use pingvas_tests::{TestServer, assert_error, manifest, plugin_wasm};
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde_json::{Value, json};
-
-async fn publish(
-    srv: &TestServer,
-    who: &Session,
-    manifest: Value,
-    wasm: Vec<u8>,
-) -> (StatusCode, Value) {
-    let form = Form::new()
-        .text("manifest", manifest.to_string())
-        .part("component", Part::bytes(wasm).file_name("plugin.wasm"));
-    let resp = srv
-        .client
-        .post(srv.url("/plugins"))
-        .bearer_auth(&who.access)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-fn manifest(name: &str, version: &str, kind: &str, visibility: &str) -> Value {
-    json!({ "name": name, "version": version, "kind": kind, "description": "test", "visibility": visibility })
-}
 
 #[tokio::test]
 async fn publish_validates_and_stores_the_component() {
     let srv = TestServer::start().await;
     let alice = srv.signup("alice@example.com").await;
-    let (s, body) = publish(
-        &srv,
-        &alice,
-        manifest("watermark", "0.1.0", "node", "public"),
-        plugin_wasm("watermark"),
-    )
-    .await;
+    let (s, body) = srv
+        .publish(
+            &alice.access,
+            manifest("watermark", "0.1.0", "node", "public"),
+            plugin_wasm("watermark"),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let d = &body["data"];
     assert_eq!(d["plugin"]["name"], json!("watermark"));
@@ -59,25 +34,25 @@ async fn publish_validates_and_stores_the_component() {
     );
 
     // Same name and version again.
-    let again = publish(
-        &srv,
-        &alice,
-        manifest("watermark", "0.1.0", "node", "public"),
-        plugin_wasm("watermark"),
-    )
-    .await;
+    let again = srv
+        .publish(
+            &alice.access,
+            manifest("watermark", "0.1.0", "node", "public"),
+            plugin_wasm("watermark"),
+        )
+        .await;
     let err = assert_error(&again, StatusCode::CONFLICT, "CONFLICT");
     assert_eq!(err["details"]["reason"], json!("version_exists"));
 
     // Another publisher cannot take the name.
     let bob = srv.signup("bob@example.com").await;
-    let taken = publish(
-        &srv,
-        &bob,
-        manifest("watermark", "0.1.0", "node", "public"),
-        plugin_wasm("watermark"),
-    )
-    .await;
+    let taken = srv
+        .publish(
+            &bob.access,
+            manifest("watermark", "0.1.0", "node", "public"),
+            plugin_wasm("watermark"),
+        )
+        .await;
     assert_eq!(
         assert_error(&taken, StatusCode::CONFLICT, "CONFLICT")["details"]["reason"],
         json!("name_taken")
@@ -92,61 +67,57 @@ async fn publish_rejects_what_does_not_fit() {
         assert_error(r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR")["details"]["reason"].clone()
     };
 
-    // describe() says prompt-style@0.1.0; the manifest another name or version.
-    let r = publish(
-        &srv,
-        &u,
-        manifest("my-style", "0.1.0", "node", "public"),
-        plugin_wasm("prompt-style"),
-    )
-    .await;
-    assert_eq!(reason(&r), json!("manifest_mismatch"));
-    let r = publish(
-        &srv,
-        &u,
-        manifest("prompt-style", "9.9.9", "node", "public"),
-        plugin_wasm("prompt-style"),
-    )
-    .await;
-    assert_eq!(reason(&r), json!("manifest_mismatch"));
-    // The kind is read from the component, not trusted from the manifest.
-    let r = publish(
-        &srv,
-        &u,
-        manifest("prompt-style", "0.1.0", "billing", "public"),
-        plugin_wasm("prompt-style"),
-    )
-    .await;
-    assert_eq!(reason(&r), json!("wrong_world"));
-    let r = publish(
-        &srv,
-        &u,
-        manifest("sneaky", "0.1.0", "node", "public"),
-        plugin_wasm("hostile-billing"),
-    )
-    .await;
-    assert_eq!(reason(&r), json!("wrong_world"));
-    // Not a component at all.
-    let r = publish(
-        &srv,
-        &u,
-        manifest("junk", "0.1.0", "node", "public"),
-        b"\0asm\x01\0\0\0".to_vec(),
-    )
-    .await;
-    assert_eq!(reason(&r), json!("invalid_component"));
-    let r = publish(
-        &srv,
-        &u,
-        manifest("junk", "0.1.0", "node", "public"),
-        b"hello".to_vec(),
-    )
-    .await;
-    assert_eq!(reason(&r), json!("invalid_component"));
+    // Each refused for the named reason, nothing stored.
+    let cases: [(&str, Value, Vec<u8>, &str); 6] = [
+        // describe() says prompt-style@0.1.0; the manifest another name or version.
+        (
+            "other name",
+            manifest("my-style", "0.1.0", "node", "public"),
+            plugin_wasm("prompt-style"),
+            "manifest_mismatch",
+        ),
+        (
+            "other version",
+            manifest("prompt-style", "9.9.9", "node", "public"),
+            plugin_wasm("prompt-style"),
+            "manifest_mismatch",
+        ),
+        // The kind is read from the component, not trusted from the manifest.
+        (
+            "node as billing",
+            manifest("prompt-style", "0.1.0", "billing", "public"),
+            plugin_wasm("prompt-style"),
+            "wrong_world",
+        ),
+        (
+            "billing as node",
+            manifest("sneaky", "0.1.0", "node", "public"),
+            plugin_wasm("hostile-billing"),
+            "wrong_world",
+        ),
+        // Not a component at all.
+        (
+            "core module",
+            manifest("junk", "0.1.0", "node", "public"),
+            b"\0asm\x01\0\0\0".to_vec(),
+            "invalid_component",
+        ),
+        (
+            "text",
+            manifest("junk", "0.1.0", "node", "public"),
+            b"hello".to_vec(),
+            "invalid_component",
+        ),
+    ];
+    for (case, m, wasm, why) in cases {
+        let r = srv.publish(&u.access, m, wasm).await;
+        assert_eq!(reason(&r), json!(why), "{case}");
+    }
     // Over the size cap (watermark is ~125 KB, the cap here 140 000 B).
     let big = vec![0u8; 150_000];
     assert_error(
-        &publish(&srv, &u, manifest("big", "0.1.0", "node", "public"), big).await,
+        &srv.publish(&u.access, manifest("big", "0.1.0", "node", "public"), big)
+            .await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "PAYLOAD_TOO_LARGE",
     );
@@ -157,7 +128,7 @@ async fn publish_rejects_what_does_not_fit() {
         (manifest("ok-name", "0.1.0", "gadget", "public"), "kind"),
         (manifest("ok-name", "0.1.0", "node", "secret"), "visibility"),
     ] {
-        let r = publish(&srv, &u, m, plugin_wasm("prompt-style")).await;
+        let r = srv.publish(&u.access, m, plugin_wasm("prompt-style")).await;
         assert_eq!(
             assert_error(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR")["details"]["field"],
             json!(field)
@@ -196,9 +167,8 @@ async fn visibility_listing_and_yank() {
     let alice = srv.signup("alice@example.com").await;
     let bob = srv.signup("bob@example.com").await;
     assert_eq!(
-        publish(
-            &srv,
-            &alice,
+        srv.publish(
+            &alice.access,
             manifest("grayscale", "0.1.0", "node", "public"),
             plugin_wasm("grayscale")
         )
@@ -207,9 +177,8 @@ async fn visibility_listing_and_yank() {
         StatusCode::CREATED
     );
     assert_eq!(
-        publish(
-            &srv,
-            &alice,
+        srv.publish(
+            &alice.access,
             manifest("safety-filter", "0.1.0", "node", "private"),
             plugin_wasm("safety-filter")
         )
@@ -218,9 +187,8 @@ async fn visibility_listing_and_yank() {
         StatusCode::CREATED
     );
     assert_eq!(
-        publish(
-            &srv,
-            &bob,
+        srv.publish(
+            &bob.access,
             manifest("prompt-style", "0.1.0", "node", "private"),
             plugin_wasm("prompt-style")
         )
@@ -364,9 +332,8 @@ async fn compiled_components_are_cached_on_disk() {
     let srv = TestServer::start().await;
     let u = srv.signup("cache@example.com").await;
     assert_eq!(
-        publish(
-            &srv,
-            &u,
+        srv.publish(
+            &u.access,
             manifest("watermark", "0.1.0", "node", "public"),
             plugin_wasm("watermark")
         )

@@ -2,9 +2,8 @@
 //! quotas, fair dispatch, failing nodes, and a worker killed mid-job.
 
 use futures::future::join_all;
-use pingvas_tests::{TestServer, assert_error, plugin_wasm, small_job};
+use pingvas_tests::{TestServer, assert_error, small_job};
 use reqwest::StatusCode;
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 const WORKER_TOKEN: &str = "test-worker-token-0123456789";
@@ -261,34 +260,14 @@ async fn one_users_backlog_does_not_starve_another() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
-async fn publish(srv: &TestServer, token: &str, name: &str, wasm_name: &str) {
-    let manifest = json!({ "name": name, "version": "0.1.0", "kind": "node", "description": "t", "visibility": "public" });
-    let form = Form::new().text("manifest", manifest.to_string()).part(
-        "component",
-        Part::bytes(plugin_wasm(wasm_name)).file_name("p.wasm"),
-    );
-    let resp = srv
-        .client
-        .post(srv.url("/plugins"))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::CREATED,
-        "{:?}",
-        resp.text().await
-    );
-}
-
 #[tokio::test]
 async fn nodes_run_inside_the_job_and_a_failing_one_refunds() {
     let srv = TestServer::start().await;
     let alice = srv.signup("alice@example.com").await;
-    publish(&srv, &alice.access, "prompt-style", "prompt-style").await;
-    publish(&srv, &alice.access, "watermark", "watermark").await;
+    srv.publish_node(&alice.access, "prompt-style", "prompt-style")
+        .await;
+    srv.publish_node(&alice.access, "watermark", "watermark")
+        .await;
     let before = srv.credits(&alice.user_id).await;
     let mut events = srv.events(&alice.access, None).await;
 
@@ -417,7 +396,8 @@ async fn a_node_that_loops_or_hoards_memory_fails_only_its_job() {
     })
     .await;
     let alice = srv.signup("alice@example.com").await;
-    publish(&srv, &alice.access, "hostile", "hostile-node").await;
+    srv.publish_node(&alice.access, "hostile", "hostile-node")
+        .await;
     let before = srv.credits(&alice.user_id).await;
     let mut events = srv.events(&alice.access, None).await;
     for mode in ["loop", "memory", "panic"] {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::host::images::ImageHandle;
 use super::registry::{RegistryError, check_component};
@@ -62,6 +63,55 @@ pub fn sample_image(w: u32, h: u32) -> ImageHandle {
     ImageHandle::new(w, h, px).expect("sample image size is valid")
 }
 
+/// A config that satisfies a node's parameter schema, for a check run
+/// without `--input`: each property's `default`, first of `examples`,
+/// `const` or first `enum` value; a required property without any of
+/// them gets a plain value of its type (the minimum for numbers); other
+/// properties are left out, so the node uses its own defaults.
+pub fn sample_config(schema: &Value) -> Value {
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, prop) in props {
+            let chosen = prop
+                .get("default")
+                .or_else(|| prop["examples"].get(0))
+                .or_else(|| prop.get("const"))
+                .or_else(|| prop["enum"].get(0))
+                .cloned();
+            match chosen {
+                Some(v) => {
+                    out.insert(name.clone(), v);
+                }
+                None if required.contains(&name.as_str()) => {
+                    out.insert(name.clone(), plain_value(prop));
+                }
+                None => {}
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// A value of the schema's type.
+fn plain_value(schema: &Value) -> Value {
+    let number = || schema.get("minimum").cloned().unwrap_or(json!(0));
+    match schema["type"].as_str() {
+        Some("object") => sample_config(schema),
+        Some("array") => {
+            let n = schema["minItems"].as_u64().unwrap_or(0) as usize;
+            Value::Array(vec![plain_value(&schema["items"]); n])
+        }
+        Some("number" | "integer") => number(),
+        Some("boolean") => Value::Bool(false),
+        Some("null") => Value::Null,
+        _ => json!(""),
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
@@ -108,11 +158,15 @@ pub async fn check(
         d.description
     ));
     lines.push(format!("parameters schema: {}", d.parameters_schema));
-    let config = input
-        .config
-        .as_ref()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "{}".into());
+    let config = match &input.config {
+        Some(c) => c.to_string(),
+        None => {
+            let schema = serde_json::from_str(&d.parameters_schema).unwrap_or_default();
+            let sample = sample_config(&schema);
+            lines.push(format!("sample config (from the schema): {sample}"));
+            sample.to_string()
+        }
+    };
     let limits = limits::Limits::for_kind(PluginKind::Node);
     let params = sample_params(input);
     let report = match d.kind.as_str() {
@@ -166,5 +220,31 @@ pub async fn check(
             Ok(CheckReport { lines })
         }
         Err(e) => Err(RegistryError::Component(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_satisfies_the_schema() {
+        let schema = json!({
+            "type": "object",
+            "required": ["style", "size", "tags"],
+            "properties": {
+                "style": { "enum": ["anime", "photo"] },
+                "size": { "type": "integer", "minimum": 64 },
+                "tags": { "type": "array", "items": { "type": "string" }, "minItems": 2 },
+                "strength": { "type": "number", "default": 0.5 },
+                "note": { "type": "string", "examples": ["hello"] },
+                "optional": { "type": "boolean" }
+            }
+        });
+        assert_eq!(
+            sample_config(&schema),
+            json!({ "style": "anime", "size": 64, "tags": ["", ""], "strength": 0.5, "note": "hello" })
+        );
+        assert_eq!(sample_config(&json!({ "type": "object" })), json!({}));
     }
 }

@@ -20,7 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use pingvas_tests::bench::{ServerProcess, sibling_pingvas, start_serve};
+use pingvas_tests::bench::{
+    Args, ServerProcess, drive, percentile as pct, sibling_pingvas, sign_in, start_serve,
+};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const PLANS: &str = include_str!("../../../host/src/billing/plans.default.toml");
@@ -46,81 +49,26 @@ async fn start(paused: bool) -> ServerProcess {
 
 /// Registers a studio user with plenty of credits; returns a token.
 async fn studio_user(server: &ServerProcess, email: &str) -> String {
-    let client = reqwest::Client::new();
-    let creds = json!({ "email": email, "password": "SecurePass123!" });
-    client
-        .post(format!("{}/api/v1/auth/register", server.base))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap();
-    for args in [
-        vec!["admin", "set-tier", email, "studio"],
-        vec!["admin", "grant-credits", email, "100000000"],
-    ] {
-        let ok = Command::new(sibling_pingvas())
-            .args(&args)
-            .current_dir(server.dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pingvas {args:?}");
-    }
-    let login: Value = client
-        .post(format!("{}/api/v1/auth/login", server.base))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    login["data"]["access_token"].as_str().unwrap().to_owned()
+    sign_in(&server.base, email, || {
+        for args in [
+            vec!["admin", "set-tier", email, "studio"],
+            vec!["admin", "grant-credits", email, "100000000"],
+        ] {
+            let ok = Command::new(sibling_pingvas())
+                .args(&args)
+                .current_dir(server.dir.path())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "pingvas {args:?}");
+        }
+    })
+    .await
 }
 
 fn job(prompt: &str, size: u32, steps: u32) -> Value {
     json!({ "prompt": prompt, "model": "stable-diffusion-1.5", "width": size, "height": size, "steps": steps, "seed": 1 })
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// `connections` clients sending `make()` back to back for `duration`:
-/// successful requests per second.
-async fn rate(
-    connections: usize,
-    duration: Duration,
-    make: impl Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
-    expect: reqwest::StatusCode,
-) -> (f64, u64) {
-    let make = Arc::new(make);
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..connections)
-        .map(|c| {
-            let make = make.clone();
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let (mut ok, mut bad, mut n) = (0u64, 0u64, c as u64 * 1_000_000);
-                while start.elapsed() < duration {
-                    n += 1;
-                    match make(&client, n).send().await {
-                        Ok(r) if r.status() == expect => ok += 1,
-                        _ => bad += 1,
-                    }
-                }
-                (ok, bad)
-            })
-        })
-        .collect();
-    let (mut ok, mut bad) = (0, 0);
-    for t in tasks {
-        let (o, b) = t.await.unwrap();
-        ok += o;
-        bad += b;
-    }
-    (ok as f64 / start.elapsed().as_secs_f64(), bad)
 }
 
 /// Enqueues a text-to-image job; its id.
@@ -171,42 +119,27 @@ async fn wait_end(client: &reqwest::Client, base: &str, token: &str, id: &str) -
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let (mut seconds, mut connections) = (5u64, 32usize);
-    while let Some(a) = args.next() {
-        let v: u64 = args.next().and_then(|v| v.parse().ok()).expect("a number");
-        match a.as_str() {
-            "--seconds" => seconds = v,
-            "--connections" => connections = v as usize,
-            _ => panic!("usage: queuebench [--seconds N] [--connections N]"),
-        }
-    }
-    let duration = Duration::from_secs(seconds);
+    let args = Args::parse("queuebench", 5, 32);
+    let (seconds, connections, duration) = (args.seconds, args.connections, args.duration());
 
     // 1. Enqueue throughput, worker paused.
     let server = start(true).await;
     let token = Arc::new(studio_user(&server, "bench@example.com").await);
     let b = server.base.clone();
-    let (health, _) = rate(
-        connections,
-        duration,
-        move |c, _| c.get(format!("{b}/healthz")),
-        reqwest::StatusCode::OK,
-    )
-    .await;
+    let health = drive(connections, duration, StatusCode::OK, move |c, _| {
+        c.get(format!("{b}/healthz"))
+    })
+    .await
+    .rps();
     let b = server.base.clone();
     let t = token.clone();
-    let (enqueues, errors) = rate(
-        connections,
-        duration,
-        move |c, n| {
-            c.post(format!("{b}/api/v1/generate/text-to-image"))
-                .bearer_auth(t.as_str())
-                .json(&job(&format!("job {n}"), 512, 20))
-        },
-        reqwest::StatusCode::ACCEPTED,
-    )
+    let run = drive(connections, duration, StatusCode::ACCEPTED, move |c, n| {
+        c.post(format!("{b}/api/v1/generate/text-to-image"))
+            .bearer_auth(t.as_str())
+            .json(&job(&format!("job {n}"), 512, 20))
+    })
     .await;
+    let (enqueues, errors) = (run.rps(), run.errors);
     drop(server);
 
     // 2. Enqueue-to-lease latency, idle worker; 3. backend idle gaps.
