@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::extract::ApiJson;
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, TokenPair};
 use crate::billing::ledger::Ledger;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::i18n::Lang;
@@ -103,13 +103,31 @@ pub struct LoginUser {
     pub credits: i64,
 }
 
+/// A fresh access token and the refresh token that rotates with it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LoginResponse {
+pub struct TokenResponse {
     pub access_token: String,
-    /// Opaque; rotates on every refresh.
+    /// Opaque; rotates on every refresh (the one sent is then spent).
     pub refresh_token: String,
     pub token_type: &'static str,
     pub expires_in: i64,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(pair: TokenPair) -> Self {
+        Self {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    #[serde(flatten)]
+    pub tokens: TokenResponse,
     pub user: LoginUser,
 }
 
@@ -126,10 +144,7 @@ async fn login(
     let (user, pair) = state.auth.login(&req.email, &req.password).await?;
     let credits = balance_of(&state.ledger, &user.id).await?;
     Ok(ok(LoginResponse {
-        access_token: pair.access_token,
-        refresh_token: pair.refresh_token,
-        token_type: "Bearer",
-        expires_in: pair.expires_in,
+        tokens: pair.into(),
         user: LoginUser {
             id: user.id,
             email: user.email,
@@ -154,19 +169,10 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RefreshResponse {
-    pub access_token: String,
-    /// The next refresh token; the one sent is now spent.
-    pub refresh_token: String,
-    pub token_type: &'static str,
-    pub expires_in: i64,
-}
-
 /// 토큰 갱신 — rotates the refresh token; reusing a spent one revokes the session.
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses(
-        (status = 200, body = Envelope<RefreshResponse>),
+        (status = 200, body = Envelope<TokenResponse>),
         (status = 401, description = "INVALID_TOKEN, TOKEN_EXPIRED", body = ErrorEnvelope),
     ))]
 async fn refresh(
@@ -174,12 +180,7 @@ async fn refresh(
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let pair = state.auth.refresh(&req.refresh_token).await?;
-    Ok(ok(RefreshResponse {
-        access_token: pair.access_token,
-        refresh_token: pair.refresh_token,
-        token_type: "Bearer",
-        expires_in: pair.expires_in,
-    }))
+    Ok(ok(TokenResponse::from(pair)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,14 +14,13 @@
 //! Checkpoints are looked up as `<model name>.safetensors`. A stopped job
 //! calls `POST /interrupt`.
 
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use image::RgbaImage;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::gpu_server::{GpuServer, unavailable};
-use super::{Generation, InferenceBackend, InferenceError, Operation, Progress, ProgressSink};
+use super::gpu_server::{GpuServer, gpu_server_backend, unavailable};
+use super::{Generation, InferenceError, Operation, Progress, ProgressSink};
 
 pub const NAME: &str = "comfyui";
 const SAVE: &str = "save";
@@ -266,20 +265,4 @@ impl ComfyUi {
     }
 }
 
-impl InferenceBackend for ComfyUi {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn serves(&self, model: &str) -> bool {
-        self.server.serves(model)
-    }
-
-    fn run<'a>(
-        &'a self,
-        op: Operation,
-        progress: ProgressSink,
-    ) -> BoxFuture<'a, Result<Vec<RgbaImage>, InferenceError>> {
-        self.run_op(op, progress).boxed()
-    }
-}
+gpu_server_backend!(ComfyUi, NAME);

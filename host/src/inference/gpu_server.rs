@@ -9,6 +9,35 @@ use image::RgbaImage;
 use super::InferenceError;
 use crate::imaging::{self, encode_png};
 
+/// Implements `InferenceBackend` for a GPU server adapter: a type with a
+/// `server: GpuServer` field and an inherent
+/// `async fn run_op(&self, Operation, ProgressSink)`.
+macro_rules! gpu_server_backend {
+    ($adapter:ty, $name:expr) => {
+        impl $crate::inference::InferenceBackend for $adapter {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn serves(&self, model: &str) -> bool {
+                self.server.serves(model)
+            }
+
+            fn run<'a>(
+                &'a self,
+                op: $crate::inference::Operation,
+                progress: $crate::inference::ProgressSink,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<Vec<image::RgbaImage>, $crate::inference::InferenceError>,
+            > {
+                Box::pin(self.run_op(op, progress))
+            }
+        }
+    };
+}
+pub(crate) use gpu_server_backend;
+
 pub struct GpuServer {
     base: String,
     models: Option<Vec<String>>,

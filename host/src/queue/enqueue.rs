@@ -31,7 +31,7 @@ impl Queue {
                 model: spec.model().to_owned(),
             });
         }
-        let plan = self.plans.tier(tier);
+        let plan = self.parts.plans.tier(tier);
         let priority = plan.rank;
         let estimated = estimate_credits(&spec, model);
         let id = new_id();
@@ -40,7 +40,7 @@ impl Queue {
         let params =
             serde_json::to_string(&spec).map_err(|e| QueueError::Invalid(e.to_string()))?;
 
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.parts.db.begin().await?;
         let hold = ledger::reserve_in(
             &mut tx,
             user_id,
@@ -85,7 +85,7 @@ impl Queue {
         self.wake.notify_waiters();
 
         // The position is read after the commit, outside the write lock.
-        let groups = summaries(&q::queued_groups(&self.db).await?);
+        let groups = summaries(&q::queued_groups(&self.parts.db).await?);
         let position = scheduler::position_of(&groups, user_id, priority, mine as usize);
         let wait = self
             .estimated_wait(position, spec.expected_gpu_seconds(model))

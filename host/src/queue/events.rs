@@ -130,12 +130,12 @@ impl UserEventKind {
 
 impl Queue {
     pub(super) fn notify(&self, user_id: &str, event: UserEvent) {
-        self.events.publish(user_id, event);
+        self.parts.events.publish(user_id, event);
     }
 
     /// Tells the user their balance after a reservation or settlement.
     pub(super) async fn notify_credits(&self, user_id: &str) {
-        if let Ok(Some(a)) = crate::store::credits::account(&self.db, user_id).await {
+        if let Ok(Some(a)) = crate::store::credits::account(&self.parts.db, user_id).await {
             self.notify(
                 user_id,
                 UserEvent::CreditsUpdated(CreditsUpdated {

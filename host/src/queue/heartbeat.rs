@@ -55,9 +55,9 @@ impl Queue {
             progress,
             gpu_started_at,
         };
-        let held = q::heartbeat(&self.db.write().await, &beat).await?;
+        let held = q::heartbeat(&self.parts.db.write().await, &beat).await?;
         let Some((user_id, worker_id)) = held else {
-            let row = q::get(&self.db, job_id).await?;
+            let row = q::get(&self.parts.db, job_id).await?;
             return Ok(match row {
                 Some(r) if r.status == JobStatus::Cancelled => BeatReply::Cancelled,
                 _ => BeatReply::Lost,

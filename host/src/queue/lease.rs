@@ -27,7 +27,7 @@ pub struct Lease {
 impl Queue {
     /// Leases the next job for `worker` in the scheduler's order, if any.
     pub async fn lease(&self, worker: &WorkerInfo) -> QueueResult<Option<Lease>> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.parts.db.begin().await?;
         q::lock_queue(&mut tx).await?;
         let candidates: Vec<q::Candidate> = q::lease_candidates(&mut tx)
             .await?
@@ -49,7 +49,7 @@ impl Queue {
                 c.user_id.clone(),
                 UserSlots {
                     running: running.get(&c.user_id).copied().unwrap_or(0) as u32,
-                    cap: self.plans.tier(&c.tier).queue_count,
+                    cap: self.parts.plans.tier(&c.tier).queue_count,
                     last_dispatch: last,
                 },
             );

@@ -93,12 +93,7 @@ pub struct QueueParts {
 }
 
 pub struct Queue {
-    db: Db,
-    plans: Plans,
-    models: ModelCatalogue,
-    events: Arc<EventBus<UserEvent>>,
-    blobs: Arc<LocalBlobs>,
-    links: FileLinks,
+    parts: QueueParts,
     settings: QueueSettings,
     /// Woken on every enqueue and job end: lease polls re-check.
     wake: Notify,
@@ -111,21 +106,8 @@ pub struct Queue {
 
 impl Queue {
     pub fn new(parts: QueueParts, settings: QueueSettings) -> Self {
-        let QueueParts {
-            db,
-            plans,
-            models,
-            events,
-            blobs,
-            links,
-        } = parts;
         Self {
-            db,
-            plans,
-            models,
-            events,
-            blobs,
-            links,
+            parts,
             settings,
             wake: Notify::new(),
             clock: AtomicI64::new(0),
@@ -152,7 +134,8 @@ impl Queue {
     }
 
     fn model(&self, name: &str) -> QueueResult<&Model> {
-        self.models
+        self.parts
+            .models
             .get(name)
             .ok_or_else(|| QueueError::Invalid(format!("unknown model {name}")))
     }

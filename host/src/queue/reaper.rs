@@ -17,7 +17,7 @@ impl Queue {
     pub async fn reap(&self) -> QueueResult<usize> {
         let now = Utc::now();
         let mut n = 0;
-        for row in q::expired_leases(&self.db, now).await? {
+        for row in q::expired_leases(&self.parts.db, now).await? {
             let Some(token) = row.lease_token.clone() else {
                 continue;
             };
@@ -47,7 +47,7 @@ impl Queue {
         let horizon = now - self.settings.worker_offline;
         let served = self.served().await?;
         if !served.all {
-            for row in q::queued_before(&self.db, horizon).await? {
+            for row in q::queued_before(&self.parts.db, horizon).await? {
                 if served.covers(&row.model) {
                     continue;
                 }
@@ -83,7 +83,7 @@ impl Queue {
     }
 
     async fn requeue(&self, row: &JobRow, token: &str) -> QueueResult<bool> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.parts.db.begin().await?;
         let ok = q::requeue(&mut tx, &row.id, token).await?;
         if ok {
             q::count_queued(&mut tx, &row.user_id, 1).await?;

@@ -122,11 +122,11 @@ impl Queue {
         }
         // The owner names the files; whether the lease still holds is
         // decided once, by `end`.
-        let owner = q::get(&self.db, job_id)
+        let owner = q::get(&self.parts.db, job_id)
             .await?
             .ok_or(QueueError::NotFound)?
             .user_id;
-        let blobs = self.blobs.clone();
+        let blobs = self.parts.blobs.clone();
         let pngs = done.images.clone();
         let stored = tokio::task::spawn_blocking(move || {
             pngs.iter()
@@ -152,7 +152,7 @@ impl Queue {
         };
         let ended = self.end(job_id, Holder::Lease(token), outcome).await;
         if ended.is_err() {
-            let blobs = self.blobs.clone();
+            let blobs = self.parts.blobs.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 for s in &stored {
                     let _ = blobs.delete(&s.blob_key);
@@ -198,7 +198,7 @@ impl Queue {
         holder: Holder<'_>,
         o: Outcome<'_>,
     ) -> QueueResult<Settled> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.parts.db.begin().await?;
         let row = q::get_for_update(&mut tx, job_id)
             .await?
             // Nobody learns of another user's jobs.
@@ -328,7 +328,7 @@ impl Queue {
                     .iter()
                     .map(|i| {
                         ResultImage::new(
-                            &self.links,
+                            &self.parts.links,
                             &i.id,
                             &i.blob_key,
                             &i.thumb_key,

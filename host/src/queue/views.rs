@@ -169,7 +169,7 @@ pub struct QueueStatus {
 impl Queue {
     /// A user's job with its images; `NotFound` for anyone else's.
     pub async fn job_of(&self, user_id: &str, job_id: &str) -> QueueResult<JobDetail> {
-        let row = q::get(&self.db, job_id)
+        let row = q::get(&self.parts.db, job_id)
             .await?
             .filter(|r| r.user_id == user_id)
             .ok_or(QueueError::NotFound)?;
@@ -179,10 +179,10 @@ impl Queue {
     async fn detail(&self, row: JobRow) -> QueueResult<JobDetail> {
         // Only a completed job has images.
         let images = match row.status {
-            JobStatus::Completed => img::of_job(&self.db, &row.id).await?,
+            JobStatus::Completed => img::of_job(&self.parts.db, &row.id).await?,
             _ => vec![],
         };
-        Ok(JobDetail::new(&self.links, row, &images))
+        Ok(JobDetail::new(&self.parts.links, row, &images))
     }
 
     /// One page of a user's jobs, newest first, and the total.
@@ -192,7 +192,7 @@ impl Queue {
         status: Option<JobStatus>,
         page: Page,
     ) -> QueueResult<(Vec<JobDetail>, i64)> {
-        let (rows, total) = q::list_for_user(&self.db, user_id, status, page).await?;
+        let (rows, total) = q::list_for_user(&self.parts.db, user_id, status, page).await?;
         let mut details = Vec::with_capacity(rows.len());
         for row in rows {
             details.push(self.detail(row).await?);
@@ -203,9 +203,10 @@ impl Queue {
     /// The user's view of the queue: running jobs, queued jobs with their
     /// positions, and today's completions.
     pub async fn status_of(&self, user_id: &str) -> QueueResult<QueueStatus> {
-        let processing = q::user_jobs_in(&self.db, user_id, JobStatus::Processing, 100).await?;
-        let queued_rows = q::user_jobs_in(&self.db, user_id, JobStatus::Queued, 100).await?;
-        let groups = summaries(&q::queued_groups(&self.db).await?);
+        let processing =
+            q::user_jobs_in(&self.parts.db, user_id, JobStatus::Processing, 100).await?;
+        let queued_rows = q::user_jobs_in(&self.parts.db, user_id, JobStatus::Queued, 100).await?;
+        let groups = summaries(&q::queued_groups(&self.parts.db).await?);
         let mut per_priority: HashMap<i64, usize> = HashMap::new();
         let queued = queued_rows
             .into_iter()
@@ -226,9 +227,10 @@ impl Queue {
             .expect("midnight")
             .and_utc();
         Ok(QueueStatus {
-            active_jobs: q::count_user_status(&self.db, user_id, JobStatus::Processing).await?,
-            queued_jobs: q::count_user_status(&self.db, user_id, JobStatus::Queued).await?,
-            completed_today: q::count_completed_since(&self.db, user_id, midnight).await?,
+            active_jobs: q::count_user_status(&self.parts.db, user_id, JobStatus::Processing)
+                .await?,
+            queued_jobs: q::count_user_status(&self.parts.db, user_id, JobStatus::Queued).await?,
+            completed_today: q::count_completed_since(&self.parts.db, user_id, midnight).await?,
             processing: processing
                 .into_iter()
                 .map(|r| ProcessingItem {

@@ -86,7 +86,7 @@ impl Queue {
             paused: w.paused,
             last_seen_at: Utc::now(),
         };
-        q::upsert_worker(&self.db.write().await, &row).await?;
+        q::upsert_worker(&self.parts.db.write().await, &row).await?;
         // A worker with models the cached view lacks is seen at once.
         if !known {
             self.workers.forget_served();
@@ -95,7 +95,7 @@ impl Queue {
     }
 
     pub async fn forget_worker(&self, id: &str) -> QueueResult<()> {
-        q::forget_worker(&self.db.write().await, id).await?;
+        q::forget_worker(&self.parts.db.write().await, id).await?;
         self.workers.forget_served();
         Ok(())
     }
@@ -108,7 +108,7 @@ impl Queue {
             return Ok(s.clone());
         }
         let since = Utc::now() - self.settings.worker_offline;
-        let workers = q::live_workers(&self.db, since).await?;
+        let workers = q::live_workers(&self.parts.db, since).await?;
         let mut served = Served {
             models: HashSet::new(),
             all: false,
@@ -144,7 +144,7 @@ impl Queue {
             .get(&worker)
             .is_none_or(|t| t.elapsed() > self.settings.worker_offline / 4);
         if stale {
-            q::touch_worker(&self.db.write().await, &worker, Utc::now()).await?;
+            q::touch_worker(&self.parts.db.write().await, &worker, Utc::now()).await?;
             self.workers
                 .seen
                 .lock()

@@ -15,8 +15,6 @@
 
 use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use image::RgbaImage;
 use serde_json::{Value, json};
 
@@ -24,8 +22,8 @@ mod graph;
 
 use graph::{Graph, Latents, OUTPUT, denoise_graph};
 
-use super::gpu_server::{GpuServer, unavailable};
-use super::{Generation, InferenceBackend, InferenceError, Operation, Progress, ProgressSink};
+use super::gpu_server::{GpuServer, gpu_server_backend, unavailable};
+use super::{Generation, InferenceError, Operation, Progress, ProgressSink};
 
 pub const NAME: &str = "invokeai";
 const QUEUE: &str = "default";
@@ -291,23 +289,7 @@ impl InvokeAi {
     }
 }
 
-impl InferenceBackend for InvokeAi {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn serves(&self, model: &str) -> bool {
-        self.server.serves(model)
-    }
-
-    fn run<'a>(
-        &'a self,
-        op: Operation,
-        progress: ProgressSink,
-    ) -> BoxFuture<'a, Result<Vec<RgbaImage>, InferenceError>> {
-        self.run_op(op, progress).boxed()
-    }
-}
+gpu_server_backend!(InvokeAi, NAME);
 
 #[cfg(test)]
 mod tests {
