@@ -73,7 +73,7 @@ impl Queue {
         message: &str,
     ) -> QueueResult<usize> {
         match self
-            .end(job_id, holder, Outcome::failed(code, message))
+            .end(job_id, holder, Outcome::Failed { code, message })
             .await
         {
             Ok(_) => Ok(1),

@@ -40,16 +40,6 @@ pub struct Settled {
     pub image_ids: Vec<String>,
 }
 
-/// How much of a job's reservation an ending charges.
-#[derive(Debug, Clone, Copy)]
-enum Charge {
-    Nothing,
-    /// Measured GPU seconds reported by the worker.
-    Measured(f64),
-    /// GPU time used so far (from the recorded GPU start until now).
-    SoFar,
-}
-
 /// Who may end a job.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Holder<'a> {
@@ -83,23 +73,40 @@ impl Holder<'_> {
     }
 }
 
-/// How a job ends.
-pub(super) struct Outcome<'a> {
-    status: JobStatus,
-    charge: Charge,
-    error: Option<(FailureCode, &'a str)>,
-    images: &'a [StoredImage],
-    finished: Option<&'a Finished>,
+/// How a job ends, with what that ending charges.
+#[derive(Clone, Copy)]
+pub(super) enum Outcome<'a> {
+    /// The worker's images, charged the measured GPU seconds.
+    Completed {
+        images: &'a [StoredImage],
+        finished: &'a Finished,
+    },
+    /// Nothing charged, everything released.
+    Failed { code: FailureCode, message: &'a str },
+    /// The owner cancelled: a running job is charged its GPU time so far.
+    Cancelled,
 }
 
-impl Outcome<'_> {
-    pub(super) fn failed(code: FailureCode, message: &str) -> Outcome<'_> {
-        Outcome {
-            status: JobStatus::Failed,
-            charge: Charge::Nothing,
-            error: Some((code, message)),
-            images: &[],
-            finished: None,
+impl<'a> Outcome<'a> {
+    fn status(self) -> JobStatus {
+        match self {
+            Outcome::Completed { .. } => JobStatus::Completed,
+            Outcome::Failed { .. } => JobStatus::Failed,
+            Outcome::Cancelled => JobStatus::Cancelled,
+        }
+    }
+
+    fn images(self) -> &'a [StoredImage] {
+        match self {
+            Outcome::Completed { images, .. } => images,
+            _ => &[],
+        }
+    }
+
+    fn finished(self) -> Option<&'a Finished> {
+        match self {
+            Outcome::Completed { finished, .. } => Some(finished),
+            _ => None,
         }
     }
 }
@@ -143,12 +150,9 @@ impl Queue {
                     .await;
             }
         };
-        let outcome = Outcome {
-            status: JobStatus::Completed,
-            charge: Charge::Measured(done.gpu_seconds),
-            error: None,
+        let outcome = Outcome::Completed {
             images: &stored,
-            finished: Some(&done),
+            finished: &done,
         };
         let ended = self.end(job_id, Holder::Lease(token), outcome).await;
         if ended.is_err() {
@@ -172,21 +176,19 @@ impl Queue {
         code: FailureCode,
         message: &str,
     ) -> QueueResult<Settled> {
-        self.end(job_id, Holder::Lease(token), Outcome::failed(code, message))
-            .await
+        self.end(
+            job_id,
+            Holder::Lease(token),
+            Outcome::Failed { code, message },
+        )
+        .await
     }
 
     /// Cancels a user's job: a queued one is refunded in full, a running
     /// one is charged the GPU time it used so far.
     pub async fn cancel(&self, user_id: &str, job_id: &str) -> QueueResult<Settled> {
-        let outcome = Outcome {
-            status: JobStatus::Cancelled,
-            charge: Charge::SoFar,
-            error: None,
-            images: &[],
-            finished: None,
-        };
-        self.end(job_id, Holder::Owner(user_id), outcome).await
+        self.end(job_id, Holder::Owner(user_id), Outcome::Cancelled)
+            .await
     }
 
     /// The one place a job ends: checks who may end it, settles the
@@ -210,19 +212,18 @@ impl Queue {
         }
         let model = self.model(&row.model)?.clone();
         let now = Utc::now();
-        let seconds = match (o.charge, row.status, row.gpu_started_at) {
-            (Charge::Nothing, ..) => 0.0,
-            (Charge::Measured(s), ..) => s,
-            (Charge::SoFar, JobStatus::Processing, Some(t)) => {
+        let seconds = match (o, row.status, row.gpu_started_at) {
+            (Outcome::Completed { finished, .. }, ..) => finished.gpu_seconds,
+            (Outcome::Cancelled, JobStatus::Processing, Some(t)) => {
                 (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6
             }
-            (Charge::SoFar, ..) => 0.0,
+            _ => 0.0,
         };
         let charge = charge_for(seconds, &model, row.estimated_credits);
-        let description = match o.status {
-            JobStatus::Completed => format!("이미지 생성 ({})", row.model),
-            JobStatus::Cancelled => format!("취소된 생성 작업 ({})", row.model),
-            _ => format!("실패한 생성 작업 ({})", row.model),
+        let description = match o {
+            Outcome::Completed { .. } => format!("이미지 생성 ({})", row.model),
+            Outcome::Cancelled => format!("취소된 생성 작업 ({})", row.model),
+            Outcome::Failed { .. } => format!("실패한 생성 작업 ({})", row.model),
         };
         let settlement = ledger::settle_in(
             &mut tx,
@@ -233,14 +234,14 @@ impl Queue {
         )
         .await?;
         let spec: Option<JobSpec> = o
-            .finished
+            .finished()
             .and_then(|f| f.effective.clone())
             .or_else(|| serde_json::from_str(&row.params).ok());
-        let backend = o.finished.map(|f| f.backend.as_str());
+        let backend = o.finished().map(|f| f.backend.as_str());
         let metadata = serde_json::to_string(&ImageMetadata::new(&model, spec.as_ref(), backend))
             .map_err(|e| QueueError::Invalid(e.to_string()))?;
         let mut image_ids = Vec::new();
-        for s in o.images {
+        for s in o.images() {
             img::insert(
                 &mut tx,
                 &ImageRow {
@@ -268,20 +269,24 @@ impl Queue {
         }
         let ids_json =
             (!image_ids.is_empty()).then(|| serde_json::to_string(&image_ids).unwrap_or_default());
-        let (gpu_seconds, gpu_started, gpu_finished) = match o.finished {
+        let (gpu_seconds, gpu_started, gpu_finished) = match o.finished() {
             Some(f) => (Some(f.gpu_seconds), f.gpu_started_at, f.gpu_finished_at),
             None if seconds > 0.0 => (Some(seconds), None, Some(now)),
             None => (None, None, None),
+        };
+        let error = match o {
+            Outcome::Failed { code, message } => Some((code, message)),
+            _ => None,
         };
         let ended = q::end(
             &mut tx,
             job_id,
             &q::Ending {
-                status: o.status,
+                status: o.status(),
                 credits_used: settlement.charged,
                 credits_refunded: settlement.released,
-                error_code: o.error.map(|(code, _)| code.as_str()),
-                error_message: o.error.map(|(_, message)| message),
+                error_code: error.map(|(code, _)| code.as_str()),
+                error_message: error.map(|(_, message)| message),
                 result_image_ids: ids_json.as_deref(),
                 gpu_seconds,
                 gpu_started_at: gpu_started,
@@ -300,47 +305,43 @@ impl Queue {
         tx.commit().await?;
         self.wake.notify_waiters();
 
-        if let Some(started) = row.started_at.filter(|_| o.status == JobStatus::Completed) {
+        if let Some(started) = row
+            .started_at
+            .filter(|_| o.status() == JobStatus::Completed)
+        {
             let secs = (now - started).num_milliseconds() as f64 / 1000.0;
             let mut mean = self.job_seconds.lock().expect("throughput lock");
             *mean = Some(mean.map_or(secs, |m| m * 0.8 + secs * 0.2));
         }
         let settled = Settled {
             job_id: job_id.to_owned(),
-            status: o.status,
+            status: o.status(),
             credits_used: settlement.charged,
             credits_refunded: settlement.released,
             image_ids,
         };
-        self.notify(&row.user_id, self.ending_event(&settled, &o));
+        self.notify(&row.user_id, self.ending_event(&settled, o));
         self.notify_credits(&row.user_id).await;
         Ok(settled)
     }
 
-    fn ending_event(&self, s: &Settled, o: &Outcome<'_>) -> UserEvent {
+    fn ending_event(&self, s: &Settled, o: Outcome<'_>) -> UserEvent {
         let job_id = s.job_id.clone();
-        match (s.status, o.error) {
-            (JobStatus::Completed, _) => UserEvent::JobCompleted(JobCompleted {
+        match o {
+            Outcome::Completed { images, .. } => UserEvent::JobCompleted(JobCompleted {
                 job_id,
                 status: s.status,
-                images: o
-                    .images
+                images: images
                     .iter()
                     .map(|i| {
-                        ResultImage::new(
-                            &self.parts.links,
-                            &i.id,
-                            &i.blob_key,
-                            &i.thumb_key,
-                            i.width.into(),
-                            i.height.into(),
-                        )
+                        let (w, h) = (i.width.into(), i.height.into());
+                        ResultImage::new(&self.parts.links, &i.id, &i.blob_key, &i.thumb_key, w, h)
                     })
                     .collect(),
                 credits_used: s.credits_used,
                 credits_refunded: s.credits_refunded,
             }),
-            (JobStatus::Failed, Some((code, message))) => UserEvent::JobFailed(JobFailed {
+            Outcome::Failed { code, message } => UserEvent::JobFailed(JobFailed {
                 job_id,
                 status: s.status,
                 error: JobError {
@@ -349,7 +350,7 @@ impl Queue {
                 },
                 credits_refunded: s.credits_refunded,
             }),
-            _ => UserEvent::JobCancelled(JobCancelled {
+            Outcome::Cancelled => UserEvent::JobCancelled(JobCancelled {
                 job_id,
                 status: s.status,
                 credits_used: s.credits_used,
