@@ -8,6 +8,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::auth::AuthService;
+use crate::auth::passwords::HashGate;
 use crate::auth::tokens::{AccessTokens, new_secret};
 use crate::billing::ledger::Ledger;
 use crate::billing::plans::Catalogue;
@@ -46,6 +47,9 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
+/// The shortest worker token the host accepts: it guards the internal API.
+pub const MIN_WORKER_TOKEN_BYTES: usize = 32;
+
 /// Connects to the database and runs the migrations.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     std::fs::create_dir_all(&config.data_dir)
@@ -60,6 +64,12 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
 impl AppState {
     pub async fn build(config: Config) -> anyhow::Result<SharedState> {
         let config = config.clamped();
+        if let Some(token) = &config.worker_token {
+            anyhow::ensure!(
+                token.expose_secret().len() >= MIN_WORKER_TOKEN_BYTES,
+                "worker_token must be at least {MIN_WORKER_TOKEN_BYTES} bytes"
+            );
+        }
         let db = open_database(&config).await?;
         let secret = jwt_secret(&config)?;
         let access = AccessTokens::new(
@@ -73,6 +83,10 @@ impl AppState {
             access,
             config.refresh_token_ttl_days,
             config.signup_grant_credits,
+            HashGate::new(
+                config.password_hash_concurrency(),
+                config.password_hash_queue,
+            ),
         );
         let plans = Catalogue::load(config.plans_file.as_deref())?;
         let models = ModelCatalogue::load(config.models_file.as_deref(), &plans)?;
@@ -106,6 +120,10 @@ impl AppState {
             plans: plans.clone(),
             registry: registry.clone(),
             blobs: blobs.clone(),
+            queue: queue.clone(),
+            decoding: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            )),
         };
         Ok(Arc::new(AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),

@@ -12,13 +12,31 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Settings that hold secrets; each may be given as `PINGVAS_<NAME>_FILE`.
-const SECRET_KEYS: &[&str] = &["jwt_secret", "database_url", "worker_token"];
+const SECRET_KEYS: &[&str] = &[
+    "jwt_secret",
+    "database_url",
+    "worker_token",
+    "metrics_token",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Address the HTTP server listens on.
     pub addr: SocketAddr,
+    /// Serve the internal worker API on its own address (e.g. a private
+    /// network) instead of next to the public API.
+    pub internal_addr: Option<SocketAddr>,
+    /// Serve `/metrics` on its own address instead of next to the API.
+    pub metrics_addr: Option<SocketAddr>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub metrics_token: Option<SecretString>,
+    /// A client must send a request's headers within this long; a
+    /// keep-alive connection idle this long is closed.
+    pub header_timeout_ms: u64,
+    /// Open connections per listener at most.
+    pub max_connections: usize,
     /// Directory for the SQLite file, blobs and generated secrets.
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; default: `<data_dir>/pingvas.db`.
@@ -37,12 +55,20 @@ pub struct Config {
     pub refresh_token_ttl_days: u64,
     /// Credits granted to each new account.
     pub signup_grant_credits: i64,
+    /// Password hashes (argon2, 19 MiB each) computed at once; default the
+    /// number of cores.
+    pub password_hash_threads: Option<usize>,
+    /// Logins and registrations that may wait for a hash; past that they
+    /// get `SERVICE_UNAVAILABLE` with `Retry-After`.
+    pub password_hash_queue: usize,
     /// Plan catalogue file; the built-in catalogue when unset.
     pub plans_file: Option<PathBuf>,
     /// Model catalogue file; the built-in catalogue when unset.
     pub models_file: Option<PathBuf>,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
+    /// Event WebSockets one user may hold open at once.
+    pub ws_max_per_user: usize,
     /// Comma-separated allowed CORS origins; `*` for any; empty for none.
     pub cors_origins: String,
     /// `text` or `json`.
@@ -83,6 +109,10 @@ pub struct Config {
     pub job_max_attempts: u32,
     /// Queued jobs across all users before `QUEUE_FULL`.
     pub queue_max_queued: u64,
+    /// The share of `queue_max_queued` the lowest tier leaves free for
+    /// higher ones (tiers between get less headroom in steps; the top tier
+    /// may fill the whole queue).
+    pub queue_tier_headroom: f64,
     /// A worker not heard from for this long no longer counts as serving
     /// its models; queued jobs nobody serves fail after it.
     pub worker_offline_secs: u64,
@@ -98,12 +128,19 @@ pub struct LimitsOverride {
     pub timeout_ms: Option<u64>,
     pub fuel: Option<u64>,
     pub output_kib: Option<usize>,
+    /// Images a post-node may return (default: as many as it was given).
+    pub max_outputs: Option<usize>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            internal_addr: None,
+            metrics_addr: None,
+            metrics_token: None,
+            header_timeout_ms: 10_000,
+            max_connections: 1000,
             data_dir: PathBuf::from("./data"),
             database_url: None,
             db_max_connections: None,
@@ -113,9 +150,12 @@ impl Default for Config {
             access_token_ttl_secs: 3600,
             refresh_token_ttl_days: 30,
             signup_grant_credits: 100,
+            password_hash_threads: None,
+            password_hash_queue: 32,
             plans_file: None,
             models_file: None,
             body_limit_bytes: 20 * 1024 * 1024,
+            ws_max_per_user: 8,
             cors_origins: String::new(),
             log_format: "text".into(),
             shutdown_grace_secs: 30,
@@ -133,6 +173,7 @@ impl Default for Config {
             lease_ttl_secs: 30,
             job_max_attempts: 3,
             queue_max_queued: 10_000,
+            queue_tier_headroom: 0.2,
             worker_offline_secs: 60,
         }
     }
@@ -202,6 +243,12 @@ impl Config {
             16
         };
         self.db_max_connections.unwrap_or(default)
+    }
+
+    pub fn password_hash_concurrency(&self) -> usize {
+        self.password_hash_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        })
     }
 
     /// The in-process worker's models; `None` for every model.

@@ -171,6 +171,8 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub details: Option<Value>,
+    /// Seconds after which a retry may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -178,14 +180,21 @@ impl ApiError {
         Self {
             code,
             details: None,
+            retry_after: None,
         }
     }
 
     pub fn with_details(code: ErrorCode, details: Value) -> Self {
         Self {
-            code,
             details: Some(details),
+            ..Self::new(code)
         }
+    }
+
+    /// The same error, telling the client when to try again.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// A parameter that failed validation: `details.field` names it.
@@ -239,6 +248,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response =
             (self.code.status(), axum::Json(self.body(Lang::default()))).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         response.extensions_mut().insert(self);
         response
     }

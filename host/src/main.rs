@@ -128,7 +128,8 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, database = state.db.kind(), "pingvas listening");
-            server::serve(state, listener, server::shutdown_signal()).await
+            let listeners = server::Listeners::bind(listener, &state.config).await?;
+            server::serve(state, listeners, server::shutdown_signal()).await
         }
         Command::Worker(args) => run_worker(args, &config).await,
         Command::Migrate => {

@@ -1,22 +1,59 @@
 //! Running the HTTP server until a shutdown signal.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedState;
+use crate::config::Config;
+use crate::http::listen::ConnectionLimits;
+use crate::http::{self, listen};
 use crate::worker::Worker;
 use crate::worker::local::LocalSource;
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish (up to the configured grace period).
+/// The sockets the host listens on: the public API, and the internal
+/// worker API and `/metrics` when the configuration gives them addresses
+/// of their own.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub internal: Option<TcpListener>,
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the listeners the configuration names besides `api`.
+    pub async fn bind(api: TcpListener, config: &Config) -> anyhow::Result<Self> {
+        async fn bind_opt(
+            addr: Option<SocketAddr>,
+            what: &str,
+        ) -> anyhow::Result<Option<TcpListener>> {
+            match addr {
+                Some(a) => {
+                    Ok(Some(TcpListener::bind(a).await.with_context(|| {
+                        format!("binding the {what} address {a}")
+                    })?))
+                }
+                None => Ok(None),
+            }
+        }
+        Ok(Self {
+            api,
+            internal: bind_opt(config.internal_addr, "internal API").await?,
+            metrics: bind_opt(config.metrics_addr, "metrics").await?,
+        })
+    }
+}
+
+/// Serves every listener until `shutdown` resolves, then lets in-flight
+/// requests finish (up to the configured grace period).
 pub async fn serve(
     state: SharedState,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
@@ -24,24 +61,33 @@ pub async fn serve(
     let background = CancellationToken::new();
     let abort = CancellationToken::new();
     let mut tasks = start_background(&state, &background, &abort).await?;
-    let closing = state.shutdown.clone();
-    let app = crate::http::router(state);
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        closing.cancel();
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        let _ = stopping_tx.send(());
-    };
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        res = &mut server => res?,
-        _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "grace period over; dropping remaining connections");
-        }
+    let limits = ConnectionLimits::from(&state.config);
+    let stop = CancellationToken::new();
+    let mut servers = tokio::task::JoinSet::new();
+    let mut apps = vec![(listeners.api, http::router(state.clone()))];
+    if let Some(l) = listeners.internal {
+        apps.push((l, http::internal_router(state.clone())));
+    }
+    if let Some(l) = listeners.metrics {
+        apps.push((l, http::metrics_router(state.clone())));
+    }
+    for (listener, app) in apps {
+        let stop = stop.clone();
+        servers.spawn(listen::serve(listener, app, limits, async move {
+            stop.cancelled().await
+        }));
+    }
+    shutdown.await;
+    state.shutdown.cancel();
+    stop.cancel();
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let finished = tokio::time::timeout(grace, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(?grace, "grace period over; dropping remaining connections");
+        servers.abort_all();
     }
     // The worker finishes and reports the job it is running, within the
     // grace period; a job cut off here is requeued when its lease expires.

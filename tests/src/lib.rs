@@ -22,6 +22,9 @@ pub mod bench;
 pub mod fakes;
 
 pub const PASSWORD: &str = "SecurePass123!";
+/// The worker token of tests that run remote workers (32 bytes or more,
+/// as the host requires).
+pub const WORKER_TOKEN: &str = "test-worker-token-0123456789abcdef";
 
 /// A database made for one test server.
 pub struct TestDatabase {
@@ -119,6 +122,10 @@ impl Drop for TestDatabase {
 /// A running server and a client for it.
 pub struct TestServer {
     pub base: String,
+    /// The internal worker API's own listener, when `internal_addr` is set.
+    pub internal_base: Option<String>,
+    /// `/metrics`' own listener, when `metrics_addr` is set.
+    pub metrics_base: Option<String>,
     pub client: reqwest::Client,
     pub state: SharedState,
     shutdown: Option<oneshot::Sender<()>>,
@@ -146,16 +153,29 @@ impl TestServer {
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let listeners = pingvas_host::server::Listeners::bind(listener, &state.config)
+            .await
+            .expect("bind the configured listeners");
+        let internal_base = listeners
+            .internal
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
+        let metrics_base = listeners
+            .metrics
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(pingvas_host::server::serve(
             state.clone(),
-            listener,
+            listeners,
             async {
                 let _ = rx.await;
             },
         ));
         TestServer {
             base,
+            internal_base,
+            metrics_base,
             client: reqwest::Client::new(),
             state,
             shutdown: Some(tx),

@@ -37,6 +37,9 @@ async fn metrics_count_requests_by_route_template_and_status() {
     }
     srv.get("/users/me", None).await;
     srv.get("/definitely/not/a/route/12345", None).await;
+    // A method a client made up is counted, under a fixed label.
+    let made_up = reqwest::Method::from_bytes(b"BREW12345").unwrap();
+    srv.call(made_up, "/healthz", None, None).await;
     let text = srv
         .client
         .get(srv.url("/metrics"))
@@ -56,7 +59,11 @@ async fn metrics_count_requests_by_route_template_and_status() {
         r#"pingvas_http_requests_total{method="GET",route="/api/v1/users/me",status="401"} 1"#
     ));
     assert!(text.contains(r#"route="unmatched",status="404""#));
-    assert!(!text.contains("12345"), "raw paths never become labels");
+    assert!(
+        !text.contains("12345"),
+        "raw paths and methods never become labels"
+    );
+    assert!(text.contains(r#"method="OTHER""#), "{text}");
     assert!(text.contains("pingvas_http_request_duration_seconds_bucket"));
 }
 

@@ -2,11 +2,10 @@
 //! quotas, fair dispatch, failing nodes, and a worker killed mid-job.
 
 use futures::future::join_all;
-use pingvas_tests::{TestServer, assert_error, small_job};
+use pingvas_tests::pingvas_host::queue::job::credits_for;
+use pingvas_tests::{TestServer, WORKER_TOKEN, assert_error, small_job};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const WORKER_TOKEN: &str = "test-worker-token-0123456789";
 
 #[tokio::test]
 async fn cancelling_a_queued_job_refunds_everything() {
@@ -150,6 +149,7 @@ async fn queue_caps_answer_quota_exceeded_and_queue_full() {
     let srv = TestServer::start_with(|c| {
         c.worker_paused = true;
         c.queue_max_queued = 12;
+        c.queue_tier_headroom = 0.0;
     })
     .await;
     let free = srv.signup("free@example.com").await;
@@ -188,6 +188,69 @@ async fn queue_caps_answer_quota_exceeded_and_queue_full() {
         "QUEUE_FULL",
     );
     assert_eq!(e["details"]["max_queued"], 12);
+    srv.assert_queue_counters().await;
+}
+
+#[tokio::test]
+async fn a_flood_from_the_free_tier_leaves_room_for_paying_users() {
+    // 20 queued jobs in all; free may fill half, studio 17, enterprise all.
+    let srv = TestServer::start_with(|c| {
+        c.worker_paused = true;
+        c.queue_max_queued = 20;
+        c.queue_tier_headroom = 0.5;
+    })
+    .await;
+    let mut flooders = Vec::new();
+    for i in 0..2 {
+        flooders.push(srv.signup(&format!("flood{i}@example.com")).await);
+    }
+    let mut accepted = 0;
+    let mut refused = Vec::new();
+    for f in &flooders {
+        for i in 0..10 {
+            let got = srv
+                .generate("text-to-image", &f.access, small_job(&format!("{i}")))
+                .await;
+            match got.0 {
+                StatusCode::ACCEPTED => accepted += 1,
+                _ => refused.push(got),
+            }
+        }
+    }
+    assert_eq!(accepted, 10, "the free tier fills its half");
+    for r in &refused {
+        let e = assert_error(r, StatusCode::TOO_MANY_REQUESTS, "QUEUE_FULL");
+        assert_eq!(e["details"]["max_queued"], 10);
+    }
+    let studio = srv.signup("studio@example.com").await;
+    srv.set_tier("studio@example.com", "studio").await;
+    for i in 0..7 {
+        let (s, b) = srv
+            .generate("text-to-image", &studio.access, small_job(&format!("s{i}")))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "studio job {i}: {b}");
+    }
+    let e = assert_error(
+        &srv.generate("text-to-image", &studio.access, small_job("s7"))
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "QUEUE_FULL",
+    );
+    assert_eq!(e["details"]["max_queued"], 17);
+    let top = srv.signup("enterprise@example.com").await;
+    srv.set_tier("enterprise@example.com", "enterprise").await;
+    for i in 0..3 {
+        let (s, b) = srv
+            .generate("text-to-image", &top.access, small_job(&format!("e{i}")))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "enterprise job {i}: {b}");
+    }
+    assert_error(
+        &srv.generate("text-to-image", &top.access, small_job("e3"))
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "QUEUE_FULL",
+    );
     srv.assert_queue_counters().await;
 }
 
@@ -261,7 +324,7 @@ async fn one_users_backlog_does_not_starve_another() {
 }
 
 #[tokio::test]
-async fn nodes_run_inside_the_job_and_a_failing_one_refunds() {
+async fn nodes_run_inside_the_job_and_a_failing_one_is_charged() {
     let srv = TestServer::start().await;
     let alice = srv.signup("alice@example.com").await;
     srv.publish_node(&alice.access, "prompt-style", "prompt-style")
@@ -294,25 +357,43 @@ async fn nodes_run_inside_the_job_and_a_failing_one_refunds() {
         "the pre-node rewrote the prompt: {meta}"
     );
 
-    // A post-node that refuses its parameters fails the job, refunded.
+    // A post-node that refuses its parameters fails the job after
+    // inference: the user chose that code, so the work is charged, exactly
+    // what was used and no more than reserved.
     let mid = srv.credits(&alice.user_id).await;
     let mut bad = small_job("a castle");
     bad["post_nodes"] = json!([{ "name": "watermark", "parameters": { "opacity": "opaque" } }]);
     let (s, b) = srv.generate("text-to-image", &alice.access, bad).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let estimated = b["data"]["estimated_credits"].as_i64().unwrap();
     let end = events.until_end(&id).await;
     assert_eq!(end["type"], "job.failed", "{end}");
-    assert_eq!(end["data"]["error"]["code"], "PLUGIN_FAILED");
-    assert_eq!(
-        end["data"]["credits_refunded"],
-        b["data"]["estimated_credits"]
+    let error = &end["data"]["error"];
+    assert_eq!(error["code"], "PLUGIN_FAILED");
+    assert_eq!(error["message"], "플러그인 노드 실행에 실패했습니다.");
+    assert!(
+        error["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("watermark: ") && r.chars().count() <= 256),
+        "{end}"
     );
-    assert_eq!(srv.credits(&alice.user_id).await, mid, "fully refunded");
+    let used = end["data"]["credits_used"].as_i64().unwrap();
+    assert!(used >= 1, "the GPU time was charged: {end}");
+    assert_eq!(
+        used + end["data"]["credits_refunded"].as_i64().unwrap(),
+        estimated
+    );
+    let after = srv.credits(&alice.user_id).await;
+    assert_eq!(after, (mid.0 - used, 0, mid.0 - used), "ledger-exact");
+    assert_eq!(
+        srv.state.ledger.log_sum(&alice.user_id).await.unwrap(),
+        after.0
+    );
     let job = srv.job(&alice.access, &id).await;
     assert_eq!(
         (job["status"].as_str(), job["credits_used"].as_i64()),
-        (Some("failed"), Some(0))
+        (Some("failed"), Some(used))
     );
     assert!(before.0 >= mid.0);
     // A pre-node given where a post-node belongs is refused up front.
@@ -324,6 +405,83 @@ async fn nodes_run_inside_the_job_and_a_failing_one_refunds() {
         "INVALID_PARAMETERS",
     );
     assert_eq!(e["details"]["field"], "post_nodes[0].name");
+}
+
+/// A hand-driven worker leases `user`'s next job and reports it failed
+/// with `code` after `seconds` of work; the job as the owner sees it.
+async fn fail_by_hand(srv: &TestServer, token: &str, code: &str, seconds: f64) -> Value {
+    let (s, l) = lease(srv, "manual", 5_000).await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    let job_id = l["data"]["job_id"].as_str().unwrap().to_owned();
+    let resp = srv
+        .client
+        .post(format!("{}/internal/v1/jobs/{job_id}/fail", srv.base))
+        .bearer_auth(WORKER_TOKEN)
+        .json(
+            &json!({ "lease_token": l["data"]["lease_token"], "code": code,
+                       "reason": "x: trap\nsecret pixels", "worker_seconds": seconds }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    srv.job(token, &job_id).await
+}
+
+#[tokio::test]
+async fn users_own_failures_are_charged_and_the_backends_refunded_to_the_credit() {
+    let srv = TestServer::start_with(|c| {
+        c.worker_enabled = false;
+        c.worker_token = Some(WORKER_TOKEN.to_owned().into());
+    })
+    .await;
+    assert_eq!(lease(&srv, "manual", 0).await.0, StatusCode::NO_CONTENT);
+    let alice = srv.signup("alice@example.com").await;
+    srv.set_credits(&alice.user_id, 1000).await;
+    let model = srv
+        .state
+        .models
+        .get("stable-diffusion-1.5")
+        .unwrap()
+        .clone();
+    let mut body = small_job("big");
+    body["width"] = json!(1024);
+    body["height"] = json!(1024);
+    body["steps"] = json!(50);
+
+    // The user's node failed after 3.5 s of GPU and node time: charged.
+    let (s, b) = srv
+        .generate("text-to-image", &alice.access, body.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let estimated = b["data"]["estimated_credits"].as_i64().unwrap();
+    let job = fail_by_hand(&srv, &alice.access, "PLUGIN_FAILED", 3.5).await;
+    let expected = credits_for(3.5, &model).min(estimated);
+    assert_eq!(job["credits_used"].as_i64(), Some(expected), "{job}");
+    assert_eq!(job["credits_refunded"].as_i64(), Some(estimated - expected));
+    assert_eq!(
+        job["error"]["reason"], "x: trap secret pixels",
+        "one clean line"
+    );
+    assert_eq!(
+        srv.credits(&alice.user_id).await,
+        (1000 - expected, 0, 1000 - expected)
+    );
+
+    // The backend failed after as long: nothing charged, whatever the
+    // worker claims.
+    let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let job = fail_by_hand(&srv, &alice.access, "INFERENCE_FAILED", 3.5).await;
+    assert_eq!(job["credits_used"].as_i64(), Some(0), "{job}");
+    assert_eq!(
+        srv.credits(&alice.user_id).await,
+        (1000 - expected, 0, 1000 - expected)
+    );
+    assert_eq!(
+        srv.state.ledger.log_sum(&alice.user_id).await.unwrap(),
+        1000 - expected
+    );
 }
 
 #[tokio::test]
@@ -400,7 +558,12 @@ async fn a_node_that_loops_or_hoards_memory_fails_only_its_job() {
         .await;
     let before = srv.credits(&alice.user_id).await;
     let mut events = srv.events(&alice.access, None).await;
-    for mode in ["loop", "memory", "panic"] {
+    let mut charged = 0;
+    for (mode, cause) in [
+        ("loop", "timeout"),
+        ("memory", "memory_limit"),
+        ("panic", "trap"),
+    ] {
         let mut body = small_job(mode);
         body["pre_nodes"] = json!([{ "name": "hostile", "parameters": { "mode": mode } }]);
         let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
@@ -409,16 +572,21 @@ async fn a_node_that_loops_or_hoards_memory_fails_only_its_job() {
             .until_end(b["data"]["job_id"].as_str().unwrap())
             .await;
         assert_eq!(end["type"], "job.failed", "{mode}: {end}");
+        let error = &end["data"]["error"];
+        assert_eq!(error["code"], "PLUGIN_FAILED", "{mode}: {end}");
+        // The cause, never the guest's own text (the panic message).
         assert_eq!(
-            end["data"]["error"]["code"], "PLUGIN_FAILED",
+            error["reason"],
+            format!("hostile: {cause}"),
             "{mode}: {end}"
         );
+        assert!(!end.to_string().contains("on purpose"), "{end}");
+        // The node's wall time occupied the worker: charged.
+        charged += end["data"]["credits_used"].as_i64().unwrap();
     }
-    assert_eq!(
-        srv.credits(&alice.user_id).await,
-        before,
-        "every failed job refunded"
-    );
+    assert!(charged >= 3, "each failing node's time was charged");
+    let after = srv.credits(&alice.user_id).await;
+    assert_eq!(after, (before.0 - charged, 0, before.0 - charged));
     // The worker keeps serving.
     let (_, b) = srv
         .generate("text-to-image", &alice.access, small_job("fine"))

@@ -6,11 +6,9 @@ use std::process::{Child, Command, Stdio};
 
 use pingvas_tests::fakes::{FakeComfy, FakeInvoke};
 use pingvas_tests::pingvas_host::store::jobs;
-use pingvas_tests::{TestServer, pingvas_bin, png_base64, small_job};
+use pingvas_tests::{TestServer, WORKER_TOKEN, pingvas_bin, png_base64, small_job};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const WORKER_TOKEN: &str = "test-worker-token-0123456789";
 
 /// A `pingvas worker` process, killed when dropped.
 struct WorkerProcess {

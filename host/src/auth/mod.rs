@@ -3,7 +3,10 @@
 
 pub mod email;
 pub mod passwords;
+pub mod throttle;
 pub mod tokens;
+
+use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use serde_json::Value;
@@ -12,6 +15,8 @@ use crate::billing::ledger;
 use crate::billing::plans::DEFAULT_TIER;
 use crate::store::users::{NewUser, UserRow};
 use crate::store::{Db, StoreError, new_id, tokens as token_store, users as user_store};
+use passwords::{HashError, HashGate};
+use throttle::LoginThrottle;
 use tokens::AccessTokens;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,9 @@ pub enum AuthError {
     InvalidToken,
     #[error("refresh token expired")]
     TokenExpired,
+    /// Password hashing is saturated; try again shortly.
+    #[error("busy")]
+    Busy,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -43,6 +51,15 @@ impl From<StoreError> for AuthError {
 impl From<ledger::LedgerError> for AuthError {
     fn from(e: ledger::LedgerError) -> Self {
         AuthError::Internal(e.into())
+    }
+}
+
+impl From<HashError> for AuthError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => AuthError::Busy,
+            HashError::Failed(e) => AuthError::Internal(e),
+        }
     }
 }
 
@@ -61,6 +78,8 @@ pub struct AuthService {
     pub access: AccessTokens,
     refresh_ttl: Duration,
     signup_grant: i64,
+    hashing: HashGate,
+    throttle: LoginThrottle,
 }
 
 pub const MAX_NAME_CHARS: usize = 100;
@@ -74,12 +93,20 @@ pub fn clean_name(raw: &str) -> Option<String> {
 }
 
 impl AuthService {
-    pub fn new(db: Db, access: AccessTokens, refresh_ttl_days: u64, signup_grant: i64) -> Self {
+    pub fn new(
+        db: Db,
+        access: AccessTokens,
+        refresh_ttl_days: u64,
+        signup_grant: i64,
+        hashing: HashGate,
+    ) -> Self {
         Self {
             db,
             access,
             refresh_ttl: Duration::days(refresh_ttl_days as i64),
             signup_grant,
+            hashing,
+            throttle: LoginThrottle::default(),
         }
     }
 
@@ -95,7 +122,7 @@ impl AuthService {
             None => email.split('@').next().unwrap_or_default().to_owned(),
         };
         passwords::check_policy(password, &email).map_err(AuthError::WeakPassword)?;
-        let hash = passwords::hash(password.to_owned()).await?;
+        let hash = self.hashing.hash(password.to_owned()).await?;
         let id = new_id();
         let now = Utc::now();
         let mut tx = self.db.begin().await?;
@@ -120,18 +147,28 @@ impl AuthService {
 
     /// Checks credentials and opens a new refresh-token family. Unknown
     /// accounts and wrong passwords take the same time and give the same
-    /// answer.
+    /// answer; so does an account in its failed-login back-off, without
+    /// hashing.
     pub async fn login(&self, email: &str, password: &str) -> AuthResult<(UserRow, TokenPair)> {
-        let user = match email::normalise(email) {
-            Some(e) => user_store::find_by_email(&self.db, &e).await?,
+        let account = email::normalise(email);
+        let key = account.as_deref().unwrap_or(email);
+        if self.throttle.wait(key, Instant::now()).is_some() {
+            return Err(AuthError::BadCredentials);
+        }
+        let user = match &account {
+            Some(e) => user_store::find_by_email(&self.db, e).await?,
             None => None,
         };
         let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-        let ok = passwords::verify(password.to_owned(), stored).await?;
+        let ok = self.hashing.verify(password.to_owned(), stored).await?;
         let user = match (ok, user) {
             (true, Some(u)) => u,
-            _ => return Err(AuthError::BadCredentials),
+            _ => {
+                self.throttle.failed(key, Instant::now());
+                return Err(AuthError::BadCredentials);
+            }
         };
+        self.throttle.succeeded(key);
         let family = new_id();
         let mut tx = self.db.begin().await?;
         token_store::create_family(&mut tx, &family, &user.id, Utc::now()).await?;

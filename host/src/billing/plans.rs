@@ -105,6 +105,11 @@ impl Catalogue {
             .unwrap_or_else(|| &self.plans[DEFAULT_TIER])
     }
 
+    /// The highest rank of the catalogue.
+    pub fn top_rank(&self) -> u32 {
+        self.plans.values().map(|p| p.rank).max().unwrap_or(0)
+    }
+
     /// Plans ordered by rank.
     pub fn all(&self) -> Vec<&Plan> {
         let mut v: Vec<&Plan> = self.plans.values().collect();

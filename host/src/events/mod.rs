@@ -134,6 +134,15 @@ impl<P> EventBus<P> {
     /// events newer than that id.
     pub fn subscribe(&self, user_id: &str, after: Option<u64>) -> Subscription<P> {
         let mut inner = self.inner.lock().expect("event bus lock");
+        self.subscribe_locked(&mut inner, user_id, after)
+    }
+
+    fn subscribe_locked(
+        &self,
+        inner: &mut Inner<P>,
+        user_id: &str,
+        after: Option<u64>,
+    ) -> Subscription<P> {
         let ch = inner
             .channels
             .entry(user_id.to_owned())
@@ -157,6 +166,26 @@ impl<P> EventBus<P> {
             complete,
             live,
         }
+    }
+
+    /// Like `subscribe`, unless the user already has `max` subscribers
+    /// (checked and taken under one lock, so racing callers cannot pass
+    /// the cap together).
+    pub fn subscribe_within(
+        &self,
+        user_id: &str,
+        after: Option<u64>,
+        max: usize,
+    ) -> Option<Subscription<P>> {
+        let mut inner = self.inner.lock().expect("event bus lock");
+        let live = inner
+            .channels
+            .get(user_id)
+            .map_or(0, |c| c.tx.receiver_count());
+        if live >= max {
+            return None;
+        }
+        Some(self.subscribe_locked(&mut inner, user_id, after))
     }
 
     /// Kept events of a user newer than `after` (to recover after a slow
@@ -217,5 +246,16 @@ mod tests {
         assert!(!bus.subscribe("u", Some(1)).complete);
         let last = bus.since("u", 0).last().unwrap().seq;
         assert!(bus.subscribe("u", Some(last)).complete);
+    }
+
+    #[test]
+    fn subscribers_per_user_are_capped() {
+        let bus = Bus::new();
+        let a = bus.subscribe_within("u", None, 2).unwrap();
+        let _b = bus.subscribe_within("u", None, 2).unwrap();
+        assert!(bus.subscribe_within("u", None, 2).is_none());
+        assert!(bus.subscribe_within("v", None, 2).is_some());
+        drop(a);
+        assert!(bus.subscribe_within("u", None, 2).is_some());
     }
 }

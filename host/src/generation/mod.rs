@@ -3,10 +3,11 @@
 //! LoRAs, models and the user's tier, input images (decoded for real and
 //! stored), boards and node plugins (pinned to a version).
 
+pub mod inputs;
 pub mod request;
 pub mod validate;
 
-pub use validate::Generator;
+pub use validate::{Generator, Kind};
 
 use crate::store::StoreError;
 
@@ -16,6 +17,9 @@ pub enum GenerationError {
     Invalid { field: String, reason: String },
     #[error("model {model} needs the {min_tier} tier")]
     ModelNotAvailable { model: String, min_tier: String },
+    /// The queue refused the job (credits, caps, no worker).
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -3,51 +3,32 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use image::RgbaImage;
 use rand::Rng;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
+use super::inputs::{self, Input};
 use super::request::*;
 use super::{GenResult, GenerationError, invalid};
 use crate::billing::plans::Catalogue as Plans;
 use crate::blobs::LocalBlobs;
-use crate::imaging;
 use crate::inference::Generation;
 use crate::models::{Model, ModelCatalogue};
 use crate::plugins::registry::{Registry, RegistryError};
-use crate::queue::job::{ControlNetSpec, JobSpec, JobType, LoraSpec, NodeSpec};
+use crate::queue::job::{
+    ControlNetSpec, JobSpec, JobType, LoraSpec, MAX_LORAS, MAX_PROMPT_CHARS, NodeSpec, SAMPLERS,
+};
+use crate::queue::{Enqueued, Queue};
 use crate::store::Db;
 use crate::store::images as img;
 use crate::users::Caller;
 
-/// Samplers every backend maps.
-pub const SAMPLERS: &[&str] = &[
-    "euler",
-    "euler_a",
-    "heun",
-    "dpm_2",
-    "dpm_2_a",
-    "lms",
-    "dpmpp_2m",
-    "dpmpp_2m_karras",
-    "dpmpp_sde",
-    "ddim",
-    "unipc",
-];
-pub const MAX_PROMPT_CHARS: usize = 4000;
-pub const MAX_LORAS: usize = 5;
 pub const MAX_NODES: usize = 8;
 /// Largest side of an upscaled image.
-pub const MAX_UPSCALED_SIDE: u32 = 4096;
-
-/// A decoded input image and the blob key it is stored under.
-struct Input {
-    key: String,
-    image: RgbaImage,
-}
+pub const MAX_UPSCALED_SIDE: u32 = 8192;
+/// Largest side of a source image (image-to-image, inpaint, upscale,
+/// ControlNet guides).
+pub const MAX_SOURCE_SIDE: u32 = 2048;
 
 /// What validation needs: the catalogue, the user's boards, images and
 /// plugins, and blob storage for uploaded inputs.
@@ -57,9 +38,51 @@ pub struct Generator {
     pub plans: Plans,
     pub registry: Arc<Registry>,
     pub blobs: Arc<LocalBlobs>,
+    pub queue: Arc<Queue>,
+    /// Bounds image decoding to the cores.
+    pub decoding: Arc<Semaphore>,
+}
+
+/// Which generation endpoint a request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    TextToImage,
+    ImageToImage,
+    Upscale,
+    Inpaint,
+}
+
+/// A validated request: the job and its input images, not yet decoded or
+/// stored.
+pub struct Prepared {
+    pub spec: JobSpec,
+    pub inputs: Vec<Input>,
 }
 
 impl Generator {
+    /// Validates a request and queues its job. The cheap checks come first
+    /// (fields, model, tier, sizes from the image headers, a worker for the
+    /// model, the credit estimate); then the uploads are decoded for real
+    /// and stored, and the job is queued — a refused job keeps no upload.
+    pub async fn submit(&self, caller: &Caller, kind: Kind, body: Value) -> GenResult<Enqueued> {
+        let Prepared { spec, inputs } = match kind {
+            Kind::TextToImage => self.text_to_image(caller, body).await?,
+            Kind::ImageToImage => self.image_to_image(caller, body).await?,
+            Kind::Upscale => self.upscale(caller, body).await?,
+            Kind::Inpaint => self.inpaint(caller, body).await?,
+        };
+        self.queue.preflight(&caller.id, &spec).await?;
+        inputs::decode_all(&inputs, &self.decoding).await?;
+        let stored = inputs::store_all(&inputs, &self.blobs).await?;
+        match self.queue.enqueue(&caller.id, &caller.tier, spec).await {
+            Ok(accepted) => Ok(accepted),
+            Err(e) => {
+                inputs::remove_all(stored, &self.blobs).await;
+                Err(e.into())
+            }
+        }
+    }
+
     fn model(&self, caller: &Caller, field: &str, name: &str, kinds: &[&str]) -> GenResult<Model> {
         let m = self
             .models
@@ -75,54 +98,14 @@ impl Generator {
         Ok(m.clone())
     }
 
-    /// A base64 image (optionally a `data:` URL) or the id of an image the
-    /// caller owns, decoded for real; uploads are stored content-addressed.
-    async fn input(&self, caller: &Caller, field: &str, value: &str) -> GenResult<Input> {
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(invalid(field, "empty"));
-        }
-        if uuid::Uuid::parse_str(value).is_ok() {
-            let row = img::get(&self.db, value)
-                .await?
-                .filter(|r| r.user_id == caller.id)
-                .ok_or_else(|| invalid(field, "no such image of yours"))?;
-            let blobs = self.blobs.clone();
-            let key = row.blob_key.clone();
-            let bytes = tokio::task::spawn_blocking(move || blobs.get(&key))
-                .await
-                .map_err(anyhow::Error::from)?
-                .map_err(|e| anyhow::anyhow!("reading image {value}: {e}"))?;
-            let image = imaging::decode(&bytes).map_err(|e| invalid(field, e))?;
-            return Ok(Input {
-                key: row.blob_key,
-                image,
-            });
-        }
-        let data = value
-            .strip_prefix("data:")
-            .and_then(|rest| rest.split_once(";base64,").map(|(_, d)| d))
-            .unwrap_or(value);
-        let bytes = B64
-            .decode(data.as_bytes())
-            .map_err(|_| invalid(field, "neither an image id nor valid base64"))?;
-        let (image, bytes) =
-            tokio::task::spawn_blocking(move || imaging::decode(&bytes).map(|i| (i, bytes)))
-                .await
-                .map_err(anyhow::Error::from)?
-                .map_err(|e| invalid(field, format!("not a readable image: {e}")))?;
-        let key = format!(
-            "inputs/{}/{}",
-            caller.id,
-            hex::encode(Sha256::digest(&bytes))
-        );
-        let blobs = self.blobs.clone();
-        let k = key.clone();
-        tokio::task::spawn_blocking(move || blobs.put(&k, &bytes))
-            .await
-            .map_err(anyhow::Error::from)?
-            .map_err(|e| anyhow::anyhow!("storing input: {e}"))?;
-        Ok(Input { key, image })
+    async fn input(
+        &self,
+        caller: &Caller,
+        field: &str,
+        value: &str,
+        max_side: u32,
+    ) -> GenResult<Input> {
+        inputs::probe(&self.db, caller, field, value, max_side).await
     }
 
     async fn board(&self, caller: &Caller, board: Option<String>) -> GenResult<Option<String>> {
@@ -283,8 +266,9 @@ impl Generator {
         })
     }
 
-    pub async fn text_to_image(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+    pub async fn text_to_image(&self, caller: &Caller, body: Value) -> GenResult<Prepared> {
         let (r, common) = parse_with_common::<TextToImage>(body)?;
+        let mut inputs = Vec::new();
         let size = (r.width.unwrap_or(1024), r.height.unwrap_or(1024));
         let mut spec = self
             .diffusion(
@@ -301,27 +285,32 @@ impl Generator {
             if !(cn.weight.is_finite() && (0.0..=2.0).contains(&cn.weight)) {
                 return Err(invalid("controlnet.weight", "between 0 and 2"));
             }
-            let input = self.input(caller, "controlnet.image", &cn.image).await?;
+            let input = self
+                .input(caller, "controlnet.image", &cn.image, MAX_SOURCE_SIDE)
+                .await?;
             spec.controlnet = Some(ControlNetSpec {
                 model: m.name,
-                image: input.key,
+                image: input.key.clone(),
                 weight: cn.weight,
             });
+            inputs.push(input);
         }
-        Ok(spec)
+        Ok(Prepared { spec, inputs })
     }
 
-    pub async fn image_to_image(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+    pub async fn image_to_image(&self, caller: &Caller, body: Value) -> GenResult<Prepared> {
         let (r, common) = parse_with_common::<ImageToImage>(body)?;
         let strength = r.strength.unwrap_or(0.75);
         if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
             return Err(invalid("strength", "between 0 and 1"));
         }
-        let source = self.input(caller, "source_image", &r.source_image).await?;
+        let source = self
+            .input(caller, "source_image", &r.source_image, MAX_SOURCE_SIDE)
+            .await?;
         let fit = |v: u32| (v / 8 * 8).clamp(64, 2048);
         let size = (
-            r.width.unwrap_or_else(|| fit(source.image.width())),
-            r.height.unwrap_or_else(|| fit(source.image.height())),
+            r.width.unwrap_or_else(|| fit(source.width)),
+            r.height.unwrap_or_else(|| fit(source.height)),
         );
         let mut spec = self
             .diffusion(
@@ -333,27 +322,30 @@ impl Generator {
                 common,
             )
             .await?;
-        spec.source_image = Some(source.key);
+        spec.source_image = Some(source.key.clone());
         spec.strength = Some(strength);
-        Ok(spec)
+        Ok(Prepared {
+            spec,
+            inputs: vec![source],
+        })
     }
 
-    pub async fn inpaint(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+    pub async fn inpaint(&self, caller: &Caller, body: Value) -> GenResult<Prepared> {
         let (r, common) = parse_with_common::<Inpaint>(body)?;
-        let source = self.input(caller, "source_image", &r.source_image).await?;
-        let (w, h) = source.image.dimensions();
+        let source = self
+            .input(caller, "source_image", &r.source_image, MAX_SOURCE_SIDE)
+            .await?;
+        let (w, h) = (source.width, source.height);
         if !(64..=2048).contains(&w) || !(64..=2048).contains(&h) {
             return Err(invalid("source_image", "64 to 2048 pixels on each side"));
         }
-        let mask = self.input(caller, "mask_image", &r.mask_image).await?;
-        if mask.image.dimensions() != (w, h) {
+        let mask = self
+            .input(caller, "mask_image", &r.mask_image, MAX_SOURCE_SIDE)
+            .await?;
+        if (mask.width, mask.height) != (w, h) {
             return Err(invalid(
                 "mask_image",
-                format!(
-                    "{}x{}, the source is {w}x{h}",
-                    mask.image.width(),
-                    mask.image.height()
-                ),
+                format!("{}x{}, the source is {w}x{h}", mask.width, mask.height),
             ));
         }
         // The output has the source's size; only the size rules of the
@@ -370,12 +362,15 @@ impl Generator {
             .await?;
         spec.generation.width = w;
         spec.generation.height = h;
-        spec.source_image = Some(source.key);
-        spec.mask_image = Some(mask.key);
-        Ok(spec)
+        spec.source_image = Some(source.key.clone());
+        spec.mask_image = Some(mask.key.clone());
+        Ok(Prepared {
+            spec,
+            inputs: vec![source, mask],
+        })
     }
 
-    pub async fn upscale(&self, caller: &Caller, body: Value) -> GenResult<JobSpec> {
+    pub async fn upscale(&self, caller: &Caller, body: Value) -> GenResult<Prepared> {
         check_fields(&body, &[fields_of::<UpscaleRequest>()])?;
         let r: UpscaleRequest = parse(body)?;
         let model = self.model(
@@ -388,15 +383,17 @@ impl Generator {
         if !(2..=4).contains(&scale) {
             return Err(invalid("scale", "2, 3 or 4"));
         }
-        let source = self.input(caller, "image", &r.image).await?;
-        let (w, h) = (source.image.width() * scale, source.image.height() * scale);
+        let source = self
+            .input(caller, "image", &r.image, MAX_SOURCE_SIDE)
+            .await?;
+        let (w, h) = (source.width * scale, source.height * scale);
         if w > MAX_UPSCALED_SIDE || h > MAX_UPSCALED_SIDE {
             return Err(invalid(
                 "image",
                 format!("{w}x{h} after upscaling; at most {MAX_UPSCALED_SIDE} per side"),
             ));
         }
-        Ok(JobSpec {
+        let spec = JobSpec {
             job_type: JobType::Upscale,
             generation: Generation {
                 model: model.name,
@@ -406,13 +403,17 @@ impl Generator {
                 batch_size: 1,
                 ..Generation::default()
             },
-            source_image: Some(source.key),
+            source_image: Some(source.key.clone()),
             scale: Some(scale),
             post_nodes: self
                 .nodes(caller, "post_nodes", "post", r.post_nodes)
                 .await?,
             save_to_board: self.board(caller, r.save_to_board).await?,
             ..JobSpec::default()
+        };
+        Ok(Prepared {
+            spec,
+            inputs: vec![source],
         })
     }
 }

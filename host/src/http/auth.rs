@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,6 +35,11 @@ impl From<AuthError> for ApiError {
             AuthError::BadCredentials => ApiError::new(ErrorCode::Unauthorized),
             AuthError::InvalidToken => ApiError::new(ErrorCode::InvalidToken),
             AuthError::TokenExpired => ApiError::new(ErrorCode::TokenExpired),
+            AuthError::Busy => ApiError::with_details(
+                ErrorCode::ServiceUnavailable,
+                json!({ "reason": "too many sign-ins at once; try again shortly" }),
+            )
+            .retry_after(1),
             AuthError::Internal(e) => ApiError::internal(e),
         }
     }

@@ -90,6 +90,28 @@ pub fn lang_of(headers: &axum::http::HeaderMap) -> Lang {
         .unwrap_or_default()
 }
 
+/// Checks `Authorization: Bearer <secret>` against a configured shared
+/// secret (worker token, metrics token); digests are compared, so the time
+/// taken says nothing about the secret.
+pub fn require_bearer(
+    headers: &axum::http::HeaderMap,
+    expected: &secrecy::SecretString,
+) -> Result<(), ErrorCode> {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ErrorCode::Unauthorized)?;
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.expose_secret().as_bytes());
+    if a != b {
+        return Err(ErrorCode::InvalidToken);
+    }
+    Ok(())
+}
+
 /// The caller with their tier and role (read once per request), for
 /// handlers whose answer depends on them.
 #[derive(Debug, Clone)]

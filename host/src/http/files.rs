@@ -44,6 +44,7 @@ pub async fn file(
         [
             (header::CONTENT_TYPE, mime_of(&key)),
             (header::CACHE_CONTROL, "private, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         bytes,
     )

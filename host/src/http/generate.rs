@@ -15,10 +15,10 @@ use super::extract::CurrentUser;
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::generation::GenerationError;
 use crate::generation::request::{
     ImageToImageRequest, InpaintRequest, TextToImageRequest, UpscaleRequest,
 };
+use crate::generation::{GenerationError, Kind};
 use crate::queue::QueueError;
 
 pub fn router() -> OpenApiRouter<SharedState> {
@@ -47,6 +47,7 @@ impl From<GenerationError> for ApiError {
                 ErrorCode::ModelNotAvailable,
                 json!({ "model": model, "required_tier": min_tier }),
             ),
+            GenerationError::Queue(e) => e.into(),
             GenerationError::Internal(e) => ApiError::internal(e),
         }
     }
@@ -86,14 +87,6 @@ impl From<QueueError> for ApiError {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    TextToImage,
-    ImageToImage,
-    Upscale,
-    Inpaint,
-}
-
 async fn submit(
     state: &SharedState,
     user: &CurrentUser,
@@ -102,14 +95,7 @@ async fn submit(
 ) -> ApiResult<Response> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid_param("body", format!("not valid JSON: {e}")))?;
-    let g = &state.generator;
-    let spec = match kind {
-        Kind::TextToImage => g.text_to_image(user, body).await?,
-        Kind::ImageToImage => g.image_to_image(user, body).await?,
-        Kind::Upscale => g.upscale(user, body).await?,
-        Kind::Inpaint => g.inpaint(user, body).await?,
-    };
-    let e = state.queue.enqueue(&user.id, &user.tier, spec).await?;
+    let e = state.generator.submit(user, kind, body).await?;
     Ok(ok(Accepted {
         job_id: e.job_id,
         status: "queued",

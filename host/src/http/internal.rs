@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 
+use super::extract::require_bearer;
 use super::response::ok;
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -53,18 +51,7 @@ impl FromRequestParts<SharedState> for WorkerAuth {
                 serde_json::json!({ "reason": "no worker token is configured" }),
             ));
         };
-        let given = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ErrorCode::Unauthorized)?;
-        // Compare digests so the time taken says nothing about the token.
-        let a = Sha256::digest(given.as_bytes());
-        let b = Sha256::digest(expected.expose_secret().as_bytes());
-        if a != b {
-            return Err(ErrorCode::InvalidToken.into());
-        }
+        require_bearer(&parts.headers, expected)?;
         Ok(WorkerAuth)
     }
 }
@@ -128,7 +115,7 @@ async fn fail(
 ) -> ApiResult<impl IntoResponse> {
     let settled = state
         .queue
-        .fail(&id, &req.lease_token, req.code, &req.message)
+        .fail(&id, &req.lease_token, &req.failure)
         .await?;
     Ok(ok(serde_json::json!({ "job_id": settled.job_id })))
 }

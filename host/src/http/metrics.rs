@@ -31,14 +31,14 @@ pub async fn tag_route(req: Request, next: Next) -> Response {
 /// (`/api/v1/users/me`), never the raw path, so label sets stay bounded.
 pub async fn record(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let response = next.run(req).await;
     let route = response
         .extensions()
         .get::<MatchedRoute>()
         .map_or("unmatched", |r| r.0.as_str());
     state.metrics.observe(
-        &method,
+        method,
         route,
         response.status().as_u16(),
         start.elapsed().as_secs_f64(),
@@ -46,12 +46,35 @@ pub async fn record(State(state): State<SharedState>, req: Request, next: Next) 
     response
 }
 
-pub async fn handler(State(state): State<SharedState>) -> impl IntoResponse {
-    (
+/// The label of a request method: the standard ones by name, anything a
+/// client invents as `OTHER`, so labels stay a fixed set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// `/metrics`; with `metrics_token` set, only for that bearer token.
+pub async fn handler(
+    State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, crate::error::ApiError> {
+    if let Some(token) = &state.config.metrics_token {
+        super::extract::require_bearer(&headers, token)?;
+    }
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.render(),
-    )
+    ))
 }

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod files;
 pub mod generate;
 pub mod internal;
+pub mod listen;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
@@ -49,19 +50,48 @@ pub fn api() -> OpenApiRouter<SharedState> {
         .routes(utoipa_axum::routes!(ws::events))
 }
 
+/// The public listener's routes: the API, its docs, files and health;
+/// the internal worker API and `/metrics` too unless they have listeners
+/// of their own.
 pub fn router(state: SharedState) -> Router {
     let (api_router, spec) = api().split_for_parts();
-    let body_limit = state.config.body_limit_bytes;
-    let cors = cors_layer(&state.config.cors_origin_list());
-    Router::new()
+    let mut app = Router::new()
         .nest(API_PREFIX, api_router)
         .merge(SwaggerUi::new("/docs").url(format!("{API_PREFIX}/openapi.json"), spec))
         .route(&format!("{API_PREFIX}/files/{{*key}}"), get(files::file))
-        .nest("/internal/v1", internal::router())
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(metrics::handler))
-        .fallback(|| async { ApiError::new(ErrorCode::NotFound) })
+        .route("/readyz", get(ops::readyz));
+    if state.config.internal_addr.is_none() {
+        app = app.nest("/internal/v1", internal::router());
+    }
+    if state.config.metrics_addr.is_none() {
+        app = app.route("/metrics", get(metrics::handler));
+    }
+    with_layers(app, state)
+}
+
+/// The internal worker API alone (`internal_addr`).
+pub fn internal_router(state: SharedState) -> Router {
+    with_layers(
+        Router::new().nest("/internal/v1", internal::router()),
+        state,
+    )
+}
+
+/// `/metrics` alone (`metrics_addr`).
+pub fn metrics_router(state: SharedState) -> Router {
+    with_layers(
+        Router::new().route("/metrics", get(metrics::handler)),
+        state,
+    )
+}
+
+/// Error envelopes, limits, CORS, metrics, request ids and tracing around
+/// a listener's routes.
+fn with_layers(app: Router<SharedState>, state: SharedState) -> Router {
+    let body_limit = state.config.body_limit_bytes;
+    let cors = cors_layer(&state.config.cors_origin_list());
+    app.fallback(|| async { ApiError::new(ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed) })
         .route_layer(axum::middleware::from_fn(metrics::tag_route))
         .layer(DefaultBodyLimit::max(body_limit))

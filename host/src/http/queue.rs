@@ -11,6 +11,7 @@ use super::extract::{ApiPath, ApiQuery, AuthUser};
 use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult};
+use crate::i18n::Lang;
 use crate::queue::job::JobStatus;
 use crate::queue::{JobDetail, QueueStatus};
 
@@ -46,6 +47,7 @@ pub struct ItemsQuery {
 async fn list_items(
     State(state): State<SharedState>,
     user: AuthUser,
+    lang: Lang,
     ApiQuery(q): ApiQuery<ItemsQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let page = check_page(q.page, q.per_page, 100)?;
@@ -58,7 +60,7 @@ async fn list_items(
             )
         })?),
     };
-    let (jobs, total) = state.queue.list(&user.id, status, page).await?;
+    let (jobs, total) = state.queue.list(&user.id, status, page, lang).await?;
     Ok(ok(jobs).meta(PageMeta::of(page, total)))
 }
 
@@ -69,9 +71,10 @@ async fn list_items(
 async fn get_item(
     State(state): State<SharedState>,
     user: AuthUser,
+    lang: Lang,
     ApiPath(job_id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(ok(state.queue.job_of(&user.id, &job_id).await?))
+    Ok(ok(state.queue.job_of(&user.id, &job_id, lang).await?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
@@ -21,11 +21,17 @@ use super::extract::ApiQuery;
 use crate::app::SharedState;
 use crate::auth::tokens::TokenError;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::events::{Event, channel_of};
+use crate::events::{Event, Subscription, channel_of};
 use crate::queue::UserEvent;
 
 pub const PROTOCOL: &str = "pingvas.v1";
+/// The largest message or frame a client may send (pings and small
+/// requests need far less).
+pub const MAX_CLIENT_MESSAGE: usize = 4 << 10;
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// The close code when the access token expires: reconnect with a fresh
+/// one (and `last_event_id`).
+pub const TOKEN_EXPIRED_CLOSE: u16 = 4001;
 /// A client that answers no ping for this long is dropped.
 const DEAD_AFTER: Duration = Duration::from_secs(60);
 
@@ -75,9 +81,20 @@ pub async fn events(
     };
     let user_id = claims.sub;
     let upgrade = upgrade.map_err(|e| ApiError::invalid_param("upgrade", e.body_text()))?;
+    let max = state.config.ws_max_per_user;
+    let Some(sub) = state.events.subscribe_within(&user_id, after, max) else {
+        return Err(ApiError::with_details(
+            ErrorCode::RateLimited,
+            json!({ "reason": "too many open event sockets", "max_sockets": max }),
+        ));
+    };
+    // The socket closes when the token it was opened with expires.
+    let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
     Ok(upgrade
         .protocols([PROTOCOL])
-        .on_upgrade(move |socket| session(state, user_id, after, socket)))
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| session(state, user_id, after, sub, expires, socket)))
 }
 
 async fn send(socket: &mut WebSocket, event: &Event<UserEvent>) -> bool {
@@ -87,8 +104,17 @@ async fn send(socket: &mut WebSocket, event: &Event<UserEvent>) -> bool {
     }
 }
 
-async fn session(state: SharedState, user_id: String, after: Option<u64>, mut socket: WebSocket) {
-    let sub = state.events.subscribe(&user_id, after);
+async fn session(
+    state: SharedState,
+    user_id: String,
+    after: Option<u64>,
+    sub: Subscription<UserEvent>,
+    expires: chrono::DateTime<chrono::Utc>,
+    mut socket: WebSocket,
+) {
+    let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
     let hello = json!({
         "type": "connected",
         "channel": channel_of(&user_id),
@@ -152,6 +178,11 @@ async fn session(state: SharedState, user_id: String, after: Option<u64>, mut so
             }
             _ = state.shutdown.cancelled() => {
                 let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            _ = &mut expiry => {
+                let frame = CloseFrame { code: TOKEN_EXPIRED_CLOSE, reason: "token expired".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
                 return;
             }
         }

@@ -36,6 +36,15 @@ pub fn decode(bytes: &[u8]) -> Result<RgbaImage, String> {
     Ok(decode_with(reader)?.to_rgba8())
 }
 
+/// Width and height from the image's header, without decoding pixels.
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
+    ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .into_dimensions()
+        .map_err(|e| e.to_string())
+}
+
 /// Decodes bytes that must be a PNG.
 pub fn decode_png(bytes: &[u8]) -> Result<DynamicImage, String> {
     decode_with(ImageReader::with_format(
@@ -83,6 +92,8 @@ mod tests {
         let png = encode_png(&img).unwrap();
         assert!(decode(&png).is_err());
         assert!(decode(b"not an image").is_err());
+        assert_eq!(dimensions(&png).unwrap(), (MAX_DECODED_SIDE + 1, 1));
+        assert!(dimensions(b"not an image").is_err());
         let jpeg = thumbnail_jpeg(&DynamicImage::new_rgb8(8, 8)).unwrap();
         assert!(decode_png(&jpeg).is_err());
     }

@@ -21,6 +21,8 @@ pub enum PluginError {
     MemoryLimit { plugin: String, limit_bytes: usize },
     #[error("plugin {plugin}: overflowed its stack")]
     StackOverflow { plugin: String },
+    #[error("plugin {plugin}: exceeded its {budget} budget")]
+    ResourceLimit { plugin: String, budget: String },
     #[error("plugin {plugin}: trapped: {trap}{}", stderr_suffix(.stderr))]
     Trapped {
         plugin: String,
@@ -48,6 +50,39 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl PluginError {
+    /// The plugin's name.
+    pub fn plugin(&self) -> &str {
+        match self {
+            PluginError::InvalidComponent { plugin, .. }
+            | PluginError::WrongWorld { plugin, .. }
+            | PluginError::Timeout { plugin, .. }
+            | PluginError::OutOfFuel { plugin, .. }
+            | PluginError::MemoryLimit { plugin, .. }
+            | PluginError::StackOverflow { plugin }
+            | PluginError::ResourceLimit { plugin, .. }
+            | PluginError::Trapped { plugin, .. }
+            | PluginError::BadOutput { plugin, .. }
+            | PluginError::InvalidInput { plugin, .. }
+            | PluginError::Rejected { plugin, .. }
+            | PluginError::Failed { plugin, .. }
+            | PluginError::Host { plugin, .. } => plugin,
+        }
+    }
+
+    /// What a job's owner may be told: the plugin and the cause, plus the
+    /// message a node returned on purpose when it refused or failed the
+    /// job. Trap text, captured output and host details stay in the log.
+    pub fn user_reason(&self) -> String {
+        match self {
+            PluginError::InvalidInput { plugin, message }
+            | PluginError::Rejected { plugin, message }
+            | PluginError::Failed { plugin, message } => {
+                format!("{plugin}: {}: {message}", self.cause())
+            }
+            other => format!("{}: {}", other.plugin(), other.cause()),
+        }
+    }
+
     /// A short machine-readable name of the cause.
     pub fn cause(&self) -> &'static str {
         match self {
@@ -57,6 +92,7 @@ impl PluginError {
             PluginError::OutOfFuel { .. } => "out_of_fuel",
             PluginError::MemoryLimit { .. } => "memory_limit",
             PluginError::StackOverflow { .. } => "stack_overflow",
+            PluginError::ResourceLimit { .. } => "resource_limit",
             PluginError::Trapped { .. } => "trap",
             PluginError::BadOutput { .. } => "bad_output",
             PluginError::InvalidInput { .. } => "invalid_input",

@@ -76,3 +76,18 @@ pub(super) fn check_params(name: &str, p: &Params) -> Result<(), PluginError> {
     }
     Ok(())
 }
+
+/// Text a guest wrote, safe for one log line: control characters (newlines,
+/// escape sequences) are written as escapes.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}

@@ -32,7 +32,9 @@ pub type NodeDescriptor = Descriptor;
 pub type Params = GenerationParams;
 
 pub use super::output::MAX_PROMPT_BYTES;
-use super::output::{bad_output, check_descriptor, check_params, guest_error, last_lines};
+use super::output::{
+    bad_output, check_descriptor, check_params, escape_controls, guest_error, last_lines,
+};
 
 enum Linked {
     Node(NodePre<PluginState>),
@@ -279,6 +281,12 @@ impl PluginRuntime {
                 limit: limits.timeout,
             };
         }
+        if let Some(budget) = state.budget.hit {
+            return PluginError::ResourceLimit {
+                plugin: plugin.into(),
+                budget: budget.into(),
+            };
+        }
         if state.limiter.memory_hit {
             return PluginError::MemoryLimit {
                 plugin: plugin.into(),
@@ -308,7 +316,11 @@ impl PluginRuntime {
     fn finish<T>(&self, store: &mut Store<PluginState>, started: Instant, output: T) -> NodeRun<T> {
         let (log, dropped) = store.data().output.take();
         if !log.is_empty() {
-            tracing::info!(plugin = %store.data().plugin, dropped_bytes = dropped, "plugin output: {}", log.trim_end());
+            tracing::info!(plugin = %store.data().plugin, dropped_bytes = dropped, "plugin output: {}", escape_controls(log.trim_end()));
+        }
+        let budget = &store.data().budget;
+        if budget.log_dropped > 0 {
+            tracing::warn!(plugin = %store.data().plugin, dropped_lines = budget.log_dropped, "plugin log lines past its budget were dropped");
         }
         NodeRun {
             output,
@@ -342,7 +354,7 @@ impl PluginRuntime {
     ) -> Result<NodeRun<NodeDescriptor>, PluginError> {
         let pre = self.node_pre(name, plugin)?;
         let started = Instant::now();
-        let mut store = self.store(name, limits, Arc::default());
+        let mut store = self.store(name, limits.for_describe(), Arc::default());
         let result = async {
             let node = pre.instantiate_async(&mut store).await?;
             node.call_describe(&mut store).await
@@ -420,6 +432,7 @@ impl PluginRuntime {
             plugin: name.into(),
             reason: e.to_string(),
         };
+        let given = images.len();
         let handles = images
             .into_iter()
             .map(|img| store.data_mut().table.push(img).map_err(host_err))
@@ -443,6 +456,13 @@ impl PluginRuntime {
                     .collect::<Result<Vec<_>, _>>()?;
                 if images.is_empty() {
                     return Err(bad_output(name, "a post-node returned no images"));
+                }
+                let most = limits.max_outputs.unwrap_or(given);
+                if images.len() > most {
+                    return Err(bad_output(
+                        name,
+                        &format!("returned {} images; at most {most}", images.len()),
+                    ));
                 }
                 Ok(self.finish(&mut store, started, images))
             }

@@ -14,7 +14,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::limits::{Limiter, Limits};
+use super::limits::{HostBudget, Limiter, Limits};
 
 /// Capabilities granted to a plugin by the operator.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +32,8 @@ pub struct PluginState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limiter: Limiter,
+    /// What the call holds on the host for the guest.
+    pub budget: HostBudget,
     pub deadline: Instant,
     pub deadline_hit: bool,
     pub output: CappedOutput,
@@ -56,6 +58,7 @@ impl PluginState {
             table: ResourceTable::new(),
             deadline: Instant::now() + limits.timeout,
             limiter: Limiter::new(limits),
+            budget: HostBudget::default(),
             deadline_hit: false,
             output,
             grants,

@@ -9,6 +9,7 @@ use super::scheduler;
 use super::{Queue, QueueError, QueueResult};
 use crate::billing::ledger;
 use crate::events::channel_of;
+use crate::models::Model;
 use crate::store::jobs as q;
 use crate::store::new_id;
 
@@ -23,14 +24,38 @@ pub struct Enqueued {
 }
 
 impl Queue {
-    /// Reserves the estimate and queues the job, in one transaction.
-    pub async fn enqueue(&self, user_id: &str, tier: &str, spec: JobSpec) -> QueueResult<Enqueued> {
+    /// The job's model, when it is known and some live worker serves it.
+    async fn servable(&self, spec: &JobSpec) -> QueueResult<&Model> {
         let model = self.model(spec.model())?;
         if !self.is_served(spec.model()).await? {
             return Err(QueueError::NoWorker {
                 model: spec.model().to_owned(),
             });
         }
+        Ok(model)
+    }
+
+    /// What `enqueue` would refuse without a transaction — a model nobody
+    /// serves, an estimate above the credits available now — for callers
+    /// about to do costly work for the job (decode its images) first.
+    pub async fn preflight(&self, user_id: &str, spec: &JobSpec) -> QueueResult<()> {
+        let model = self.servable(spec).await?;
+        let required = estimate_credits(spec, model);
+        let available = crate::store::credits::account(&self.parts.db, user_id)
+            .await?
+            .map_or(0, |a| a.balance - a.reserved);
+        if required > available {
+            return Err(QueueError::Insufficient {
+                required,
+                available,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reserves the estimate and queues the job, in one transaction.
+    pub async fn enqueue(&self, user_id: &str, tier: &str, spec: JobSpec) -> QueueResult<Enqueued> {
+        let model = self.servable(&spec).await?;
         let plan = self.parts.plans.tier(tier);
         let priority = plan.rank;
         let estimated = estimate_credits(&spec, model);
@@ -52,11 +77,15 @@ impl Queue {
         // Counted in the transaction (a row lock on the user's counter on
         // PostgreSQL), so concurrent enqueues cannot overshoot the caps.
         let mine = q::count_enqueued(&mut tx, user_id, i64::from(priority)).await?;
-        if q::total_queued(&mut tx).await? as u64 > self.settings.max_queued {
+        let room = tier_room(
+            self.settings.max_queued,
+            self.settings.tier_headroom,
+            priority,
+            self.parts.plans.top_rank(),
+        );
+        if q::total_queued(&mut tx).await? as u64 > room {
             tx.rollback().await?;
-            return Err(QueueError::QueueFull {
-                limit: self.settings.max_queued,
-            });
+            return Err(QueueError::QueueFull { limit: room });
         }
         if mine > i64::from(plan.max_queued) {
             tx.rollback().await?;
@@ -124,6 +153,19 @@ impl Queue {
     }
 }
 
+/// How many queued jobs (of all users) a tier of `rank` may enqueue up
+/// to: the top tier the whole `cap`, each lower tier a `headroom` share
+/// less in steps, so a flood from a low tier fills its share and stops
+/// while higher tiers still get in.
+pub fn tier_room(cap: u64, headroom: f64, rank: u32, top_rank: u32) -> u64 {
+    if top_rank == 0 {
+        return cap;
+    }
+    let below_top = f64::from(top_rank.saturating_sub(rank)) / f64::from(top_rank);
+    let share = 1.0 - headroom.clamp(0.0, 1.0) * below_top;
+    (cap as f64 * share).floor() as u64
+}
+
 /// The store's per-user queue summaries as the scheduler takes them.
 pub(super) fn summaries(groups: &[q::QueuedGroup]) -> Vec<scheduler::QueuedGroup> {
     groups
@@ -136,4 +178,19 @@ pub(super) fn summaries(groups: &[q::QueuedGroup]) -> Vec<scheduler::QueuedGroup
             last_dispatch: g.last_dispatch,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tier_room;
+
+    #[test]
+    fn lower_tiers_leave_headroom_for_higher_ones() {
+        // Five tiers, ranks 0..=4, 20 % headroom.
+        let rooms: Vec<u64> = (0..=4).map(|r| tier_room(10_000, 0.2, r, 4)).collect();
+        assert_eq!(rooms, [8_000, 8_500, 9_000, 9_500, 10_000]);
+        assert_eq!(tier_room(10_000, 0.0, 0, 4), 10_000);
+        assert_eq!(tier_room(10, 0.5, 0, 0), 10);
+        assert_eq!(tier_room(100, 7.0, 0, 4), 0);
+    }
 }

@@ -9,6 +9,7 @@ use super::Queue;
 use super::failure::FailureCode;
 use super::job::{JobStatus, JobType};
 use super::views::ResultImage;
+use crate::i18n::Lang;
 
 #[derive(Debug, Clone, PartialEq, Serialize, strum::EnumDiscriminants)]
 #[serde(tag = "type", content = "data")]
@@ -81,12 +82,25 @@ pub struct JobCompleted {
     pub credits_refunded: i64,
 }
 
-/// A failed job's error: its code and what went wrong.
+/// A failed job's error: its code, the code's fixed message, and a short
+/// reason when a node refused the job on purpose.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobError {
     #[schema(value_type = String)]
     pub code: FailureCode,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl JobError {
+    pub fn new(code: FailureCode, reason: Option<String>, lang: Lang) -> Self {
+        Self {
+            code,
+            message: code.message(lang).to_owned(),
+            reason,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,6 +108,8 @@ pub struct JobFailed {
     pub job_id: String,
     pub status: JobStatus,
     pub error: JobError,
+    /// What the user's own failing node made the worker do.
+    pub credits_used: i64,
     pub credits_refunded: i64,
 }
 
@@ -199,11 +215,9 @@ mod tests {
             UserEventKind::JobFailed => UserEvent::JobFailed(JobFailed {
                 job_id,
                 status: JobStatus::Failed,
-                error: JobError {
-                    code: FailureCode::PluginFailed,
-                    message: "m".into(),
-                },
-                credits_refunded: 3,
+                error: JobError::new(FailureCode::PluginFailed, Some("r".into()), Lang::En),
+                credits_used: 1,
+                credits_refunded: 2,
             }),
             UserEventKind::JobCancelled => UserEvent::JobCancelled(JobCancelled {
                 job_id,

@@ -15,6 +15,9 @@ pub enum FailureCode {
     PluginFailed,
     /// The backend failed.
     InferenceFailed,
+    /// The worker could not run the job (a node could not be loaded, the
+    /// images could not be encoded).
+    HostFailed,
     /// An input image could not be used.
     InvalidInput,
     /// The worker returned no or unreadable images.
@@ -33,6 +36,13 @@ impl FailureCode {
         self.into()
     }
 
+    /// Failures of the code the user chose to run (their nodes): the work
+    /// done until then is charged. Every other failure — the backend, the
+    /// host, a lost worker — is refunded in full.
+    pub fn is_users_doing(self) -> bool {
+        self == FailureCode::PluginFailed
+    }
+
     /// The fixed message users are shown for this failure.
     pub fn message(self, lang: Lang) -> &'static str {
         use FailureCode::*;
@@ -44,6 +54,10 @@ impl FailureCode {
             InferenceFailed => lang.pick(
                 "이미지 생성 중 오류가 발생했습니다.",
                 "Image generation failed.",
+            ),
+            HostFailed => lang.pick(
+                "작업을 실행하는 중 서버 오류가 발생했습니다.",
+                "The server could not run the job.",
             ),
             InvalidInput => lang.pick(
                 "입력 이미지를 사용할 수 없습니다.",
@@ -66,6 +80,69 @@ impl FailureCode {
     }
 }
 
+/// Longest reason a user is shown with a failure.
+pub const MAX_REASON_CHARS: usize = 256;
+
+/// A job's failure as a worker reports it: the code, a short reason the
+/// user may see (what a node said on purpose, never trap text or backend
+/// internals), and the seconds the user's chosen work occupied the
+/// worker until then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: FailureCode,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub worker_seconds: f64,
+}
+
+impl Failure {
+    pub fn new(code: FailureCode) -> Self {
+        Self {
+            code,
+            reason: None,
+            worker_seconds: 0.0,
+        }
+    }
+
+    /// With a reason for the user, made safe to show.
+    pub fn because(mut self, reason: &str) -> Self {
+        let clean = sanitise_reason(reason);
+        self.reason = (!clean.is_empty()).then_some(clean);
+        self
+    }
+
+    /// With the seconds of user-chosen work done until the failure.
+    pub fn after(mut self, worker_seconds: f64) -> Self {
+        self.worker_seconds = worker_seconds.max(0.0);
+        self
+    }
+}
+
+/// One line of at most `MAX_REASON_CHARS` characters, without control
+/// characters.
+pub fn sanitise_reason(text: &str) -> String {
+    let mut out = String::new();
+    let (mut n, mut space) = (0, false);
+    for c in text.chars() {
+        if c.is_control() || c.is_whitespace() {
+            space = n > 0;
+            continue;
+        }
+        if n + usize::from(space) >= MAX_REASON_CHARS {
+            break;
+        }
+        if space {
+            out.push(' ');
+            n += 1;
+            space = false;
+        }
+        out.push(c);
+        n += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +157,24 @@ mod tests {
             assert_ne!(code.message(Lang::Ko), code.message(Lang::En));
         }
         assert_eq!(FailureCode::WorkerLost.as_str(), "WORKER_LOST");
+    }
+
+    #[test]
+    fn reasons_are_one_short_clean_line() {
+        assert_eq!(
+            sanitise_reason("  bad\n\tstyle\u{1b}[31m  "),
+            "bad style [31m"
+        );
+        let long = "x".repeat(10_000);
+        assert_eq!(sanitise_reason(&long).chars().count(), MAX_REASON_CHARS);
+        assert_eq!(
+            Failure::new(FailureCode::PluginFailed)
+                .because("\n\n")
+                .reason,
+            None
+        );
+        assert!(FailureCode::PluginFailed.is_users_doing());
+        assert!(!FailureCode::InferenceFailed.is_users_doing());
+        assert!(!FailureCode::WorkerLost.is_users_doing());
     }
 }

@@ -8,6 +8,23 @@ use crate::inference::Generation;
 use crate::models::Model;
 pub use crate::store::jobs::{JobStatus, JobType};
 
+/// Samplers every backend maps.
+pub const SAMPLERS: &[&str] = &[
+    "euler",
+    "euler_a",
+    "heun",
+    "dpm_2",
+    "dpm_2_a",
+    "lms",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "dpmpp_sde",
+    "ddim",
+    "unipc",
+];
+pub const MAX_PROMPT_CHARS: usize = 4000;
+pub const MAX_LORAS: usize = 5;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraSpec {
     pub name: String,
@@ -105,6 +122,49 @@ impl JobSpec {
             _ => megapixels * f64::from(g.steps.max(1)) * f64::from(g.batch_size.max(1)),
         };
         work * model.gpu_seconds_per_megapixel_step
+    }
+}
+
+impl JobSpec {
+    /// Checks what a pre-node may rewrite against the rules a request
+    /// keeps: prompt lengths, guidance, a known sampler, the seed range,
+    /// LoRA weights, strength — and LoRAs only among those the request
+    /// named (checked against the catalogue and the tier at enqueue).
+    /// The field that breaks a rule, and why.
+    pub fn check_rewrite_of(&self, original: &JobSpec) -> Result<(), String> {
+        let g = &self.generation;
+        if g.prompt.chars().count() > MAX_PROMPT_CHARS
+            || g.negative_prompt.chars().count() > MAX_PROMPT_CHARS
+        {
+            return Err(format!("prompt: at most {MAX_PROMPT_CHARS} characters"));
+        }
+        if !(g.cfg_scale.is_finite() && (0.0..=30.0).contains(&g.cfg_scale)) {
+            return Err("cfg_scale: between 0 and 30".into());
+        }
+        if !SAMPLERS.contains(&g.sampler.as_str()) && g.sampler != original.generation.sampler {
+            return Err(format!("sampler: unknown sampler {:?}", g.sampler));
+        }
+        if g.seed > u64::from(u32::MAX) {
+            return Err("seed: 0 to 4294967295".into());
+        }
+        if self.loras.len() > MAX_LORAS {
+            return Err(format!("loras: at most {MAX_LORAS}"));
+        }
+        for l in &self.loras {
+            if !original.loras.iter().any(|o| o.name == l.name) {
+                return Err(format!("loras: {} was not in the request", l.name));
+            }
+            if !(l.weight.is_finite() && (-2.0..=2.0).contains(&l.weight)) {
+                return Err(format!("loras: weight of {} between -2 and 2", l.name));
+            }
+        }
+        if self
+            .strength
+            .is_some_and(|s| !(s.is_finite() && (0.0..=1.0).contains(&s)))
+        {
+            return Err("strength: between 0 and 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -276,6 +336,29 @@ mod tests {
         assert!(v.get("generation").is_none());
         let back: JobSpec = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_pre_node_rewrite_keeps_the_request_rules() {
+        let mut original = spec(JobType::TextToImage, 64, 64, 4, 1);
+        original.loras = vec![LoraSpec {
+            name: "detail".into(),
+            weight: 0.5,
+        }];
+        let ok = |f: &dyn Fn(&mut JobSpec)| {
+            let mut s = original.clone();
+            f(&mut s);
+            s.check_rewrite_of(&original)
+        };
+        assert!(ok(&|s| s.generation.prompt = "another".into()).is_ok());
+        assert!(ok(&|s| s.loras[0].weight = 1.5).is_ok());
+        assert!(ok(&|s| s.loras.clear()).is_ok());
+        assert!(ok(&|s| s.generation.sampler = "warp".into()).is_err());
+        assert!(ok(&|s| s.generation.cfg_scale = f32::NAN).is_err());
+        assert!(ok(&|s| s.loras[0].weight = f32::INFINITY).is_err());
+        assert!(ok(&|s| s.loras[0].name = "premium-only".into()).is_err());
+        assert!(ok(&|s| s.generation.prompt = "x".repeat(MAX_PROMPT_CHARS + 1)).is_err());
+        assert!(ok(&|s| s.strength = Some(2.0)).is_err());
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct QueueSettings {
     pub max_attempts: u32,
     /// Queued jobs of all users before `QUEUE_FULL`.
     pub max_queued: u64,
+    /// The share of `max_queued` kept free of the lowest tier for higher
+    /// ones (see `enqueue::tier_room`).
+    pub tier_headroom: f64,
     /// A worker not heard from for this long no longer counts.
     pub worker_offline: Duration,
 }
@@ -70,6 +73,7 @@ impl From<&Config> for QueueSettings {
             lease_ttl: Duration::from_secs(c.lease_ttl_secs),
             max_attempts: c.job_max_attempts,
             max_queued: c.queue_max_queued,
+            tier_headroom: c.queue_tier_headroom,
             worker_offline: Duration::from_secs(c.worker_offline_secs),
         }
     }

@@ -6,7 +6,7 @@
 use chrono::Utc;
 
 use super::events::{JobRequeued, UserEvent};
-use super::failure::FailureCode;
+use super::failure::{Failure, FailureCode};
 use super::job::JobStatus;
 use super::settle::{Holder, Outcome};
 use super::{Queue, QueueError, QueueResult};
@@ -22,14 +22,9 @@ impl Queue {
                 continue;
             };
             if row.attempts >= i64::from(self.settings.max_attempts) {
-                let why = format!("the worker stopped responding {} times", row.attempts);
+                tracing::warn!(job = %row.id, attempts = row.attempts, "the job's workers stopped responding; failing it");
                 n += self
-                    .reap_one(
-                        &row.id,
-                        Holder::Lease(&token),
-                        FailureCode::WorkerLost,
-                        &why,
-                    )
+                    .reap_one(&row.id, Holder::Lease(&token), FailureCode::WorkerLost)
                     .await?;
             } else if self.requeue(&row, &token).await? {
                 tracing::warn!(job = %row.id, attempt = row.attempts, "lease expired; job back in the queue");
@@ -51,9 +46,9 @@ impl Queue {
                 if served.covers(&row.model) {
                     continue;
                 }
-                let why = format!("no worker has served model {} for a while", row.model);
+                tracing::warn!(job = %row.id, model = %row.model, "no worker has served the job's model for a while; failing it");
                 n += self
-                    .reap_one(&row.id, Holder::Queued, FailureCode::NoWorker, &why)
+                    .reap_one(&row.id, Holder::Queued, FailureCode::NoWorker)
                     .await?;
             }
         }
@@ -70,12 +65,9 @@ impl Queue {
         job_id: &str,
         holder: Holder<'_>,
         code: FailureCode,
-        message: &str,
     ) -> QueueResult<usize> {
-        match self
-            .end(job_id, holder, Outcome::Failed { code, message })
-            .await
-        {
+        let failure = Failure::new(code);
+        match self.end(job_id, holder, Outcome::Failed(&failure)).await {
             Ok(_) => Ok(1),
             Err(QueueError::LeaseLost | QueueError::Ended { .. }) => Ok(0),
             Err(e) => Err(e),

@@ -6,12 +6,13 @@
 use chrono::{DateTime, Utc};
 
 use super::events::{JobCancelled, JobCompleted, JobError, JobFailed, UserEvent};
-use super::failure::FailureCode;
+use super::failure::{Failure, FailureCode};
 use super::job::{ImageMetadata, JobSpec, JobStatus, charge_for};
 use super::results::{StoredImage, store_png};
 use super::views::ResultImage;
 use super::{Queue, QueueError, QueueResult};
 use crate::billing::ledger;
+use crate::i18n::Lang;
 use crate::store::images::{self as img, ImageRow};
 use crate::store::jobs::{self as q, JobRow};
 use crate::store::new_id;
@@ -22,6 +23,8 @@ pub struct Finished {
     /// PNG bytes, one per output image.
     pub images: Vec<Vec<u8>>,
     pub gpu_seconds: f64,
+    /// Seconds the job's pre- and post-nodes occupied the worker.
+    pub node_seconds: f64,
     pub gpu_started_at: Option<DateTime<Utc>>,
     pub gpu_finished_at: Option<DateTime<Utc>>,
     /// The backend that produced them (image metadata says what made it).
@@ -76,13 +79,14 @@ impl Holder<'_> {
 /// How a job ends, with what that ending charges.
 #[derive(Clone, Copy)]
 pub(super) enum Outcome<'a> {
-    /// The worker's images, charged the measured GPU seconds.
+    /// The worker's images, charged the measured GPU and node seconds.
     Completed {
         images: &'a [StoredImage],
         finished: &'a Finished,
     },
-    /// Nothing charged, everything released.
-    Failed { code: FailureCode, message: &'a str },
+    /// Charged the work done until then when the failure is the user's
+    /// doing (their node), nothing otherwise.
+    Failed(&'a Failure),
     /// The owner cancelled: a running job is charged its GPU time so far.
     Cancelled,
 }
@@ -91,7 +95,7 @@ impl<'a> Outcome<'a> {
     fn status(self) -> JobStatus {
         match self {
             Outcome::Completed { .. } => JobStatus::Completed,
-            Outcome::Failed { .. } => JobStatus::Failed,
+            Outcome::Failed(_) => JobStatus::Failed,
             Outcome::Cancelled => JobStatus::Cancelled,
         }
     }
@@ -122,10 +126,9 @@ impl Queue {
         done: Finished,
     ) -> QueueResult<Settled> {
         if done.images.is_empty() {
-            let why = "the worker returned no images";
-            return self
-                .fail(job_id, token, FailureCode::InvalidOutput, why)
-                .await;
+            tracing::warn!(job = job_id, "the worker returned no images");
+            let failure = Failure::new(FailureCode::InvalidOutput);
+            return self.fail(job_id, token, &failure).await;
         }
         // The owner names the files; whether the lease still holds is
         // decided once, by `end`.
@@ -145,9 +148,9 @@ impl Queue {
         let stored = match stored {
             Ok(s) => s,
             Err(reason) => {
-                return self
-                    .fail(job_id, token, FailureCode::InvalidOutput, &reason)
-                    .await;
+                tracing::warn!(job = job_id, %reason, "the worker's images are unusable");
+                let failure = Failure::new(FailureCode::InvalidOutput);
+                return self.fail(job_id, token, &failure).await;
             }
         };
         let outcome = Outcome::Completed {
@@ -168,20 +171,17 @@ impl Queue {
         ended
     }
 
-    /// Fails the job and releases its whole reservation.
-    pub async fn fail(
-        &self,
-        job_id: &str,
-        token: &str,
-        code: FailureCode,
-        message: &str,
-    ) -> QueueResult<Settled> {
-        self.end(
-            job_id,
-            Holder::Lease(token),
-            Outcome::Failed { code, message },
-        )
-        .await
+    /// Fails the job: the work the user's own code caused is charged
+    /// (`FailureCode::is_users_doing`), the rest of the reservation
+    /// released.
+    /// The reason is cleaned here too: a worker is not trusted to have.
+    pub async fn fail(&self, job_id: &str, token: &str, failure: &Failure) -> QueueResult<Settled> {
+        let mut clean = Failure::new(failure.code).after(failure.worker_seconds);
+        if let Some(reason) = &failure.reason {
+            clean = clean.because(reason);
+        }
+        self.end(job_id, Holder::Lease(token), Outcome::Failed(&clean))
+            .await
     }
 
     /// Cancels a user's job: a queued one is refunded in full, a running
@@ -213,7 +213,10 @@ impl Queue {
         let model = self.model(&row.model)?.clone();
         let now = Utc::now();
         let seconds = match (o, row.status, row.gpu_started_at) {
-            (Outcome::Completed { finished, .. }, ..) => finished.gpu_seconds,
+            (Outcome::Completed { finished, .. }, ..) => {
+                finished.gpu_seconds + finished.node_seconds
+            }
+            (Outcome::Failed(f), ..) if f.code.is_users_doing() => f.worker_seconds,
             (Outcome::Cancelled, JobStatus::Processing, Some(t)) => {
                 (now - t).num_microseconds().unwrap_or(0) as f64 / 1e6
             }
@@ -223,7 +226,7 @@ impl Queue {
         let description = match o {
             Outcome::Completed { .. } => format!("이미지 생성 ({})", row.model),
             Outcome::Cancelled => format!("취소된 생성 작업 ({})", row.model),
-            Outcome::Failed { .. } => format!("실패한 생성 작업 ({})", row.model),
+            Outcome::Failed(_) => format!("실패한 생성 작업 ({})", row.model),
         };
         let settlement = ledger::settle_in(
             &mut tx,
@@ -269,13 +272,14 @@ impl Queue {
         }
         let ids_json =
             (!image_ids.is_empty()).then(|| serde_json::to_string(&image_ids).unwrap_or_default());
-        let (gpu_seconds, gpu_started, gpu_finished) = match o.finished() {
-            Some(f) => (Some(f.gpu_seconds), f.gpu_started_at, f.gpu_finished_at),
-            None if seconds > 0.0 => (Some(seconds), None, Some(now)),
-            None => (None, None, None),
+        let (gpu_seconds, gpu_started, gpu_finished) = match (o, o.finished()) {
+            (_, Some(f)) => (Some(f.gpu_seconds), f.gpu_started_at, f.gpu_finished_at),
+            (Outcome::Cancelled, None) if seconds > 0.0 => (Some(seconds), None, Some(now)),
+            _ => (None, None, None),
         };
+        let node_seconds = o.finished().map(|f| f.node_seconds);
         let error = match o {
-            Outcome::Failed { code, message } => Some((code, message)),
+            Outcome::Failed(f) => Some((f.code, f.reason.as_deref())),
             _ => None,
         };
         let ended = q::end(
@@ -286,7 +290,8 @@ impl Queue {
                 credits_used: settlement.charged,
                 credits_refunded: settlement.released,
                 error_code: error.map(|(code, _)| code.as_str()),
-                error_message: error.map(|(_, message)| message),
+                error_message: error.and_then(|(_, reason)| reason),
+                node_seconds,
                 result_image_ids: ids_json.as_deref(),
                 gpu_seconds,
                 gpu_started_at: gpu_started,
@@ -341,13 +346,11 @@ impl Queue {
                 credits_used: s.credits_used,
                 credits_refunded: s.credits_refunded,
             }),
-            Outcome::Failed { code, message } => UserEvent::JobFailed(JobFailed {
+            Outcome::Failed(f) => UserEvent::JobFailed(JobFailed {
                 job_id,
                 status: s.status,
-                error: JobError {
-                    code,
-                    message: message.to_owned(),
-                },
+                error: JobError::new(f.code, f.reason.clone(), Lang::default()),
+                credits_used: s.credits_used,
                 credits_refunded: s.credits_refunded,
             }),
             Outcome::Cancelled => UserEvent::JobCancelled(JobCancelled {

@@ -14,6 +14,7 @@ use super::job::{JobSpec, JobStatus, JobType};
 use super::scheduler;
 use super::{Queue, QueueError, QueueResult};
 use crate::blobs::signed::FileLinks;
+use crate::i18n::Lang;
 use crate::store::Page;
 use crate::store::images::{self as img, ImageRow};
 use crate::store::jobs::{self as q, JobRow};
@@ -85,6 +86,9 @@ pub struct JobDetail {
     pub credits_refunded: Option<i64>,
     /// Measured GPU time the charge is based on.
     pub gpu_seconds: Option<f64>,
+    /// Time the job's pre- and post-nodes took on the worker, charged
+    /// with the GPU time.
+    pub node_seconds: Option<f64>,
     pub gpu_started_at: Option<DateTime<Utc>>,
     pub gpu_finished_at: Option<DateTime<Utc>>,
     pub attempts: i64,
@@ -96,7 +100,7 @@ pub struct JobDetail {
 }
 
 impl JobDetail {
-    fn new(links: &FileLinks, row: JobRow, images: &[ImageRow]) -> Self {
+    fn new(links: &FileLinks, row: JobRow, images: &[ImageRow], lang: Lang) -> Self {
         let params = serde_json::from_str::<JobSpec>(&row.params)
             .map(|s| s.public_params())
             .unwrap_or(Value::Null);
@@ -110,10 +114,7 @@ impl JobDetail {
             .error_code
             .as_deref()
             .and_then(|c| c.parse().ok())
-            .map(|code| JobError {
-                code,
-                message: row.error_message.clone().unwrap_or_default(),
-            });
+            .map(|code| JobError::new(code, row.error_message.clone(), lang));
         JobDetail {
             job_id: row.id,
             status: row.status,
@@ -126,6 +127,7 @@ impl JobDetail {
             credits_used: row.credits_used,
             credits_refunded: row.credits_refunded,
             gpu_seconds: row.gpu_seconds,
+            node_seconds: row.node_seconds,
             gpu_started_at: row.gpu_started_at,
             gpu_finished_at: row.gpu_finished_at,
             attempts: row.attempts,
@@ -168,21 +170,21 @@ pub struct QueueStatus {
 
 impl Queue {
     /// A user's job with its images; `NotFound` for anyone else's.
-    pub async fn job_of(&self, user_id: &str, job_id: &str) -> QueueResult<JobDetail> {
+    pub async fn job_of(&self, user_id: &str, job_id: &str, lang: Lang) -> QueueResult<JobDetail> {
         let row = q::get(&self.parts.db, job_id)
             .await?
             .filter(|r| r.user_id == user_id)
             .ok_or(QueueError::NotFound)?;
-        self.detail(row).await
+        self.detail(row, lang).await
     }
 
-    async fn detail(&self, row: JobRow) -> QueueResult<JobDetail> {
+    async fn detail(&self, row: JobRow, lang: Lang) -> QueueResult<JobDetail> {
         // Only a completed job has images.
         let images = match row.status {
             JobStatus::Completed => img::of_job(&self.parts.db, &row.id).await?,
             _ => vec![],
         };
-        Ok(JobDetail::new(&self.parts.links, row, &images))
+        Ok(JobDetail::new(&self.parts.links, row, &images, lang))
     }
 
     /// One page of a user's jobs, newest first, and the total.
@@ -191,11 +193,12 @@ impl Queue {
         user_id: &str,
         status: Option<JobStatus>,
         page: Page,
+        lang: Lang,
     ) -> QueueResult<(Vec<JobDetail>, i64)> {
         let (rows, total) = q::list_for_user(&self.parts.db, user_id, status, page).await?;
         let mut details = Vec::with_capacity(rows.len());
         for row in rows {
-            details.push(self.detail(row).await?);
+            details.push(self.detail(row, lang).await?);
         }
         Ok((details, total))
     }

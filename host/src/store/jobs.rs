@@ -91,6 +91,7 @@ pub struct JobRow {
     pub step: i64,
     pub total_steps: i64,
     pub gpu_seconds: Option<f64>,
+    pub node_seconds: Option<f64>,
     pub gpu_started_at: Option<DateTime<Utc>>,
     pub gpu_finished_at: Option<DateTime<Utc>>,
     pub error_code: Option<String>,
@@ -104,7 +105,7 @@ pub struct JobRow {
 
 const JOB_COLUMNS: &str = "id, user_id, job_type, status, priority, model, params, hold_id, \
      estimated_credits, credits_used, credits_refunded, seq, attempts, worker_id, lease_token, \
-     lease_expires_at, progress, step, total_steps, gpu_seconds, gpu_started_at, \
+     lease_expires_at, progress, step, total_steps, gpu_seconds, node_seconds, gpu_started_at, \
      gpu_finished_at, error_code, error_message, result_image_ids, save_to_board, queued_at, \
      started_at, completed_at";
 
@@ -407,6 +408,7 @@ pub struct Ending<'a> {
     pub error_message: Option<&'a str>,
     pub result_image_ids: Option<&'a str>,
     pub gpu_seconds: Option<f64>,
+    pub node_seconds: Option<f64>,
     pub gpu_started_at: Option<DateTime<Utc>>,
     pub gpu_finished_at: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
@@ -419,7 +421,8 @@ pub async fn end(tx: &mut Tx, id: &str, e: &Ending<'_>) -> StoreResult<bool> {
          error_message = $6, result_image_ids = $7, gpu_seconds = COALESCE($8, gpu_seconds), \
          gpu_started_at = COALESCE($9, gpu_started_at), gpu_finished_at = $10, completed_at = $11, \
          progress = CASE WHEN $2 = 'completed' THEN 100 ELSE progress END, lease_token = NULL, \
-         lease_expires_at = NULL WHERE id = $1 AND status IN ('queued', 'processing')",
+         lease_expires_at = NULL, node_seconds = $12 \
+         WHERE id = $1 AND status IN ('queued', 'processing')",
     )
     .bind(id)
     .bind(e.status.as_str())
@@ -431,7 +434,8 @@ pub async fn end(tx: &mut Tx, id: &str, e: &Ending<'_>) -> StoreResult<bool> {
     .bind(e.gpu_seconds)
     .bind(e.gpu_started_at)
     .bind(e.gpu_finished_at)
-    .bind(e.now)))?)
+    .bind(e.now)
+    .bind(e.node_seconds)))?)
 }
 
 /// Processing jobs whose lease ran out.

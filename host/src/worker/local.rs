@@ -11,7 +11,8 @@ use super::{JobSource, WorkItem};
 use crate::blobs::LocalBlobs;
 use crate::plugins::registry::Registry;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
-use crate::queue::{BeatReply, FailureCode, Finished, Lease, Queue, QueueError, WorkerInfo};
+use crate::queue::failure::Failure;
+use crate::queue::{BeatReply, Finished, Lease, Queue, QueueError, WorkerInfo};
 
 pub struct LocalSource {
     pub queue: Arc<Queue>,
@@ -72,14 +73,8 @@ impl JobSource for LocalSource {
         ended_ok(self.queue.complete(job_id, token, done).await)
     }
 
-    async fn fail(
-        &self,
-        job_id: &str,
-        token: &str,
-        code: FailureCode,
-        message: &str,
-    ) -> anyhow::Result<()> {
-        ended_ok(self.queue.fail(job_id, token, code, message).await)
+    async fn fail(&self, job_id: &str, token: &str, failure: &Failure) -> anyhow::Result<()> {
+        ended_ok(self.queue.fail(job_id, token, failure).await)
     }
 
     async fn node_plugin(

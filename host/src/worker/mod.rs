@@ -26,7 +26,8 @@ use crate::imaging;
 use crate::inference::{InferenceBackend, InferenceError, Progress};
 use crate::plugins::limits::{self, LimitsOverride};
 use crate::plugins::runtime::Params;
-use crate::plugins::{LoadedPlugin, PluginKind, PluginRuntime};
+use crate::plugins::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};
+use crate::queue::failure::Failure;
 use crate::queue::job::{JobSpec, NodeSpec};
 use crate::queue::{BeatReply, FailureCode, Finished, Lease, WorkerInfo};
 
@@ -62,8 +63,7 @@ pub trait JobSource: Send + Sync + 'static {
         &self,
         job_id: &str,
         token: &str,
-        code: FailureCode,
-        message: &str,
+        failure: &Failure,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// A node plugin's component, compiled (cached by content hash).
     fn node_plugin(
@@ -119,6 +119,24 @@ impl<S: JobSource> Worker<S> {
     }
 }
 
+/// A job after inference, on its way to the post-nodes.
+struct Inferred {
+    spec: JobSpec,
+    images: Vec<RgbaImage>,
+    pre_seconds: f64,
+    gpu_seconds: f64,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+}
+
+/// A node handed back an image handle whose pixels do not fit its size.
+fn bad_output(plugin: &str, reason: &str) -> PluginError {
+    PluginError::BadOutput {
+        plugin: plugin.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
 /// The last step progress and when the backend started, for heartbeats.
 type JobProgress = (Option<(u32, u32)>, Option<DateTime<Utc>>);
 
@@ -134,18 +152,33 @@ struct Running {
     keeper: tokio::task::JoinHandle<()>,
 }
 
-/// Why a job failed on the worker: its code and what went wrong.
+/// Why a job failed on the worker: what the host is told, and the whole
+/// story for the worker's log (never shown to the user).
 struct JobFailure {
-    code: FailureCode,
-    message: String,
+    failure: Failure,
+    detail: String,
 }
 
 impl JobFailure {
-    fn new(code: FailureCode, message: impl Into<String>) -> Self {
+    fn new(code: FailureCode, detail: impl Into<String>) -> Self {
         Self {
-            code,
-            message: message.into(),
+            failure: Failure::new(code),
+            detail: detail.into(),
         }
+    }
+
+    /// A node failed: the user's own choice of code.
+    fn plugin(e: &PluginError) -> Self {
+        Self {
+            failure: Failure::new(FailureCode::PluginFailed).because(&e.user_reason()),
+            detail: e.to_string(),
+        }
+    }
+
+    /// The user's chosen work took `seconds` of the worker before this.
+    fn after(mut self, seconds: f64) -> Self {
+        self.failure = self.failure.after(seconds);
+        self
     }
 }
 
@@ -305,7 +338,12 @@ impl<S: JobSource> Worker<S> {
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let spec = job.item.lease.spec.clone();
         let result = async {
-            let spec = self.run_pre_nodes(&spec).await?;
+            let pre_started = Instant::now();
+            let spec = self
+                .run_pre_nodes(&spec)
+                .await
+                .map_err(|f| f.after(pre_started.elapsed().as_secs_f64()))?;
+            let pre_seconds = pre_started.elapsed().as_secs_f64();
             let input = |key: &Option<String>| -> Result<Option<RgbaImage>, JobFailure> {
                 key.as_ref()
                     .map(|k| {
@@ -338,7 +376,14 @@ impl<S: JobSource> Worker<S> {
             let gpu_finished_at = started_at
                 + chrono::Duration::from_std(finished.duration_since(started)).unwrap_or_default();
             match out {
-                Ok(images) => Ok((spec, images, gpu_seconds, started_at, gpu_finished_at)),
+                Ok(images) => Ok(Inferred {
+                    spec,
+                    images,
+                    pre_seconds,
+                    gpu_seconds,
+                    started_at,
+                    finished_at: gpu_finished_at,
+                }),
                 Err(InferenceError::Cancelled) => {
                     Err(JobFailure::new(FailureCode::Cancelled, "stopped"))
                 }
@@ -362,17 +407,22 @@ impl<S: JobSource> Worker<S> {
             } = job;
             let lease = &item.lease;
             let report = match result {
-                Ok((spec, images, gpu_seconds, started_at, finished_at)) => {
-                    match this.finish(&spec, images).await {
+                Ok(done) => {
+                    let post_started = Instant::now();
+                    let finished = this.finish(&done.spec, done.images).await;
+                    let post_seconds = post_started.elapsed().as_secs_f64();
+                    let node_seconds = done.pre_seconds + post_seconds;
+                    match finished {
                         Ok(pngs) => Ok(Finished {
                             images: pngs,
-                            gpu_seconds,
-                            gpu_started_at: Some(started_at),
-                            gpu_finished_at: Some(finished_at),
+                            gpu_seconds: done.gpu_seconds,
+                            node_seconds,
+                            gpu_started_at: Some(done.started_at),
+                            gpu_finished_at: Some(done.finished_at),
                             backend: this.backend.name().to_owned(),
-                            effective: Some(spec),
+                            effective: Some(done.spec),
                         }),
-                        Err(f) => Err(f),
+                        Err(f) => Err(f.after(done.gpu_seconds + node_seconds)),
                     }
                 }
                 Err(f) => Err(f),
@@ -387,10 +437,11 @@ impl<S: JobSource> Worker<S> {
                         .await
                 }
                 // The host already ended a cancelled job.
-                Err(f) if f.code == FailureCode::Cancelled => Ok(()),
+                Err(f) if f.failure.code == FailureCode::Cancelled => Ok(()),
                 Err(f) => {
+                    tracing::warn!(job = %lease.job_id, code = f.failure.code.as_str(), detail = %f.detail, "job failed");
                     this.source
-                        .fail(&lease.job_id, &lease.token, f.code, &f.message)
+                        .fail(&lease.job_id, &lease.token, &f.failure)
                         .await
                 }
             };
@@ -406,8 +457,8 @@ impl<S: JobSource> Worker<S> {
             .await
             .map_err(|e| {
                 JobFailure::new(
-                    FailureCode::PluginFailed,
-                    format!("loading {}: {e}", node.name),
+                    FailureCode::HostFailed,
+                    format!("loading {}@{}: {e}", node.name, node.version),
                 )
             })
     }
@@ -430,8 +481,11 @@ impl<S: JobSource> Worker<S> {
                     &node.parameters.to_string(),
                 )
                 .await
-                .map_err(|e| JobFailure::new(FailureCode::PluginFailed, e.to_string()))?;
-            spec = run.output.apply_to(&spec);
+                .map_err(|e| JobFailure::plugin(&e))?;
+            spec = run
+                .output
+                .apply_to(&spec)
+                .map_err(|reason| JobFailure::plugin(&bad_output(&node.name, &reason)))?;
         }
         Ok(spec)
     }
@@ -449,7 +503,7 @@ impl<S: JobSource> Worker<S> {
                 .into_iter()
                 .map(pipeline::to_handle)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::new(FailureCode::InferenceFailed, e))?;
+                .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))?;
             let run = self
                 .runtime
                 .run_post(
@@ -461,13 +515,13 @@ impl<S: JobSource> Worker<S> {
                     &node.parameters.to_string(),
                 )
                 .await
-                .map_err(|e| JobFailure::new(FailureCode::PluginFailed, e.to_string()))?;
+                .map_err(|e| JobFailure::plugin(&e))?;
             images = run
                 .output
                 .iter()
                 .map(pipeline::from_handle)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::new(FailureCode::PluginFailed, e))?;
+                .map_err(|e| JobFailure::plugin(&bad_output(&node.name, &e)))?;
         }
         tokio::task::spawn_blocking(move || {
             images
@@ -476,7 +530,7 @@ impl<S: JobSource> Worker<S> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|e| JobFailure::new(FailureCode::InferenceFailed, e.to_string()))?
-        .map_err(|e| JobFailure::new(FailureCode::InferenceFailed, e))
+        .map_err(|e| JobFailure::new(FailureCode::HostFailed, e.to_string()))?
+        .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))
     }
 }

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use super::wire::{CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, LeasedJob};
 use super::{JobSource, WorkItem};
 use crate::plugins::{LoadedPlugin, PluginKind, PluginRuntime};
-use crate::queue::{BeatReply, FailureCode, Finished, WorkerInfo};
+use crate::queue::failure::Failure;
+use crate::queue::{BeatReply, Finished, WorkerInfo};
 
 pub struct RemoteSource {
     base: String,
@@ -112,17 +113,10 @@ impl JobSource for RemoteSource {
         Ok(())
     }
 
-    async fn fail(
-        &self,
-        job_id: &str,
-        token: &str,
-        code: FailureCode,
-        message: &str,
-    ) -> anyhow::Result<()> {
+    async fn fail(&self, job_id: &str, token: &str, failure: &Failure) -> anyhow::Result<()> {
         let body = FailRequest {
             lease_token: token.to_owned(),
-            code,
-            message: message.to_owned(),
+            failure: failure.clone(),
         };
         let _: Option<serde_json::Value> = self
             .post(

@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::WorkItem;
+use crate::queue::failure::Failure;
 use crate::queue::job::JobSpec;
-use crate::queue::{FailureCode, Finished, Lease, WorkerInfo};
+use crate::queue::{Finished, Lease, WorkerInfo};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseRequest {
@@ -113,6 +114,8 @@ pub struct CompleteRequest {
     /// PNG images, base64.
     pub images: Vec<String>,
     pub gpu_seconds: f64,
+    #[serde(default)]
+    pub node_seconds: f64,
     pub gpu_started_at: Option<DateTime<Utc>>,
     pub gpu_finished_at: Option<DateTime<Utc>>,
     pub backend: String,
@@ -125,6 +128,7 @@ impl CompleteRequest {
             lease_token: token.to_owned(),
             images: done.images.iter().map(|i| B64.encode(i)).collect(),
             gpu_seconds: done.gpu_seconds,
+            node_seconds: done.node_seconds,
             gpu_started_at: done.gpu_started_at,
             gpu_finished_at: done.gpu_finished_at,
             backend: done.backend.clone(),
@@ -140,6 +144,7 @@ impl CompleteRequest {
                 .map(|i| B64.decode(i))
                 .collect::<Result<_, _>>()?,
             gpu_seconds: self.gpu_seconds,
+            node_seconds: self.node_seconds,
             gpu_started_at: self.gpu_started_at,
             gpu_finished_at: self.gpu_finished_at,
             backend: self.backend,
@@ -151,6 +156,6 @@ impl CompleteRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailRequest {
     pub lease_token: String,
-    pub code: FailureCode,
-    pub message: String,
+    #[serde(flatten)]
+    pub failure: Failure,
 }

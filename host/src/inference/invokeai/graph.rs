@@ -228,7 +228,7 @@ pub(super) mod tests {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        for sampler in crate::generation::validate::SAMPLERS {
+        for sampler in crate::queue::job::SAMPLERS {
             assert!(
                 known.contains(&scheduler(sampler)),
                 "{sampler} → {}",

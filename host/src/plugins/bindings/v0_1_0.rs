@@ -86,17 +86,17 @@ impl From<&JobSpec> for GenerationParams {
 impl GenerationParams {
     /// Folds a pre-node's answer back into `spec`. What sets the price —
     /// model, size, steps, batch — was paid for at enqueue and stays; the
-    /// node may rewrite prompts, sampler, guidance, seed and LoRA weights.
-    pub fn apply_to(self, spec: &JobSpec) -> JobSpec {
+    /// node may rewrite prompts, sampler, guidance, seed, strength and the
+    /// weights of the request's LoRAs, within the rules of a request
+    /// (`JobSpec::check_rewrite_of`); anything else is its bad output.
+    pub fn apply_to(self, spec: &JobSpec) -> Result<JobSpec, String> {
         let mut out = spec.clone();
         let g = &mut out.generation;
         g.prompt = self.prompt;
         g.negative_prompt = self.negative_prompt;
-        if (0.0..=30.0).contains(&self.cfg_scale) {
-            g.cfg_scale = self.cfg_scale;
-        }
+        g.cfg_scale = self.cfg_scale;
         g.sampler = self.sampler;
-        g.seed = u64::try_from(self.seed).unwrap_or(spec.generation.seed);
+        g.seed = u64::try_from(self.seed).map_err(|_| "seed: 0 to 4294967295".to_owned())?;
         out.loras = self
             .loras
             .into_iter()
@@ -105,8 +105,9 @@ impl GenerationParams {
                 weight: l.weight,
             })
             .collect();
-        out.strength = self.strength.map(|s| s.clamp(0.0, 1.0)).or(spec.strength);
-        out
+        out.strength = self.strength.or(spec.strength);
+        out.check_rewrite_of(spec)?;
+        Ok(out)
     }
 }
 

@@ -19,6 +19,11 @@ pub struct ImageHandle {
     pub height: u32,
     pub rgba: Arc<Vec<u8>>,
     pub metadata: Vec<(String, String)>,
+    /// Bytes this image holds against the call's host budget (the guest
+    /// created it or set its metadata); 0 for the job's own images.
+    pub charged: usize,
+    /// The guest created it (it holds one of the call's image handles).
+    pub created: bool,
 }
 
 impl ImageHandle {
@@ -38,6 +43,8 @@ impl ImageHandle {
             height,
             rgba: Arc::new(rgba),
             metadata: Vec::new(),
+            charged: 0,
+            created: false,
         })
     }
 }
@@ -49,10 +56,19 @@ impl Host for PluginState {
         height: u32,
         rgba: Vec<u8>,
     ) -> wasmtime::Result<Result<Resource<ImageHandle>, String>> {
-        match ImageHandle::new(width, height, rgba) {
-            Ok(img) => Ok(Ok(self.table.push(img)?)),
-            Err(e) => Ok(Err(e)),
+        let bytes = rgba.len();
+        let mut img = match ImageHandle::new(width, height, rgba) {
+            Ok(img) => img,
+            Err(e) => return Ok(Err(e)),
+        };
+        let limits = self.limiter.limits;
+        if let Err(what) = self.budget.take(&limits, bytes, true) {
+            // Past a budget the call ends; `classify` reports which.
+            wasmtime::bail!("{what} budget exceeded");
         }
+        img.charged = bytes;
+        img.created = true;
+        Ok(Ok(self.table.push(img)?))
     }
 }
 
@@ -82,10 +98,19 @@ impl HostImage for PluginState {
         key: String,
         value: String,
     ) -> wasmtime::Result<()> {
-        let image = self.table.get_mut(&img)?;
-        if image.metadata.len() >= 256 || key.len() > 256 || value.len() > 16 << 10 {
+        if key.len() > 256 || value.len() > 16 << 10 {
             wasmtime::bail!("image metadata limit reached");
         }
+        let bytes = key.len() + value.len();
+        let limits = self.limiter.limits;
+        if let Err(what) = self.budget.take(&limits, bytes, false) {
+            wasmtime::bail!("{what} budget exceeded");
+        }
+        let image = self.table.get_mut(&img)?;
+        if image.metadata.len() >= 256 {
+            wasmtime::bail!("image metadata limit reached");
+        }
+        image.charged += bytes;
         match image.metadata.iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = value,
             None => image.metadata.push((key, value)),
@@ -94,7 +119,8 @@ impl HostImage for PluginState {
     }
 
     async fn drop(&mut self, img: Resource<ImageHandle>) -> wasmtime::Result<()> {
-        self.table.delete(img)?;
+        let image = self.table.delete(img)?;
+        self.budget.give_back(image.charged, image.created);
         Ok(())
     }
 }

@@ -1,0 +1,115 @@
+//! Failed-login back-off per account: after a few wrong passwords within a
+//! window, each further attempt must wait a doubling delay after the last
+//! failure; an attempt that comes earlier is answered like a wrong
+//! password without hashing anything. In memory, per host.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Wrong passwords allowed within a window before the back-off starts.
+pub const FREE_FAILURES: u32 = 5;
+/// How long failures are remembered after the first of a series.
+pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The first delay; it doubles with every further failure.
+pub const BASE_DELAY: Duration = Duration::from_secs(1);
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+/// Accounts tracked at most; the oldest series are dropped first.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    first: Instant,
+    last: Instant,
+}
+
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+impl LoginThrottle {
+    /// How long `account` must still wait before an attempt is tried;
+    /// `None`: now.
+    pub fn wait(&self, account: &str, now: Instant) -> Option<Duration> {
+        let map = self.failures.lock().expect("throttle lock");
+        let f = map.get(account)?;
+        if now.duration_since(f.first) > WINDOW || f.count < FREE_FAILURES {
+            return None;
+        }
+        let doublings = (f.count - FREE_FAILURES).min(16);
+        let delay = (BASE_DELAY * 2u32.pow(doublings)).min(MAX_DELAY);
+        (f.last + delay)
+            .checked_duration_since(now)
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Records a wrong password for `account`.
+    pub fn failed(&self, account: &str, now: Instant) {
+        let mut map = self.failures.lock().expect("throttle lock");
+        if map.len() >= MAX_TRACKED && !map.contains_key(account) {
+            map.retain(|_, f| now.duration_since(f.first) <= WINDOW);
+            if map.len() >= MAX_TRACKED
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        let f = map.entry(account.to_owned()).or_insert(Failures {
+            count: 0,
+            first: now,
+            last: now,
+        });
+        if now.duration_since(f.first) > WINDOW {
+            *f = Failures {
+                count: 0,
+                first: now,
+                last: now,
+            };
+        }
+        f.count += 1;
+        f.last = now;
+    }
+
+    /// A right password ends the series.
+    pub fn succeeded(&self, account: &str) {
+        self.failures.lock().expect("throttle lock").remove(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_after_the_free_failures_and_resets() {
+        let t = LoginThrottle::default();
+        let start = Instant::now();
+        for i in 0..FREE_FAILURES {
+            assert_eq!(t.wait("a", start), None, "attempt {i} is free");
+            t.failed("a", start);
+        }
+        // Five failures: the next attempt waits 1 s after the last.
+        assert_eq!(t.wait("a", start), Some(BASE_DELAY));
+        assert_eq!(t.wait("a", start + BASE_DELAY), None);
+        t.failed("a", start + BASE_DELAY);
+        let last = start + BASE_DELAY;
+        assert_eq!(t.wait("a", last), Some(BASE_DELAY * 2));
+        // Other accounts are not slowed down.
+        assert_eq!(t.wait("b", last), None);
+        // Many failures: capped.
+        for _ in 0..20 {
+            t.failed("a", last);
+        }
+        assert_eq!(t.wait("a", last), Some(MAX_DELAY));
+        // After the window the series starts over.
+        assert_eq!(t.wait("a", start + WINDOW + Duration::from_secs(1)), None);
+        // A right password ends it.
+        t.succeeded("a");
+        assert_eq!(t.wait("a", last), None);
+    }
+}
