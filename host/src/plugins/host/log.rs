@@ -12,14 +12,6 @@ const MAX_LINE: usize = 4096;
 
 impl Host for PluginState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let limits = self.limiter.limits;
-        let b = &mut self.budget;
-        if b.log_lines >= limits.log_lines || b.log_bytes + message.len() > limits.output_bytes {
-            b.log_dropped += 1;
-            return Ok(());
-        }
-        b.log_lines += 1;
-        b.log_bytes += message.len();
         let mut message = message;
         if message.len() > MAX_LINE {
             let cut = (0..=MAX_LINE)
@@ -29,6 +21,14 @@ impl Host for PluginState {
             message.truncate(cut);
         }
         let message = escape_controls(&message);
+        let limits = self.limiter.limits;
+        let b = &mut self.budget;
+        if b.log_lines >= limits.log_lines || b.log_bytes + message.len() > limits.output_bytes {
+            b.log_dropped += 1;
+            return Ok(());
+        }
+        b.log_lines += 1;
+        b.log_bytes += message.len();
         let plugin = self.plugin.as_str();
         // A guest's own errors are warnings of the host: they are about its
         // job, not about the server.
