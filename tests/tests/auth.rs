@@ -2,7 +2,7 @@
 
 use pingvas_tests::{PASSWORD, TestServer, assert_error};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn register_login_me_refresh_logout() {
@@ -309,4 +309,66 @@ fn chrono_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_slow_the_account_down() {
+    let srv = TestServer::start().await;
+    srv.signup("target@example.com").await;
+    let wrong = json!({ "email": "target@example.com", "password": "Wrong-pass-1" });
+    for _ in 0..5 {
+        let r = srv.post("/auth/login", None, wrong.clone()).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    }
+    // In the back-off even the right password gets the same answer, so an
+    // attacker learns nothing; other accounts are unaffected.
+    let right = json!({ "email": "target@example.com", "password": PASSWORD });
+    let r = srv.post("/auth/login", None, right).await;
+    let e = assert_error(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(e["details"], Value::Null);
+    srv.signup("bystander@example.com").await;
+}
+
+#[tokio::test]
+async fn a_flood_of_logins_is_turned_away_with_retry_after_not_queued() {
+    // One hash at a time and one waiting: most of a burst is refused at
+    // once with 503 and Retry-After instead of piling up.
+    let srv = TestServer::start_with(|c| {
+        c.password_hash_threads = Some(1);
+        c.password_hash_queue = 1;
+    })
+    .await;
+    let body = json!({ "email": "nobody@example.com", "password": "Wrong-pass-1" });
+    let calls = (0..24).map(|_| {
+        let req = srv.client.post(srv.url("/auth/login")).json(&body).send();
+        async move {
+            let r = req.await.unwrap();
+            let retry = r.headers().get("retry-after").cloned();
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            (status, v, retry)
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(!busy.is_empty(), "some of the burst was turned away");
+    for (s, v, retry) in &busy {
+        assert_error(
+            &(*s, v.clone()),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        );
+        assert_eq!(retry.as_ref().and_then(|h| h.to_str().ok()), Some("1"));
+    }
+    assert!(
+        answers.iter().all(
+            |(s, _, _)| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::SERVICE_UNAVAILABLE
+        ),
+        "every answer is one of the two"
+    );
+    // Health never waits behind the hashing.
+    assert_eq!(srv.get("/healthz", None).await.0, StatusCode::OK);
 }

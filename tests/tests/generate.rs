@@ -474,3 +474,124 @@ async fn a_model_no_worker_serves_is_refused_not_queued() {
         .await;
     assert_eq!(s, StatusCode::ACCEPTED);
 }
+
+/// A PNG whose header claims `width`×`height` but whose data is `idat`.
+fn png_claiming(width: u32, height: u32, idat: &[u8]) -> String {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for b in bytes {
+            crc ^= u32::from(*b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8-bit RGBA
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", idat);
+    chunk(&mut png, b"IEND", &[]);
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(png)
+}
+
+fn stored_inputs(srv: &TestServer) -> usize {
+    let dir = srv.db.data_dir.join("blobs/inputs");
+    walk(&dir)
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn oversized_and_bomb_images_are_refused_before_anything_is_reserved_or_stored() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let before = srv.credits(&alice.user_id).await;
+    let cases = [
+        // A decompression bomb: 60 000² pixels claimed by a tiny file.
+        (
+            "bomb",
+            png_claiming(
+                60_000,
+                60_000,
+                &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+            ),
+        ),
+        // Larger than the API takes for a source (2048²).
+        (
+            "oversized",
+            png_claiming(
+                3000,
+                1000,
+                &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+            ),
+        ),
+        // A plausible header over pixels that do not decode.
+        ("broken", png_claiming(64, 64, b"not zlib at all")),
+    ];
+    for (case, image) in cases {
+        for (kind, field, body) in [
+            (
+                "image-to-image",
+                "source_image",
+                json!({ "prompt": "p", "model": "stable-diffusion-1.5", "source_image": image }),
+            ),
+            ("upscale", "image", json!({ "image": image })),
+        ] {
+            let r = srv.generate(kind, &alice.access, body).await;
+            let e = assert_error(&r, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
+            assert_eq!(e["details"]["field"], field, "{case} {kind}: {e}");
+        }
+    }
+    assert_eq!(
+        srv.credits(&alice.user_id).await,
+        before,
+        "nothing reserved"
+    );
+    assert_eq!(stored_inputs(&srv), 0, "nothing stored");
+
+    // A refused job keeps no upload either: too few credits for the job.
+    srv.set_credits(&alice.user_id, 0).await;
+    let body = json!({ "prompt": "p", "model": "stable-diffusion-1.5",
+                       "source_image": png_base64(64, 64, [1, 2, 3]) });
+    let r = srv.generate("image-to-image", &alice.access, body).await;
+    assert_error(&r, StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_CREDITS");
+    assert_eq!(stored_inputs(&srv), 0);
+    // An accepted one stores its input.
+    srv.set_credits(&alice.user_id, 100).await;
+    let body = json!({ "prompt": "p", "model": "stable-diffusion-1.5",
+                       "source_image": png_base64(64, 64, [1, 2, 3]) });
+    let (s, b) = srv.generate("image-to-image", &alice.access, body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(stored_inputs(&srv), 1);
+}

@@ -1,6 +1,6 @@
 //! Operations: health, readiness, metrics, request ids, CORS, OpenAPI, docs.
 
-use pingvas_tests::TestServer;
+use pingvas_tests::{TestServer, assert_error};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -136,4 +136,138 @@ async fn openapi_document_and_offline_docs() {
         .await
         .unwrap();
     assert_eq!(js.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_half_a_header_is_closed_after_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start_with(|c| c.header_timeout_ms = 300).await;
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // The server closes the connection (EOF, possibly after a 408); the
+    // test's own bound is generous, the server's timeout is 300 ms.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+    // An idle keep-alive connection is closed the same way.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        idle.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        read.is_ok(),
+        "the idle connection was still open after 10 s"
+    );
+    assert!(String::from_utf8_lossy(&buf).contains("200 OK"));
+}
+
+#[tokio::test]
+async fn metrics_and_the_internal_api_can_move_to_their_own_listeners() {
+    let srv = TestServer::start_with(|c| {
+        c.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.internal_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.worker_token = Some(pingvas_tests::WORKER_TOKEN.to_owned().into());
+    })
+    .await;
+    // Not on the public listener any more.
+    assert_eq!(srv.get("/metrics", None).await.0, StatusCode::NOT_FOUND);
+    let lease = srv
+        .client
+        .post(format!("{}/internal/v1/lease", srv.base))
+        .bearer_auth(pingvas_tests::WORKER_TOKEN)
+        .json(&serde_json::json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lease.status(), StatusCode::NOT_FOUND);
+    // On their own.
+    let metrics = srv.metrics_base.clone().unwrap();
+    let r = srv
+        .client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let internal = srv.internal_base.clone().unwrap();
+    let lease = srv
+        .client
+        .post(format!("{internal}/internal/v1/lease"))
+        .bearer_auth(pingvas_tests::WORKER_TOKEN)
+        .json(&serde_json::json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lease.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_token_and_short_worker_tokens_are_refused() {
+    let srv =
+        TestServer::start_with(|c| c.metrics_token = Some("scrape-secret".to_owned().into())).await;
+    assert_error(
+        &srv.get("/metrics", None).await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    );
+    assert_error(
+        &srv.get("/metrics", Some("wrong")).await,
+        StatusCode::UNAUTHORIZED,
+        "INVALID_TOKEN",
+    );
+    assert_eq!(
+        srv.get("/metrics", Some("scrape-secret")).await.0,
+        StatusCode::OK
+    );
+
+    let db = pingvas_tests::TestDatabase::create().await;
+    let config = pingvas_host::config::Config {
+        data_dir: db.data_dir.clone(),
+        database_url: Some(db.url.clone().into()),
+        worker_token: Some("too-short".to_owned().into()),
+        ..Default::default()
+    };
+    let err = match pingvas_host::app::AppState::build(config).await {
+        Ok(_) => panic!("a 9-byte worker token was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("at least 32 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn files_are_never_sniffed() {
+    let srv = TestServer::start().await;
+    let u = srv.signup("files@example.com").await;
+    let mut events = srv.events(&u.access, None).await;
+    let (s, b) = srv
+        .generate(
+            "text-to-image",
+            &u.access,
+            pingvas_tests::small_job("a file"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let end = events
+        .until_end(b["data"]["job_id"].as_str().unwrap())
+        .await;
+    let url = srv.url_of(end["data"]["images"][0]["image_url"].as_str().unwrap());
+    let r = srv.client.get(url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }

@@ -596,3 +596,60 @@ async fn a_node_that_loops_or_hoards_memory_fails_only_its_job() {
         .await;
     assert_eq!(end["type"], "job.completed");
 }
+
+#[tokio::test]
+async fn event_sockets_are_capped_per_user_small_and_end_with_the_token() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let srv = TestServer::start_with(|c| {
+        c.ws_max_per_user = 2;
+        c.access_token_ttl_secs = 2;
+    })
+    .await;
+    let alice = srv.signup("alice@example.com").await;
+    let url = format!(
+        "{}/api/v1/ws?token={}",
+        srv.base.replacen("http", "ws", 1),
+        alice.access
+    );
+    let (mut one, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (_two, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // A third socket of the same user is refused before the upgrade.
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS)
+        }
+        other => panic!("a third socket: {other:?}"),
+    }
+    // Another user is not affected.
+    let bob = srv.signup("bob@example.com").await;
+    srv.events(&bob.access, None).await;
+
+    // A message past the cap closes that socket.
+    let hello = one.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("connected"));
+    let _ = one.send(Message::text("x".repeat(64 << 10))).await;
+    let mut closed = false;
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), one.next()).await
+    {
+        if matches!(msg, Err(_) | Ok(Message::Close(_))) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "an oversized message ends the socket");
+
+    // The socket of a token that expires is closed with 4001 when it does.
+    let (mut short, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut code = None;
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(std::time::Duration::from_secs(30), short.next()).await
+    {
+        if let Message::Close(frame) = msg {
+            code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(4001), "closed when the token expired");
+}
