@@ -21,7 +21,7 @@ use crate::metrics::HttpMetrics;
 use crate::models::ModelCatalogue;
 use crate::plugins::PluginRuntime;
 use crate::plugins::engine::EngineOptions;
-use crate::plugins::registry::Registry;
+use crate::plugins::registry::{Registry, RegistrySettings};
 use crate::queue::{Queue, QueueParts, QueueSettings, UserEvent, WorkerInfo};
 use crate::store::Db;
 
@@ -97,8 +97,12 @@ impl AppState {
             db.clone(),
             blobs.clone(),
             runtime,
-            config.plugin_max_bytes,
-            config.plugin_limits.clone(),
+            RegistrySettings {
+                max_bytes: config.plugin_max_bytes,
+                overrides: config.plugin_limits.clone(),
+                concurrent_checks: 1,
+                publishes_per_hour: config.plugin_publishes_per_hour,
+            },
         ));
         let events = Arc::new(EventBus::new());
         let links = FileLinks::new(secret.as_bytes(), config.public_url.as_deref());

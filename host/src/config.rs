@@ -77,6 +77,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Largest plugin component accepted by `POST /plugins`.
     pub plugin_max_bytes: usize,
+    /// Plugin versions one user may publish in an hour (more answer
+    /// `RATE_LIMITED`).
+    pub plugin_publishes_per_hour: u32,
     /// Count guest instructions (fuel) on top of wall-clock deadlines.
     pub plugin_fuel: bool,
     /// Plugin instances that may run at once (pooling allocator slots).
@@ -160,6 +163,7 @@ impl Default for Config {
             log_format: "text".into(),
             shutdown_grace_secs: 30,
             plugin_max_bytes: 10 * 1024 * 1024,
+            plugin_publishes_per_hour: 30,
             plugin_fuel: false,
             plugin_pool_instances: 64,
             plugin_limits: Default::default(),

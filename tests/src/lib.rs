@@ -247,6 +247,16 @@ impl TestServer {
         self.login(email).await
     }
 
+    /// Registers `email` as an admin (who may publish the bundled
+    /// plugins' names and billing adapters).
+    pub async fn signup_admin(&self, email: &str) -> Session {
+        let session = self.signup(email).await;
+        pingvas_host::admin::set_role(&self.state.db, email, "admin")
+            .await
+            .expect("set role");
+        session
+    }
+
     pub async fn login(&self, email: &str) -> Session {
         let (s, body) = self
             .post(

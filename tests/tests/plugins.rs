@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn publish_validates_and_stores_the_component() {
     let srv = TestServer::start().await;
-    let alice = srv.signup("alice@example.com").await;
+    let alice = srv.signup_admin("alice@example.com").await;
     let (s, body) = srv
         .publish(
             &alice.access,
@@ -62,7 +62,7 @@ async fn publish_validates_and_stores_the_component() {
 #[tokio::test]
 async fn publish_rejects_what_does_not_fit() {
     let srv = TestServer::start_with(|c| c.plugin_max_bytes = 140_000).await;
-    let u = srv.signup("author@example.com").await;
+    let u = srv.signup_admin("author@example.com").await;
     let reason = |r: &(StatusCode, Value)| {
         assert_error(r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR")["details"]["reason"].clone()
     };
@@ -164,8 +164,8 @@ async fn publish_rejects_what_does_not_fit() {
 #[tokio::test]
 async fn visibility_listing_and_yank() {
     let srv = TestServer::start().await;
-    let alice = srv.signup("alice@example.com").await;
-    let bob = srv.signup("bob@example.com").await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    let bob = srv.signup_admin("bob@example.com").await;
     assert_eq!(
         srv.publish(
             &alice.access,
@@ -330,7 +330,7 @@ async fn visibility_listing_and_yank() {
 #[tokio::test]
 async fn compiled_components_are_cached_on_disk() {
     let srv = TestServer::start().await;
-    let u = srv.signup("cache@example.com").await;
+    let u = srv.signup_admin("cache@example.com").await;
     assert_eq!(
         srv.publish(
             &u.access,
@@ -347,4 +347,127 @@ async fn compiled_components_are_cached_on_disk() {
         .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].ends_with(".cwasm"));
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn publishing_is_bounded_and_names_and_kinds_are_guarded() {
+    let srv = TestServer::start_with(|c| c.plugin_publishes_per_hour = 6).await;
+    let admin = srv.signup_admin("admin@example.com").await;
+    let mallory = srv.signup("mallory@example.com").await;
+    let name_taken = |r: &(StatusCode, Value)| {
+        assert_error(r, StatusCode::CONFLICT, "CONFLICT")["details"]["reason"].clone()
+    };
+
+    // The bundled plugins' names are reserved, answered like any taken name.
+    let r = srv
+        .publish(
+            &mallory.access,
+            manifest("watermark", "0.1.0", "node", "public"),
+            plugin_wasm("watermark"),
+        )
+        .await;
+    assert_eq!(name_taken(&r), json!("name_taken"));
+    // Only admins publish billing adapters.
+    let r = srv
+        .publish(
+            &mallory.access,
+            manifest("evil-billing", "0.1.0", "billing", "private"),
+            plugin_wasm("hostile-billing"),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
+    // Nothing was compiled, stored or cached for the refusals.
+    let blobs = srv.db.data_dir.join("blobs/plugins");
+    let cache = srv.db.data_dir.join("plugin-cache");
+    assert_eq!((files_in(&blobs), files_in(&cache)), (0, 0));
+
+    // Someone else's private name answers exactly like a public one.
+    let r = srv
+        .publish(
+            &admin.access,
+            manifest("watermark", "0.1.0", "node", "private"),
+            plugin_wasm("watermark"),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    assert_eq!((files_in(&blobs), files_in(&cache)), (1, 1));
+    for (name, wasm, visibility) in [
+        ("hostile-post", "hostile-post", "private"),
+        ("hostile", "hostile-node", "public"),
+    ] {
+        let r = srv
+            .publish(
+                &admin.access,
+                manifest(name, "0.1.0", "node", visibility),
+                plugin_wasm(wasm),
+            )
+            .await;
+        assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    }
+    let private_taken = srv
+        .publish(
+            &mallory.access,
+            manifest("hostile-post", "0.2.0", "node", "public"),
+            plugin_wasm("hostile-post"),
+        )
+        .await;
+    let public_taken = srv
+        .publish(
+            &mallory.access,
+            manifest("hostile", "0.2.0", "node", "public"),
+            plugin_wasm("hostile-node"),
+        )
+        .await;
+    assert_eq!(
+        private_taken, public_taken,
+        "a private name is not revealed"
+    );
+    assert_eq!(name_taken(&private_taken), json!("name_taken"));
+    assert_eq!((files_in(&blobs), files_in(&cache)), (3, 3));
+    // A refused version keeps nothing new.
+    let again = srv
+        .publish(
+            &admin.access,
+            manifest("watermark", "0.1.0", "node", "private"),
+            plugin_wasm("watermark"),
+        )
+        .await;
+    assert_eq!(name_taken(&again), json!("version_exists"));
+    assert_eq!((files_in(&blobs), files_in(&cache)), (3, 3));
+
+    // The publisher's id is shown to the publisher only.
+    let mine = srv.get("/plugins/watermark", Some(&admin.access)).await;
+    assert!(mine.1["data"]["owner_id"].is_string(), "{}", mine.1);
+    srv.publish(
+        &admin.access,
+        manifest("grayscale", "0.1.0", "node", "public"),
+        plugin_wasm("grayscale"),
+    )
+    .await;
+    let theirs = srv.get("/plugins/grayscale", Some(&mallory.access)).await;
+    assert_eq!(theirs.0, StatusCode::OK);
+    assert!(theirs.1["data"].get("owner_id").is_none(), "{}", theirs.1);
+
+    // Six publishes an hour: the admin has made five, the next passes,
+    // the one after is rate limited before any work.
+    let r = srv
+        .publish(
+            &admin.access,
+            manifest("safety-filter", "0.1.0", "node", "public"),
+            plugin_wasm("safety-filter"),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
+    let r = srv
+        .publish(
+            &admin.access,
+            manifest("prompt-style", "0.1.0", "node", "public"),
+            plugin_wasm("prompt-style"),
+        )
+        .await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
 }

@@ -326,7 +326,7 @@ async fn one_users_backlog_does_not_starve_another() {
 #[tokio::test]
 async fn nodes_run_inside_the_job_and_a_failing_one_is_charged() {
     let srv = TestServer::start().await;
-    let alice = srv.signup("alice@example.com").await;
+    let alice = srv.signup_admin("alice@example.com").await;
     srv.publish_node(&alice.access, "prompt-style", "prompt-style")
         .await;
     srv.publish_node(&alice.access, "watermark", "watermark")

@@ -27,8 +27,13 @@ impl LocalBlobs {
     /// Writes `bytes` under `key` atomically (temp file, then rename); an
     /// existing blob of that key is left as it is (content-addressed keys).
     pub fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.put_new(key, bytes).map(|_| ())
+    }
+
+    /// Like `put`; true when this call created the blob.
+    pub fn put_new(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool> {
         if self.root.exists(key) {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(parent) = Path::new(key)
             .parent()
@@ -40,7 +45,8 @@ impl LocalBlobs {
         let mut f = self.root.create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        self.root.rename(&tmp, &self.root, key)
+        self.root.rename(&tmp, &self.root, key)?;
+        Ok(true)
     }
 
     pub fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {

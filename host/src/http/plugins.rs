@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiPath, ApiQuery, AuthUser};
+use super::extract::{ApiPath, ApiQuery, AuthUser, CurrentUser};
 use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -52,6 +52,11 @@ impl From<RegistryError> for ApiError {
             RegistryError::Yanked => {
                 ApiError::with_details(ErrorCode::Conflict, json!({ "reason": "yanked" }))
             }
+            RegistryError::RateLimited { retry_after_secs } => ApiError::with_details(
+                ErrorCode::RateLimited,
+                json!({ "reason": "too many publishes", "retry_after": retry_after_secs }),
+            )
+            .retry_after(retry_after_secs),
             RegistryError::Internal(e) => ApiError::internal(e),
         }
     }
@@ -65,7 +70,9 @@ pub struct PluginView {
     pub description: String,
     /// public or private
     pub visibility: String,
-    pub owner_id: String,
+    /// Shown to the publisher only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
     pub is_owner: bool,
     /// Newest version that is not yanked.
     pub latest_version: Option<String>,
@@ -75,13 +82,14 @@ pub struct PluginView {
 
 impl PluginView {
     fn of(p: PluginRow, viewer: &str) -> Self {
+        let is_owner = p.owner_id == viewer;
         PluginView {
-            is_owner: p.owner_id == viewer,
+            is_owner,
             name: p.name,
             kind: p.kind,
             description: p.description,
             visibility: p.visibility,
-            owner_id: p.owner_id,
+            owner_id: is_owner.then_some(p.owner_id),
             latest_version: p.latest_version,
             created_at: p.created_at,
             updated_at: p.updated_at,
@@ -152,7 +160,7 @@ pub struct PublishForm {
     ))]
 async fn publish(
     State(state): State<SharedState>,
-    user: AuthUser,
+    user: CurrentUser,
     mut form: Multipart,
 ) -> ApiResult<impl IntoResponse> {
     let bad_form = |reason: String| ApiError::validation(None, reason);
@@ -186,10 +194,7 @@ async fn publish(
     }
     let manifest = manifest.ok_or_else(|| ApiError::validation(Some("manifest"), "missing"))?;
     let component = component.ok_or_else(|| ApiError::validation(Some("component"), "missing"))?;
-    let (plugin, version) = state
-        .registry
-        .publish(&user.id, &manifest, &component)
-        .await?;
+    let (plugin, version) = state.registry.publish(&user, &manifest, &component).await?;
     let body = PublishedPlugin {
         plugin: PluginView::of(plugin, &user.id),
         version: version.into(),

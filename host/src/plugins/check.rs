@@ -134,7 +134,7 @@ pub async fn check(
         limits::Limits::for_kind,
     )
     .await?;
-    let plugin = &checked.plugin;
+    let plugin = &checked.compiled.plugin;
     lines.push(format!(
         "valid component, world `{}` (checked in {})",
         plugin.kind.world(),

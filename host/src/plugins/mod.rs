@@ -10,6 +10,7 @@
 //! `error` (typed failures), `registry` (published plugins).
 
 pub mod bindings;
+pub mod cache;
 pub mod check;
 pub mod engine;
 pub mod error;

@@ -4,17 +4,35 @@
 //! plugins and their own private ones, nobody else's.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use chrono::Utc;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use super::limits::{self, LimitsOverride};
+use super::runtime::Compiled;
 use super::runtime::NodeDescriptor;
 use super::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};
 use crate::blobs::LocalBlobs;
 use crate::store::plugins::{self as q, NewVersion, PluginRow, VersionRow};
 use crate::store::{Db, Page, StoreError, new_id};
+use crate::users::Caller;
+
+/// How publishing is bounded, from the configuration.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Largest component accepted.
+    pub max_bytes: usize,
+    pub overrides: HashMap<String, LimitsOverride>,
+    /// Compiles and `describe()` calls of publishes at once.
+    pub concurrent_checks: usize,
+    /// Publishes one user may make in an hour.
+    pub publishes_per_hour: u32,
+}
 
 /// What a publisher says about the component they upload.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +71,8 @@ pub enum RegistryError {
     Forbidden,
     #[error("the version is yanked")]
     Yanked,
+    #[error("too many publishes; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -65,10 +85,9 @@ impl From<StoreError> for RegistryError {
 
 pub type RegistryResult<T> = Result<T, RegistryError>;
 
-/// What validation learned about a component.
-#[derive(Debug)]
+/// What validation learned about a component, compiled but not cached.
 pub struct Checked {
-    pub plugin: Arc<LoadedPlugin>,
+    pub compiled: Compiled,
     pub descriptor: Option<NodeDescriptor>,
 }
 
@@ -85,7 +104,15 @@ pub struct Registry {
     pub runtime: Arc<PluginRuntime>,
     pub max_bytes: usize,
     pub overrides: HashMap<String, LimitsOverride>,
+    /// Compiles and `describe()` calls of publishes running at once.
+    checking: Semaphore,
+    /// Publishes per user and hour.
+    publishes: DefaultKeyedRateLimiter<String>,
 }
+
+/// The names of the plugins that ship with the studio: only admins
+/// publish under them.
+pub const RESERVED_NAMES: &[&str] = &["prompt-style", "safety-filter", "watermark", "grayscale"];
 
 /// The checks of publish that need no database: size, really a component,
 /// the world of `kind` (read from the component; detected when `None`),
@@ -101,21 +128,25 @@ pub async fn check_component(
     if bytes.len() > max_bytes {
         return Err(RegistryError::TooLarge { max: max_bytes });
     }
-    let plugin = runtime
-        .load(name, bytes, kind)
+    let compiled = runtime
+        .check(name, bytes, kind)
         .await
         .map_err(RegistryError::Component)?;
+    let plugin = &compiled.plugin;
     let descriptor = match plugin.kind {
         PluginKind::Node => Some(
             runtime
-                .describe(name, &plugin, limits(plugin.kind))
+                .describe(name, plugin, limits(plugin.kind))
                 .await
                 .map_err(RegistryError::Component)?
                 .output,
         ),
         _ => None,
     };
-    Ok(Checked { plugin, descriptor })
+    Ok(Checked {
+        compiled,
+        descriptor,
+    })
 }
 
 fn check_name(name: &str) -> RegistryResult<()> {
@@ -140,15 +171,17 @@ impl Registry {
         db: Db,
         blobs: Arc<LocalBlobs>,
         runtime: Arc<PluginRuntime>,
-        max_bytes: usize,
-        overrides: HashMap<String, LimitsOverride>,
+        settings: RegistrySettings,
     ) -> Self {
+        let per_hour = NonZeroU32::new(settings.publishes_per_hour.max(1)).expect("at least 1");
         Self {
             db,
             blobs,
             runtime,
-            max_bytes,
-            overrides,
+            max_bytes: settings.max_bytes,
+            overrides: settings.overrides,
+            checking: Semaphore::new(settings.concurrent_checks.max(1)),
+            publishes: RateLimiter::keyed(Quota::per_hour(per_hour)),
         }
     }
 
@@ -156,22 +189,23 @@ impl Registry {
         limits::resolve(kind, name, &self.overrides)
     }
 
-    pub async fn check_component(
-        &self,
-        name: &str,
-        kind: Option<PluginKind>,
-        bytes: &[u8],
-    ) -> RegistryResult<Checked> {
-        let limits = |k: PluginKind| self.limits(k, name);
-        check_component(&self.runtime, name, kind, bytes, self.max_bytes, limits).await
-    }
-
+    /// Publishes a version: the cheap checks first (rate, manifest, who may
+    /// use the name and kind), then compile and `describe()` on a bounded
+    /// pool, then the name/version transaction; the component is stored and
+    /// cached only for a version that was recorded.
     pub async fn publish(
         &self,
-        owner: &str,
+        caller: &Caller,
         m: &Manifest,
         bytes: &[u8],
     ) -> RegistryResult<(PluginRow, VersionRow)> {
+        let owner = caller.id.as_str();
+        if let Err(not_until) = self.publishes.check_key(&caller.id) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(RegistryError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
         check_name(&m.name)?;
         semver::Version::parse(&m.version).map_err(|e| RegistryError::Invalid {
             field: "version",
@@ -193,7 +227,34 @@ impl Registry {
                 reason: "at most 1000 characters".into(),
             });
         }
-        let checked = self.check_component(&m.name, Some(kind), bytes).await?;
+        let admin = caller.role == "admin";
+        if kind == PluginKind::Billing && !admin {
+            return Err(RegistryError::Forbidden);
+        }
+        // A reserved name, or one that is someone else's (public or
+        // private), answers alike.
+        if RESERVED_NAMES.contains(&m.name.as_str()) && !admin {
+            return Err(RegistryError::NameTaken);
+        }
+        if q::find_by_name(&self.db, &m.name)
+            .await?
+            .is_some_and(|p| p.owner_id != owner)
+        {
+            return Err(RegistryError::NameTaken);
+        }
+        let checked = {
+            let _turn = self.checking.acquire().await.map_err(anyhow::Error::from)?;
+            let limits = |k: PluginKind| self.limits(k, &m.name);
+            check_component(
+                &self.runtime,
+                &m.name,
+                Some(kind),
+                bytes,
+                self.max_bytes,
+                limits,
+            )
+            .await?
+        };
         if let Some(d) = &checked.descriptor
             && (d.name != m.name || d.version != m.version)
         {
@@ -202,15 +263,7 @@ impl Registry {
                 d.name, d.version, m.name, m.version
             )));
         }
-        let sha256 = checked.plugin.sha256.clone();
-        let blobs = self.blobs.clone();
-        let key = format!("plugins/{sha256}.wasm");
-        let owned = bytes.to_vec();
-        tokio::task::spawn_blocking(move || blobs.put(&key, &owned))
-            .await
-            .map_err(anyhow::Error::from)?
-            .map_err(anyhow::Error::from)?;
-
+        let sha256 = checked.compiled.plugin.sha256.clone();
         let now = Utc::now();
         let mut tx = self.db.begin().await?;
         let plugin = match q::find_by_name_in(&mut tx, &m.name).await? {
@@ -248,7 +301,7 @@ impl Registry {
             version: &m.version,
             sha256: &sha256,
             size_bytes: bytes.len() as i64,
-            abi_version: checked.plugin.shape.abi_version(),
+            abi_version: checked.compiled.plugin.shape.abi_version(),
             node_kind: checked.descriptor.as_ref().map(|d| d.kind.as_str()),
             parameters_schema: checked
                 .descriptor
@@ -259,7 +312,23 @@ impl Registry {
             Err(e) if e.is_unique_violation() => return Err(RegistryError::VersionExists),
             other => other?,
         }
-        tx.commit().await?;
+        // The bytes go to storage inside the transaction, so a version is
+        // never recorded without them, and removed again if it is not.
+        let key = format!("plugins/{sha256}.wasm");
+        let blobs = self.blobs.clone();
+        let (k, owned) = (key.clone(), bytes.to_vec());
+        let created = tokio::task::spawn_blocking(move || blobs.put_new(&k, &owned))
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(anyhow::Error::from)?;
+        if let Err(e) = tx.commit().await {
+            if created {
+                let blobs = self.blobs.clone();
+                let _ = tokio::task::spawn_blocking(move || blobs.delete(&key)).await;
+            }
+            return Err(e.into());
+        }
+        self.runtime.keep(checked.compiled).await;
         let plugin = q::find_by_name(&self.db, &m.name)
             .await?
             .ok_or(RegistryError::NotFound)?;

@@ -2,9 +2,8 @@
 //! hash (and cached on disk next to the engine's fingerprint), linked once
 //! into an `InstancePre`, and every call gets a fresh, limited `Store`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -17,6 +16,7 @@ use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
 };
 use super::bindings::v0_1_0::node::pingvas::plugin::types::GenerationParams;
 use super::bindings::v0_1_0::node::{Node, NodePre};
+use super::cache::{self, DiskCache, MemoryCache};
 use super::engine::{EngineOptions, PluginEngine};
 use super::error::PluginError;
 use super::host::images::ImageHandle;
@@ -73,9 +73,16 @@ pub struct PluginRuntime {
     engine: PluginEngine,
     node_linker: Linker<PluginState>,
     billing_linker: Linker<PluginState>,
-    cache_dir: Option<PathBuf>,
-    loaded: Mutex<HashMap<(String, PluginKind), Arc<LoadedPlugin>>>,
+    disk: Option<Arc<DiskCache>>,
+    loaded: MemoryCache,
     http: reqwest::Client,
+}
+
+/// A component compiled and linked but not cached yet (publishing keeps it
+/// only once the version is recorded).
+pub struct Compiled {
+    pub plugin: Arc<LoadedPlugin>,
+    component: Component,
 }
 
 fn link_err(e: wasmtime::Error) -> anyhow::Error {
@@ -98,15 +105,20 @@ impl PluginRuntime {
             |s| s,
         )
         .map_err(link_err)?;
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)?;
-        }
+        let disk = match cache_dir {
+            Some(dir) => Some(Arc::new(DiskCache::open(
+                dir,
+                &engine.fingerprint,
+                cache::DISK_BYTES,
+            )?)),
+            None => None,
+        };
         Ok(Self {
             engine,
             node_linker,
             billing_linker,
-            cache_dir,
-            loaded: Mutex::new(HashMap::new()),
+            disk,
+            loaded: MemoryCache::new(cache::MEMORY_ENTRIES),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
@@ -117,8 +129,9 @@ impl PluginRuntime {
         &self.engine.engine
     }
 
-    /// Compiles (or fetches from cache), checks the world, and links.
-    /// `kind` is what the caller expects; `None` detects it.
+    /// Compiles (or fetches from the caches), checks the world, links,
+    /// and keeps the result cached. `kind` is what the caller expects;
+    /// `None` detects it.
     pub async fn load(
         &self,
         name: &str,
@@ -127,16 +140,73 @@ impl PluginRuntime {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(kind) = kind
-            && let Some(hit) = self
-                .loaded
-                .lock()
-                .expect("plugin cache")
-                .get(&(sha256.clone(), kind))
+            && let Some(hit) = self.loaded.get(&sha256, kind)
         {
-            return Ok(hit.clone());
+            return Ok(hit);
         }
-        let component = self.compile(name, &sha256, bytes).await?;
-        let shape = Shape::of(&component, &self.engine.engine);
+        if let Some(component) = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.read(&self.engine.engine, &sha256))
+        {
+            let plugin = Arc::new(self.link(name, sha256, &component, kind)?);
+            self.loaded.insert(plugin.clone());
+            return Ok(plugin);
+        }
+        let compiled = self.check(name, bytes, kind).await?;
+        let plugin = compiled.plugin.clone();
+        self.keep(compiled).await;
+        Ok(plugin)
+    }
+
+    /// Compiles, checks the world and links, caching nothing.
+    pub async fn check(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        kind: Option<PluginKind>,
+    ) -> Result<Compiled, PluginError> {
+        let invalid = |reason: String| PluginError::InvalidComponent {
+            plugin: name.into(),
+            reason,
+        };
+        if !wasmparser_is_component(bytes) {
+            return Err(invalid(
+                "not a WebAssembly component (a core module or other bytes)".into(),
+            ));
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let engine = self.engine.engine.clone();
+        let owned = bytes.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, owned))
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let plugin = Arc::new(self.link(name, sha256, &component, kind)?);
+        Ok(Compiled { plugin, component })
+    }
+
+    /// Keeps a checked component in the caches.
+    pub async fn keep(&self, compiled: Compiled) {
+        self.loaded.insert(compiled.plugin.clone());
+        if let Some(disk) = self.disk.clone() {
+            let sha256 = compiled.plugin.sha256.clone();
+            let component = compiled.component;
+            // Serialising and writing to disk block.
+            let _ = tokio::task::spawn_blocking(move || disk.write(&sha256, &component)).await;
+        }
+    }
+
+    /// Checks the component's world (the `kind` expected, or detected) and
+    /// links it.
+    fn link(
+        &self,
+        name: &str,
+        sha256: String,
+        component: &Component,
+        kind: Option<PluginKind>,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let shape = Shape::of(component, &self.engine.engine);
         let kind = match kind {
             Some(k) => {
                 shape.check(k).map_err(|reason| PluginError::WrongWorld {
@@ -159,86 +229,26 @@ impl PluginRuntime {
         };
         let linked = match kind {
             PluginKind::Node => {
-                let pre = self
-                    .node_linker
-                    .instantiate_pre(&component)
-                    .map_err(wrong)?;
+                let pre = self.node_linker.instantiate_pre(component).map_err(wrong)?;
                 Linked::Node(NodePre::new(pre).map_err(wrong)?)
             }
             PluginKind::Billing => {
                 let pre = self
                     .billing_linker
-                    .instantiate_pre(&component)
+                    .instantiate_pre(component)
                     .map_err(wrong)?;
                 Linked::Billing(BillingAdapterPre::new(pre).map_err(wrong)?)
             }
-            PluginKind::Workflow => {
-                // The workflow host interfaces are linked by the workflow
-                // engine; here the world check above is the whole test.
-                Linked::Workflow
-            }
+            // The workflow host interfaces are linked by the workflow
+            // engine; here the world check above is the whole test.
+            PluginKind::Workflow => Linked::Workflow,
         };
-        let loaded = Arc::new(LoadedPlugin {
-            sha256: sha256.clone(),
+        Ok(LoadedPlugin {
+            sha256,
             kind,
             shape,
             linked,
-        });
-        self.loaded
-            .lock()
-            .expect("plugin cache")
-            .insert((sha256, kind), loaded.clone());
-        Ok(loaded)
-    }
-
-    async fn compile(
-        &self,
-        name: &str,
-        sha256: &str,
-        bytes: &[u8],
-    ) -> Result<Component, PluginError> {
-        let invalid = |reason: String| PluginError::InvalidComponent {
-            plugin: name.into(),
-            reason,
-        };
-        if !wasmparser_is_component(bytes) {
-            return Err(invalid(
-                "not a WebAssembly component (a core module or other bytes)".into(),
-            ));
-        }
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine.fingerprint)));
-        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `Component::serialize` of this
-            // engine configuration (its fingerprint is in the name) into the
-            // host's own data dir.
-            match unsafe { Component::deserialize_file(&self.engine.engine, path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unreadable compiled plugin")
-                }
-            }
-        }
-        let engine = self.engine.engine.clone();
-        let owned = bytes.to_vec();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, owned))
-            .await
-            .map_err(|e| invalid(e.to_string()))?
-            .map_err(|e| invalid(format!("{e:#}")))?;
-        if let Some(path) = cached
-            && let Ok(code) = component.serialize()
-        {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, code)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .is_err()
-            {
-                let _ = std::fs::remove_file(&tmp);
-            }
-        }
-        Ok(component)
+        })
     }
 
     fn store(&self, plugin: &str, limits: Limits, grants: Arc<Grants>) -> Store<PluginState> {
