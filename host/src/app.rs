@@ -153,11 +153,13 @@ impl AppState {
     /// The in-process worker's identity and the models it serves.
     pub fn local_worker_info(&self) -> WorkerInfo {
         WorkerInfo {
-            id: format!("local-{}", uuid::Uuid::now_v7().simple()),
-            name: "in-process".into(),
-            backend: self.config.worker_backend.clone(),
-            models: self.config.worker_model_list(),
             paused: self.config.worker_paused,
+            ..WorkerInfo::new(
+                "local",
+                "in-process".into(),
+                self.config.worker_backend.clone(),
+                self.config.worker_model_list(),
+            )
         }
     }
 }

@@ -183,15 +183,10 @@ async fn run_worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
     });
     let backend =
         pingvas_host::inference::build(&args.backend, args.backend_url.as_deref(), models.clone())?;
-    let info = WorkerInfo {
-        id: format!("worker-{}", uuid::Uuid::now_v7().simple()),
-        name: args
-            .name
-            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into())),
-        backend: args.backend.clone(),
-        models,
-        paused: false,
-    };
+    let name = args
+        .name
+        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()));
+    let info = WorkerInfo::new("worker", name, args.backend.clone(), models);
     let runtime = pingvas_host::app::plugin_runtime(config)?;
     let source = Arc::new(RemoteSource::new(&args.server, &args.token)?);
     let worker = Arc::new(Worker::new(source, info, backend, runtime, config));

@@ -191,7 +191,7 @@ async fn metrics_and_the_internal_api_can_move_to_their_own_listeners() {
         .client
         .post(format!("{}/internal/v1/lease", srv.base))
         .bearer_auth(pingvas_tests::WORKER_TOKEN)
-        .json(&serde_json::json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null }))
+        .json(&serde_json::json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null, "worker_key": "k" }))
         .send()
         .await
         .unwrap();
@@ -210,7 +210,7 @@ async fn metrics_and_the_internal_api_can_move_to_their_own_listeners() {
         .client
         .post(format!("{internal}/internal/v1/lease"))
         .bearer_auth(pingvas_tests::WORKER_TOKEN)
-        .json(&serde_json::json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null }))
+        .json(&serde_json::json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null, "worker_key": "k" }))
         .send()
         .await
         .unwrap();

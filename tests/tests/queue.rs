@@ -260,7 +260,7 @@ async fn lease(srv: &TestServer, worker: &str, wait_ms: u64) -> (StatusCode, Val
         .client
         .post(format!("{}/internal/v1/lease", srv.base))
         .bearer_auth(WORKER_TOKEN)
-        .json(&json!({ "worker_id": worker, "name": worker, "backend": "manual", "models": null, "wait_ms": wait_ms }))
+        .json(&json!({ "worker_id": worker, "name": worker, "backend": "manual", "models": null, "wait_ms": wait_ms, "worker_key": format!("key-of-{worker}") }))
         .send()
         .await
         .unwrap();
@@ -652,4 +652,78 @@ async fn event_sockets_are_capped_per_user_small_and_end_with_the_token() {
         }
     }
     assert_eq!(code, Some(4001), "closed when the token expired");
+}
+
+#[tokio::test]
+async fn a_worker_fetches_only_its_jobs_plugins_and_unregisters_only_itself() {
+    let srv = TestServer::start_with(|c| {
+        c.worker_enabled = false;
+        c.worker_token = Some(WORKER_TOKEN.to_owned().into());
+    })
+    .await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    srv.publish_node(&alice.access, "watermark", "watermark")
+        .await;
+    srv.publish_node(&alice.access, "grayscale", "grayscale")
+        .await;
+    assert_eq!(lease(&srv, "w1", 0).await.0, StatusCode::NO_CONTENT);
+    let mut body = small_job("pinned");
+    body["post_nodes"] = json!([{ "name": "watermark" }]);
+    let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let (_, l) = lease(&srv, "w1", 5_000).await;
+    let job = l["data"]["job_id"].as_str().unwrap();
+    let token = l["data"]["lease_token"].as_str().unwrap();
+    let fetch = |name: &str, token: &str| {
+        srv.client
+            .get(format!(
+                "{}/internal/v1/jobs/{job}/plugins/{name}/0.1.0",
+                srv.base
+            ))
+            .bearer_auth(WORKER_TOKEN)
+            .header("x-lease-token", token)
+            .send()
+    };
+    let ok = fetch("watermark", token).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        ok.bytes().await.unwrap().to_vec(),
+        pingvas_tests::plugin_wasm("watermark")
+    );
+    // Not pinned by the job, or not this worker's lease: refused.
+    assert_eq!(
+        fetch("grayscale", token).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        fetch("watermark", "guessed").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // Unregistering takes the worker's own key.
+    let goodbye = |key: &str| {
+        srv.client
+            .delete(format!("{}/internal/v1/workers/w1", srv.base))
+            .bearer_auth(WORKER_TOKEN)
+            .header("x-worker-key", key)
+            .send()
+    };
+    assert_eq!(
+        goodbye("not-mine").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    // Nor can another process take over the id.
+    let resp = srv
+        .client
+        .post(format!("{}/internal/v1/lease", srv.base))
+        .bearer_auth(WORKER_TOKEN)
+        .json(
+            &json!({ "worker_id": "w1", "name": "impostor", "backend": "manual",
+                       "models": null, "worker_key": "another-key" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(goodbye("key-of-w1").await.unwrap().status(), StatusCode::OK);
 }

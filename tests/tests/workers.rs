@@ -133,7 +133,7 @@ async fn an_abandoned_lease_past_the_retry_limit_fails_with_a_refund() {
         srv.client
             .post(format!("{}/internal/v1/lease", srv.base))
             .bearer_auth(WORKER_TOKEN)
-            .json(&json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null, "wait_ms": wait }))
+            .json(&json!({ "worker_id": "w", "name": "w", "backend": "manual", "models": null, "wait_ms": wait, "worker_key": "k" }))
             .send()
     };
     assert_eq!(lease(0).await.unwrap().status(), StatusCode::NO_CONTENT);

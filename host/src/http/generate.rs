@@ -77,6 +77,9 @@ impl From<QueueError> for ApiError {
             QueueError::Ended { status } => {
                 ApiError::with_details(ErrorCode::Conflict, json!({ "status": status.as_str() }))
             }
+            QueueError::NotYourWorker | QueueError::NotPinned => {
+                ApiError::with_details(ErrorCode::Forbidden, json!({ "reason": e.to_string() }))
+            }
             QueueError::LeaseLost => ApiError::with_details(
                 ErrorCode::Conflict,
                 json!({ "reason": "the lease is no longer held" }),

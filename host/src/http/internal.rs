@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -21,6 +21,7 @@ use crate::worker::local::with_inputs;
 use crate::worker::wire::{
     CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, LeasedJob,
 };
+use crate::worker::wire::{LEASE_TOKEN, WORKER_KEY};
 
 /// Results of a batch of large images are big; the public body limit does
 /// not apply here.
@@ -33,9 +34,16 @@ pub fn router() -> Router<SharedState> {
         .route("/jobs/{id}/heartbeat", post(heartbeat))
         .route("/jobs/{id}/complete", post(complete))
         .route("/jobs/{id}/fail", post(fail))
-        .route("/plugins/{name}/{version}", get(plugin))
+        .route("/jobs/{id}/plugins/{name}/{version}", get(plugin))
         .route("/workers/{id}", delete(goodbye))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::validation(Some(name), "missing"))
 }
 
 /// A request carrying the worker token.
@@ -120,11 +128,19 @@ async fn fail(
     Ok(ok(serde_json::json!({ "job_id": settled.job_id })))
 }
 
+/// A node plugin pinned by a job the asking worker holds (the lease
+/// token in `x-lease-token`).
 async fn plugin(
     State(state): State<SharedState>,
     _: WorkerAuth,
-    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    Path((job_id, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
+    let token = header(&headers, LEASE_TOKEN)?;
+    state
+        .queue
+        .check_pinned(&job_id, token, &name, &version)
+        .await?;
     let bytes = state
         .registry
         .component_bytes(&name, &version)
@@ -137,11 +153,14 @@ async fn plugin(
         .into_response())
 }
 
+/// Unregisters a worker; only with its own key (`x-worker-key`).
 async fn goodbye(
     State(state): State<SharedState>,
     _: WorkerAuth,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    state.queue.forget_worker(&id).await?;
+    let key = header(&headers, WORKER_KEY)?;
+    state.queue.forget_worker(&id, key).await?;
     Ok(ok(serde_json::json!({ "worker_id": id })))
 }

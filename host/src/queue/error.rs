@@ -21,6 +21,13 @@ pub enum QueueError {
     Ended { status: JobStatus },
     #[error("the lease is no longer held")]
     LeaseLost,
+    /// A worker id registered by another process (another key).
+    #[error("the worker id belongs to another worker")]
+    NotYourWorker,
+    /// A plugin download for a job the asking worker does not hold, or a
+    /// version the job did not pin.
+    #[error("not a plugin of a job this worker holds")]
+    NotPinned,
     #[error("invalid: {0}")]
     Invalid(String),
     #[error(transparent)]

@@ -118,6 +118,36 @@ impl Queue {
         }))
     }
 
+    /// Whether the holder of `token`'s lease on `job_id` may fetch node
+    /// plugin `name`@`version`: the job is running under that lease and
+    /// pinned that version.
+    pub async fn check_pinned(
+        &self,
+        job_id: &str,
+        token: &str,
+        name: &str,
+        version: &str,
+    ) -> QueueResult<()> {
+        let row = q::get(&self.parts.db, job_id)
+            .await?
+            .filter(|r| {
+                r.status == JobStatus::Processing && r.lease_token.as_deref() == Some(token)
+            })
+            .ok_or(QueueError::NotPinned)?;
+        let spec: JobSpec =
+            serde_json::from_str(&row.params).map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let pinned = spec
+            .pre_nodes
+            .iter()
+            .chain(&spec.post_nodes)
+            .any(|n| n.name == name && n.version == version);
+        if pinned {
+            Ok(())
+        } else {
+            Err(QueueError::NotPinned)
+        }
+    }
+
     /// Waits up to `wait` for a job this worker may take. Wakes on every
     /// enqueue and job end in this process, and re-checks every second for
     /// work queued through other hosts.

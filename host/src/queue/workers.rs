@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::{Queue, QueueResult};
+use sha2::{Digest, Sha256};
+
+use super::{Queue, QueueError, QueueResult};
 use crate::store::workers::{self as q, WorkerRow};
 
 /// Who registers as a worker and what it serves.
@@ -20,9 +22,28 @@ pub struct WorkerInfo {
     /// `None`: every model of the catalogue.
     pub models: Option<Vec<String>>,
     pub paused: bool,
+    /// A secret of the worker process: only it may renew or remove its
+    /// registration.
+    pub key: String,
 }
 
 impl WorkerInfo {
+    /// A fresh identity: `prefix` and a random id, and a random key.
+    pub fn new(prefix: &str, name: String, backend: String, models: Option<Vec<String>>) -> Self {
+        Self {
+            id: format!("{prefix}-{}", uuid::Uuid::now_v7().simple()),
+            name,
+            backend,
+            models,
+            paused: false,
+            key: crate::auth::tokens::new_secret(),
+        }
+    }
+
+    fn key_hash(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
     pub fn serves(&self, model: &str) -> bool {
         crate::inference::listed(self.models.as_deref(), model)
     }
@@ -86,7 +107,15 @@ impl Queue {
             paused: w.paused,
             last_seen_at: Utc::now(),
         };
-        q::upsert_worker(&self.parts.db.write().await, &row).await?;
+        let own = q::upsert_worker(
+            &self.parts.db.write().await,
+            &row,
+            &WorkerInfo::key_hash(&w.key),
+        )
+        .await?;
+        if !own {
+            return Err(QueueError::NotYourWorker);
+        }
         // A worker with models the cached view lacks is seen at once.
         if !known {
             self.workers.forget_served();
@@ -94,8 +123,13 @@ impl Queue {
         Ok(())
     }
 
-    pub async fn forget_worker(&self, id: &str) -> QueueResult<()> {
-        q::forget_worker(&self.parts.db.write().await, id).await?;
+    /// Unregisters the worker `id` if `key` is its key.
+    pub async fn forget_worker(&self, id: &str, key: &str) -> QueueResult<()> {
+        let gone =
+            q::forget_worker(&self.parts.db.write().await, id, &WorkerInfo::key_hash(key)).await?;
+        if !gone {
+            return Err(QueueError::NotYourWorker);
+        }
         self.workers.forget_served();
         Ok(())
     }

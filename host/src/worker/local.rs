@@ -12,6 +12,7 @@ use crate::blobs::LocalBlobs;
 use crate::plugins::registry::Registry;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
 use crate::queue::failure::Failure;
+use crate::queue::job::NodeSpec;
 use crate::queue::{BeatReply, Finished, Lease, Queue, QueueError, WorkerInfo};
 
 pub struct LocalSource {
@@ -80,14 +81,14 @@ impl JobSource for LocalSource {
     async fn node_plugin(
         &self,
         _runtime: &PluginRuntime,
-        name: &str,
-        version: &str,
+        _lease: &Lease,
+        node: &NodeSpec,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
-        Ok(self.registry.load_pinned(name, version).await?)
+        Ok(self.registry.load_pinned(&node.name, &node.version).await?)
     }
 
     async fn goodbye(&self, info: &WorkerInfo) {
-        if let Err(e) = self.queue.forget_worker(&info.id).await {
+        if let Err(e) = self.queue.forget_worker(&info.id, &info.key).await {
             tracing::warn!(error = %e, "unregistering the worker");
         }
     }

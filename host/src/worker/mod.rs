@@ -65,12 +65,13 @@ pub trait JobSource: Send + Sync + 'static {
         token: &str,
         failure: &Failure,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// A node plugin's component, compiled (cached by content hash).
+    /// A node plugin pinned by the leased job, compiled (cached by content
+    /// hash).
     fn node_plugin(
         &self,
         runtime: &PluginRuntime,
-        name: &str,
-        version: &str,
+        lease: &Lease,
+        node: &NodeSpec,
     ) -> impl Future<Output = anyhow::Result<Arc<LoadedPlugin>>> + Send;
     /// Unregisters the worker when it stops.
     fn goodbye(&self, info: &WorkerInfo) -> impl Future<Output = ()> + Send;
@@ -336,11 +337,10 @@ impl<S: JobSource> Worker<S> {
         self: Arc<Self>,
         job: Running,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
-        let spec = job.item.lease.spec.clone();
         let result = async {
             let pre_started = Instant::now();
             let spec = self
-                .run_pre_nodes(&spec)
+                .run_pre_nodes(&job.item.lease)
                 .await
                 .map_err(|f| f.after(pre_started.elapsed().as_secs_f64()))?;
             let pre_seconds = pre_started.elapsed().as_secs_f64();
@@ -409,7 +409,7 @@ impl<S: JobSource> Worker<S> {
             let report = match result {
                 Ok(done) => {
                     let post_started = Instant::now();
-                    let finished = this.finish(&done.spec, done.images).await;
+                    let finished = this.finish(lease, &done.spec, done.images).await;
                     let post_seconds = post_started.elapsed().as_secs_f64();
                     let node_seconds = done.pre_seconds + post_seconds;
                     match finished {
@@ -451,9 +451,13 @@ impl<S: JobSource> Worker<S> {
         })
     }
 
-    async fn load_node(&self, node: &NodeSpec) -> Result<Arc<LoadedPlugin>, JobFailure> {
+    async fn load_node(
+        &self,
+        lease: &Lease,
+        node: &NodeSpec,
+    ) -> Result<Arc<LoadedPlugin>, JobFailure> {
         self.source
-            .node_plugin(&self.runtime, &node.name, &node.version)
+            .node_plugin(&self.runtime, lease, node)
             .await
             .map_err(|e| {
                 JobFailure::new(
@@ -467,10 +471,10 @@ impl<S: JobSource> Worker<S> {
         limits::resolve(PluginKind::Node, name, &self.limits)
     }
 
-    async fn run_pre_nodes(&self, spec: &JobSpec) -> Result<JobSpec, JobFailure> {
-        let mut spec = spec.clone();
-        for node in &spec.pre_nodes.clone() {
-            let plugin = self.load_node(node).await?;
+    async fn run_pre_nodes(&self, lease: &Lease) -> Result<JobSpec, JobFailure> {
+        let mut spec = lease.spec.clone();
+        for node in &lease.spec.pre_nodes {
+            let plugin = self.load_node(lease, node).await?;
             let run = self
                 .runtime
                 .run_pre(
@@ -493,12 +497,13 @@ impl<S: JobSource> Worker<S> {
     /// Post-nodes, then PNG encoding (blocking work off the async threads).
     async fn finish(
         &self,
+        lease: &Lease,
         spec: &JobSpec,
         images: Vec<RgbaImage>,
     ) -> Result<Vec<Vec<u8>>, JobFailure> {
         let mut images = images;
         for node in &spec.post_nodes {
-            let plugin = self.load_node(node).await?;
+            let plugin = self.load_node(lease, node).await?;
             let handles = images
                 .into_iter()
                 .map(pipeline::to_handle)

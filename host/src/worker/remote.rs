@@ -9,10 +9,15 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::wire::{CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, LeasedJob};
+use super::wire::{
+    CompleteRequest, FailRequest, HeartbeatRequest, LEASE_TOKEN, LeaseRequest, LeasedJob,
+    WORKER_KEY,
+};
 use super::{JobSource, WorkItem};
 use crate::plugins::{LoadedPlugin, PluginKind, PluginRuntime};
+use crate::queue::Lease;
 use crate::queue::failure::Failure;
+use crate::queue::job::NodeSpec;
 use crate::queue::{BeatReply, Finished, WorkerInfo};
 
 pub struct RemoteSource {
@@ -131,13 +136,18 @@ impl JobSource for RemoteSource {
     async fn node_plugin(
         &self,
         runtime: &PluginRuntime,
-        name: &str,
-        version: &str,
+        lease: &Lease,
+        node: &NodeSpec,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let (name, version) = (&node.name, &node.version);
         let resp = self
             .http
-            .get(format!("{}/plugins/{name}/{version}", self.base))
+            .get(format!(
+                "{}/jobs/{}/plugins/{name}/{version}",
+                self.base, lease.job_id
+            ))
             .bearer_auth(&self.token)
+            .header(LEASE_TOKEN, &lease.token)
             .timeout(Duration::from_secs(60))
             .send()
             .await?
@@ -154,6 +164,7 @@ impl JobSource for RemoteSource {
             .http
             .delete(format!("{}/workers/{}", self.base, info.id))
             .bearer_auth(&self.token)
+            .header(WORKER_KEY, &info.key)
             .timeout(Duration::from_secs(5))
             .send()
             .await;

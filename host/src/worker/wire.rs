@@ -14,6 +14,11 @@ use crate::queue::failure::Failure;
 use crate::queue::job::JobSpec;
 use crate::queue::{Finished, Lease, WorkerInfo};
 
+/// The header with the lease token of the job a plugin download is for.
+pub const LEASE_TOKEN: &str = "x-lease-token";
+/// The header with the worker's own key, for unregistering.
+pub const WORKER_KEY: &str = "x-worker-key";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseRequest {
     pub worker_id: String,
@@ -23,6 +28,9 @@ pub struct LeaseRequest {
     pub models: Option<Vec<String>>,
     #[serde(default)]
     pub paused: bool,
+    /// The worker process's secret: only it may renew or remove the
+    /// registration of `worker_id`.
+    pub worker_key: String,
     /// How long to wait for work (long poll), at most 30 s.
     #[serde(default)]
     pub wait_ms: u64,
@@ -36,6 +44,7 @@ impl LeaseRequest {
             backend: info.backend.clone(),
             models: info.models.clone(),
             paused: info.paused,
+            worker_key: info.key.clone(),
             wait_ms,
         }
     }
@@ -47,6 +56,7 @@ impl LeaseRequest {
             backend: self.backend.clone(),
             models: self.models.clone(),
             paused: self.paused,
+            key: self.worker_key.clone(),
         }
     }
 }
