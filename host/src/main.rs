@@ -181,15 +181,19 @@ async fn run_worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
             .filter(|s| !s.is_empty())
             .collect()
     });
-    let backend =
-        pingvas_host::inference::build(&args.backend, args.backend_url.as_deref(), models.clone())?;
+    let backend = pingvas_host::inference::build(&args.backend, args.backend_url.as_deref())?;
+    let plans = Catalogue::load(config.plans_file.as_deref())?;
+    let catalogue =
+        pingvas_host::models::ModelCatalogue::load(config.models_file.as_deref(), &plans)?;
     let name = args
         .name
         .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()));
     let info = WorkerInfo::new("worker", name, args.backend.clone(), models);
     let runtime = pingvas_host::app::plugin_runtime(config)?;
     let source = Arc::new(RemoteSource::new(&args.server, &args.token)?);
-    let worker = Arc::new(Worker::new(source, info, backend, runtime, config));
+    let worker = Worker::new(source, info, backend, runtime, catalogue, config);
+    worker.refresh_models().await;
+    let worker = Arc::new(worker);
     // SIGTERM: stop leasing and let the running job finish and report
     // within the grace period; past it, stop the job (its lease expires and
     // another worker takes it).

@@ -133,10 +133,7 @@ async fn start_background(
         let backend = crate::inference::build(
             &state.config.worker_backend,
             state.config.worker_backend_url.as_deref(),
-            info.models.clone(),
         )?;
-        // Registered before the first request, so enqueues see a worker.
-        state.queue.touch_worker(&info).await?;
         let source = LocalSource {
             queue: state.queue.clone(),
             registry: state.registry.clone(),
@@ -147,9 +144,14 @@ async fn start_background(
             info,
             backend,
             state.registry.runtime.clone(),
+            state.models.clone(),
             &state.config,
         );
         worker.abort = abort.clone();
+        // Registered with what its backend has before the first request,
+        // so enqueues see the worker.
+        worker.refresh_models().await;
+        state.queue.touch_worker(&worker.info()).await?;
         let worker = Arc::new(worker);
         tasks.spawn(worker.run(stop.clone()));
     }

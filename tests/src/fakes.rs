@@ -72,6 +72,15 @@ impl FakeComfy {
             .route("/view", get(comfy_view))
             .route("/upload/image", post(comfy_upload))
             .route("/interrupt", post(|| async { "" }))
+            .route(
+                "/models/checkpoints",
+                get(|| async {
+                    axum::Json(json!([
+                        "stable-diffusion-1.5.safetensors",
+                        "stable-diffusion-xl.safetensors"
+                    ]))
+                }),
+            )
             .with_state(fake.clone());
         (fake.clone(), serve(app).await)
     }
@@ -217,11 +226,21 @@ pub struct InvokeState {
 #[derive(Clone, Default)]
 pub struct FakeInvoke {
     pub state: Arc<Mutex<InvokeState>>,
+    /// The main models it lists (by default SD 1.5 and SDXL).
+    pub models: Arc<Vec<&'static str>>,
 }
 
 impl FakeInvoke {
     pub async fn start() -> (Self, String) {
-        let fake = FakeInvoke::default();
+        Self::with_models(&["stable-diffusion-1.5", "stable-diffusion-xl"]).await
+    }
+
+    /// A fake that has only `models`.
+    pub async fn with_models(models: &[&'static str]) -> (Self, String) {
+        let fake = FakeInvoke {
+            models: Arc::new(models.to_vec()),
+            ..FakeInvoke::default()
+        };
         let app = Router::new()
             .route("/api/v2/models/", get(invoke_models))
             .route("/api/v1/images/upload", post(invoke_upload))
@@ -237,12 +256,16 @@ impl FakeInvoke {
     }
 }
 
-async fn invoke_models(Query(q): Query<HashMap<String, String>>) -> Response {
-    let name = q.get("model_name").cloned().unwrap_or_default();
-    let known = ["stable-diffusion-1.5", "stable-diffusion-xl"];
-    let models: Vec<Value> = known
+/// `GET /api/v2/models/`: every model, or those of `model_name`.
+async fn invoke_models(
+    State(fake): State<FakeInvoke>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let name = q.get("model_name");
+    let models: Vec<Value> = fake
+        .models
         .iter()
-        .filter(|n| **n == name)
+        .filter(|n| name.is_none_or(|want| *n == want))
         .map(|n| {
             let base = if n.ends_with("xl") { "sdxl" } else { "sd-1" };
             json!({ "key": format!("key-{n}"), "hash": format!("blake3:{n}"), "name": n, "base": base, "type": "main" })

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use pingvas_tests::fakes::{FakeComfy, FakeInvoke};
 use pingvas_tests::pingvas_host::store::jobs;
-use pingvas_tests::{TestServer, WORKER_TOKEN, pingvas_bin, png_base64, small_job};
+use pingvas_tests::{TestServer, WORKER_TOKEN, assert_error, pingvas_bin, png_base64, small_job};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -342,4 +342,53 @@ async fn real_invokeai_upscales() {
         [200, 40, 40, 255],
         "a flat image stays flat when scaled"
     );
+}
+
+#[tokio::test]
+async fn only_models_the_backend_has_are_accepted() {
+    // This InvokeAI has SD 1.5 but not SDXL; the worker would serve both.
+    let (_fake, url) = FakeInvoke::with_models(&["stable-diffusion-1.5"]).await;
+    let srv = TestServer::start_with(|c| {
+        c.worker_backend = "invokeai".into();
+        c.worker_backend_url = Some(url);
+        c.worker_models = "stable-diffusion-1.5,stable-diffusion-xl,real-esrgan".into();
+    })
+    .await;
+    let alice = srv.signup("alice@example.com").await;
+    srv.set_tier("alice@example.com", "pro").await;
+    let (_, models) = srv.get("/models", Some(&alice.access)).await;
+    let can_run = |name: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["can_run_now"].clone())
+            .unwrap()
+    };
+    assert_eq!(can_run("stable-diffusion-1.5"), json!(true));
+    assert_eq!(can_run("stable-diffusion-xl"), json!(false));
+    assert_eq!(
+        can_run("real-esrgan"),
+        json!(true),
+        "upscaling needs no weights"
+    );
+    assert_eq!(
+        can_run("add_detail"),
+        Value::Null,
+        "a LoRA is not run on its own"
+    );
+
+    let before = srv.credits(&alice.user_id).await;
+    let mut sdxl = small_job("refused");
+    sdxl["model"] = json!("stable-diffusion-xl");
+    let r = srv.generate("text-to-image", &alice.access, sdxl).await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE");
+    assert_eq!(
+        srv.credits(&alice.user_id).await,
+        before,
+        "nothing reserved"
+    );
+    let job = run_one(&srv, &alice.access, "text-to-image", small_job("runs")).await;
+    assert_eq!(job["status"], "completed", "{job}");
 }

@@ -42,6 +42,9 @@ pub struct ModelView {
     pub min_tier: String,
     /// Whether the caller's tier may use it.
     pub is_available: bool,
+    /// For models a job runs on (`main`, `upscaler`): whether a live
+    /// worker has it now, so a job for it would be queued.
+    pub can_run_now: Option<bool>,
 }
 
 fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> ApiResult<()> {
@@ -64,10 +67,14 @@ async fn list_models(
 ) -> ApiResult<impl IntoResponse> {
     one_of("type", q.kind.as_deref(), &MODEL_TYPES)?;
     one_of("base", q.base.as_deref(), &MODEL_BASES)?;
-    let views: Vec<ModelView> = state
-        .models
-        .filter(q.kind.as_deref(), q.base.as_deref())
-        .map(|m| ModelView {
+    let mut views = Vec::new();
+    for m in state.models.filter(q.kind.as_deref(), q.base.as_deref()) {
+        let can_run_now = match m.kind.as_str() {
+            "main" | "upscaler" => Some(state.queue.is_served(&m.name).await?),
+            _ => None,
+        };
+        views.push(ModelView {
+            can_run_now,
             is_available: state.models.allows(&state.plans, &user.tier, m),
             id: m.id.clone(),
             name: m.name.clone(),
@@ -77,7 +84,7 @@ async fn list_models(
             description: m.description.clone(),
             thumbnail_url: m.thumbnail_url.clone(),
             min_tier: m.min_tier.clone(),
-        })
-        .collect();
+        });
+    }
     Ok(ok(views))
 }

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::gpu_server::{GpuServer, gpu_server_backend, unavailable};
 use super::{Generation, InferenceError, Operation, Progress, ProgressSink};
+use crate::models::ModelCatalogue;
 
 pub const NAME: &str = "comfyui";
 const SAVE: &str = "save";
@@ -91,9 +92,33 @@ fn denoise_prompt(
 }
 
 impl ComfyUi {
-    pub fn new(base: &str, models: Option<Vec<String>>) -> anyhow::Result<Self> {
+    /// The catalogue's models this server has: checkpoints named
+    /// `<catalogue name>.<extension>` in `GET /models/checkpoints`.
+    async fn models_of(&self, catalogue: &ModelCatalogue) -> Result<Vec<String>, InferenceError> {
+        let resp = self
+            .server
+            .http
+            .get(self.server.url("/models/checkpoints"))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !resp.status().is_success() {
+            return Err(InferenceError::Unavailable(format!(
+                "listing checkpoints: {}",
+                resp.status()
+            )));
+        }
+        let files: Vec<String> = resp.json().await.map_err(unavailable)?;
+        Ok(GpuServer::matched(catalogue, |m| {
+            files
+                .iter()
+                .any(|f| f.rsplit_once('.').is_some_and(|(stem, _)| stem == m.name))
+        }))
+    }
+
+    pub fn new(base: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            server: GpuServer::new(base, models)?,
+            server: GpuServer::new(base)?,
         })
     }
 

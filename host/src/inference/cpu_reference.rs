@@ -18,11 +18,9 @@ use super::{Generation, InferenceBackend, InferenceError, Operation, Progress, P
 pub const NAME: &str = "cpu-reference";
 const BLOBS: usize = 6;
 
-/// The backend; `models` limits what it serves (`None`: every model).
+/// The backend: it needs no weights, so it has every model.
 #[derive(Debug, Clone, Default)]
-pub struct CpuReference {
-    pub models: Option<Vec<String>>,
-}
+pub struct CpuReference;
 
 /// splitmix64: a tiny, fixed PRNG, so outputs never change with a crate
 /// upgrade.
@@ -224,8 +222,11 @@ impl InferenceBackend for CpuReference {
         NAME
     }
 
-    fn serves(&self, model: &str) -> bool {
-        super::listed(self.models.as_deref(), model)
+    fn discover<'a>(
+        &'a self,
+        _catalogue: &'a crate::models::ModelCatalogue,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, InferenceError>> {
+        Box::pin(async { Ok(None) })
     }
 
     fn run<'a>(
@@ -267,7 +268,7 @@ mod tests {
     async fn run(op: Operation) -> (Vec<RgbaImage>, Vec<Progress>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        let out = CpuReference::default()
+        let out = CpuReference
             .run(
                 op,
                 Arc::new(move |p| {
@@ -327,7 +328,7 @@ mod tests {
             out[0].pixels().any(|p| p[0] > 10 && p[0] < 245),
             "interpolated values, not a pixel copy"
         );
-        let err = CpuReference::default()
+        let err = CpuReference
             .run(
                 Operation::Upscale {
                     source: RgbaImage::new(2, 2),
@@ -362,7 +363,7 @@ mod tests {
         }
         assert!((32..64).any(|x| out[0].get_pixel(x, 10) != source.get_pixel(x, 10)));
         let wrong = RgbaImage::new(8, 8);
-        let err = CpuReference::default()
+        let err = CpuReference
             .run(
                 Operation::Inpaint {
                     generation: generation(1),
@@ -395,21 +396,11 @@ mod tests {
         assert_eq!(fresh[0].as_raw(), t2i[0].as_raw());
     }
 
-    #[test]
-    fn serves_configured_models() {
-        let all = CpuReference::default();
-        assert!(all.serves("anything"));
-        let some = CpuReference {
-            models: Some(vec!["flux-dev".into()]),
-        };
-        assert!(some.serves("flux-dev") && !some.serves("stable-diffusion-xl"));
-    }
-
     #[tokio::test]
     async fn a_false_answer_stops_the_render() {
         let steps = Arc::new(Mutex::new(0));
         let seen = steps.clone();
-        let out = CpuReference::default()
+        let out = CpuReference
             .run(
                 Operation::TextToImage(Generation {
                     steps: 50,

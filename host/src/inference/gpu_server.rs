@@ -8,10 +8,11 @@ use image::RgbaImage;
 
 use super::InferenceError;
 use crate::imaging::{self, encode_png};
+use crate::models::{Model, ModelCatalogue};
 
-/// Implements `InferenceBackend` for a GPU server adapter: a type with a
-/// `server: GpuServer` field and an inherent
-/// `async fn run_op(&self, Operation, ProgressSink)`.
+/// Implements `InferenceBackend` for a GPU server adapter: a type with an
+/// inherent `async fn run_op(&self, Operation, ProgressSink)` and
+/// `async fn models_of(&self, &ModelCatalogue) -> Result<Vec<String>, _>`.
 macro_rules! gpu_server_backend {
     ($adapter:ty, $name:expr) => {
         impl $crate::inference::InferenceBackend for $adapter {
@@ -19,8 +20,14 @@ macro_rules! gpu_server_backend {
                 $name
             }
 
-            fn serves(&self, model: &str) -> bool {
-                self.server.serves(model)
+            fn discover<'a>(
+                &'a self,
+                catalogue: &'a $crate::models::ModelCatalogue,
+            ) -> futures::future::BoxFuture<
+                'a,
+                Result<Option<Vec<String>>, $crate::inference::InferenceError>,
+            > {
+                Box::pin(async move { self.models_of(catalogue).await.map(Some) })
             }
 
             fn run<'a>(
@@ -40,7 +47,6 @@ pub(crate) use gpu_server_backend;
 
 pub struct GpuServer {
     base: String,
-    models: Option<Vec<String>>,
     pub http: reqwest::Client,
 }
 
@@ -50,10 +56,9 @@ pub fn unavailable(e: impl std::fmt::Display) -> InferenceError {
 }
 
 impl GpuServer {
-    pub fn new(base: &str, models: Option<Vec<String>>) -> anyhow::Result<Self> {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
-            models,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(120))
@@ -69,8 +74,20 @@ impl GpuServer {
         format!("{}{path}", self.base)
     }
 
-    pub fn serves(&self, model: &str) -> bool {
-        super::listed(self.models.as_deref(), model)
+    /// The catalogue names a server has, from what it lists: main models
+    /// whose name or hash `has` recognises, and every upscaler (both
+    /// adapters upscale by resampling, without weights).
+    pub fn matched(catalogue: &ModelCatalogue, has: impl Fn(&Model) -> bool) -> Vec<String> {
+        catalogue
+            .all()
+            .iter()
+            .filter(|m| match m.kind.as_str() {
+                "main" => has(m),
+                "upscaler" => true,
+                _ => false,
+            })
+            .map(|m| m.name.clone())
+            .collect()
     }
 
     /// `img` as a PNG file part named `name`, for a multipart upload.

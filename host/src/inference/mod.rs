@@ -13,6 +13,8 @@ use futures::future::BoxFuture;
 use image::RgbaImage;
 use serde::{Deserialize, Serialize};
 
+use crate::models::ModelCatalogue;
+
 /// Generation parameters a backend needs (also the core of a job's
 /// specification, `queue::job::JobSpec`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -81,8 +83,12 @@ pub enum InferenceError {
 pub trait InferenceBackend: Send + Sync {
     /// What the backend is, as shown in image metadata.
     fn name(&self) -> &'static str;
-    /// Models this backend serves (a worker advertises them).
-    fn serves(&self, model: &str) -> bool;
+    /// The catalogue's models this backend really has (its own model list,
+    /// matched by name or hash); `None`: every model (it needs no weights).
+    fn discover<'a>(
+        &'a self,
+        catalogue: &'a ModelCatalogue,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>, InferenceError>>;
     fn run<'a>(
         &'a self,
         op: Operation,
@@ -95,21 +101,16 @@ pub fn listed(list: Option<&[String]>, model: &str) -> bool {
     list.is_none_or(|m| m.iter().any(|x| x == model))
 }
 
-/// The backend a worker was configured with. `models`: what it serves
-/// (`None`: every model; the GPU servers need a list of what they have).
-pub fn build(
-    kind: &str,
-    url: Option<&str>,
-    models: Option<Vec<String>>,
-) -> anyhow::Result<Arc<dyn InferenceBackend>> {
+/// The backend a worker was configured with.
+pub fn build(kind: &str, url: Option<&str>) -> anyhow::Result<Arc<dyn InferenceBackend>> {
     let need_url = || {
         url.map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("backend {kind} needs a base URL (worker_backend_url)"))
     };
     Ok(match kind {
-        cpu_reference::NAME => Arc::new(cpu_reference::CpuReference { models }),
-        invokeai::NAME => Arc::new(invokeai::InvokeAi::new(&need_url()?, models)?),
-        comfyui::NAME => Arc::new(comfyui::ComfyUi::new(&need_url()?, models)?),
+        cpu_reference::NAME => Arc::new(cpu_reference::CpuReference),
+        invokeai::NAME => Arc::new(invokeai::InvokeAi::new(&need_url()?)?),
+        comfyui::NAME => Arc::new(comfyui::ComfyUi::new(&need_url()?)?),
         other => anyhow::bail!("unknown backend {other} (cpu-reference, invokeai, comfyui)"),
     })
 }

@@ -21,9 +21,12 @@ use image::RgbaImage;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::config::Config;
 use crate::imaging;
 use crate::inference::{InferenceBackend, InferenceError, Progress};
+use crate::models::ModelCatalogue;
 use crate::plugins::limits::{self, LimitsOverride};
 use crate::plugins::runtime::Params;
 use crate::plugins::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};
@@ -79,7 +82,16 @@ pub trait JobSource: Send + Sync + 'static {
 
 pub struct Worker<S: JobSource> {
     pub source: Arc<S>,
-    pub info: WorkerInfo,
+    /// Who the worker is and the models it advertises (what its backend
+    /// has, narrowed by `worker_models`), refreshed now and then.
+    info: std::sync::RwLock<WorkerInfo>,
+    /// `worker_models`: the most this worker may advertise.
+    configured: Option<Vec<String>>,
+    catalogue: ModelCatalogue,
+    /// When the backend was last asked for its models, and whether a
+    /// failed model lookup asks for a fresh look.
+    models_checked: std::sync::Mutex<Option<Instant>>,
+    recheck_models: AtomicBool,
     pub backend: Arc<dyn InferenceBackend>,
     pub runtime: Arc<PluginRuntime>,
     pub limits: HashMap<String, LimitsOverride>,
@@ -95,20 +107,38 @@ pub struct Worker<S: JobSource> {
 /// How long one lease poll waits for work (a long poll on the internal
 /// API, a wait on the queue in process).
 pub const LEASE_POLL: Duration = Duration::from_secs(10);
+/// How often a worker asks its backend which models it has.
+pub const MODEL_RECHECK: Duration = Duration::from_secs(60);
+
+/// What a worker advertises: what the backend has (`None`: every model),
+/// narrowed by what it is configured to serve.
+fn narrow(found: Option<Vec<String>>, configured: &Option<Vec<String>>) -> Option<Vec<String>> {
+    match (found, configured) {
+        (None, c) => c.clone(),
+        (Some(f), None) => Some(f),
+        (Some(f), Some(c)) => Some(f.into_iter().filter(|m| c.contains(m)).collect()),
+    }
+}
 
 impl<S: JobSource> Worker<S> {
     /// A worker as the configuration says: plugin limits, and heartbeats
-    /// three times per lease.
+    /// three times per lease. `info.models` is the configured narrowing;
+    /// `refresh_models` adds what the backend really has.
     pub fn new(
         source: Arc<S>,
         info: WorkerInfo,
         backend: Arc<dyn InferenceBackend>,
         runtime: Arc<PluginRuntime>,
+        catalogue: ModelCatalogue,
         config: &Config,
     ) -> Self {
         Self {
             source,
-            info,
+            configured: info.models.clone(),
+            info: std::sync::RwLock::new(info),
+            catalogue,
+            models_checked: std::sync::Mutex::new(None),
+            recheck_models: AtomicBool::new(false),
             backend,
             runtime,
             limits: config.plugin_limits.clone(),
@@ -116,6 +146,42 @@ impl<S: JobSource> Worker<S> {
             beat_every: (Duration::from_secs(config.lease_ttl_secs) / 3)
                 .max(Duration::from_millis(100)),
             abort: CancellationToken::new(),
+        }
+    }
+
+    /// Who the worker is now.
+    pub fn info(&self) -> WorkerInfo {
+        self.info.read().expect("worker info").clone()
+    }
+
+    /// Asks the backend which catalogue models it has and advertises those
+    /// (a backend that cannot be asked keeps what was advertised).
+    pub async fn refresh_models(&self) {
+        match self.backend.discover(&self.catalogue).await {
+            Ok(found) => {
+                let models = narrow(found, &self.configured);
+                let mut info = self.info.write().expect("worker info");
+                if info.models != models {
+                    tracing::info!(worker = %info.id, ?models, "models the backend has");
+                }
+                info.models = models;
+            }
+            Err(e) => tracing::warn!(error = %e, "asking the backend for its models failed"),
+        }
+        *self.models_checked.lock().expect("models checked") = Some(Instant::now());
+        self.recheck_models.store(false, Ordering::Relaxed);
+    }
+
+    /// Refreshes the models when they are old or a lookup failed.
+    async fn refresh_models_if_due(&self) {
+        let due = self.recheck_models.load(Ordering::Relaxed)
+            || self
+                .models_checked
+                .lock()
+                .expect("models checked")
+                .is_none_or(|t| t.elapsed() > MODEL_RECHECK);
+        if due {
+            self.refresh_models().await;
         }
     }
 }
@@ -187,7 +253,7 @@ impl<S: JobSource> Worker<S> {
     /// Runs until `shutdown` is cancelled, then lets the job on the GPU
     /// finish its report and unregisters.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        tracing::info!(worker = %self.info.id, backend = self.backend.name(), "worker started");
+        tracing::info!(worker = %self.info().id, backend = self.backend.name(), "worker started");
         // One lease may wait ahead of the GPU.
         let slots = Arc::new(Semaphore::new(1));
         let (tx, mut rx) = mpsc::channel::<Running>(1);
@@ -218,8 +284,9 @@ impl<S: JobSource> Worker<S> {
             job.keeper.abort();
         }
         while finishers.join_next().await.is_some() {}
-        self.source.goodbye(&self.info).await;
-        tracing::info!(worker = %self.info.id, "worker stopped");
+        let info = self.info();
+        self.source.goodbye(&info).await;
+        tracing::info!(worker = %info.id, "worker stopped");
     }
 
     async fn lease_loop(
@@ -235,8 +302,10 @@ impl<S: JobSource> Worker<S> {
                 _ = shutdown.cancelled() => return,
             };
             let Ok(permit) = permit else { return };
+            self.refresh_models_if_due().await;
+            let info = self.info();
             let leased = tokio::select! {
-                r = self.source.lease(&self.info, self.poll) => r,
+                r = self.source.lease(&info, self.poll) => r,
                 _ = shutdown.cancelled() => return,
             };
             match leased {
@@ -390,6 +459,11 @@ impl<S: JobSource> Worker<S> {
                 Err(InferenceError::InvalidInput(m)) => {
                     Err(JobFailure::new(FailureCode::InvalidInput, m))
                 }
+                Err(e @ InferenceError::UnknownModel(_)) => {
+                    // The backend lost a model: look again before leasing.
+                    self.recheck_models.store(true, Ordering::Relaxed);
+                    Err(JobFailure::new(FailureCode::InferenceFailed, e.to_string()))
+                }
                 Err(e) => Err(JobFailure::new(FailureCode::InferenceFailed, e.to_string())),
             }
         }
@@ -537,5 +611,20 @@ impl<S: JobSource> Worker<S> {
         .await
         .map_err(|e| JobFailure::new(FailureCode::HostFailed, e.to_string()))?
         .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::narrow;
+
+    #[test]
+    fn advertised_models_are_what_the_backend_has_within_the_configuration() {
+        let v = |m: &[&str]| Some(m.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(narrow(None, &None), None);
+        assert_eq!(narrow(None, &v(&["a"])), v(&["a"]));
+        assert_eq!(narrow(v(&["a", "b"]), &None), v(&["a", "b"]));
+        assert_eq!(narrow(v(&["a", "b"]), &v(&["b", "c"])), v(&["b"]));
+        assert_eq!(narrow(v(&[]), &None), v(&[]));
     }
 }

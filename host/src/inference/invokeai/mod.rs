@@ -24,6 +24,7 @@ use graph::{Graph, Latents, OUTPUT, denoise_graph};
 
 use super::gpu_server::{GpuServer, gpu_server_backend, unavailable};
 use super::{Generation, InferenceError, Operation, Progress, ProgressSink};
+use crate::models::ModelCatalogue;
 
 pub const NAME: &str = "invokeai";
 const QUEUE: &str = "default";
@@ -34,10 +35,45 @@ pub struct InvokeAi {
 }
 
 impl InvokeAi {
-    pub fn new(base: &str, models: Option<Vec<String>>) -> anyhow::Result<Self> {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            server: GpuServer::new(base, models)?,
+            server: GpuServer::new(base)?,
         })
+    }
+
+    /// The catalogue's models this server has: `GET /api/v2/models/` of
+    /// type `main`, matched by name or by hash (InvokeAI prefixes its
+    /// hashes with the algorithm, `blake3:…`).
+    async fn models_of(&self, catalogue: &ModelCatalogue) -> Result<Vec<String>, InferenceError> {
+        let list = self
+            .json(
+                self.server
+                    .http
+                    .get(self.server.url("/api/v2/models/"))
+                    .query(&[("model_type", "main")]),
+            )
+            .await?;
+        let listed: Vec<(String, String)> = list["models"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|m| {
+                        let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+                        (text("name"), text("hash"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(GpuServer::matched(catalogue, |m| {
+            listed.iter().any(|(name, hash)| {
+                *name == m.name
+                    || (!m.hash.is_empty()
+                        && hash
+                            .rsplit(':')
+                            .next()
+                            .is_some_and(|h| h.starts_with(&m.hash)))
+            })
+        }))
     }
 
     async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, InferenceError> {
@@ -304,7 +340,7 @@ mod tests {
     #[ignore = "needs a running InvokeAI server at INVOKEAI_URL"]
     async fn invokeai_accepts_our_graphs() {
         let url = std::env::var("INVOKEAI_URL").expect("INVOKEAI_URL");
-        let backend = InvokeAi::new(&url, None).unwrap();
+        let backend = InvokeAi::new(&url).unwrap();
         for base in ["sd-1", "sdxl"] {
             let id = json!({ "key": "missing", "hash": "blake3:missing", "name": "missing",
                              "base": base, "type": "main" });
