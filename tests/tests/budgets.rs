@@ -192,3 +192,57 @@ async fn a_log_flood_is_capped_escaped_and_counted() {
     );
     assert!(head.contains("\\n[fake]"), "newlines are escaped: {head}");
 }
+
+/// A component with two core instances, each with a linear memory it can
+/// grow by a number of 64 KiB pages.
+const TWO_MEMORIES: &str = r#"
+(component
+  (core module $m
+    (memory 1)
+    (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))
+  (core instance $a (instantiate $m))
+  (core instance $b (instantiate $m))
+  (func (export "grow-a") (param "pages" u32) (result s32) (canon lift (core func $a "grow")))
+  (func (export "grow-b") (param "pages" u32) (result s32) (canon lift (core func $b "grow")))
+)
+"#;
+
+#[tokio::test]
+async fn the_memory_limit_counts_every_memory_of_a_component() {
+    use pingvas_host::plugins::engine::PluginEngine;
+    use pingvas_host::plugins::state::PluginState;
+    use wasmtime::Store;
+    use wasmtime::component::{Component, Linker};
+
+    let engine = PluginEngine::new(&EngineOptions::default()).unwrap();
+    let component = Component::new(&engine.engine, TWO_MEMORIES).unwrap();
+    let limits = limits();
+    let mut store = Store::new(
+        &engine.engine,
+        PluginState::new(
+            "two-memories",
+            limits,
+            Arc::default(),
+            reqwest::Client::new(),
+        ),
+    );
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1_000_000);
+    let instance = Linker::<PluginState>::new(&engine.engine)
+        .instantiate_async(&mut store, &component)
+        .await
+        .unwrap();
+    let a = instance
+        .get_typed_func::<(u32,), (i32,)>(&mut store, "grow-a")
+        .unwrap();
+    let b = instance
+        .get_typed_func::<(u32,), (i32,)>(&mut store, "grow-b")
+        .unwrap();
+    // 40 MiB each: either alone fits the 64 MiB limit, both do not.
+    let pages = (40 << 20) / 65536;
+    let (first,) = a.call_async(&mut store, (pages,)).await.unwrap();
+    assert_ne!(first, -1, "the first memory grows");
+    let (second,) = b.call_async(&mut store, (pages,)).await.unwrap();
+    assert_eq!(second, -1, "the second memory may not take the limit again");
+    assert!(store.data().limiter.memory_hit);
+}

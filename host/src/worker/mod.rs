@@ -6,10 +6,16 @@
 //! post-nodes, encoding and upload run beside the next job's inference, so
 //! the backend is not left idle between jobs.
 
+mod keeper;
 pub mod local;
+mod models;
+mod nodes;
 pub mod pipeline;
 pub mod remote;
 pub mod wire;
+
+use keeper::Running;
+use nodes::JobFailure;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use image::RgbaImage;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,9 +33,8 @@ use crate::config::Config;
 use crate::imaging;
 use crate::inference::{InferenceBackend, InferenceError, Progress};
 use crate::models::ModelCatalogue;
-use crate::plugins::limits::{self, LimitsOverride};
-use crate::plugins::runtime::Params;
-use crate::plugins::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};
+use crate::plugins::limits::LimitsOverride;
+use crate::plugins::{LoadedPlugin, PluginRuntime};
 use crate::queue::failure::Failure;
 use crate::queue::job::{JobSpec, NodeSpec};
 use crate::queue::{BeatReply, FailureCode, Finished, Lease, WorkerInfo};
@@ -107,19 +112,6 @@ pub struct Worker<S: JobSource> {
 /// How long one lease poll waits for work (a long poll on the internal
 /// API, a wait on the queue in process).
 pub const LEASE_POLL: Duration = Duration::from_secs(10);
-/// How often a worker asks its backend which models it has.
-pub const MODEL_RECHECK: Duration = Duration::from_secs(60);
-
-/// What a worker advertises: what the backend has (`None`: every model),
-/// narrowed by what it is configured to serve.
-fn narrow(found: Option<Vec<String>>, configured: &Option<Vec<String>>) -> Option<Vec<String>> {
-    match (found, configured) {
-        (None, c) => c.clone(),
-        (Some(f), None) => Some(f),
-        (Some(f), Some(c)) => Some(f.into_iter().filter(|m| c.contains(m)).collect()),
-    }
-}
-
 impl<S: JobSource> Worker<S> {
     /// A worker as the configuration says: plugin limits, and heartbeats
     /// three times per lease. `info.models` is the configured narrowing;
@@ -153,37 +145,6 @@ impl<S: JobSource> Worker<S> {
     pub fn info(&self) -> WorkerInfo {
         self.info.read().expect("worker info").clone()
     }
-
-    /// Asks the backend which catalogue models it has and advertises those
-    /// (a backend that cannot be asked keeps what was advertised).
-    pub async fn refresh_models(&self) {
-        match self.backend.discover(&self.catalogue).await {
-            Ok(found) => {
-                let models = narrow(found, &self.configured);
-                let mut info = self.info.write().expect("worker info");
-                if info.models != models {
-                    tracing::info!(worker = %info.id, ?models, "models the backend has");
-                }
-                info.models = models;
-            }
-            Err(e) => tracing::warn!(error = %e, "asking the backend for its models failed"),
-        }
-        *self.models_checked.lock().expect("models checked") = Some(Instant::now());
-        self.recheck_models.store(false, Ordering::Relaxed);
-    }
-
-    /// Refreshes the models when they are old or a lookup failed.
-    async fn refresh_models_if_due(&self) {
-        let due = self.recheck_models.load(Ordering::Relaxed)
-            || self
-                .models_checked
-                .lock()
-                .expect("models checked")
-                .is_none_or(|t| t.elapsed() > MODEL_RECHECK);
-        if due {
-            self.refresh_models().await;
-        }
-    }
 }
 
 /// A job after inference, on its way to the post-nodes.
@@ -194,59 +155,6 @@ struct Inferred {
     gpu_seconds: f64,
     started_at: DateTime<Utc>,
     finished_at: DateTime<Utc>,
-}
-
-/// A node handed back an image handle whose pixels do not fit its size.
-fn bad_output(plugin: &str, reason: &str) -> PluginError {
-    PluginError::BadOutput {
-        plugin: plugin.to_owned(),
-        reason: reason.to_owned(),
-    }
-}
-
-/// The last step progress and when the backend started, for heartbeats.
-type JobProgress = (Option<(u32, u32)>, Option<DateTime<Utc>>);
-
-/// A job between stages, with the channel its heartbeat keeper reads.
-struct Running {
-    item: WorkItem,
-    /// Cancelled when the job must stop (user cancel, lease lost).
-    stop: CancellationToken,
-    /// Step progress and the backend's start time, for heartbeats.
-    progress: watch::Sender<JobProgress>,
-    /// Ends the heartbeat keeper.
-    done: CancellationToken,
-    keeper: tokio::task::JoinHandle<()>,
-}
-
-/// Why a job failed on the worker: what the host is told, and the whole
-/// story for the worker's log (never shown to the user).
-struct JobFailure {
-    failure: Failure,
-    detail: String,
-}
-
-impl JobFailure {
-    fn new(code: FailureCode, detail: impl Into<String>) -> Self {
-        Self {
-            failure: Failure::new(code),
-            detail: detail.into(),
-        }
-    }
-
-    /// A node failed: the user's own choice of code.
-    fn plugin(e: &PluginError) -> Self {
-        Self {
-            failure: Failure::new(FailureCode::PluginFailed).because(&e.user_reason()),
-            detail: e.to_string(),
-        }
-    }
-
-    /// The user's chosen work took `seconds` of the worker before this.
-    fn after(mut self, seconds: f64) -> Self {
-        self.failure = self.failure.after(seconds);
-        self
-    }
 }
 
 impl<S: JobSource> Worker<S> {
@@ -328,75 +236,6 @@ impl<S: JobSource> Worker<S> {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        }
-    }
-
-    /// Starts the job's heartbeat keeper: renews the lease every
-    /// `beat_every`, sends progress (at most every 100 ms), and stops the
-    /// job when the host says it was cancelled or the lease is lost.
-    fn keep_alive(&self, item: WorkItem) -> Running {
-        let stop = self.abort.child_token();
-        let done = CancellationToken::new();
-        let (progress, mut rx) = watch::channel((None, None));
-        let source = self.source.clone();
-        let (job_id, token) = (item.lease.job_id.clone(), item.lease.token.clone());
-        // Beat well within the lease the host granted, whatever its TTL.
-        let granted = (item.lease.expires_at - Utc::now())
-            .to_std()
-            .unwrap_or(Duration::from_secs(1));
-        let every = self
-            .beat_every
-            .min(granted / 3)
-            .max(Duration::from_millis(50));
-        let (stop2, done2) = (stop.clone(), done.clone());
-        let keeper = tokio::spawn(async move {
-            const MIN_GAP: Duration = Duration::from_millis(100);
-            let mut next = tokio::time::Instant::now() + every;
-            let mut last_sent = tokio::time::Instant::now() - MIN_GAP;
-            let mut dirty = false;
-            loop {
-                tokio::select! {
-                    _ = done2.cancelled() => {
-                        // The last progress goes out before the job is
-                        // reported, so its events come in order.
-                        let pending = dirty || rx.has_changed().unwrap_or(false);
-                        let (p, started) = *rx.borrow_and_update();
-                        if pending {
-                            let _ = source.heartbeat(&job_id, &token, p, started).await;
-                        }
-                        return;
-                    }
-                    changed = rx.changed() => {
-                        if changed.is_err() { return; }
-                        dirty = true;
-                        // Progress goes out at once, then at most every
-                        // 100 ms.
-                        next = next.min(last_sent + MIN_GAP);
-                        continue;
-                    }
-                    _ = tokio::time::sleep_until(next) => {}
-                }
-                last_sent = tokio::time::Instant::now();
-                let (p, started) = *rx.borrow_and_update();
-                let sent = if dirty { p } else { None };
-                dirty = false;
-                next = tokio::time::Instant::now() + every;
-                match source.heartbeat(&job_id, &token, sent, started).await {
-                    Ok(BeatReply::Continue { .. }) => {}
-                    Ok(BeatReply::Cancelled) | Ok(BeatReply::Lost) => {
-                        stop2.cancel();
-                        return;
-                    }
-                    Err(e) => tracing::warn!(job = %job_id, error = %e, "heartbeat failed"),
-                }
-            }
-        });
-        Running {
-            item,
-            stop,
-            progress,
-            done,
-            keeper,
         }
     }
 
@@ -523,108 +362,5 @@ impl<S: JobSource> Worker<S> {
                 tracing::warn!(job = %lease.job_id, error = %e, "reporting the job failed");
             }
         })
-    }
-
-    async fn load_node(
-        &self,
-        lease: &Lease,
-        node: &NodeSpec,
-    ) -> Result<Arc<LoadedPlugin>, JobFailure> {
-        self.source
-            .node_plugin(&self.runtime, lease, node)
-            .await
-            .map_err(|e| {
-                JobFailure::new(
-                    FailureCode::HostFailed,
-                    format!("loading {}@{}: {e}", node.name, node.version),
-                )
-            })
-    }
-
-    fn node_limits(&self, name: &str) -> limits::Limits {
-        limits::resolve(PluginKind::Node, name, &self.limits)
-    }
-
-    async fn run_pre_nodes(&self, lease: &Lease) -> Result<JobSpec, JobFailure> {
-        let mut spec = lease.spec.clone();
-        for node in &lease.spec.pre_nodes {
-            let plugin = self.load_node(lease, node).await?;
-            let run = self
-                .runtime
-                .run_pre(
-                    &node.name,
-                    &plugin,
-                    self.node_limits(&node.name),
-                    Params::from(&spec),
-                    &node.parameters.to_string(),
-                )
-                .await
-                .map_err(|e| JobFailure::plugin(&e))?;
-            spec = run
-                .output
-                .apply_to(&spec)
-                .map_err(|reason| JobFailure::plugin(&bad_output(&node.name, &reason)))?;
-        }
-        Ok(spec)
-    }
-
-    /// Post-nodes, then PNG encoding (blocking work off the async threads).
-    async fn finish(
-        &self,
-        lease: &Lease,
-        spec: &JobSpec,
-        images: Vec<RgbaImage>,
-    ) -> Result<Vec<Vec<u8>>, JobFailure> {
-        let mut images = images;
-        for node in &spec.post_nodes {
-            let plugin = self.load_node(lease, node).await?;
-            let handles = images
-                .into_iter()
-                .map(pipeline::to_handle)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))?;
-            let run = self
-                .runtime
-                .run_post(
-                    &node.name,
-                    &plugin,
-                    self.node_limits(&node.name),
-                    Params::from(spec),
-                    handles,
-                    &node.parameters.to_string(),
-                )
-                .await
-                .map_err(|e| JobFailure::plugin(&e))?;
-            images = run
-                .output
-                .iter()
-                .map(pipeline::from_handle)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::plugin(&bad_output(&node.name, &e)))?;
-        }
-        tokio::task::spawn_blocking(move || {
-            images
-                .iter()
-                .map(imaging::encode_png)
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| JobFailure::new(FailureCode::HostFailed, e.to_string()))?
-        .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::narrow;
-
-    #[test]
-    fn advertised_models_are_what_the_backend_has_within_the_configuration() {
-        let v = |m: &[&str]| Some(m.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(narrow(None, &None), None);
-        assert_eq!(narrow(None, &v(&["a"])), v(&["a"]));
-        assert_eq!(narrow(v(&["a", "b"]), &None), v(&["a", "b"]));
-        assert_eq!(narrow(v(&["a", "b"]), &v(&["b", "c"])), v(&["b"]));
-        assert_eq!(narrow(v(&[]), &None), v(&[]));
     }
 }

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -30,6 +29,8 @@ pub use super::bindings::v0_1_0::billing::pingvas::plugin::billing_types::{
 pub use super::bindings::v0_1_0::node::pingvas::plugin::types::Lora;
 pub type NodeDescriptor = Descriptor;
 pub type Params = GenerationParams;
+
+mod load;
 
 pub use super::output::MAX_PROMPT_BYTES;
 use super::output::{
@@ -127,128 +128,6 @@ impl PluginRuntime {
 
     pub fn engine(&self) -> &wasmtime::Engine {
         &self.engine.engine
-    }
-
-    /// Compiles (or fetches from the caches), checks the world, links,
-    /// and keeps the result cached. `kind` is what the caller expects;
-    /// `None` detects it.
-    pub async fn load(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        kind: Option<PluginKind>,
-    ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        if let Some(kind) = kind
-            && let Some(hit) = self.loaded.get(&sha256, kind)
-        {
-            return Ok(hit);
-        }
-        if let Some(component) = self
-            .disk
-            .as_ref()
-            .and_then(|d| d.read(&self.engine.engine, &sha256))
-        {
-            let plugin = Arc::new(self.link(name, sha256, &component, kind)?);
-            self.loaded.insert(plugin.clone());
-            return Ok(plugin);
-        }
-        let compiled = self.check(name, bytes, kind).await?;
-        let plugin = compiled.plugin.clone();
-        self.keep(compiled).await;
-        Ok(plugin)
-    }
-
-    /// Compiles, checks the world and links, caching nothing.
-    pub async fn check(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        kind: Option<PluginKind>,
-    ) -> Result<Compiled, PluginError> {
-        let invalid = |reason: String| PluginError::InvalidComponent {
-            plugin: name.into(),
-            reason,
-        };
-        if !wasmparser_is_component(bytes) {
-            return Err(invalid(
-                "not a WebAssembly component (a core module or other bytes)".into(),
-            ));
-        }
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        let engine = self.engine.engine.clone();
-        let owned = bytes.to_vec();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, owned))
-            .await
-            .map_err(|e| invalid(e.to_string()))?
-            .map_err(|e| invalid(format!("{e:#}")))?;
-        let plugin = Arc::new(self.link(name, sha256, &component, kind)?);
-        Ok(Compiled { plugin, component })
-    }
-
-    /// Keeps a checked component in the caches.
-    pub async fn keep(&self, compiled: Compiled) {
-        self.loaded.insert(compiled.plugin.clone());
-        if let Some(disk) = self.disk.clone() {
-            let sha256 = compiled.plugin.sha256.clone();
-            let component = compiled.component;
-            // Serialising and writing to disk block.
-            let _ = tokio::task::spawn_blocking(move || disk.write(&sha256, &component)).await;
-        }
-    }
-
-    /// Checks the component's world (the `kind` expected, or detected) and
-    /// links it.
-    fn link(
-        &self,
-        name: &str,
-        sha256: String,
-        component: &Component,
-        kind: Option<PluginKind>,
-    ) -> Result<LoadedPlugin, PluginError> {
-        let shape = Shape::of(component, &self.engine.engine);
-        let kind = match kind {
-            Some(k) => {
-                shape.check(k).map_err(|reason| PluginError::WrongWorld {
-                    plugin: name.into(),
-                    expected: k.world().into(),
-                    reason,
-                })?;
-                k
-            }
-            None => shape.detect().ok_or_else(|| PluginError::WrongWorld {
-                plugin: name.into(),
-                expected: "node, workflow or billing-adapter".into(),
-                reason: format!("exports {:?}, imports {:?}", shape.exports, shape.imports),
-            })?,
-        };
-        let wrong = |e: wasmtime::Error| PluginError::WrongWorld {
-            plugin: name.into(),
-            expected: kind.world().into(),
-            reason: format!("{e:#}"),
-        };
-        let linked = match kind {
-            PluginKind::Node => {
-                let pre = self.node_linker.instantiate_pre(component).map_err(wrong)?;
-                Linked::Node(NodePre::new(pre).map_err(wrong)?)
-            }
-            PluginKind::Billing => {
-                let pre = self
-                    .billing_linker
-                    .instantiate_pre(component)
-                    .map_err(wrong)?;
-                Linked::Billing(BillingAdapterPre::new(pre).map_err(wrong)?)
-            }
-            // The workflow host interfaces are linked by the workflow
-            // engine; here the world check above is the whole test.
-            PluginKind::Workflow => Linked::Workflow,
-        };
-        Ok(LoadedPlugin {
-            sha256,
-            kind,
-            shape,
-            linked,
-        })
     }
 
     fn store(&self, plugin: &str, limits: Limits, grants: Arc<Grants>) -> Store<PluginState> {

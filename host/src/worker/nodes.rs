@@ -1,0 +1,143 @@
+//! A job's pre- and post-nodes on the worker, and how their failures are
+//! reported.
+
+use std::sync::Arc;
+
+use image::RgbaImage;
+
+use super::{JobSource, Worker, pipeline};
+use crate::imaging;
+use crate::plugins::limits;
+use crate::plugins::runtime::Params;
+use crate::plugins::{LoadedPlugin, PluginError, PluginKind};
+use crate::queue::failure::Failure;
+use crate::queue::job::{JobSpec, NodeSpec};
+use crate::queue::{FailureCode, Lease};
+
+/// Why a job failed on the worker: what the host is told, and the whole
+/// story for the worker's log (never shown to the user).
+pub(super) struct JobFailure {
+    pub failure: Failure,
+    pub detail: String,
+}
+
+impl JobFailure {
+    pub fn new(code: FailureCode, detail: impl Into<String>) -> Self {
+        Self {
+            failure: Failure::new(code),
+            detail: detail.into(),
+        }
+    }
+
+    /// A node failed: the user's own choice of code.
+    pub fn plugin(e: &PluginError) -> Self {
+        Self {
+            failure: Failure::new(FailureCode::PluginFailed).because(&e.user_reason()),
+            detail: e.to_string(),
+        }
+    }
+
+    /// The user's chosen work took `seconds` of the worker before this.
+    pub fn after(mut self, seconds: f64) -> Self {
+        self.failure = self.failure.after(seconds);
+        self
+    }
+}
+
+/// A node handed back an image handle whose pixels do not fit its size.
+pub(super) fn bad_output(plugin: &str, reason: &str) -> PluginError {
+    PluginError::BadOutput {
+        plugin: plugin.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+impl<S: JobSource> Worker<S> {
+    async fn load_node(
+        &self,
+        lease: &Lease,
+        node: &NodeSpec,
+    ) -> Result<Arc<LoadedPlugin>, JobFailure> {
+        self.source
+            .node_plugin(&self.runtime, lease, node)
+            .await
+            .map_err(|e| {
+                JobFailure::new(
+                    FailureCode::HostFailed,
+                    format!("loading {}@{}: {e}", node.name, node.version),
+                )
+            })
+    }
+
+    fn node_limits(&self, name: &str) -> limits::Limits {
+        limits::resolve(PluginKind::Node, name, &self.limits)
+    }
+
+    pub(super) async fn run_pre_nodes(&self, lease: &Lease) -> Result<JobSpec, JobFailure> {
+        let mut spec = lease.spec.clone();
+        for node in &lease.spec.pre_nodes {
+            let plugin = self.load_node(lease, node).await?;
+            let run = self
+                .runtime
+                .run_pre(
+                    &node.name,
+                    &plugin,
+                    self.node_limits(&node.name),
+                    Params::from(&spec),
+                    &node.parameters.to_string(),
+                )
+                .await
+                .map_err(|e| JobFailure::plugin(&e))?;
+            spec = run
+                .output
+                .apply_to(&spec)
+                .map_err(|reason| JobFailure::plugin(&bad_output(&node.name, &reason)))?;
+        }
+        Ok(spec)
+    }
+
+    /// Post-nodes, then PNG encoding (blocking work off the async threads).
+    pub(super) async fn finish(
+        &self,
+        lease: &Lease,
+        spec: &JobSpec,
+        images: Vec<RgbaImage>,
+    ) -> Result<Vec<Vec<u8>>, JobFailure> {
+        let mut images = images;
+        for node in &spec.post_nodes {
+            let plugin = self.load_node(lease, node).await?;
+            let handles = images
+                .into_iter()
+                .map(pipeline::to_handle)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))?;
+            let run = self
+                .runtime
+                .run_post(
+                    &node.name,
+                    &plugin,
+                    self.node_limits(&node.name),
+                    Params::from(spec),
+                    handles,
+                    &node.parameters.to_string(),
+                )
+                .await
+                .map_err(|e| JobFailure::plugin(&e))?;
+            images = run
+                .output
+                .iter()
+                .map(pipeline::from_handle)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| JobFailure::plugin(&bad_output(&node.name, &e)))?;
+        }
+        tokio::task::spawn_blocking(move || {
+            images
+                .iter()
+                .map(imaging::encode_png)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| JobFailure::new(FailureCode::HostFailed, e.to_string()))?
+        .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))
+    }
+}
