@@ -189,6 +189,29 @@ impl Registry {
         limits::resolve(kind, name, &self.overrides)
     }
 
+    /// Compiles and `describe()`s a component on a blocking thread of its
+    /// own, so a hostile guest's run never occupies the threads that serve
+    /// requests.
+    async fn check_off_the_request_threads(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        bytes: &[u8],
+    ) -> RegistryResult<Checked> {
+        let runtime = self.runtime.clone();
+        let (name, bytes) = (name.to_owned(), bytes.to_vec());
+        let (max_bytes, overrides) = (self.max_bytes, self.overrides.clone());
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(async move {
+                let limits = |k: PluginKind| limits::resolve(k, &name, &overrides);
+                check_component(&runtime, &name, Some(kind), &bytes, max_bytes, limits).await
+            })
+        })
+        .await
+        .map_err(anyhow::Error::from)?
+    }
+
     /// Publishes a version: the cheap checks first (rate, manifest, who may
     /// use the name and kind), then compile and `describe()` on a bounded
     /// pool, then the name/version transaction; the component is stored and
@@ -244,16 +267,8 @@ impl Registry {
         }
         let checked = {
             let _turn = self.checking.acquire().await.map_err(anyhow::Error::from)?;
-            let limits = |k: PluginKind| self.limits(k, &m.name);
-            check_component(
-                &self.runtime,
-                &m.name,
-                Some(kind),
-                bytes,
-                self.max_bytes,
-                limits,
-            )
-            .await?
+            self.check_off_the_request_threads(&m.name, kind, bytes)
+                .await?
         };
         if let Some(d) = &checked.descriptor
             && (d.name != m.name || d.version != m.version)
