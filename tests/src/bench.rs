@@ -214,3 +214,61 @@ pub async fn sign_in(base: &str, email: &str, before_login: impl FnOnce()) -> St
         .expect("login")
         .to_owned()
 }
+
+/// Enqueues a text-to-image job; its id.
+pub async fn enqueue(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> String {
+    let r: serde_json::Value = client
+        .post(format!("{base}/api/v1/generate/text-to-image"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["data"]["job_id"].as_str().expect("accepted").to_owned()
+}
+
+/// A job as its owner sees it.
+pub async fn detail(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+) -> serde_json::Value {
+    let v: serde_json::Value = client
+        .get(format!("{base}/api/v1/queue/items/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"].clone()
+}
+
+/// Waits until the job has ended (the benchmark's own clock; not a test).
+pub async fn wait_end(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+) -> serde_json::Value {
+    loop {
+        let d = detail(client, base, token, id).await;
+        if matches!(
+            d["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

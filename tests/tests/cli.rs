@@ -87,42 +87,46 @@ async fn migrate_is_idempotent() {
     }
 }
 
-#[test]
-fn plugin_check_validates_and_runs_the_author_template() {
-    let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("plugin_template.wasm");
-    std::fs::write(&wasm, pingvas_tests::plugin_wasm("plugin-template")).unwrap();
-    let out = Command::new(pingvas_bin())
-        .args(["plugin", "check"])
-        .arg(&wasm)
-        .args([
-            "--input",
-            r#"{"prompt":"a red fox","config":{"tags":["4k","bokeh"]}}"#,
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+/// `pingvas plugin check` on the bundled component `wasm` (written to
+/// `dir`), with `--input` when given.
+fn plugin_check(dir: &std::path::Path, wasm: &str, input: Option<&str>) -> std::process::Output {
+    let file = dir.join(format!("{}.wasm", wasm.replace('-', "_")));
+    std::fs::write(&file, pingvas_tests::plugin_wasm(wasm)).unwrap();
+    let mut cmd = Command::new(pingvas_bin());
+    cmd.args(["plugin", "check"]).arg(&file).current_dir(dir);
+    if let Some(input) = input {
+        cmd.args(["--input", input]);
+    }
+    cmd.output().unwrap()
+}
+
+/// The output of a check that must succeed.
+fn passed(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+#[test]
+fn plugin_check_validates_and_runs_the_author_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plugin_check(
+        dir.path(),
+        "plugin-template",
+        Some(r#"{"prompt":"a red fox","config":{"tags":["4k","bokeh"]}}"#),
+    );
+    let text = passed(&out);
     assert!(text.contains("world `node`"), "{text}");
     assert!(text.contains("plugin-template@0.1.0 (pre-node)"), "{text}");
     assert!(text.contains(r#"prompt: "a red fox, 4k, bokeh""#), "{text}");
     assert!(text.contains("process() ok in"), "{text}");
 
     // A hostile run fails with its cause and a non-zero exit.
-    let hostile = dir.path().join("hostile.wasm");
-    std::fs::write(&hostile, pingvas_tests::plugin_wasm("hostile-node")).unwrap();
-    let out = Command::new(pingvas_bin())
-        .args(["plugin", "check"])
-        .arg(&hostile)
-        .args(["--input", r#"{"config":"panic"}"#])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = plugin_check(dir.path(), "hostile-node", Some(r#"{"config":"panic"}"#));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -132,20 +136,7 @@ fn plugin_check_validates_and_runs_the_author_template() {
 
     // Without --input the sample config comes from the node's schema:
     // prompt-style requires `style`, whose first value is used.
-    let style = dir.path().join("prompt_style.wasm");
-    std::fs::write(&style, pingvas_tests::plugin_wasm("prompt-style")).unwrap();
-    let out = Command::new(pingvas_bin())
-        .args(["plugin", "check"])
-        .arg(&style)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = passed(&plugin_check(dir.path(), "prompt-style", None));
     assert!(
         text.contains(r#"sample config (from the schema): {"style":"#),
         "{text}"

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pingvas_tests::bench::{Args, drive, sign_in, start_serve};
+use pingvas_tests::bench::{Args, drive, enqueue, sign_in, start_serve, wait_end};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -178,32 +178,9 @@ async fn main() {
 /// Generates a small image with the in-process worker; its signed link.
 async fn first_image(base: &str, token: &str) -> String {
     let c = reqwest::Client::new();
-    let job: serde_json::Value = c
-        .post(format!("{base}/api/v1/generate/text-to-image"))
-        .bearer_auth(token)
-        .json(&json!({ "prompt": "bench", "model": "stable-diffusion-1.5", "width": 256, "height": 256, "steps": 4 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = job["data"]["job_id"].as_str().expect("accepted").to_owned();
-    // The benchmark's own clock, not a test: poll until the job is done.
-    loop {
-        let d: serde_json::Value = c
-            .get(format!("{base}/api/v1/queue/items/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(url) = d["data"]["result"]["image_url"].as_str() {
-            return format!("{base}{url}");
-        }
-        assert_ne!(d["data"]["status"], "failed", "{d}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let body = json!({ "prompt": "bench", "model": "stable-diffusion-1.5", "width": 256, "height": 256, "steps": 4 });
+    let id = enqueue(&c, base, token, &body).await;
+    let done = wait_end(&c, base, token, &id).await;
+    let url = done["result"]["image_url"].as_str().expect("completed");
+    format!("{base}{url}")
 }

@@ -17,11 +17,12 @@
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use pingvas_tests::bench::{
-    Args, ServerProcess, drive, percentile as pct, sibling_pingvas, sign_in, start_serve,
+    Args, ServerProcess, drive, enqueue, percentile as pct, sibling_pingvas, sign_in, start_serve,
+    wait_end,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -71,50 +72,8 @@ fn job(prompt: &str, size: u32, steps: u32) -> Value {
     json!({ "prompt": prompt, "model": "stable-diffusion-1.5", "width": size, "height": size, "steps": steps, "seed": 1 })
 }
 
-/// Enqueues a text-to-image job; its id.
-async fn enqueue(client: &reqwest::Client, base: &str, token: &str, body: &Value) -> String {
-    let r: Value = client
-        .post(format!("{base}/api/v1/generate/text-to-image"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["data"]["job_id"].as_str().expect("accepted").to_owned()
-}
-
-async fn detail(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
-    let v: Value = client
-        .get(format!("{base}/api/v1/queue/items/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["data"].clone()
-}
-
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str().expect("a timestamp").parse().unwrap()
-}
-
-/// Waits until the job has ended (the benchmark's own clock; not a test).
-async fn wait_end(client: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
-    loop {
-        let d = detail(client, base, token, id).await;
-        if matches!(
-            d["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::main]
