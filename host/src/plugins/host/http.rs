@@ -29,6 +29,29 @@ pub fn allowed(url: &url::Url, allow: &[String]) -> bool {
     })
 }
 
+/// The body of `resp`, refused as soon as it is known to pass `max` bytes
+/// (by its `Content-Length`, or while it streams in) — never read whole.
+async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, HttpError> {
+    let too_large = || HttpError::Failed(format!("response larger than {max} bytes"));
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err(HttpError::Timeout),
+            Err(e) => return Err(HttpError::Failed(e.to_string())),
+        }
+    }
+}
+
 impl Host for PluginState {
     async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let url = match url::Url::parse(&req.url) {
@@ -65,10 +88,9 @@ impl Host for PluginState {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        let body = match resp.bytes().await {
-            Ok(b) if b.len() <= MAX_RESPONSE_BYTES => b.to_vec(),
-            Ok(_) => return Ok(Err(HttpError::Failed("response too large".into()))),
-            Err(e) => return Ok(Err(HttpError::Failed(e.to_string()))),
+        let body = match read_capped(resp, MAX_RESPONSE_BYTES).await {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
         };
         Ok(Ok(Response {
             status,
@@ -80,7 +102,40 @@ impl Host for PluginState {
 
 #[cfg(test)]
 mod tests {
-    use super::allowed;
+    use super::*;
+
+    /// A server whose body never ends.
+    async fn endless() -> String {
+        use axum::body::Body;
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 << 10]);
+                let stream = futures::stream::repeat_with(move || {
+                    Ok::<_, std::convert::Infallible>(chunk.clone())
+                });
+                Body::from_stream(stream)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_cut_at_the_cap() {
+        let url = endless().await;
+        let resp = reqwest::get(&url).await.unwrap();
+        // Reading it whole would never end; the cap ends it.
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            read_capped(resp, 1 << 20),
+        )
+        .await
+        .expect("stopped at the cap");
+        assert!(matches!(got, Err(HttpError::Failed(m)) if m.contains("larger than")));
+    }
 
     #[test]
     fn allow_list_matches_host_and_port() {
