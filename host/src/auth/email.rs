@@ -9,7 +9,12 @@ use email_address::EmailAddress;
 /// The canonical form of an address, or `None` when it is not a valid
 /// address with a dotted domain.
 pub fn normalise(raw: &str) -> Option<String> {
-    let email = raw.trim().to_lowercase();
+    let trimmed = raw.trim();
+    // Checked before lowercasing, so a huge string is not copied first.
+    if trimmed.len() > 254 {
+        return None;
+    }
+    let email = trimmed.to_lowercase();
     if email.len() > 254 {
         return None;
     }

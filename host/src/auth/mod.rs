@@ -150,9 +150,11 @@ impl AuthService {
     /// answer; so does an account in its failed-login back-off, without
     /// hashing.
     pub async fn login(&self, email: &str, password: &str) -> AuthResult<(UserRow, TokenPair)> {
+        // Only real addresses are tracked: a key is never an attacker's
+        // arbitrary (up to body-sized) string.
         let account = email::normalise(email);
-        let key = account.as_deref().unwrap_or(email);
-        if self.throttle.wait(key, Instant::now()).is_some() {
+        let key = account.as_deref();
+        if key.is_some_and(|k| self.throttle.wait(k, Instant::now()).is_some()) {
             return Err(AuthError::BadCredentials);
         }
         let user = match &account {
@@ -164,11 +166,15 @@ impl AuthService {
         let user = match (ok, user) {
             (true, Some(u)) => u,
             _ => {
-                self.throttle.failed(key, Instant::now());
+                if let Some(k) = key {
+                    self.throttle.failed(k, Instant::now());
+                }
                 return Err(AuthError::BadCredentials);
             }
         };
-        self.throttle.succeeded(key);
+        if let Some(k) = key {
+            self.throttle.succeeded(k);
+        }
         let family = new_id();
         let mut tx = self.db.begin().await?;
         token_store::create_family(&mut tx, &family, &user.id, Utc::now()).await?;

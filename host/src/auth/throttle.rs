@@ -15,7 +15,7 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const BASE_DELAY: Duration = Duration::from_secs(1);
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Accounts tracked at most; the oldest series are dropped first.
-const MAX_TRACKED: usize = 100_000;
+pub const MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -24,12 +24,30 @@ struct Failures {
     last: Instant,
 }
 
-#[derive(Default)]
 pub struct LoginThrottle {
     failures: Mutex<HashMap<String, Failures>>,
+    capacity: usize,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::with_capacity(MAX_TRACKED)
+    }
 }
 
 impl LoginThrottle {
+    /// A throttle that remembers at most `capacity` accounts.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            failures: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.failures.lock().expect("throttle lock").len()
+    }
+
     /// How long `account` must still wait before an attempt is tried;
     /// `None`: now.
     pub fn wait(&self, account: &str, now: Instant) -> Option<Duration> {
@@ -48,9 +66,9 @@ impl LoginThrottle {
     /// Records a wrong password for `account`.
     pub fn failed(&self, account: &str, now: Instant) {
         let mut map = self.failures.lock().expect("throttle lock");
-        if map.len() >= MAX_TRACKED && !map.contains_key(account) {
+        if map.len() >= self.capacity && !map.contains_key(account) {
             map.retain(|_, f| now.duration_since(f.first) <= WINDOW);
-            if map.len() >= MAX_TRACKED
+            if map.len() >= self.capacity
                 && let Some(oldest) = map
                     .iter()
                     .min_by_key(|(_, f)| f.last)
@@ -111,5 +129,20 @@ mod tests {
         // A right password ends it.
         t.succeeded("a");
         assert_eq!(t.wait("a", last), None);
+    }
+
+    #[test]
+    fn the_accounts_remembered_are_bounded() {
+        let t = LoginThrottle::with_capacity(3);
+        let start = Instant::now();
+        for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            t.failed(name, start + Duration::from_secs(i as u64));
+        }
+        assert_eq!(t.tracked(), 3);
+        // The oldest series went first.
+        for _ in 0..FREE_FAILURES {
+            t.failed("e", start + Duration::from_secs(5));
+        }
+        assert!(t.wait("e", start + Duration::from_secs(5)).is_some());
     }
 }
