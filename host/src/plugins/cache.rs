@@ -17,42 +17,58 @@ use super::world::PluginKind;
 
 /// Linked plugins kept in memory at most.
 pub const MEMORY_ENTRIES: usize = 256;
+/// Bytes of compiled code of the linked plugins kept in memory at most.
+pub const MEMORY_BYTES: usize = 512 << 20;
 /// Bytes of compiled code kept on disk at most.
 pub const DISK_BYTES: u64 = 2 << 30;
 
-type Key = (String, PluginKind);
-
-pub struct MemoryCache {
-    entries: Mutex<HashMap<Key, (Arc<LoadedPlugin>, u64)>>,
+/// Least recently used entries dropped past a count and a total size.
+pub struct MemoryCache<K, V> {
+    entries: Mutex<HashMap<K, Entry<V>>>,
     clock: AtomicU64,
-    cap: usize,
+    max_entries: usize,
+    max_bytes: usize,
 }
 
-impl MemoryCache {
-    pub fn new(cap: usize) -> Self {
+struct Entry<V> {
+    value: V,
+    bytes: usize,
+    used: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> MemoryCache<K, V> {
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
-            cap: cap.max(1),
+            max_entries: max_entries.max(1),
+            max_bytes,
         }
     }
 
-    pub fn get(&self, sha256: &str, kind: PluginKind) -> Option<Arc<LoadedPlugin>> {
+    pub fn get(&self, key: &K) -> Option<V> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().expect("plugin cache");
-        let (plugin, used) = entries.get_mut(&(sha256.to_owned(), kind))?;
-        *used = now;
-        Some(plugin.clone())
+        let entry = entries.get_mut(key)?;
+        entry.used = now;
+        Some(entry.value.clone())
     }
 
-    pub fn insert(&self, plugin: Arc<LoadedPlugin>) {
-        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+    /// Keeps `value` (of `bytes`), dropping the least recently used
+    /// entries while over either bound (the newest always stays).
+    pub fn insert(&self, key: K, value: V, bytes: usize) {
+        let used = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().expect("plugin cache");
-        entries.insert((plugin.sha256.clone(), plugin.kind), (plugin, now));
-        while entries.len() > self.cap {
+        entries.insert(key.clone(), Entry { value, bytes, used });
+        loop {
+            let total: usize = entries.values().map(|e| e.bytes).sum();
+            if entries.len() <= self.max_entries && total <= self.max_bytes {
+                break;
+            }
             let Some(oldest) = entries
                 .iter()
-                .min_by_key(|(_, (_, used))| *used)
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, e)| e.used)
                 .map(|(k, _)| k.clone())
             else {
                 break;
@@ -69,6 +85,9 @@ impl MemoryCache {
         self.len() == 0
     }
 }
+
+/// The in-memory cache of linked plugins, by content hash and kind.
+pub type LinkedCache = MemoryCache<(String, PluginKind), Arc<LoadedPlugin>>;
 
 pub struct DiskCache {
     dir: PathBuf,
@@ -161,6 +180,30 @@ fn trim(dir: &Path, max_bytes: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_cache_keeps_to_its_count_and_size() {
+        let cache: MemoryCache<&str, u32> = MemoryCache::new(3, 100);
+        cache.insert("a", 1, 10);
+        cache.insert("b", 2, 10);
+        cache.insert("c", 3, 10);
+        assert_eq!(cache.get(&"a"), Some(1)); // a is now the most recent
+        cache.insert("d", 4, 10);
+        assert_eq!(
+            (cache.len(), cache.get(&"b")),
+            (3, None),
+            "b was least recent"
+        );
+        // Past the size bound, the least recent go until it fits:
+        // c, then a; d (10) and e (85) stay.
+        cache.insert("e", 5, 85);
+        assert_eq!(cache.len(), 2);
+        assert_eq!((cache.get(&"c"), cache.get(&"a")), (None, None));
+        assert_eq!((cache.get(&"d"), cache.get(&"e")), (Some(4), Some(5)));
+        // One larger than the bound still stays (it is in use).
+        cache.insert("f", 6, 500);
+        assert_eq!((cache.len(), cache.get(&"f")), (1, Some(6)));
+    }
 
     #[test]
     fn trim_drops_the_oldest_files_first() {

@@ -185,10 +185,6 @@ impl Registry {
         }
     }
 
-    pub fn limits(&self, kind: PluginKind, name: &str) -> limits::Limits {
-        limits::resolve(kind, name, &self.overrides)
-    }
-
     /// Compiles and `describe()`s a component on a blocking thread of its
     /// own, so a hostile guest's run never occupies the threads that serve
     /// requests.

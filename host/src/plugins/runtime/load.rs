@@ -24,7 +24,7 @@ impl PluginRuntime {
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(kind) = kind
-            && let Some(hit) = self.loaded.get(&sha256, kind)
+            && let Some(hit) = self.loaded.get(&(sha256.clone(), kind))
         {
             return Ok(hit);
         }
@@ -34,7 +34,7 @@ impl PluginRuntime {
             .and_then(|d| d.read(&self.engine.engine, &sha256))
         {
             let plugin = Arc::new(self.link(name, sha256, &component, kind)?);
-            self.loaded.insert(plugin.clone());
+            self.remember(plugin.clone());
             return Ok(plugin);
         }
         let compiled = self.check(name, bytes, kind).await?;
@@ -72,13 +72,19 @@ impl PluginRuntime {
 
     /// Keeps a checked component in the caches.
     pub async fn keep(&self, compiled: Compiled) {
-        self.loaded.insert(compiled.plugin.clone());
+        self.remember(compiled.plugin.clone());
         if let Some(disk) = self.disk.clone() {
             let sha256 = compiled.plugin.sha256.clone();
             let component = compiled.component;
             // Serialising and writing to disk block.
             let _ = tokio::task::spawn_blocking(move || disk.write(&sha256, &component)).await;
         }
+    }
+
+    fn remember(&self, plugin: Arc<LoadedPlugin>) {
+        let key = (plugin.sha256.clone(), plugin.kind);
+        let bytes = plugin.code_bytes;
+        self.loaded.insert(key, plugin, bytes);
     }
 
     /// Checks the component's world (the `kind` expected, or detected) and
@@ -127,10 +133,12 @@ impl PluginRuntime {
             // engine; here the world check above is the whole test.
             PluginKind::Workflow => Linked::Workflow,
         };
+        let code = component.image_range();
         Ok(LoadedPlugin {
             sha256,
             kind,
             shape,
+            code_bytes: (code.end as usize).saturating_sub(code.start as usize),
             linked,
         })
     }

@@ -15,7 +15,7 @@ use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
 };
 use super::bindings::v0_1_0::node::pingvas::plugin::types::GenerationParams;
 use super::bindings::v0_1_0::node::{Node, NodePre};
-use super::cache::{self, DiskCache, MemoryCache};
+use super::cache::{self, DiskCache, LinkedCache};
 use super::engine::{EngineOptions, PluginEngine};
 use super::error::PluginError;
 use super::host::images::ImageHandle;
@@ -49,6 +49,8 @@ pub struct LoadedPlugin {
     pub sha256: String,
     pub kind: PluginKind,
     pub shape: Shape,
+    /// Bytes of its compiled code in memory.
+    pub code_bytes: usize,
     linked: Linked,
 }
 
@@ -75,7 +77,7 @@ pub struct PluginRuntime {
     node_linker: Linker<PluginState>,
     billing_linker: Linker<PluginState>,
     disk: Option<Arc<DiskCache>>,
-    loaded: MemoryCache,
+    loaded: LinkedCache,
     http: reqwest::Client,
 }
 
@@ -119,7 +121,7 @@ impl PluginRuntime {
             node_linker,
             billing_linker,
             disk,
-            loaded: MemoryCache::new(cache::MEMORY_ENTRIES),
+            loaded: LinkedCache::new(cache::MEMORY_ENTRIES, cache::MEMORY_BYTES),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
