@@ -183,6 +183,15 @@ impl Default for Config {
     }
 }
 
+/// The non-empty, trimmed items of a comma-separated setting.
+pub fn comma_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn serialize_secret_opt<S: serde::Serializer>(
     v: &Option<SecretString>,
     s: S,
@@ -257,23 +266,12 @@ impl Config {
 
     /// The in-process worker's models; `None` for every model.
     pub fn worker_model_list(&self) -> Option<Vec<String>> {
-        let list: Vec<String> = self
-            .worker_models
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let list = comma_list(&self.worker_models);
         (!list.is_empty()).then_some(list)
     }
 
     pub fn cors_origin_list(&self) -> Vec<String> {
-        self.cors_origins
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        comma_list(&self.cors_origins)
     }
 }
 

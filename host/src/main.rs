@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pingvas_host::app::{AppState, open_database};
 use pingvas_host::billing::plans::Catalogue;
-use pingvas_host::config::Config;
+use pingvas_host::config::{self, Config};
 use pingvas_host::plugins::PluginRuntime;
 use pingvas_host::plugins::check::{self, CheckInput};
 use pingvas_host::plugins::engine::EngineOptions;
@@ -175,12 +175,7 @@ async fn run_worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
     use pingvas_host::worker::Worker;
     use pingvas_host::worker::remote::RemoteSource;
 
-    let models: Option<Vec<String>> = args.models.as_deref().map(|m| {
-        m.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    let models = args.models.as_deref().map(config::comma_list);
     let backend = pingvas_host::inference::build(&args.backend, args.backend_url.as_deref())?;
     let plans = Catalogue::load(config.plans_file.as_deref())?;
     let catalogue =

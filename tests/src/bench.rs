@@ -188,6 +188,11 @@ pub async fn drive(
     run
 }
 
+/// Sends `req`; its JSON answer.
+async fn answer(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// Registers `email` (if new) with the bench password and logs in; the
 /// access token. `before_login` runs in between (operator commands).
 pub async fn sign_in(base: &str, email: &str, before_login: impl FnOnce()) -> String {
@@ -200,15 +205,12 @@ pub async fn sign_in(base: &str, email: &str, before_login: impl FnOnce()) -> St
         .await
         .unwrap();
     before_login();
-    let login: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&creds)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = answer(
+        client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&creds),
+    )
+    .await;
     login["data"]["access_token"]
         .as_str()
         .expect("login")
@@ -222,16 +224,8 @@ pub async fn enqueue(
     token: &str,
     body: &serde_json::Value,
 ) -> String {
-    let r: serde_json::Value = client
-        .post(format!("{base}/api/v1/generate/text-to-image"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{base}/api/v1/generate/text-to-image");
+    let r = answer(client.post(url).bearer_auth(token).json(body)).await;
     r["data"]["job_id"].as_str().expect("accepted").to_owned()
 }
 
@@ -242,16 +236,8 @@ pub async fn detail(
     token: &str,
     id: &str,
 ) -> serde_json::Value {
-    let v: serde_json::Value = client
-        .get(format!("{base}/api/v1/queue/items/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["data"].clone()
+    let url = format!("{base}/api/v1/queue/items/{id}");
+    answer(client.get(url).bearer_auth(token)).await["data"].clone()
 }
 
 /// Waits until the job has ended (the benchmark's own clock; not a test).
