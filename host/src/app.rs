@@ -10,8 +10,10 @@ use secrecy::ExposeSecret;
 use crate::auth::AuthService;
 use crate::auth::passwords::HashGate;
 use crate::auth::tokens::{AccessTokens, new_secret};
+use crate::billing::adapter::Adapters;
 use crate::billing::ledger::Ledger;
 use crate::billing::plans::Catalogue;
+use crate::billing::subscriptions::Billing;
 use crate::blobs::LocalBlobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
@@ -22,7 +24,7 @@ use crate::models::ModelCatalogue;
 use crate::plugins::PluginRuntime;
 use crate::plugins::engine::EngineOptions;
 use crate::plugins::registry::{Registry, RegistrySettings};
-use crate::queue::{Queue, QueueParts, QueueSettings, UserEvent, WorkerInfo};
+use crate::queue::{BillingNotices, Queue, QueueParts, QueueSettings, UserEvent, WorkerInfo};
 use crate::store::Db;
 
 pub struct AppState {
@@ -41,6 +43,8 @@ pub struct AppState {
     /// Signs links to stored files.
     pub links: FileLinks,
     pub generator: Generator,
+    /// Subscriptions through the payment-provider adapter.
+    pub billing: Arc<Billing>,
     /// Cancelled when the server begins to shut down (ends WebSockets).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -92,6 +96,10 @@ impl AppState {
         let models = ModelCatalogue::load(config.models_file.as_deref(), &plans)?;
         tokio::task::spawn_blocking(crate::auth::passwords::warm_up).await?;
         let runtime = plugin_runtime(&config)?;
+        let plan_names = plans.all().iter().map(|p| p.name.clone()).collect();
+        let adapters = Adapters::start(runtime.clone(), plan_names, &config)
+            .await
+            .context("loading the billing adapter")?;
         let blobs = Arc::new(LocalBlobs::open(&config.data_dir.join("blobs"))?);
         let registry = Arc::new(Registry::new(
             db.clone(),
@@ -129,7 +137,14 @@ impl AppState {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),
         };
+        let billing = Arc::new(Billing::new(
+            db.clone(),
+            plans.clone(),
+            adapters,
+            Arc::new(BillingNotices(queue.clone())),
+        ));
         Ok(Arc::new(AppState {
+            billing,
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
             ledger: Ledger::new(db.clone()),

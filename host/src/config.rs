@@ -17,6 +17,8 @@ const SECRET_KEYS: &[&str] = &[
     "database_url",
     "worker_token",
     "metrics_token",
+    "billing_api_key",
+    "billing_webhook_secret",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +121,30 @@ pub struct Config {
     /// A worker not heard from for this long no longer counts as serving
     /// its models; queued jobs nobody serves fail after it.
     pub worker_offline_secs: u64,
+    /// Path of the billing adapter component (`.wasm`, billing-adapter
+    /// world, `pingvas:plugin@0.2.0`); billing is off when unset.
+    pub billing_adapter: Option<PathBuf>,
+    /// The adapter's provider (`lemon-squeezy`, `stripe`): its webhooks
+    /// arrive at `POST /api/v1/webhooks/<provider>`.
+    pub billing_provider: String,
+    /// Comma-separated hosts (`api.lemonsqueezy.com`, `127.0.0.1:8089`)
+    /// the adapter may call.
+    pub billing_http_allow: String,
+    /// The provider's API key (the adapter's `config.secret("api_key")`).
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub billing_api_key: Option<SecretString>,
+    /// The webhook signing secret (`config.secret("webhook_secret")`).
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub billing_webhook_secret: Option<SecretString>,
+    /// Adapter settings (TOML only): store id, API base URL, redirect URL,
+    /// `variant.<plan>.<cycle>` / `price.<plan>.<cycle>` ids.
+    pub billing_settings: std::collections::HashMap<String, String>,
+    /// How long a replaced adapter still verifies its provider's retried
+    /// webhooks.
+    pub billing_grace_hours: u64,
+    /// The file this configuration was read from; reloads read it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Operator overrides of the plugin limits, by kind (`node`, `workflow`,
@@ -179,6 +205,14 @@ impl Default for Config {
             queue_max_queued: 10_000,
             queue_tier_headroom: 0.2,
             worker_offline_secs: 60,
+            billing_adapter: None,
+            billing_provider: "lemon-squeezy".into(),
+            billing_http_allow: String::new(),
+            billing_api_key: None,
+            billing_webhook_secret: None,
+            billing_settings: Default::default(),
+            billing_grace_hours: 72,
+            source: None,
         }
     }
 }
@@ -228,7 +262,8 @@ impl Config {
                 figment = figment.merge(Serialized::default(key, value.trim().to_owned()));
             }
         }
-        let config: Config = figment.extract().context("invalid configuration")?;
+        let mut config: Config = figment.extract().context("invalid configuration")?;
+        config.source = Some(file);
         Ok(config.clamped())
     }
 

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedState;
+use crate::billing::subscriptions::Billing;
 use crate::config::Config;
 use crate::http::listen::ConnectionLimits;
 use crate::http::{self, listen};
@@ -107,6 +108,45 @@ pub async fn serve(
     Ok(())
 }
 
+/// How often stored webhooks are retried and yearly plans' months granted.
+const BILLING_UPKEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Retries billing events not applied yet, grants the months of yearly
+/// plans and drops tiers whose paid period ran out.
+async fn billing_upkeep(billing: Arc<Billing>, stop: CancellationToken) {
+    loop {
+        if let Err(e) = billing.drain().await {
+            tracing::warn!(error = %e, "billing events");
+        }
+        if let Err(e) = billing.maintain(chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "billing upkeep");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(BILLING_UPKEEP_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// SIGHUP reloads the billing adapter from the configuration file.
+#[cfg(unix)]
+async fn reload_on_hangup(billing: Arc<Billing>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload the billing adapter through the API");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = billing.adapters.reload().await {
+            tracing::error!(error = %e, "billing adapter reload refused; the previous adapter keeps serving");
+        }
+    }
+}
+
 /// The queue reaper and, unless disabled, the in-process worker.
 async fn start_background(
     state: &SharedState,
@@ -128,6 +168,9 @@ async fn start_background(
             }
         }
     });
+    tasks.spawn(billing_upkeep(state.billing.clone(), stop.clone()));
+    #[cfg(unix)]
+    tasks.spawn(reload_on_hangup(state.billing.clone(), stop.clone()));
     if state.config.worker_enabled {
         let info = state.local_worker_info();
         let backend = crate::inference::build(

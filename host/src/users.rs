@@ -102,10 +102,22 @@ pub async fn profile(db: &Db, plans: &Catalogue, user_id: &str) -> Result<Profil
     let row = user_store::find_with_balance(db, user_id)
         .await?
         .ok_or(ProfileError::NotFound)?;
-    Ok(build(row.user, row.balance, plans))
+    let subscription = crate::store::billing::current_subscription(db, user_id)
+        .await?
+        .map(|s| SubscriptionSummary {
+            plan: s.plan,
+            status: s.status,
+            current_period_end: s.current_period_end,
+        });
+    Ok(build(row.user, row.balance, plans, subscription))
 }
 
-fn build(user: UserRow, credits: i64, plans: &Catalogue) -> Profile {
+fn build(
+    user: UserRow,
+    credits: i64,
+    plans: &Catalogue,
+    subscription: Option<SubscriptionSummary>,
+) -> Profile {
     let plan = plans.tier(&user.tier);
     Profile {
         features: Features {
@@ -117,7 +129,7 @@ fn build(user: UserRow, credits: i64, plans: &Catalogue) -> Profile {
         },
         storage_quota: plan.storage_quota_bytes(),
         storage_used: 0,
-        subscription: None,
+        subscription,
         id: user.id,
         email: user.email,
         name: user.name,

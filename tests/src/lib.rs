@@ -184,6 +184,21 @@ impl TestServer {
         }
     }
 
+    /// Starts a server from a configuration file (as `pingvas serve
+    /// --config` does: reloads read it again), on its own database.
+    pub async fn start_from_file(path: &std::path::Path) -> Self {
+        let file = Config::load(Some(path)).expect("configuration file");
+        Self::start_with(|c| {
+            *c = Config {
+                addr: c.addr,
+                data_dir: c.data_dir.clone(),
+                database_url: c.database_url.clone(),
+                ..file
+            }
+        })
+        .await
+    }
+
     /// Full URL of `path`: API paths are relative to `/api/v1`; the ops
     /// endpoints and paths already under `/api` are taken as they are.
     pub fn url(&self, path: &str) -> String {
@@ -350,6 +365,17 @@ pub fn pingvas_bin() -> PathBuf {
 /// `scripts/test` into `$PINGVAS_PLUGIN_DIR` (default: the workspace's
 /// `target/wasm32-wasip2/release`).
 pub fn plugin_wasm(name: &str) -> Vec<u8> {
+    let path = plugin_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (build the plugins: scripts/test does)",
+            path.display()
+        )
+    })
+}
+
+/// Where the compiled guest component `name` is (see `plugin_wasm`).
+pub fn plugin_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("PINGVAS_PLUGIN_DIR")
         .map(PathBuf::from)
         .or_else(|| {
@@ -359,13 +385,7 @@ pub fn plugin_wasm(name: &str) -> Vec<u8> {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
         });
-    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (build the plugins: scripts/test does)",
-            path.display()
-        )
-    })
+    dir.join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// A plugin manifest for `POST /plugins`.
@@ -530,6 +550,16 @@ impl Events {
         loop {
             let e = self.next().await;
             if e["type"] == kind && e["data"]["job_id"] == job_id {
+                return e;
+            }
+        }
+    }
+
+    /// Waits for the first event of type `kind`.
+    pub async fn until_type(&mut self, kind: &str) -> Value {
+        loop {
+            let e = self.next().await;
+            if e["type"] == kind {
                 return e;
             }
         }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use pingvas_host::plugins::engine::EngineOptions;
 use pingvas_host::plugins::host::images::ImageHandle;
 use pingvas_host::plugins::limits::Limits;
-use pingvas_host::plugins::runtime::{CheckoutRequest, Params};
+use pingvas_host::plugins::runtime::{
+    BillingAnswer, BillingCall, CheckoutRequest, Params, WebhookError,
+};
 use pingvas_host::plugins::state::Grants;
 use pingvas_host::plugins::{PluginError, PluginKind, PluginRuntime};
 use pingvas_tests::plugin_wasm;
@@ -344,11 +346,17 @@ async fn billing_http_is_limited_to_the_allow_list() {
         ..Grants::default()
     });
     let err = rt
-        .billing_checkout("hostile-billing", &p, limits, grants, req())
+        .billing_call(
+            "hostile-billing",
+            &p,
+            limits,
+            grants,
+            BillingCall::Checkout(req()),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, PluginError::Failed { message, .. } if message.contains("denied") && message.contains("evil.example.net")),
+        matches!(&err, WebhookError::Adapter(PluginError::Failed { message, .. }) if message.contains("denied") && message.contains("evil.example.net")),
         "{err}"
     );
 
@@ -369,11 +377,20 @@ async fn billing_http_is_limited_to_the_allow_list() {
         settings,
         ..Grants::default()
     });
-    let ok = rt
-        .billing_checkout("hostile-billing", &p, limits, grants, req())
+    let answer = rt
+        .billing_call(
+            "hostile-billing",
+            &p,
+            limits,
+            grants,
+            BillingCall::Checkout(req()),
+        )
         .await
         .unwrap();
-    assert_eq!(ok.url, "status 201");
+    assert!(
+        matches!(&answer, BillingAnswer::Checkout(c) if c.url == "status 201"),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 
 // The WIT of the plugin ABI. Outside this repository, copy the repository's
 // `wit/plugin@0.1.0` folder into your crate and point `path` at the copy.
-wit_bindgen::generate!({ path: "../../wit/plugin@0.1.0", world: "node" });
+wit_bindgen::generate!({ path: "../../wit/plugin@0.2.0", world: "node" });
 
 use pingvas::plugin::log::{Level, log};
 use pingvas::plugin::node_types::NodeKind;

@@ -167,3 +167,20 @@ impl FromRequestParts<SharedState> for AuthUser {
         Ok(AuthUser { id: claims.sub })
     }
 }
+
+/// An administrator (`users.role = admin`, read for every request so a
+/// demotion takes effect at once); others get `FORBIDDEN`.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub Caller);
+
+impl FromRequestParts<SharedState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        let CurrentUser(caller) = CurrentUser::from_request_parts(parts, state).await?;
+        if caller.role != "admin" {
+            return Err(ErrorCode::Forbidden.into());
+        }
+        Ok(AdminUser(caller))
+    }
+}

@@ -1,6 +1,7 @@
 //! The HTTP API: one router file per API area (the spec's sections), the
 //! extractors, the envelope, and the middleware stack.
 
+pub mod admin;
 pub mod auth;
 pub mod envelope;
 pub mod extract;
@@ -15,7 +16,9 @@ pub mod ops;
 pub mod plugins;
 pub mod queue;
 pub mod response;
+pub mod subscriptions;
 pub mod users;
+pub mod webhooks;
 pub mod ws;
 
 use std::time::Duration;
@@ -47,6 +50,9 @@ pub fn api() -> OpenApiRouter<SharedState> {
         .merge(plugins::router())
         .merge(generate::router())
         .merge(queue::router())
+        .merge(subscriptions::router())
+        .merge(webhooks::router())
+        .merge(admin::router())
         .routes(utoipa_axum::routes!(ws::events))
 }
 

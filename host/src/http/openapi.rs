@@ -18,6 +18,9 @@ use utoipa::{Modify, OpenApi};
         (name = "users", description = "사용자 API"),
         (name = "models", description = "모델 API"),
         (name = "plugins", description = "플러그인 API: WASM nodes, workflows and billing adapters"),
+        (name = "subscriptions", description = "구독 API: plans, checkout and plan changes through the billing adapter"),
+        (name = "webhooks", description = "웹훅 API: signed events of the payment provider"),
+        (name = "admin", description = "Operator endpoints (role admin)"),
     )
 )]
 pub struct ApiDoc;

@@ -23,7 +23,7 @@ pub(super) fn bad_output(name: &str, reason: &str) -> PluginError {
     }
 }
 
-pub(super) fn guest_error(name: &str, e: GuestError) -> PluginError {
+pub(crate) fn guest_error(name: &str, e: GuestError) -> PluginError {
     let cut = |m: String| m.chars().take(1000).collect::<String>();
     match e {
         GuestError::InvalidInput(m) => PluginError::InvalidInput {

@@ -48,7 +48,17 @@ impl PluginKind {
                 "create-checkout",
                 "change-plan",
                 "cancel",
+                "resume",
             ],
+        }
+    }
+
+    /// The `pingvas:plugin` versions a component of this kind may speak:
+    /// billing adapters only the newest (0.2.0 changed their world).
+    pub fn abi_versions(self) -> &'static [&'static str] {
+        match self {
+            PluginKind::Node | PluginKind::Workflow => ABI_VERSIONS,
+            PluginKind::Billing => &ABI_VERSIONS[..1],
         }
     }
 
@@ -119,10 +129,11 @@ impl Shape {
                 return Err(format!("imports `{import}`, which no world provides"));
             };
             let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-            if !ABI_VERSIONS.contains(&version) {
+            if !kind.abi_versions().contains(&version) {
                 return Err(format!(
-                    "imports `{import}`: this host speaks pingvas:plugin@{}",
-                    ABI_VERSIONS.join(", @")
+                    "imports `{import}`: this host runs {} plugins of pingvas:plugin@{}",
+                    kind.as_str(),
+                    kind.abi_versions().join(", @")
                 ));
             }
             if version != abi {

@@ -9,6 +9,7 @@ use super::Queue;
 use super::failure::FailureCode;
 use super::job::{JobStatus, JobType};
 use super::views::ResultImage;
+use crate::billing::subscriptions::{Notice, Notify, SubscriptionUpdated};
 use crate::i18n::Lang;
 
 #[derive(Debug, Clone, PartialEq, Serialize, strum::EnumDiscriminants)]
@@ -36,6 +37,10 @@ pub enum UserEvent {
     /// After every reservation and settlement.
     #[serde(rename = "credits.updated")]
     CreditsUpdated(CreditsUpdated),
+    /// The user's subscription or tier changed (a webhook or their own
+    /// change through the API).
+    #[serde(rename = "subscription.updated")]
+    SubscriptionUpdated(SubscriptionUpdated),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,6 +145,7 @@ impl UserEventKind {
             UserEventKind::JobFailed => "job.failed",
             UserEventKind::JobCancelled => "job.cancelled",
             UserEventKind::CreditsUpdated => "credits.updated",
+            UserEventKind::SubscriptionUpdated => "subscription.updated",
         }
     }
 }
@@ -150,7 +156,7 @@ impl Queue {
     }
 
     /// Tells the user their balance after a reservation or settlement.
-    pub(super) async fn notify_credits(&self, user_id: &str) {
+    pub async fn notify_credits(&self, user_id: &str) {
         if let Ok(Some(a)) = crate::store::credits::account(&self.parts.db, user_id).await {
             self.notify(
                 user_id,
@@ -160,6 +166,24 @@ impl Queue {
                     available: a.balance - a.reserved,
                 }),
             );
+        }
+    }
+}
+
+/// Billing's notices go out on the same channel as the queue's.
+pub struct BillingNotices(pub std::sync::Arc<Queue>);
+
+impl Notify for BillingNotices {
+    fn notify(&self, notice: Notice) {
+        match notice {
+            Notice::Credits { user_id } => {
+                let queue = self.0.clone();
+                tokio::spawn(async move { queue.notify_credits(&user_id).await });
+            }
+            Notice::Subscription { user_id, update } => {
+                self.0
+                    .notify(&user_id, UserEvent::SubscriptionUpdated(update));
+            }
         }
     }
 }
@@ -230,6 +254,17 @@ mod tests {
                 reserved: 3,
                 available: 7,
             }),
+            UserEventKind::SubscriptionUpdated => {
+                UserEvent::SubscriptionUpdated(SubscriptionUpdated {
+                    plan: "pro".into(),
+                    status: "active".into(),
+                    billing_cycle: "monthly".into(),
+                    current_period_end: Some(Utc::now()),
+                    cancel_at_period_end: false,
+                    pending_plan: Some("starter".into()),
+                    tier: "pro".into(),
+                })
+            }
         }
     }
 

@@ -43,7 +43,7 @@ use crate::store::Db;
 
 pub use enqueue::Enqueued;
 pub use error::{QueueError, QueueResult};
-pub use events::UserEvent;
+pub use events::{BillingNotices, UserEvent};
 pub use failure::FailureCode;
 pub use heartbeat::BeatReply;
 pub use lease::Lease;

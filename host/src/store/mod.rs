@@ -4,6 +4,7 @@
 //! `on_tx!` macros expand one body for each driver. Schema lives in
 //! `migrations/sqlite` and `migrations/postgres` and is kept identical.
 
+pub mod billing;
 pub mod credits;
 pub mod images;
 pub mod jobs;

@@ -77,6 +77,16 @@ pub async fn find_access(db: &Db, id: &str) -> StoreResult<Option<(String, Strin
     )
 }
 
+/// `find_access` inside a transaction.
+pub async fn find_access_in(tx: &mut Tx, id: &str) -> StoreResult<Option<(String, String)>> {
+    Ok(
+        on_tx!(tx, c => sqlx::query_as("SELECT tier, role FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(c)
+        .await)?,
+    )
+}
+
 pub async fn find_by_id(db: &Db, id: &str) -> StoreResult<Option<UserRow>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
@@ -123,6 +133,27 @@ pub enum OperatorColumn {
     Role,
 }
 
+fn operator_sql(column: OperatorColumn) -> &'static str {
+    match column {
+        OperatorColumn::Tier => "UPDATE users SET tier = $2, updated_at = $3 WHERE id = $1",
+        OperatorColumn::Role => "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1",
+    }
+}
+
+/// `set_operator_column` inside a transaction.
+pub async fn set_operator_column_in(
+    tx: &mut Tx,
+    id: &str,
+    column: OperatorColumn,
+    value: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    Ok(
+        on_tx!(tx, c => exec_one!(c, sqlx::query(operator_sql(column))
+        .bind(id).bind(value).bind(now)))?,
+    )
+}
+
 /// Sets an operator-managed column; false when no such user exists.
 pub async fn set_operator_column(
     w: &Writer<'_>,
@@ -131,10 +162,8 @@ pub async fn set_operator_column(
     value: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let sql = match column {
-        OperatorColumn::Tier => "UPDATE users SET tier = $2, updated_at = $3 WHERE id = $1",
-        OperatorColumn::Role => "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1",
-    };
-    Ok(on_write!(w, p => exec_one!(p, sqlx::query(sql)
-        .bind(id).bind(value).bind(now)))?)
+    Ok(
+        on_write!(w, p => exec_one!(p, sqlx::query(operator_sql(column))
+        .bind(id).bind(value).bind(now)))?,
+    )
 }

@@ -2,7 +2,7 @@
 
 mod algo;
 
-wit_bindgen::generate!({ path: "../../wit/plugin@0.1.0", world: "node" });
+wit_bindgen::generate!({ path: "../../wit/plugin@0.2.0", world: "node" });
 
 use pingvas::plugin::images::{self, Image};
 use pingvas::plugin::node_types::NodeKind;

@@ -1,4 +1,5 @@
-//! Host bindings of `pingvas:plugin@0.1.0`, one `bindgen!` per world.
+//! Host bindings of `pingvas:plugin@0.1.0`, one `bindgen!` per world
+//! (billing adapters speak 0.2.0 only: see `v0_2_0`).
 //! Interfaces shared between worlds are generated once (in `node`) and
 //! reused, so one host implementation serves them all. The conversions
 //! between this version's types and the host's live here too, so a later
@@ -21,19 +22,6 @@ pub mod node {
     });
 }
 
-pub mod billing {
-    wasmtime::component::bindgen!({
-        path: "../wit/plugin@0.1.0",
-        world: "billing-adapter",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "pingvas:plugin/types": super::node::pingvas::plugin::types,
-            "pingvas:plugin/log": super::node::pingvas::plugin::log,
-        },
-    });
-}
-
 pub mod workflow {
     wasmtime::component::bindgen!({
         path: "../wit/plugin@0.1.0",
@@ -51,7 +39,6 @@ pub mod workflow {
 // Interfaces that only define types still get a (method-less) host trait.
 impl node::pingvas::plugin::types::Host for crate::plugins::state::PluginState {}
 impl node::pingvas::plugin::node_types::Host for crate::plugins::state::PluginState {}
-impl billing::pingvas::plugin::billing_types::Host for crate::plugins::state::PluginState {}
 
 use node::pingvas::plugin::types::{GenerationParams, Lora};
 

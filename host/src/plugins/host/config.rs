@@ -1,6 +1,6 @@
 //! `config`: operator settings and secrets of a billing adapter.
 
-use crate::plugins::bindings::v0_1_0::billing::pingvas::plugin::config::Host;
+use crate::plugins::bindings::v0_2_0::billing::pingvas::plugin::config::Host;
 use crate::plugins::state::PluginState;
 
 impl Host for PluginState {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::plugins::bindings::v0_1_0::billing::pingvas::plugin::http::{
+use crate::plugins::bindings::v0_2_0::billing::pingvas::plugin::http::{
     Host, HttpError, Request, Response,
 };
 use crate::plugins::state::PluginState;

@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::{Compiled, Linked, LoadedPlugin, PluginRuntime, wasmparser_is_component};
-use crate::plugins::bindings::v0_1_0::billing::BillingAdapterPre;
 use crate::plugins::bindings::v0_1_0::node::NodePre;
+use crate::plugins::bindings::v0_2_0::billing::BillingAdapterPre;
 use crate::plugins::error::PluginError;
 use crate::plugins::world::{PluginKind, Shape};
 

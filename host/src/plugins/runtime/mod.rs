@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::v0_1_0::billing::{BillingAdapter, BillingAdapterPre};
 use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
     Descriptor, NodeInput, NodeOutput, PostInput, PreInput,
 };
 use super::bindings::v0_1_0::node::pingvas::plugin::types::GenerationParams;
 use super::bindings::v0_1_0::node::{Node, NodePre};
+use super::bindings::v0_2_0::billing::{BillingAdapter, BillingAdapterPre};
 use super::cache::{self, DiskCache, LinkedCache};
 use super::engine::{EngineOptions, PluginEngine};
 use super::error::PluginError;
@@ -23,13 +23,16 @@ use super::limits::Limits;
 use super::state::{Grants, PluginState};
 use super::world::{PluginKind, Shape};
 
-pub use super::bindings::v0_1_0::billing::pingvas::plugin::billing_types::{
-    BillingEvent, Checkout, CheckoutRequest, EventKind, Webhook,
-};
 pub use super::bindings::v0_1_0::node::pingvas::plugin::types::Lora;
+pub use super::bindings::v0_2_0::billing::pingvas::plugin::billing_types::{
+    BillingEvent, ChangeTiming, Checkout, CheckoutRequest, EventKind, PlanChange,
+    SubscriptionState, Webhook,
+};
 pub type NodeDescriptor = Descriptor;
 pub type Params = GenerationParams;
 
+mod billing;
+pub use billing::{BillingAnswer, BillingCall, WebhookError};
 mod load;
 
 pub use super::output::MAX_PROMPT_BYTES;
@@ -99,8 +102,14 @@ impl PluginRuntime {
         let engine = PluginEngine::new(opts)?;
         let mut node_linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut node_linker).map_err(link_err)?;
+        // Both ABI versions' imports: a node built against either links.
         Node::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut node_linker, |s| s)
             .map_err(link_err)?;
+        super::bindings::v0_2_0::node::Node::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut node_linker,
+            |s| s,
+        )
+        .map_err(link_err)?;
         let mut billing_linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut billing_linker).map_err(link_err)?;
         BillingAdapter::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
@@ -358,36 +367,6 @@ impl PluginRuntime {
                 Ok(self.finish(&mut store, started, images))
             }
             (_, NodeOutput::Pre(_)) => Err(bad_output(name, "a post-node returned parameters")),
-        }
-    }
-
-    /// Calls a billing adapter's `create-checkout` (the host side of the
-    /// other billing calls comes with the billing module).
-    pub async fn billing_checkout(
-        &self,
-        name: &str,
-        plugin: &LoadedPlugin,
-        limits: Limits,
-        grants: Arc<Grants>,
-        req: CheckoutRequest,
-    ) -> Result<Checkout, PluginError> {
-        let Linked::Billing(pre) = &plugin.linked else {
-            return Err(PluginError::WrongWorld {
-                plugin: name.into(),
-                expected: "billing-adapter".into(),
-                reason: format!("is a {} plugin", plugin.kind.as_str()),
-            });
-        };
-        let mut store = self.store(name, limits, grants);
-        let result = async {
-            let adapter = pre.instantiate_async(&mut store).await?;
-            adapter.call_create_checkout(&mut store, &req).await
-        }
-        .await;
-        match result {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(guest_error(name, e)),
-            Err(e) => Err(self.classify(name, e, &mut store)),
         }
     }
 }

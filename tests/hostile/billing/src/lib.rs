@@ -1,7 +1,7 @@
 //! A billing adapter whose checkout calls the URL in its `target` config
 //! setting: used to prove the host's allow-list check.
 
-wit_bindgen::generate!({ path: "../../../wit/plugin@0.1.0", world: "billing-adapter" });
+wit_bindgen::generate!({ path: "../../../wit/plugin@0.2.0", world: "billing-adapter" });
 
 use pingvas::plugin::http::{self, HttpError, Request};
 
@@ -36,12 +36,16 @@ impl Guest for Hostile {
         }
     }
 
-    fn change_plan(_subscription_id: String, _plan: String) -> Result<(), PluginError> {
-        Ok(())
+    fn change_plan(_req: PlanChange) -> Result<SubscriptionState, PluginError> {
+        Err(PluginError::Failed("not implemented".into()))
     }
 
-    fn cancel(_subscription_id: String, _at_period_end: bool) -> Result<(), PluginError> {
-        Ok(())
+    fn cancel(_subscription_id: String, _at_period_end: bool) -> Result<SubscriptionState, PluginError> {
+        Err(PluginError::Failed("not implemented".into()))
+    }
+
+    fn resume(_subscription_id: String) -> Result<SubscriptionState, PluginError> {
+        Err(PluginError::Failed("not implemented".into()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Small local servers that speak the documented HTTP shapes of the GPU
 //! servers the `comfyui` and `invokeai` backends drive, and remember what
-//! they were asked. They "render" flat PNGs of the requested size.
+//! they were asked (they "render" flat PNGs of the requested size); the
+//! payment providers' APIs are in `billing`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+pub mod billing;
+pub use billing::{FakeLemonSqueezy, FakeStripe, hmac_hex, stripe_signature};
 
 fn png(w: u32, h: u32, shade: u8) -> Vec<u8> {
     let img = image::RgbaImage::from_pixel(w.max(1), h.max(1), image::Rgba([shade, 90, 160, 255]));

@@ -1,0 +1,800 @@
+//! Subscriptions through the real Lemon Squeezy and Stripe adapter
+//! components, against fake provider APIs, with webhooks signed the
+//! providers' ways.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pingvas_tests::fakes::{FakeLemonSqueezy, FakeStripe, hmac_hex, stripe_signature};
+use pingvas_tests::{Session, TestServer, assert_error, plugin_path};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const LS_KEY: &str = "ls-test-api-key";
+const LS_SECRET: &str = "ls-signing-secret";
+const STRIPE_KEY: &str = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
+const STRIPE_SECRET: &str = "whsec_test_secret";
+const PRO_MONTHLY: u64 = 149091;
+const STUDIO_MONTHLY: u64 = 149093;
+
+fn host_of(base: &str) -> String {
+    base.trim_start_matches("http://").to_owned()
+}
+
+fn ls_toml(base: &str, adapter: &Path) -> String {
+    format!(
+        r#"billing_adapter = "{adapter}"
+billing_provider = "lemon-squeezy"
+billing_http_allow = "{host}"
+billing_api_key = "{LS_KEY}"
+billing_webhook_secret = "{LS_SECRET}"
+
+[billing_settings]
+store_id = "12345"
+api_base = "{base}"
+redirect_url = "https://studio.example/billing/done"
+"variant.starter.monthly" = "149090"
+"variant.pro.monthly" = "{PRO_MONTHLY}"
+"variant.pro.yearly" = "149092"
+"variant.studio.monthly" = "{STUDIO_MONTHLY}"
+"#,
+        adapter = adapter.display(),
+        host = host_of(base),
+    )
+}
+
+fn stripe_toml(base: &str, adapter: &Path) -> String {
+    format!(
+        r#"billing_adapter = "{adapter}"
+billing_provider = "stripe"
+billing_http_allow = "{host}"
+billing_api_key = "{STRIPE_KEY}"
+billing_webhook_secret = "{STRIPE_SECRET}"
+
+[billing_settings]
+api_base = "{base}"
+success_url = "https://studio.example/billing/done"
+"price.pro.monthly" = "price_pro_monthly"
+"price.studio.monthly" = "price_studio_monthly"
+"#,
+        adapter = adapter.display(),
+        host = host_of(base),
+    )
+}
+
+/// A server whose configuration file is `toml` (kept in a temp dir).
+async fn server_with(toml: &str) -> (TestServer, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pingvas.toml");
+    std::fs::write(&path, toml).unwrap();
+    let srv = TestServer::start_from_file(&path).await;
+    (srv, dir, path)
+}
+
+async fn ls_server() -> (TestServer, FakeLemonSqueezy, tempfile::TempDir, PathBuf) {
+    let (fake, base) = FakeLemonSqueezy::start(LS_KEY).await;
+    let (srv, dir, path) = server_with(&ls_toml(&base, &plugin_path("lemon-squeezy"))).await;
+    (srv, fake, dir, path)
+}
+
+async fn deliver(
+    srv: &TestServer,
+    provider: &str,
+    header: Option<(&str, String)>,
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let mut req = srv
+        .client
+        .post(srv.url(&format!("/webhooks/{provider}")))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn ls_deliver(srv: &TestServer, body: &[u8]) {
+    let got = deliver(
+        srv,
+        "lemon-squeezy",
+        Some(("X-Signature", hmac_hex(LS_SECRET, body))),
+        body,
+    )
+    .await;
+    assert_eq!(got, (StatusCode::OK, json!({ "success": true })));
+}
+
+async fn stripe_deliver(srv: &TestServer, body: &[u8]) -> (StatusCode, Value) {
+    let t = chrono::Utc::now().timestamp();
+    deliver(
+        srv,
+        "stripe",
+        Some(("Stripe-Signature", stripe_signature(STRIPE_SECRET, t, body))),
+        body,
+    )
+    .await
+}
+
+async fn me(srv: &TestServer, s: &Session) -> Value {
+    let (status, body) = srv.get("/users/me", Some(&s.access)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"].clone()
+}
+
+/// Polls `check` until it holds (a background apply has no event of its
+/// own when it fails); gives up after 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn events_with_status(srv: &TestServer, admin: &Session, status: &str) -> Vec<Value> {
+    let (code, body) = srv
+        .get(
+            &format!("/admin/billing/events?status={status}"),
+            Some(&admin.access),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn lemon_squeezy_lifecycle_from_checkout_to_expiry() {
+    let (srv, fake, _dir, _path) = ls_server().await;
+    let user = srv.signup("payer@example.com").await;
+    let mut events = srv.events(&user.access, None).await;
+
+    // Checkout: the adapter calls the provider's API with the user's id.
+    let (status, body) = srv
+        .post(
+            "/subscriptions/checkout",
+            Some(&user.access),
+            json!({ "plan": "pro", "billing_cycle": "monthly" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let url = body["data"]["checkout_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://pingvas.lemonsqueezy.com/checkout/custom/"),
+        "{url}"
+    );
+    let call = fake.calls().pop().unwrap();
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        ("POST", "/v1/checkouts")
+    );
+    assert_eq!(
+        call.authorization.as_deref(),
+        Some(&*format!("Bearer {LS_KEY}"))
+    );
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/vnd.api+json")
+    );
+    let sent: Value = serde_json::from_str(&call.body).unwrap();
+    assert_eq!(
+        sent["data"]["attributes"]["checkout_data"]["custom"]["user_id"],
+        user.user_id
+    );
+    assert_eq!(
+        sent["data"]["relationships"]["variant"]["data"]["id"],
+        PRO_MONTHLY.to_string()
+    );
+    assert_eq!(
+        sent["data"]["relationships"]["store"]["data"]["id"],
+        "12345"
+    );
+
+    // The buyer pays; the provider tells us.
+    let sub = fake.subscribe(&user.user_id, PRO_MONTHLY);
+    ls_deliver(&srv, &fake.subscription_event("subscription_created", &sub)).await;
+    let update = events.until_type("subscription.updated").await;
+    assert_eq!(update["data"]["tier"], "pro");
+    assert_eq!(update["data"]["status"], "active");
+    let profile = me(&srv, &user).await;
+    assert_eq!(profile["tier"], "pro");
+    assert_eq!(profile["subscription"]["plan"], "pro");
+    assert_eq!(profile["features"]["flux_model"], true);
+    let (_, current) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    let c = &current["data"];
+    assert_eq!(c["plan"], json!({ "name": "pro", "display_name": "Pro" }));
+    assert_eq!(
+        (c["status"].as_str(), c["billing_cycle"].as_str()),
+        (Some("active"), Some("monthly"))
+    );
+    assert_eq!(
+        c["payment_method"],
+        json!({ "type": "card", "last_four": "4242", "brand": "visa" })
+    );
+    assert_eq!(c["cancel_at_period_end"], false);
+
+    // The first invoice grants the month's credits, once.
+    let before = srv.credits(&user.user_id).await.0;
+    let paid = fake.invoice_event("subscription_payment_success", &sub, 9001, "initial");
+    ls_deliver(&srv, &paid).await;
+    let credits = events.until_type("credits.updated").await;
+    assert_eq!(credits["data"]["balance"], before + 15000);
+    ls_deliver(&srv, &paid).await; // a replay
+    // Renewal: a new period and a new invoice.
+    fake.update(&sub, |s| {
+        s.renews_at = s
+            .renews_at
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap()
+    });
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    ls_deliver(
+        &srv,
+        &fake.invoice_event("subscription_payment_success", &sub, 9002, "renewal"),
+    )
+    .await;
+    let credits = events.until_type("credits.updated").await;
+    assert_eq!(
+        credits["data"]["balance"],
+        before + 30000,
+        "the replay granted nothing"
+    );
+    assert_eq!(srv.credits(&user.user_id).await.0, before + 30000);
+
+    // Cancel: the plan stays until the period ends.
+    let (status, body) = srv
+        .post(
+            "/subscriptions/cancel",
+            Some(&user.access),
+            json!({ "reason": "Too expensive" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "cancelling");
+    let ends_at = body["data"]["ends_at"].as_str().unwrap().to_owned();
+    assert!(
+        body["data"]["message"].as_str().unwrap().contains("종료"),
+        "{body}"
+    );
+    assert_eq!(fake.calls().pop().unwrap().method, "DELETE");
+    assert_eq!(me(&srv, &user).await["tier"], "pro");
+    let (_, current) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    assert_eq!(current["data"]["cancel_at_period_end"], true);
+    assert_eq!(
+        current["data"]["current_period_end"].as_str(),
+        Some(&*ends_at)
+    );
+    ls_deliver(
+        &srv,
+        &fake.subscription_event("subscription_cancelled", &sub),
+    )
+    .await;
+
+    // Resume undoes it; cancel again; then the period ends.
+    let (status, body) = srv
+        .post("/subscriptions/resume", Some(&user.access), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["data"]["status"].as_str(),
+            body["data"]["cancel_at_period_end"].as_bool()
+        ),
+        (Some("active"), Some(false))
+    );
+    let (status, _) = srv
+        .post("/subscriptions/cancel", Some(&user.access), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    fake.update(&sub, |s| s.status = "expired".into());
+    ls_deliver(&srv, &fake.subscription_event("subscription_expired", &sub)).await;
+    loop {
+        let e = events.until_type("subscription.updated").await;
+        if e["data"]["status"] == "expired" {
+            assert_eq!(e["data"]["tier"], "free");
+            break;
+        }
+    }
+    let profile = me(&srv, &user).await;
+    assert_eq!(
+        (profile["tier"].as_str(), &profile["subscription"]),
+        (Some("free"), &Value::Null)
+    );
+    let (_, current) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    assert_eq!(current["data"], Value::Null);
+    assert_eq!(
+        srv.credits(&user.user_id).await.0,
+        before + 30000,
+        "credits stay"
+    );
+}
+
+#[tokio::test]
+async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
+    let (srv, fake, _dir, _path) = ls_server().await;
+    let user = srv.signup("upgrader@example.com").await;
+    let mut events = srv.events(&user.access, None).await;
+    let sub = fake.subscribe(&user.user_id, PRO_MONTHLY);
+    ls_deliver(&srv, &fake.subscription_event("subscription_created", &sub)).await;
+    events.until_type("subscription.updated").await;
+
+    for (target, reason) in [
+        ("pro", "not higher"),
+        ("starter", "not higher"),
+        ("platinum", "unknown plan"),
+        ("enterprise", "contract"),
+    ] {
+        let got = srv
+            .post(
+                "/subscriptions/upgrade",
+                Some(&user.access),
+                json!({ "target_plan": target }),
+            )
+            .await;
+        let details =
+            assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS")["details"].clone();
+        assert_eq!(details["field"], "target_plan", "{target}");
+        assert!(
+            details["reason"].as_str().unwrap().contains(reason),
+            "{target}: {details}"
+        );
+    }
+
+    let before = srv.credits(&user.user_id).await.0;
+    let (status, body) = srv
+        .post(
+            "/subscriptions/upgrade",
+            Some(&user.access),
+            json!({ "target_plan": "studio" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["previous_plan"], "pro");
+    assert_eq!(body["data"]["new_plan"], "studio");
+    assert_eq!(body["data"]["effective_immediately"], true);
+    assert_eq!(
+        body["data"]["credits_granted"], 15000,
+        "studio 30000 − pro 15000"
+    );
+    assert_eq!(srv.credits(&user.user_id).await.0, before + 15000);
+    assert_eq!(me(&srv, &user).await["tier"], "studio");
+    let patch: Value = serde_json::from_str(&fake.calls().pop().unwrap().body).unwrap();
+    assert_eq!(
+        patch["data"]["attributes"],
+        json!({ "variant_id": STUDIO_MONTHLY, "invoice_immediately": true })
+    );
+    // The provider's webhook of the same change changes nothing more.
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+
+    // Downgrade: the provider may switch the variant now; the tier waits.
+    let (status, body) = srv
+        .post(
+            "/subscriptions/downgrade",
+            Some(&user.access),
+            json!({ "target_plan": "pro" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["effective_immediately"], false);
+    let patch: Value = serde_json::from_str(&fake.calls().pop().unwrap().body).unwrap();
+    assert_eq!(
+        patch["data"]["attributes"],
+        json!({ "variant_id": PRO_MONTHLY, "disable_prorations": true })
+    );
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    let (_, current) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    assert_eq!(
+        (
+            current["data"]["plan"]["name"].as_str(),
+            current["data"]["pending_plan"].as_str()
+        ),
+        (Some("studio"), Some("pro"))
+    );
+    assert_eq!(me(&srv, &user).await["tier"], "studio");
+    // The next period starts on the lower plan.
+    fake.update(&sub, |s| {
+        s.renews_at = s
+            .renews_at
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap()
+    });
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    loop {
+        let e = events.until_type("subscription.updated").await;
+        if e["data"]["tier"] == "pro" {
+            assert_eq!(e["data"]["pending_plan"], Value::Null);
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn webhooks_need_a_valid_signature_and_apply_once_in_order() {
+    let (srv, fake, _dir, _path) = ls_server().await;
+    let admin = srv.signup_admin("ops@example.com").await;
+    let user = srv.signup("order@example.com").await;
+    let sub = fake.subscribe(&user.user_id, PRO_MONTHLY);
+    let created = fake.subscription_event("subscription_created", &sub);
+
+    // Bad or missing signatures: 401 in the envelope, nothing stored.
+    let wrong = hmac_hex("another-secret", &created);
+    for header in [
+        None,
+        Some(("X-Signature", wrong)),
+        Some(("X-Signature", "sha256=zz".to_owned())),
+    ] {
+        let got = deliver(&srv, "lemon-squeezy", header, &created).await;
+        assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    }
+    let mut tampered = created.clone();
+    let at = tampered.len() - 3;
+    tampered[at] = b' ';
+    let got = deliver(
+        &srv,
+        "lemon-squeezy",
+        Some(("X-Signature", hmac_hex(LS_SECRET, &created))),
+        &tampered,
+    )
+    .await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    // Not the configured provider.
+    let got = deliver(
+        &srv,
+        "stripe",
+        Some(("Stripe-Signature", "t=1,v1=00".into())),
+        &created,
+    )
+    .await;
+    assert_error(&got, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (_, all) = srv.get("/admin/billing/events", Some(&admin.access)).await;
+    assert_eq!(all["meta"]["total"], 0, "{all}");
+    let got = srv.get("/admin/billing/events", Some(&user.access)).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "FORBIDDEN");
+
+    // A payment before its subscription fails, then applies once the
+    // subscription is known.
+    let before = srv.credits(&user.user_id).await.0;
+    ls_deliver(
+        &srv,
+        &fake.invoice_event("subscription_payment_success", &sub, 77, "initial"),
+    )
+    .await;
+    eventually("the early payment to fail", || async {
+        events_with_status(&srv, &admin, "failed").await.len() == 1
+    })
+    .await;
+    let failed = events_with_status(&srv, &admin, "failed").await;
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not known yet"),
+        "{failed:?}"
+    );
+    // The spec's `sha256=` form is accepted too.
+    let sig = format!("sha256={}", hmac_hex(LS_SECRET, &created));
+    let got = deliver(&srv, "lemon-squeezy", Some(("X-Signature", sig)), &created).await;
+    assert_eq!(got.0, StatusCode::OK);
+    eventually("both events applied", || async {
+        events_with_status(&srv, &admin, "applied").await.len() == 2
+    })
+    .await;
+    assert!(events_with_status(&srv, &admin, "failed").await.is_empty());
+    assert_eq!(srv.credits(&user.user_id).await.0, before + 15000);
+
+    // Out of order: a newer state (past_due) then an older one (active).
+    fake.update(&sub, |s| s.status = "active".into());
+    let older = fake.subscription_event("subscription_updated", &sub);
+    fake.update(&sub, |s| s.status = "past_due".into());
+    let newer = fake.subscription_event("subscription_updated", &sub);
+    ls_deliver(&srv, &newer).await;
+    ls_deliver(&srv, &older).await;
+    eventually("four events applied", || async {
+        events_with_status(&srv, &admin, "applied").await.len() == 4
+    })
+    .await;
+    let (_, current) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    assert_eq!(
+        current["data"]["status"], "past_due",
+        "the older state did not win"
+    );
+    assert_eq!(
+        me(&srv, &user).await["tier"],
+        "pro",
+        "past_due keeps the plan for now"
+    );
+    // Unpaid drops it.
+    fake.update(&sub, |s| s.status = "unpaid".into());
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    eventually("the tier to drop", || async {
+        me(&srv, &user).await["tier"] == "free"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stripe_checkout_signatures_and_lifecycle() {
+    let (fake, base) = FakeStripe::start(STRIPE_KEY).await;
+    let (srv, _dir, _path) = server_with(&stripe_toml(&base, &plugin_path("stripe"))).await;
+    let user = srv.signup("stripe@example.com").await;
+    let mut events = srv.events(&user.access, None).await;
+
+    let (status, body) = srv
+        .post(
+            "/subscriptions/checkout",
+            Some(&user.access),
+            json!({ "plan": "pro" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["data"]["checkout_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://checkout.stripe.com/c/pay/cs_test_")
+    );
+    assert!(body["data"]["expires_at"].is_string());
+    let call = fake.calls().pop().unwrap();
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(call.body.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(form["mode"], "subscription");
+    assert_eq!(form["line_items[0][price]"], "price_pro_monthly");
+    assert_eq!(form["subscription_data[metadata][user_id]"], user.user_id);
+    assert_eq!(
+        call.authorization.as_deref(),
+        Some(&*format!("Bearer {STRIPE_KEY}"))
+    );
+
+    let sub = fake.subscribe(&user.user_id, "price_pro_monthly");
+    let now = chrono::Utc::now().timestamp();
+    let created = fake.subscription_event("customer.subscription.created", &sub, now);
+    // A stale timestamp (a replay from long ago) and a wrong secret are refused.
+    for header in [
+        stripe_signature(STRIPE_SECRET, now - 301, &created),
+        stripe_signature("whsec_other", now, &created),
+        format!("t={now}"),
+    ] {
+        let got = deliver(&srv, "stripe", Some(("Stripe-Signature", header)), &created).await;
+        assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    }
+    // Any v1 may match (a secret roll).
+    let good = stripe_signature(STRIPE_SECRET, now, &created);
+    let rolled = format!(
+        "t={now},v1={},{}",
+        "ab".repeat(32),
+        good.split_once(',').unwrap().1
+    );
+    let got = deliver(&srv, "stripe", Some(("Stripe-Signature", rolled)), &created).await;
+    assert_eq!(got, (StatusCode::OK, json!({ "success": true })));
+    assert_eq!(
+        events.until_type("subscription.updated").await["data"]["tier"],
+        "pro"
+    );
+
+    let before = srv.credits(&user.user_id).await.0;
+    let paid = fake.invoice_event("invoice.paid", &sub, "in_1234", now);
+    assert_eq!(stripe_deliver(&srv, &paid).await.0, StatusCode::OK);
+    assert_eq!(
+        events.until_type("credits.updated").await["data"]["balance"],
+        before + 15000
+    );
+
+    let (status, body) = srv
+        .post(
+            "/subscriptions/upgrade",
+            Some(&user.access),
+            json!({ "target_plan": "studio" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(fake.calls().pop().unwrap().body.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(
+        (
+            form["items[0][price]"].as_str(),
+            form["proration_behavior"].as_str()
+        ),
+        ("price_studio_monthly", "always_invoice")
+    );
+    assert_eq!(me(&srv, &user).await["tier"], "studio");
+
+    let (status, _) = srv
+        .post("/subscriptions/cancel", Some(&user.access), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(fake.subscriptions.lock().unwrap()[&sub].cancel_at_period_end);
+    let deleted = fake.subscription_event(
+        "customer.subscription.deleted",
+        &sub,
+        chrono::Utc::now().timestamp() + 1,
+    );
+    assert_eq!(stripe_deliver(&srv, &deleted).await.0, StatusCode::OK);
+    eventually("the tier to drop", || async {
+        me(&srv, &user).await["tier"] == "free"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn adapters_swap_on_a_running_server_and_a_broken_one_is_refused() {
+    let (ls, ls_base) = FakeLemonSqueezy::start(LS_KEY).await;
+    let (stripe, stripe_base) = FakeStripe::start(STRIPE_KEY).await;
+    let (srv, dir, path) = server_with(&ls_toml(&ls_base, &plugin_path("lemon-squeezy"))).await;
+    let admin = srv.signup_admin("swap-admin@example.com").await;
+    let user = srv.signup("swap@example.com").await;
+
+    let got = srv
+        .post("/admin/billing/reload", Some(&user.access), json!({}))
+        .await;
+    assert_error(&got, StatusCode::FORBIDDEN, "FORBIDDEN");
+
+    // A broken adapter file is refused; Lemon Squeezy keeps serving.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x0d\0\x01\0 not really").unwrap();
+    std::fs::write(&path, ls_toml(&ls_base, &broken)).unwrap();
+    let got = srv
+        .post("/admin/billing/reload", Some(&admin.access), json!({}))
+        .await;
+    let details =
+        assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR")["details"].clone();
+    assert_eq!(details["field"], "billing_adapter");
+    // A node component is no billing adapter either.
+    std::fs::write(&path, ls_toml(&ls_base, &plugin_path("prompt-style"))).unwrap();
+    let got = srv
+        .post("/admin/billing/reload", Some(&admin.access), json!({}))
+        .await;
+    let details =
+        assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR")["details"].clone();
+    assert_eq!(details["reason"], "wrong_world", "{details}");
+    let ls_sub = ls.subscribe(&user.user_id, PRO_MONTHLY);
+    ls_deliver(
+        &srv,
+        &ls.subscription_event("subscription_created", &ls_sub),
+    )
+    .await;
+
+    // Swap to Stripe: its webhooks are taken at once.
+    std::fs::write(&path, stripe_toml(&stripe_base, &plugin_path("stripe"))).unwrap();
+    let (status, body) = srv
+        .post("/admin/billing/reload", Some(&admin.access), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["provider"], "stripe");
+    let other = srv.signup("swap2@example.com").await;
+    let sub = stripe.subscribe(&other.user_id, "price_pro_monthly");
+    let now = chrono::Utc::now().timestamp();
+    let got = stripe_deliver(
+        &srv,
+        &stripe.subscription_event("customer.subscription.created", &sub, now),
+    )
+    .await;
+    assert_eq!(got, (StatusCode::OK, json!({ "success": true })));
+    eventually("the Stripe subscription", || async {
+        me(&srv, &other).await["tier"] == "pro"
+    })
+    .await;
+    // New checkouts go to Stripe.
+    let (status, body) = srv
+        .post(
+            "/subscriptions/checkout",
+            Some(&other.access),
+            json!({ "plan": "studio", "billing_cycle": "monthly" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "already subscribed: {body}");
+    let third = srv.signup("swap3@example.com").await;
+    let (status, body) = srv
+        .post(
+            "/subscriptions/checkout",
+            Some(&third.access),
+            json!({ "plan": "studio" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["data"]["checkout_url"]
+            .as_str()
+            .unwrap()
+            .contains("checkout.stripe.com")
+    );
+
+    // Lemon Squeezy's retried webhooks still verify in the grace period.
+    let before = srv.credits(&user.user_id).await.0;
+    ls_deliver(
+        &srv,
+        &ls.invoice_event("subscription_payment_success", &ls_sub, 31, "initial"),
+    )
+    .await;
+    eventually("the Lemon Squeezy payment", || async {
+        srv.credits(&user.user_id).await.0 == before + 15000
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_an_adapter_plans_answer_and_the_rest_is_unavailable() {
+    let srv = TestServer::start().await;
+    let user = srv.signup("nobill@example.com").await;
+    let (status, body) = srv.get("/subscriptions/plans", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let plans = body["data"].as_array().unwrap();
+    let names: Vec<_> = plans.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["free", "starter", "pro", "studio", "enterprise"]);
+    assert_eq!(plans[2]["id"], "plan-pro");
+    assert_eq!(
+        (
+            plans[2]["monthly_price"].as_f64(),
+            plans[2]["credits"].as_i64()
+        ),
+        (Some(75.0), Some(15000))
+    );
+    assert_eq!(
+        (&plans[4]["monthly_price"], &plans[4]["yearly_price"]),
+        (&Value::Null, &Value::Null)
+    );
+    let (status, body) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    assert_eq!((status, &body["data"]), (StatusCode::OK, &Value::Null));
+
+    // Input is checked first, then billing's absence.
+    for (body, field) in [
+        (json!({ "plan": "gold" }), "plan"),
+        (json!({ "plan": "free" }), "plan"),
+        (
+            json!({ "plan": "pro", "billing_cycle": "weekly" }),
+            "billing_cycle",
+        ),
+    ] {
+        let got = srv
+            .post("/subscriptions/checkout", Some(&user.access), body)
+            .await;
+        assert_eq!(
+            assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS")["details"]["field"],
+            field
+        );
+    }
+    let got = srv
+        .post(
+            "/subscriptions/checkout",
+            Some(&user.access),
+            json!({ "plan": "pro" }),
+        )
+        .await;
+    let details =
+        assert_error(&got, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")["details"]
+            .clone();
+    assert_eq!(details["reason"], "billing_not_configured");
+    let got = srv
+        .post(
+            "/subscriptions/upgrade",
+            Some(&user.access),
+            json!({ "target_plan": "pro" }),
+        )
+        .await;
+    assert_eq!(
+        assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS")["details"]["reason"],
+        "no_paid_subscription"
+    );
+    let got = srv.post("/subscriptions/cancel", None, json!({})).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let got = deliver(
+        &srv,
+        "lemon-squeezy",
+        Some(("X-Signature", "00".into())),
+        b"{}",
+    )
+    .await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
