@@ -7,7 +7,6 @@
 //! Needs the guest plugins built (`scripts/test` builds them), then:
 //! `cargo bench -p pingvas-host --bench plugins`
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -17,20 +16,14 @@ use pingvas_host::plugins::limits::Limits;
 use pingvas_host::plugins::runtime::Params;
 use pingvas_host::plugins::{PluginKind, PluginRuntime};
 
+mod common;
+
 #[path = "../../plugins/grayscale/src/algo.rs"]
 mod native_grayscale;
 
 fn wasm(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("PINGVAS_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| PathBuf::from(t).join("wasm32-wasip2/release"))
-        })
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
-        });
-    std::fs::read(dir.join(format!("{name}.wasm"))).expect("build the plugins first (scripts/test)")
+    std::fs::read(common::plugin_dir().join(format!("{name}.wasm")))
+        .expect("build the plugins first (scripts/test)")
 }
 
 fn params() -> Params {

@@ -130,12 +130,11 @@ async fn billing_upkeep(billing: Arc<Billing>, stop: CancellationToken) {
 
 /// SIGHUP reloads the billing adapter from the configuration file.
 #[cfg(unix)]
-async fn reload_on_hangup(billing: Arc<Billing>, stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload the billing adapter through the API");
-        return;
-    };
+async fn reload_on_hangup(
+    billing: Arc<Billing>,
+    mut hangups: tokio::signal::unix::Signal,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = hangups.recv() => {}
@@ -169,8 +168,21 @@ async fn start_background(
         }
     });
     tasks.spawn(billing_upkeep(state.billing.clone(), stop.clone()));
+    // Registered before the server answers anything: a SIGHUP that came
+    // before the handler would end the process.
     #[cfg(unix)]
-    tasks.spawn(reload_on_hangup(state.billing.clone(), stop.clone()));
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => {
+            tasks.spawn(reload_on_hangup(
+                state.billing.clone(),
+                hangups,
+                stop.clone(),
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload the billing adapter through the API")
+        }
+    }
     if state.config.worker_enabled {
         let info = state.local_worker_info();
         let backend = crate::inference::build(

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 pub use pingvas_host;
 
 pub mod bench;
+pub mod billing;
 pub mod fakes;
 
 pub const PASSWORD: &str = "SecurePass123!";

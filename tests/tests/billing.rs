@@ -2,121 +2,13 @@
 //! components, against fake provider APIs, with webhooks signed the
 //! providers' ways.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pingvas_tests::billing::*;
 use pingvas_tests::fakes::{FakeLemonSqueezy, FakeStripe, hmac_hex, stripe_signature};
 use pingvas_tests::{Session, TestServer, assert_error, plugin_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const LS_KEY: &str = "ls-test-api-key";
-const LS_SECRET: &str = "ls-signing-secret";
-const STRIPE_KEY: &str = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
-const STRIPE_SECRET: &str = "whsec_test_secret";
-const PRO_MONTHLY: u64 = 149091;
-const STUDIO_MONTHLY: u64 = 149093;
-
-fn host_of(base: &str) -> String {
-    base.trim_start_matches("http://").to_owned()
-}
-
-fn ls_toml(base: &str, adapter: &Path) -> String {
-    format!(
-        r#"billing_adapter = "{adapter}"
-billing_provider = "lemon-squeezy"
-billing_http_allow = "{host}"
-billing_api_key = "{LS_KEY}"
-billing_webhook_secret = "{LS_SECRET}"
-
-[billing_settings]
-store_id = "12345"
-api_base = "{base}"
-redirect_url = "https://studio.example/billing/done"
-"variant.starter.monthly" = "149090"
-"variant.pro.monthly" = "{PRO_MONTHLY}"
-"variant.pro.yearly" = "149092"
-"variant.studio.monthly" = "{STUDIO_MONTHLY}"
-"#,
-        adapter = adapter.display(),
-        host = host_of(base),
-    )
-}
-
-fn stripe_toml(base: &str, adapter: &Path) -> String {
-    format!(
-        r#"billing_adapter = "{adapter}"
-billing_provider = "stripe"
-billing_http_allow = "{host}"
-billing_api_key = "{STRIPE_KEY}"
-billing_webhook_secret = "{STRIPE_SECRET}"
-
-[billing_settings]
-api_base = "{base}"
-success_url = "https://studio.example/billing/done"
-"price.pro.monthly" = "price_pro_monthly"
-"price.studio.monthly" = "price_studio_monthly"
-"#,
-        adapter = adapter.display(),
-        host = host_of(base),
-    )
-}
-
-/// A server whose configuration file is `toml` (kept in a temp dir).
-async fn server_with(toml: &str) -> (TestServer, tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pingvas.toml");
-    std::fs::write(&path, toml).unwrap();
-    let srv = TestServer::start_from_file(&path).await;
-    (srv, dir, path)
-}
-
-async fn ls_server() -> (TestServer, FakeLemonSqueezy, tempfile::TempDir, PathBuf) {
-    let (fake, base) = FakeLemonSqueezy::start(LS_KEY).await;
-    let (srv, dir, path) = server_with(&ls_toml(&base, &plugin_path("lemon-squeezy"))).await;
-    (srv, fake, dir, path)
-}
-
-async fn deliver(
-    srv: &TestServer,
-    provider: &str,
-    header: Option<(&str, String)>,
-    body: &[u8],
-) -> (StatusCode, Value) {
-    let mut req = srv
-        .client
-        .post(srv.url(&format!("/webhooks/{provider}")))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    if let Some((k, v)) = header {
-        req = req.header(k, v);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn ls_deliver(srv: &TestServer, body: &[u8]) {
-    let got = deliver(
-        srv,
-        "lemon-squeezy",
-        Some(("X-Signature", hmac_hex(LS_SECRET, body))),
-        body,
-    )
-    .await;
-    assert_eq!(got, (StatusCode::OK, json!({ "success": true })));
-}
-
-async fn stripe_deliver(srv: &TestServer, body: &[u8]) -> (StatusCode, Value) {
-    let t = chrono::Utc::now().timestamp();
-    deliver(
-        srv,
-        "stripe",
-        Some(("Stripe-Signature", stripe_signature(STRIPE_SECRET, t, body))),
-        body,
-    )
-    .await
-}
 
 async fn me(srv: &TestServer, s: &Session) -> Value {
     let (status, body) = srv.get("/users/me", Some(&s.access)).await;
@@ -447,6 +339,10 @@ async fn webhooks_need_a_valid_signature_and_apply_once_in_order() {
     .await;
     assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     // Not the configured provider.
+    let huge = vec![b' '; (1 << 20) + 1];
+    let sig = hmac_hex(LS_SECRET, &huge);
+    let got = deliver(&srv, "lemon-squeezy", Some(("X-Signature", sig)), &huge).await;
+    assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
     let got = deliver(
         &srv,
         "stripe",
@@ -797,4 +693,56 @@ async fn without_an_adapter_plans_answer_and_the_rest_is_unavailable() {
     )
     .await;
     assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn a_yearly_plan_grants_each_begun_month_once() {
+    let (srv, fake, _dir, _path) = ls_server().await;
+    let user = srv.signup("yearly@example.com").await;
+    let mut events = srv.events(&user.access, None).await;
+    let sub = fake.subscribe(&user.user_id, 149092);
+    // Two months into a yearly period.
+    fake.update(&sub, |s| {
+        s.renews_at = chrono::Utc::now()
+            .checked_add_months(chrono::Months::new(10))
+            .unwrap()
+    });
+    ls_deliver(&srv, &fake.subscription_event("subscription_created", &sub)).await;
+    let update = events.until_type("subscription.updated").await;
+    assert_eq!(
+        (
+            update["data"]["billing_cycle"].as_str(),
+            update["data"]["tier"].as_str()
+        ),
+        (Some("yearly"), Some("pro"))
+    );
+    let before = srv.credits(&user.user_id).await.0;
+    ls_deliver(
+        &srv,
+        &fake.invoice_event("subscription_payment_success", &sub, 5, "initial"),
+    )
+    .await;
+    assert_eq!(
+        events.until_type("credits.updated").await["data"]["balance"],
+        before + 15000
+    );
+
+    let billing = &srv.state.billing;
+    billing.maintain(chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        srv.credits(&user.user_id).await.0,
+        before + 3 * 15000,
+        "months 2 and 3 have begun"
+    );
+    billing.maintain(chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        srv.credits(&user.user_id).await.0,
+        before + 3 * 15000,
+        "each month once"
+    );
+    let in_three_months = chrono::Utc::now()
+        .checked_add_months(chrono::Months::new(3))
+        .unwrap();
+    billing.maintain(in_three_months).await.unwrap();
+    assert_eq!(srv.credits(&user.user_id).await.0, before + 6 * 15000);
 }

@@ -727,3 +727,51 @@ async fn a_worker_fetches_only_its_jobs_plugins_and_unregisters_only_itself() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(goodbye("key-of-w1").await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn nodes_of_both_abi_versions_run_in_one_job() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    let mut abi = Vec::new();
+    for name in ["watermark", "grayscale"] {
+        let (s, b) = srv
+            .publish(
+                &alice.access,
+                pingvas_tests::manifest(name, "0.1.0", "node", "public"),
+                pingvas_tests::plugin_wasm(name),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        abi.push(b["data"]["version"]["abi_version"].clone());
+    }
+    assert_eq!(
+        abi,
+        [json!("0.1.0"), json!("0.2.0")],
+        "watermark speaks 0.1.0, grayscale 0.2.0"
+    );
+    let mut events = srv.events(&alice.access, None).await;
+    let mut body = small_job("a harbour");
+    body["post_nodes"] =
+        json!([{ "name": "watermark", "parameters": { "text": "PV" } }, { "name": "grayscale" }]);
+    let (s, b) = srv.generate("text-to-image", &alice.access, body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let end = events.until_end(&id).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let url = srv.url_of(end["data"]["images"][0]["image_url"].as_str().unwrap());
+    let png = srv
+        .client
+        .get(url)
+        .bearer_auth(&alice.access)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let img = image::load_from_memory(&png).unwrap().to_rgba8();
+    assert!(
+        img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+        "the 0.2.0 node ran last: every pixel is grey"
+    );
+}

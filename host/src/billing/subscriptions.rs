@@ -314,18 +314,7 @@ impl Billing {
                     .map_or_else(String::new, |t| t.to_rfc3339())
             );
             let description = format!("{} upgrade: monthly credits difference", plan.display_name);
-            ledger::credit_in(
-                &mut tx,
-                user_id,
-                granted,
-                TxKind::SubscriptionGrant,
-                &description,
-                Some(&key),
-            )
-            .await?;
-            notices.push(Notice::Credits {
-                user_id: user_id.to_owned(),
-            });
+            notices.extend(grant_once(&mut tx, user_id, granted, &key, &description).await?);
         }
         tx.commit().await?;
         self.tell(notices);
@@ -571,22 +560,7 @@ impl Billing {
         }
         let key = format!("invoice:{}:{invoice_id}", row.provider);
         let description = format!("{} plan: monthly credits", plan.display_name);
-        let posted = ledger::credit_in(
-            tx,
-            &row.user_id,
-            plan.credits,
-            TxKind::SubscriptionGrant,
-            &description,
-            Some(&key),
-        )
-        .await?;
-        Ok(if posted.replayed {
-            Vec::new()
-        } else {
-            vec![Notice::Credits {
-                user_id: row.user_id.clone(),
-            }]
-        })
+        Ok(grant_once(tx, &row.user_id, plan.credits, &key, &description).await?)
     }
 
     /// Monthly credits of yearly subscriptions for the months of the paid
@@ -620,21 +594,10 @@ impl Billing {
                     month + 1
                 );
                 let mut tx = self.db.begin().await?;
-                let posted = ledger::credit_in(
-                    &mut tx,
-                    &row.user_id,
-                    plan.credits,
-                    TxKind::SubscriptionGrant,
-                    &description,
-                    Some(&key),
-                )
-                .await?;
+                let notices =
+                    grant_once(&mut tx, &row.user_id, plan.credits, &key, &description).await?;
                 tx.commit().await?;
-                if !posted.replayed {
-                    self.tell(vec![Notice::Credits {
-                        user_id: row.user_id.clone(),
-                    }]);
-                }
+                self.tell(notices);
             }
         }
         for row in q::lapsed(&self.db, now).await? {
@@ -653,6 +616,33 @@ impl Billing {
         }
         Ok(())
     }
+}
+
+/// Grants subscription credits once under `key`; a notice unless they were
+/// granted before.
+async fn grant_once(
+    tx: &mut Tx,
+    user_id: &str,
+    amount: i64,
+    key: &str,
+    description: &str,
+) -> Result<Vec<Notice>, LedgerError> {
+    let posted = ledger::credit_in(
+        tx,
+        user_id,
+        amount,
+        TxKind::SubscriptionGrant,
+        description,
+        Some(key),
+    )
+    .await?;
+    Ok(if posted.replayed {
+        Vec::new()
+    } else {
+        vec![Notice::Credits {
+            user_id: user_id.to_owned(),
+        }]
+    })
 }
 
 fn apply_to_billing(e: ApplyError) -> BillingError {

@@ -14,6 +14,10 @@ use crate::store::{StoreError, new_id};
 /// Tries an event gets before it stays `failed` for an operator.
 pub const MAX_ATTEMPTS: i32 = 10;
 
+/// Largest webhook body taken: providers send a few KiB; anything bigger
+/// is refused before an adapter copies and hashes it.
+pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookRefused {
     /// No adapter (now or in grace) for this provider.
@@ -23,6 +27,8 @@ pub enum WebhookRefused {
     NotConfigured,
     #[error("signature does not verify")]
     Signature,
+    #[error("body larger than {MAX_WEBHOOK_BYTES} bytes")]
+    TooLarge,
     /// The adapter failed on a verified webhook: the provider should retry.
     #[error(transparent)]
     Adapter(PluginError),
@@ -47,6 +53,9 @@ impl Billing {
         headers: Vec<(String, String)>,
         body: &[u8],
     ) -> Result<Received, WebhookRefused> {
+        if body.len() > MAX_WEBHOOK_BYTES {
+            return Err(WebhookRefused::TooLarge);
+        }
         let candidates = self.adapters.for_webhook(provider);
         if candidates.is_empty() {
             return Err(match self.adapters.current() {
@@ -95,8 +104,19 @@ impl Billing {
                 reason,
             })
         })?;
+        Ok(self.record(provider, &event, body).await?)
+    }
+
+    /// Stores a verified event (`body` as received); a replay of a stored
+    /// one is `Received::Replay`.
+    pub async fn record(
+        &self,
+        provider: &str,
+        event: &Event,
+        body: &[u8],
+    ) -> Result<Received, StoreError> {
         let id = new_id();
-        let normalised = serde_json::to_string(&event).expect("an event serialises");
+        let normalised = serde_json::to_string(event).expect("an event serialises");
         let stored = q::insert_event(
             &self.db().write().await,
             &NewBillingEvent {

@@ -35,6 +35,10 @@ impl From<WebhookRefused> for ApiError {
                     json!({ "reason": "adapter_failed" }),
                 )
             }
+            WebhookRefused::TooLarge => ApiError::with_details(
+                ErrorCode::PayloadTooLarge,
+                json!({ "max_bytes": crate::billing::webhooks::MAX_WEBHOOK_BYTES }),
+            ),
             WebhookRefused::Store(e) => ApiError::internal(e),
         }
     }
@@ -58,6 +62,7 @@ fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
         (status = 200, description = "`{\"success\":true}`: stored (or a replay)"),
         (status = 401, description = "UNAUTHORIZED: missing or bad signature", body = ErrorEnvelope),
         (status = 404, description = "NOT_FOUND: not the configured provider", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: over 1 MiB", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE: the adapter failed; the provider retries", body = ErrorEnvelope),
     ))]
 async fn webhook(

@@ -156,3 +156,60 @@ impl Shape {
         PluginKind::ALL.into_iter().find(|k| self.check(*k).is_ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(version: &str, kind: PluginKind) -> Shape {
+        Shape {
+            imports: ["log", "http", "config", "types"]
+                .iter()
+                .filter(|i| kind == PluginKind::Billing || ["log", "types"].contains(i))
+                .map(|i| format!("pingvas:plugin/{i}@{version}"))
+                .chain(["wasi:cli/environment@0.2.0".to_owned()])
+                .collect(),
+            exports: kind
+                .required_exports()
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn nodes_speak_both_versions_and_billing_adapters_only_the_newest() {
+        for v in ["0.1.0", "0.2.0"] {
+            assert_eq!(
+                shape(v, PluginKind::Node).check(PluginKind::Node),
+                Ok(()),
+                "{v}"
+            );
+            assert_eq!(
+                shape(v, PluginKind::Workflow).check(PluginKind::Workflow),
+                Ok(()),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            shape("0.2.0", PluginKind::Billing).check(PluginKind::Billing),
+            Ok(())
+        );
+        let old = shape("0.1.0", PluginKind::Billing).check(PluginKind::Billing);
+        assert!(old.is_err_and(|e| e.contains("billing plugins of pingvas:plugin@0.2.0")));
+        assert!(
+            shape("0.3.0", PluginKind::Node)
+                .check(PluginKind::Node)
+                .is_err()
+        );
+        let mut mixed = shape("0.2.0", PluginKind::Node);
+        mixed.imports.push("pingvas:plugin/images@0.1.0".into());
+        assert!(
+            mixed
+                .check(PluginKind::Node)
+                .unwrap_err()
+                .contains("one version per component")
+        );
+        assert_eq!(shape("0.1.0", PluginKind::Node).abi_version(), "0.1.0");
+    }
+}

@@ -121,8 +121,14 @@ mod tests {
             "variant.studio.monthly" => Some("33".into()),
             _ => None,
         };
-        assert_eq!(plan_of(get, "variant", "22"), Some(("pro".into(), "yearly".into())));
-        assert_eq!(plan_of(get, "variant", "33"), Some(("studio".into(), "monthly".into())));
+        assert_eq!(
+            plan_of(get, "variant", "22"),
+            Some(("pro".into(), "yearly".into()))
+        );
+        assert_eq!(
+            plan_of(get, "variant", "33"),
+            Some(("studio".into(), "monthly".into()))
+        );
         assert_eq!(plan_of(get, "variant", "44"), None);
     }
 
@@ -130,7 +136,10 @@ mod tests {
     fn times() {
         let t = parse_time("2023-01-24T12:43:48.000000Z").unwrap();
         assert_eq!(rfc3339(t), "2023-01-24T12:43:48Z");
-        assert_eq!(rfc3339(period_start(t, "yearly").unwrap()), "2022-01-24T12:43:48Z");
+        assert_eq!(
+            rfc3339(period_start(t, "yearly").unwrap()),
+            "2022-01-24T12:43:48Z"
+        );
         assert_eq!(unix_rfc3339(0).unwrap(), "1970-01-01T00:00:00Z");
     }
 }

@@ -36,7 +36,8 @@ fn api_base() -> String {
 
 /// One JSON:API call; the parsed body of a 2xx answer.
 fn call(method: &str, path: &str, body: Option<Value>) -> Result<Value, PluginError> {
-    let key = config::secret("api_key").ok_or_else(|| PluginError::InvalidInput("secret `api_key` is not set".into()))?;
+    let key = config::secret("api_key")
+        .ok_or_else(|| PluginError::InvalidInput("secret `api_key` is not set".into()))?;
     let req = http::Request {
         method: method.into(),
         url: format!("{}{path}", api_base()),
@@ -57,9 +58,13 @@ fn call(method: &str, path: &str, body: Option<Value>) -> Result<Value, PluginEr
             .ok()
             .and_then(|v| v["errors"][0]["detail"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        return Err(failed(format!("Lemon Squeezy answered {} {path}: {detail}", resp.status)));
+        return Err(failed(format!(
+            "Lemon Squeezy answered {} {path}: {detail}",
+            resp.status
+        )));
     }
-    serde_json::from_slice(&resp.body).map_err(|e| failed(format!("Lemon Squeezy's answer is not JSON: {e}")))
+    serde_json::from_slice(&resp.body)
+        .map_err(|e| failed(format!("Lemon Squeezy's answer is not JSON: {e}")))
 }
 
 /// The host's plan and cycle of a variant id.
@@ -86,7 +91,8 @@ fn subscription_state(data: &Value) -> Result<SubscriptionState, PluginError> {
         .or(a["ends_at"].as_str())
         .and_then(common::parse_time);
     let start = end.and_then(|e| common::period_start(e, cycle.as_deref().unwrap_or("monthly")));
-    let updated_at = time(&a["updated_at"]).ok_or_else(|| failed("subscription without updated_at"))?;
+    let updated_at =
+        time(&a["updated_at"]).ok_or_else(|| failed("subscription without updated_at"))?;
     Ok(SubscriptionState {
         subscription_id: id,
         customer_id: common::text(&a["customer_id"]),
@@ -124,8 +130,11 @@ fn invoice_state(data: &Value) -> Result<SubscriptionState, PluginError> {
 fn kind_of(event: &str) -> EventKind {
     match event {
         "subscription_created" => EventKind::SubscriptionCreated,
-        "subscription_updated" | "subscription_resumed" | "subscription_paused"
-        | "subscription_unpaused" | "subscription_plan_changed" => EventKind::SubscriptionUpdated,
+        "subscription_updated"
+        | "subscription_resumed"
+        | "subscription_paused"
+        | "subscription_unpaused"
+        | "subscription_plan_changed" => EventKind::SubscriptionUpdated,
         "subscription_cancelled" => EventKind::SubscriptionCancelled,
         "subscription_expired" => EventKind::SubscriptionExpired,
         "subscription_payment_success" | "subscription_payment_recovered" => {
@@ -139,15 +148,18 @@ fn kind_of(event: &str) -> EventKind {
 
 impl Guest for LemonSqueezy {
     fn verify_webhook(hook: Webhook) -> Result<(), PluginError> {
-        let secret = config::secret("webhook_secret")
-            .ok_or_else(|| PluginError::InvalidInput("secret `webhook_secret` is not set".into()))?;
+        let secret = config::secret("webhook_secret").ok_or_else(|| {
+            PluginError::InvalidInput("secret `webhook_secret` is not set".into())
+        })?;
         let given = common::header(&hook.headers, "x-signature")
             .ok_or_else(|| PluginError::Rejected("no X-Signature header".into()))?;
         let hex = given.strip_prefix("sha256=").unwrap_or(given);
         if common::hmac_sha256_matches(secret.as_bytes(), &[&hook.body], hex) {
             Ok(())
         } else {
-            Err(PluginError::Rejected("X-Signature does not match the body".into()))
+            Err(PluginError::Rejected(
+                "X-Signature does not match the body".into(),
+            ))
         }
     }
 
@@ -163,7 +175,9 @@ impl Guest for LemonSqueezy {
         let kind = kind_of(&name);
         let (subscription, invoice_id) = match data["type"].as_str() {
             Some("subscriptions") => (Some(subscription_state(data)?), None),
-            Some("subscription-invoices") => (Some(invoice_state(data)?), common::text(&data["id"])),
+            Some("subscription-invoices") => {
+                (Some(invoice_state(data)?), common::text(&data["id"]))
+            }
             _ => (None, None),
         };
         Ok(BillingEvent {
@@ -211,7 +225,9 @@ impl Guest for LemonSqueezy {
 
     fn change_plan(req: PlanChange) -> Result<SubscriptionState, PluginError> {
         let variant = setting(&format!("variant.{}.{}", req.plan, req.billing_cycle))?;
-        let variant: Value = variant.parse::<u64>().map_or(Value::String(variant), Value::from);
+        let variant: Value = variant
+            .parse::<u64>()
+            .map_or(Value::String(variant), Value::from);
         let mut attributes = json!({ "variant_id": variant });
         match req.effective {
             // Charge the prorated difference now.
@@ -220,23 +236,38 @@ impl Guest for LemonSqueezy {
             ChangeTiming::AtPeriodEnd => attributes["disable_prorations"] = json!(true),
         }
         let body = json!({ "data": { "type": "subscriptions", "id": req.subscription_id, "attributes": attributes } });
-        let resp = call("PATCH", &format!("/v1/subscriptions/{}", req.subscription_id), Some(body))?;
+        let resp = call(
+            "PATCH",
+            &format!("/v1/subscriptions/{}", req.subscription_id),
+            Some(body),
+        )?;
         subscription_state(&resp["data"])
     }
 
-    fn cancel(subscription_id: String, at_period_end: bool) -> Result<SubscriptionState, PluginError> {
+    fn cancel(
+        subscription_id: String,
+        at_period_end: bool,
+    ) -> Result<SubscriptionState, PluginError> {
         if !at_period_end {
             return Err(PluginError::InvalidInput(
                 "Lemon Squeezy cancels at the end of the period only".into(),
             ));
         }
-        let resp = call("DELETE", &format!("/v1/subscriptions/{subscription_id}"), None)?;
+        let resp = call(
+            "DELETE",
+            &format!("/v1/subscriptions/{subscription_id}"),
+            None,
+        )?;
         subscription_state(&resp["data"])
     }
 
     fn resume(subscription_id: String) -> Result<SubscriptionState, PluginError> {
         let body = json!({ "data": { "type": "subscriptions", "id": subscription_id, "attributes": { "cancelled": false } } });
-        let resp = call("PATCH", &format!("/v1/subscriptions/{subscription_id}"), Some(body))?;
+        let resp = call(
+            "PATCH",
+            &format!("/v1/subscriptions/{subscription_id}"),
+            Some(body),
+        )?;
         subscription_state(&resp["data"])
     }
 }

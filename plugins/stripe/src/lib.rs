@@ -40,7 +40,8 @@ fn api_base() -> String {
 
 /// One API call with form-encoded parameters; the JSON of a 2xx answer.
 fn call(method: &str, path: &str, form: &[(&str, &str)]) -> Result<Value, PluginError> {
-    let key = config::secret("api_key").ok_or_else(|| PluginError::InvalidInput("secret `api_key` is not set".into()))?;
+    let key = config::secret("api_key")
+        .ok_or_else(|| PluginError::InvalidInput("secret `api_key` is not set".into()))?;
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
@@ -49,7 +50,10 @@ fn call(method: &str, path: &str, form: &[(&str, &str)]) -> Result<Value, Plugin
         url: format!("{}{path}", api_base()),
         headers: vec![
             ("authorization".into(), format!("Bearer {key}")),
-            ("content-type".into(), "application/x-www-form-urlencoded".into()),
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
         ],
         body: body.into_bytes(),
     };
@@ -62,7 +66,10 @@ fn call(method: &str, path: &str, form: &[(&str, &str)]) -> Result<Value, Plugin
         .map_err(|e| failed(format!("Stripe's answer is not JSON: {e}")))?;
     if !(200..300).contains(&resp.status) {
         let message = json["error"]["message"].as_str().unwrap_or_default();
-        return Err(failed(format!("Stripe answered {} {path}: {message}", resp.status)));
+        return Err(failed(format!(
+            "Stripe answered {} {path}: {message}",
+            resp.status
+        )));
     }
     Ok(json)
 }
@@ -87,7 +94,11 @@ fn status(s: &str, deleted: bool) -> String {
 
 /// A Subscription object as the host's state; `updated_at` is when Stripe
 /// said so (the event's `created`, or now for an API answer).
-fn subscription_state(sub: &Value, updated_at: String, deleted: bool) -> Result<SubscriptionState, PluginError> {
+fn subscription_state(
+    sub: &Value,
+    updated_at: String,
+    deleted: bool,
+) -> Result<SubscriptionState, PluginError> {
     let item = &sub["items"]["data"][0];
     let price = item["price"]["id"].as_str().or(sub["plan"]["id"].as_str());
     let (plan, cycle) = match price.and_then(|p| common::plan_of(config::get, "price", p)) {
@@ -99,7 +110,8 @@ fn subscription_state(sub: &Value, updated_at: String, deleted: bool) -> Result<
     let end = unix(&sub["current_period_end"]).or_else(|| unix(&item["current_period_end"]));
     let card = &sub["default_payment_method"]["card"];
     Ok(SubscriptionState {
-        subscription_id: common::text(&sub["id"]).ok_or_else(|| failed("subscription without an id"))?,
+        subscription_id: common::text(&sub["id"])
+            .ok_or_else(|| failed("subscription without an id"))?,
         customer_id: common::text(&sub["customer"]),
         plan,
         billing_cycle: cycle,
@@ -139,8 +151,9 @@ fn now() -> String {
 
 impl Guest for Stripe {
     fn verify_webhook(hook: Webhook) -> Result<(), PluginError> {
-        let secret = config::secret("webhook_secret")
-            .ok_or_else(|| PluginError::InvalidInput("secret `webhook_secret` is not set".into()))?;
+        let secret = config::secret("webhook_secret").ok_or_else(|| {
+            PluginError::InvalidInput("secret `webhook_secret` is not set".into())
+        })?;
         let header = common::header(&hook.headers, "stripe-signature")
             .ok_or_else(|| PluginError::Rejected("no Stripe-Signature header".into()))?;
         let mut timestamp = None;
@@ -152,16 +165,20 @@ impl Guest for Stripe {
                 _ => {}
             }
         }
-        let t = timestamp.ok_or_else(|| PluginError::Rejected("no timestamp in Stripe-Signature".into()))?;
-        let secs: i64 = t.parse().map_err(|_| PluginError::Rejected("bad timestamp".into()))?;
-        if !signatures
-            .iter()
-            .any(|s| common::hmac_sha256_matches(secret.as_bytes(), &[t.as_bytes(), b".", &hook.body], s))
-        {
+        let t = timestamp
+            .ok_or_else(|| PluginError::Rejected("no timestamp in Stripe-Signature".into()))?;
+        let secs: i64 = t
+            .parse()
+            .map_err(|_| PluginError::Rejected("bad timestamp".into()))?;
+        if !signatures.iter().any(|s| {
+            common::hmac_sha256_matches(secret.as_bytes(), &[t.as_bytes(), b".", &hook.body], s)
+        }) {
             return Err(PluginError::Rejected("no v1 signature matches".into()));
         }
         if common::now_unix() - secs > TOLERANCE_SECS {
-            return Err(PluginError::Rejected(format!("timestamp older than {TOLERANCE_SECS} s")));
+            return Err(PluginError::Rejected(format!(
+                "timestamp older than {TOLERANCE_SECS} s"
+            )));
         }
         Ok(())
     }
@@ -169,19 +186,31 @@ impl Guest for Stripe {
     fn normalise_event(hook: Webhook) -> Result<BillingEvent, PluginError> {
         let event: Value = serde_json::from_slice(&hook.body)
             .map_err(|e| PluginError::InvalidInput(format!("not JSON: {e}")))?;
-        let name = event["type"].as_str().ok_or_else(|| PluginError::InvalidInput("no type".into()))?.to_owned();
-        let id = common::text(&event["id"]).ok_or_else(|| PluginError::InvalidInput("no id".into()))?;
-        let created = unix(&event["created"]).ok_or_else(|| PluginError::InvalidInput("no created".into()))?;
+        let name = event["type"]
+            .as_str()
+            .ok_or_else(|| PluginError::InvalidInput("no type".into()))?
+            .to_owned();
+        let id =
+            common::text(&event["id"]).ok_or_else(|| PluginError::InvalidInput("no id".into()))?;
+        let created = unix(&event["created"])
+            .ok_or_else(|| PluginError::InvalidInput("no created".into()))?;
         let object = &event["data"]["object"];
         let (kind, subscription, invoice_id, user_id) = match name.as_str() {
-            "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+            "customer.subscription.created"
+            | "customer.subscription.updated"
+            | "customer.subscription.deleted" => {
                 let deleted = name.ends_with("deleted");
                 let kind = match name.as_str() {
                     "customer.subscription.created" => EventKind::SubscriptionCreated,
                     _ if deleted => EventKind::SubscriptionExpired,
                     _ => EventKind::SubscriptionUpdated,
                 };
-                (kind, Some(subscription_state(object, created, deleted)?), None, common::text(&object["metadata"]["user_id"]))
+                (
+                    kind,
+                    Some(subscription_state(object, created, deleted)?),
+                    None,
+                    common::text(&object["metadata"]["user_id"]),
+                )
             }
             "invoice.paid" | "invoice.payment_succeeded" => (
                 EventKind::PaymentSucceeded,
@@ -201,7 +230,8 @@ impl Guest for Stripe {
                 EventKind::Other,
                 None,
                 None,
-                common::text(&object["client_reference_id"]).or_else(|| common::text(&object["metadata"]["user_id"])),
+                common::text(&object["client_reference_id"])
+                    .or_else(|| common::text(&object["metadata"]["user_id"])),
             ),
         };
         Ok(BillingEvent {
@@ -234,7 +264,10 @@ impl Guest for Stripe {
             ],
         )?;
         Ok(Checkout {
-            url: session["url"].as_str().ok_or_else(|| failed("session without a url"))?.to_owned(),
+            url: session["url"]
+                .as_str()
+                .ok_or_else(|| failed("session without a url"))?
+                .to_owned(),
             expires_at: unix(&session["expires_at"]),
         })
     }
@@ -254,12 +287,19 @@ impl Guest for Stripe {
         let sub = call(
             "POST",
             &path,
-            &[("items[0][id]", &item), ("items[0][price]", &price), ("proration_behavior", proration)],
+            &[
+                ("items[0][id]", &item),
+                ("items[0][price]", &price),
+                ("proration_behavior", proration),
+            ],
         )?;
         subscription_state(&sub, now(), false)
     }
 
-    fn cancel(subscription_id: String, at_period_end: bool) -> Result<SubscriptionState, PluginError> {
+    fn cancel(
+        subscription_id: String,
+        at_period_end: bool,
+    ) -> Result<SubscriptionState, PluginError> {
         let path = format!("/v1/subscriptions/{subscription_id}");
         if at_period_end {
             let sub = call("POST", &path, &[("cancel_at_period_end", "true")])?;
@@ -271,7 +311,11 @@ impl Guest for Stripe {
     }
 
     fn resume(subscription_id: String) -> Result<SubscriptionState, PluginError> {
-        let sub = call("POST", &format!("/v1/subscriptions/{subscription_id}"), &[("cancel_at_period_end", "false")])?;
+        let sub = call(
+            "POST",
+            &format!("/v1/subscriptions/{subscription_id}"),
+            &[("cancel_at_period_end", "false")],
+        )?;
         subscription_state(&sub, now(), false)
     }
 }

@@ -40,7 +40,10 @@ impl Guest for Hostile {
         Err(PluginError::Failed("not implemented".into()))
     }
 
-    fn cancel(_subscription_id: String, _at_period_end: bool) -> Result<SubscriptionState, PluginError> {
+    fn cancel(
+        _subscription_id: String,
+        _at_period_end: bool,
+    ) -> Result<SubscriptionState, PluginError> {
         Err(PluginError::Failed("not implemented".into()))
     }
 

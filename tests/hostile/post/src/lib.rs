@@ -60,9 +60,7 @@ impl Guest for HostilePost {
             }
             "outputs" => {
                 for _ in 0..63 {
-                    images.push(
-                        create(8, 8, &[9u8; 8 * 8 * 4]).map_err(PluginError::Failed)?,
-                    );
+                    images.push(create(8, 8, &[9u8; 8 * 8 * 4]).map_err(PluginError::Failed)?);
                 }
             }
             "log-flood" => {
