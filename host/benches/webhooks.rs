@@ -15,6 +15,7 @@ use hmac::{Hmac, Mac};
 use pingvas_host::app::AppState;
 use pingvas_host::billing::event::{Event, Kind, Subscription};
 use pingvas_host::config::Config;
+use pingvas_host::plugins::runtime::{BillingCall, Webhook};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -158,6 +159,22 @@ fn benches(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // What the adapter alone costs: instantiate, verify, normalise.
+    let adapter = billing.adapters.current().expect("the adapter");
+    let (sig, raw) = events(1).remove(0);
+    c.bench_function(
+        "lemon-squeezy adapter call alone (verify + normalise)",
+        |b| {
+            b.to_async(&rt).iter(|| {
+                let hook = Webhook {
+                    headers: vec![("x-signature".to_owned(), sig.clone())],
+                    body: raw.clone(),
+                };
+                billing.adapters.call(&adapter, BillingCall::Webhook(hook))
+            })
+        },
+    );
 }
 
 criterion_group!(webhook_benches, benches);

@@ -18,6 +18,7 @@ use crate::blobs::LocalBlobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
+use crate::gallery::Gallery;
 use crate::generation::Generator;
 use crate::metrics::HttpMetrics;
 use crate::models::ModelCatalogue;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub generator: Generator,
     /// Subscriptions through the payment-provider adapter.
     pub billing: Arc<Billing>,
+    /// Images, boards and storage.
+    pub gallery: Gallery,
     /// Cancelled when the server begins to shut down (ends WebSockets).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -113,7 +116,11 @@ impl AppState {
             },
         ));
         let events = Arc::new(EventBus::new());
-        let links = FileLinks::new(secret.as_bytes(), config.public_url.as_deref());
+        let links = FileLinks::with_ttl(
+            secret.as_bytes(),
+            config.public_url.as_deref(),
+            config.file_link_ttl_secs,
+        );
         let queue_settings = QueueSettings::from(&config);
         let queue = Arc::new(Queue::new(
             QueueParts {
@@ -143,8 +150,10 @@ impl AppState {
             adapters,
             Arc::new(BillingNotices(queue.clone())),
         ));
+        let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone());
         Ok(Arc::new(AppState {
             billing,
+            gallery,
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
             ledger: Ledger::new(db.clone()),

@@ -121,6 +121,9 @@ pub struct Config {
     /// A worker not heard from for this long no longer counts as serving
     /// its models; queued jobs nobody serves fail after it.
     pub worker_offline_secs: u64,
+    /// How long the signed links to image files the API hands out stay
+    /// valid.
+    pub file_link_ttl_secs: i64,
     /// Path of the billing adapter component (`.wasm`, billing-adapter
     /// world, `pingvas:plugin@0.2.0`); billing is off when unset.
     pub billing_adapter: Option<PathBuf>,
@@ -205,6 +208,7 @@ impl Default for Config {
             queue_max_queued: 10_000,
             queue_tier_headroom: 0.2,
             worker_offline_secs: 60,
+            file_link_ttl_secs: 21_600,
             billing_adapter: None,
             billing_provider: "lemon-squeezy".into(),
             billing_http_allow: String::new(),

@@ -12,6 +12,7 @@ pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod gallery;
 pub mod generation;
 pub mod http;
 pub mod i18n;

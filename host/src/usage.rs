@@ -148,7 +148,8 @@ pub async fn usage(db: &Db, user_id: &str, period: Period) -> StoreResult<Usage>
         .expect("midnight")
         .and_utc();
     let rows = q::usage_since(db, user_id, since).await?;
-    let storage = images::bytes_of_user(db, user_id).await?;
+    let (image_bytes, other_bytes) = images::storage_of_user(db, user_id).await?;
+    let storage = image_bytes + other_bytes;
     Ok(summarise(period, today, &rows, storage))
 }
 

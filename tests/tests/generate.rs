@@ -218,17 +218,17 @@ async fn save_to_board_adds_the_images_to_the_board() {
     let srv = TestServer::start().await;
     let alice = srv.signup("alice@example.com").await;
     let bob = srv.signup("bob@example.com").await;
-    let board = img::BoardRow {
-        id: uuid::Uuid::now_v7().to_string(),
-        user_id: alice.user_id.clone(),
-        name: "favourites".into(),
-        created_at: chrono::Utc::now(),
-    };
-    img::insert_board(&srv.state.db.write().await, &board)
-        .await
-        .unwrap();
+    let (status, created) = srv
+        .post(
+            "/boards",
+            Some(&alice.access),
+            json!({ "name": "favourites" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let board_id = created["data"]["id"].as_str().unwrap().to_owned();
     let mut body = small_job("a boat");
-    body["save_to_board"] = json!(board.id);
+    body["save_to_board"] = json!(board_id);
     let refused = srv
         .generate("text-to-image", &bob.access, body.clone())
         .await;
@@ -240,7 +240,7 @@ async fn save_to_board_adds_the_images_to_the_board() {
     let id = b["data"]["job_id"].as_str().unwrap();
     let done = events.until_end(id).await;
     assert_eq!(done["type"], "job.completed");
-    let on_board = img::board_image_ids(&srv.state.db, &board.id)
+    let on_board = img::board_image_ids(&srv.state.db, &board_id)
         .await
         .unwrap();
     assert_eq!(

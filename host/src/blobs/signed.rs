@@ -8,12 +8,13 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// How long a link stays valid.
+/// How long a link stays valid unless configured (`file_link_ttl_secs`).
 pub const LINK_TTL_SECS: i64 = 6 * 3600;
 
 #[derive(Clone)]
 pub struct FileLinks {
     key: Vec<u8>,
+    ttl_secs: i64,
     /// Prepended to the path (`https://studio.example`), or empty for links
     /// relative to the API host.
     base: String,
@@ -31,10 +32,16 @@ impl FileLinks {
     /// `secret` is the server's signing secret; a distinct key is derived
     /// from it so file links and tokens never share one.
     pub fn new(secret: &[u8], base: Option<&str>) -> Self {
+        Self::with_ttl(secret, base, LINK_TTL_SECS)
+    }
+
+    /// Links valid for `ttl_secs` (at least a minute).
+    pub fn with_ttl(secret: &[u8], base: Option<&str>, ttl_secs: i64) -> Self {
         let mut mac = HmacSha256::new_from_slice(secret).expect("any key length");
         mac.update(b"pingvas file links v1");
         Self {
             key: mac.finalize().into_bytes().to_vec(),
+            ttl_secs: ttl_secs.max(60),
             base: base.unwrap_or("").trim_end_matches('/').to_owned(),
         }
     }
@@ -47,14 +54,20 @@ impl FileLinks {
         mac
     }
 
-    /// A link to `blob_key` valid for `LINK_TTL_SECS`.
+    /// A link to `blob_key`, valid for the configured lifetime.
     pub fn url(&self, blob_key: &str) -> String {
-        let expires = Utc::now().timestamp() + LINK_TTL_SECS;
+        let expires = Utc::now().timestamp() + self.ttl_secs;
         let sig = hex::encode(self.mac(blob_key, expires).finalize().into_bytes());
         format!(
             "{}/api/v1/files/{blob_key}?expires={expires}&sig={sig}",
             self.base
         )
+    }
+
+    /// The public link of a shared image (no signature: the token is the
+    /// secret, and revoking it ends the link).
+    pub fn shared_url(&self, token: &str) -> String {
+        format!("{}/api/v1/shared/{token}", self.base)
     }
 
     /// True when `sig` signs `blob_key` until `expires` and that is not past.

@@ -17,6 +17,8 @@ pub enum GenerationError {
     Invalid { field: String, reason: String },
     #[error("model {model} needs the {min_tier} tier")]
     ModelNotAvailable { model: String, min_tier: String },
+    #[error("storage quota exceeded: {used} of {quota} bytes")]
+    StorageExceeded { used: i64, quota: i64 },
     /// The queue refused the job (credits, caps, no worker).
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),

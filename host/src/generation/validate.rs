@@ -72,6 +72,14 @@ impl Generator {
             Kind::Inpaint => self.inpaint(caller, body).await?,
         };
         self.queue.preflight(&caller.id, &spec).await?;
+        crate::gallery::storage::check_quota(&self.db, &self.plans, &caller.id, &caller.tier)
+            .await
+            .map_err(|e| match e {
+                crate::gallery::GalleryError::StorageExceeded { used, quota } => {
+                    GenerationError::StorageExceeded { used, quota }
+                }
+                other => GenerationError::Internal(other.into()),
+            })?;
         inputs::decode_all(&inputs, &self.decoding).await?;
         let stored = inputs::store_all(&inputs, &self.blobs).await?;
         match self.queue.enqueue(&caller.id, &caller.tier, spec).await {

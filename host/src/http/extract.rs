@@ -184,3 +184,16 @@ impl FromRequestParts<SharedState> for AdminUser {
         Ok(AdminUser(caller))
     }
 }
+
+/// A JSON body that may be left out (empty or whitespace: the default).
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::with_details(
+            ErrorCode::ValidationError,
+            json!({ "reason": "invalid_body", "message": e.to_string() }),
+        )
+    })
+}

@@ -1,10 +1,15 @@
-//! `GET /api/v1/files/<key>?expires=…&sig=…`: stored images and thumbnails
-//! behind signed, expiring links (the links the API hands out).
+//! Stored images: `GET /api/v1/files/<key>?expires=…&sig=…` behind the
+//! signed, expiring links the API hands out, and `GET /api/v1/shared/<token>`
+//! for images their owner shared. Both answer `ETag` / `If-None-Match`
+//! (304) and single byte ranges (206).
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::Utc;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::extract::ApiQuery;
 use crate::app::SharedState;
@@ -16,6 +21,9 @@ pub struct Signature {
     pub sig: String,
 }
 
+/// Longest a browser may keep a file without asking again.
+const MAX_CACHE_SECS: i64 = 3600;
+
 fn mime_of(key: &str) -> &'static str {
     match key.rsplit('.').next() {
         Some("png") => "image/png",
@@ -25,28 +33,169 @@ fn mime_of(key: &str) -> &'static str {
     }
 }
 
+/// A blob never changes under its key (keys are unique per image), so key
+/// and length make a strong validator without hashing the bytes.
+fn etag(key: &str, len: usize) -> String {
+    let digest = hex::encode(&Sha256::digest(key.as_bytes())[..12]);
+    format!("\"{digest}-{len}\"")
+}
+
+/// The byte range a `Range` header asks for, as `start..=end`; `Err` when
+/// it cannot be satisfied. Only single `bytes=` ranges; others are ignored
+/// (the whole file is sent), as RFC 9110 allows.
+fn range_of(headers: &HeaderMap, len: usize) -> Option<Result<(usize, usize), ()>> {
+    let spec = headers
+        .get(header::RANGE)?
+        .to_str()
+        .ok()?
+        .strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        // The last `b` bytes.
+        (true, false) => {
+            let n: usize = b.parse().ok()?;
+            if n == 0 || len == 0 {
+                return Some(Err(()));
+            }
+            (len.saturating_sub(n), len - 1)
+        }
+        (false, _) => {
+            let start: usize = a.parse().ok()?;
+            let end: usize = if b.is_empty() {
+                len.saturating_sub(1)
+            } else {
+                b.parse().ok()?
+            };
+            if start >= len || end < start {
+                return Some(Err(()));
+            }
+            (start, end.min(len - 1))
+        }
+        (true, true) => return None,
+    };
+    Some(Ok(parsed))
+}
+
+/// Answers with `bytes` of `key`: 304 when the client has them, 206 for a
+/// range, 416 for a range past the end.
+fn serve(key: &str, bytes: Vec<u8>, headers: &HeaderMap, cache_control: &str) -> Response {
+    let tag = etag(key, bytes.len());
+    let mut common = HeaderMap::new();
+    common.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex tag"));
+    common.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(cache_control).expect("ascii"),
+    );
+    common.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    common.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim() == "*"
+                || v.split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == tag)
+        });
+    if matches {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    common.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_of(key)));
+    let len = bytes.len();
+    match range_of(headers, len) {
+        None => (common, bytes).into_response(),
+        Some(Ok((start, end))) => {
+            let range = format!("bytes {start}-{end}/{len}");
+            common.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&range).expect("ascii"),
+            );
+            let part = bytes[start..=end].to_vec();
+            (StatusCode::PARTIAL_CONTENT, common, Body::from(part)).into_response()
+        }
+        Some(Err(())) => {
+            let mut r = ApiError::invalid_param("range", format!("the file has {len} bytes"))
+                .into_response();
+            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            r
+        }
+    }
+}
+
+async fn read(state: &SharedState, key: &str) -> ApiResult<Vec<u8>> {
+    let blobs = state.blobs.clone();
+    let k = key.to_owned();
+    tokio::task::spawn_blocking(move || blobs.get(&k))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|_| ErrorCode::NotFound.into())
+}
+
 pub async fn file(
     State(state): State<SharedState>,
     Path(key): Path<String>,
     ApiQuery(s): ApiQuery<Signature>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let servable = key.starts_with("images/") || key.starts_with("thumbnails/");
     if !servable || !state.links.verify(&key, s.expires, &s.sig) {
         return Err(ErrorCode::Forbidden.into());
     }
-    let blobs = state.blobs.clone();
-    let k = key.clone();
-    let bytes = tokio::task::spawn_blocking(move || blobs.get(&k))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|_| ErrorCode::NotFound)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, mime_of(&key)),
-            (header::CACHE_CONTROL, "private, max-age=3600"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
+    let bytes = read(&state, &key).await?;
+    // Never cached past the link's own life.
+    let max_age = (s.expires - Utc::now().timestamp()).clamp(0, MAX_CACHE_SECS);
+    Ok(serve(
+        &key,
         bytes,
-    )
-        .into_response())
+        &headers,
+        &format!("private, max-age={max_age}"),
+    ))
+}
+
+/// An image its owner shared: no login, until the link is revoked or ends.
+pub async fn shared(
+    State(state): State<SharedState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let row = state.gallery.shared(&token).await?;
+    let bytes = read(&state, &row.blob_key).await?;
+    // Revalidated every time, so a revoked link stops at once.
+    Ok(serve(&row.blob_key, bytes, &headers, "public, no-cache"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranged(v: &str, len: usize) -> Option<Result<(usize, usize), ()>> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
+        range_of(&h, len)
+    }
+
+    #[test]
+    fn byte_ranges() {
+        assert_eq!(ranged("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(ranged("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(ranged("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(ranged("bytes=50-500", 100), Some(Ok((50, 99))));
+        assert_eq!(ranged("bytes=-500", 100), Some(Ok((0, 99))));
+        assert_eq!(ranged("bytes=100-", 100), Some(Err(())));
+        assert_eq!(ranged("bytes=9-3", 100), Some(Err(())));
+        assert_eq!(ranged("bytes=-0", 100), Some(Err(())));
+        assert_eq!(ranged("bytes=0-1,5-6", 100), None);
+        assert_eq!(ranged("items=0-1", 100), None);
+        assert_eq!(ranged("bytes=x-1", 100), None);
+    }
 }

@@ -47,6 +47,10 @@ impl From<GenerationError> for ApiError {
                 ErrorCode::ModelNotAvailable,
                 json!({ "model": model, "required_tier": min_tier }),
             ),
+            GenerationError::StorageExceeded { used, quota } => ApiError::with_details(
+                ErrorCode::StorageExceeded,
+                json!({ "used_bytes": used, "quota_bytes": quota }),
+            ),
             GenerationError::Queue(e) => e.into(),
             GenerationError::Internal(e) => ApiError::internal(e),
         }

@@ -3,10 +3,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod boards;
 pub mod envelope;
 pub mod extract;
 pub mod files;
 pub mod generate;
+pub mod images;
 pub mod internal;
 pub mod listen;
 pub mod metrics;
@@ -16,6 +18,7 @@ pub mod ops;
 pub mod plugins;
 pub mod queue;
 pub mod response;
+pub mod storage;
 pub mod subscriptions;
 pub mod users;
 pub mod webhooks;
@@ -50,6 +53,9 @@ pub fn api() -> OpenApiRouter<SharedState> {
         .merge(plugins::router())
         .merge(generate::router())
         .merge(queue::router())
+        .merge(images::router())
+        .merge(boards::router())
+        .merge(storage::router())
         .merge(subscriptions::router())
         .merge(webhooks::router())
         .merge(admin::router())
@@ -65,6 +71,10 @@ pub fn router(state: SharedState) -> Router {
         .nest(API_PREFIX, api_router)
         .merge(SwaggerUi::new("/docs").url(format!("{API_PREFIX}/openapi.json"), spec))
         .route(&format!("{API_PREFIX}/files/{{*key}}"), get(files::file))
+        .route(
+            &format!("{API_PREFIX}/shared/{{token}}"),
+            get(files::shared),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     if state.config.internal_addr.is_none() {

@@ -359,17 +359,7 @@ async fn cancel(
     user: CurrentUser,
     body: axum::body::Bytes,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    // The body is optional.
-    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::with_details(
-                ErrorCode::ValidationError,
-                json!({ "reason": "invalid_body", "message": e.to_string() }),
-            )
-        })?
-    };
+    let body: CancelBody = super::extract::optional_json(&body)?;
     for (field, value) in [("reason", &body.reason), ("feedback", &body.feedback)] {
         if value.as_ref().is_some_and(|v| v.len() > 2000) {
             return Err(ApiError::invalid_param(field, "at most 2000 bytes"));

@@ -13,6 +13,7 @@ pub struct StoredImage {
     pub width: u32,
     pub height: u32,
     pub file_size: usize,
+    pub thumb_size: usize,
 }
 
 /// Stores one generated PNG (blocking: decode, thumbnail, file writes).
@@ -39,5 +40,6 @@ pub fn store_png(
         width: decoded.width(),
         height: decoded.height(),
         file_size: png.len(),
+        thumb_size: thumb.len(),
     })
 }

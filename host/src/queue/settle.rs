@@ -262,6 +262,8 @@ impl Queue {
                     share_token: None,
                     metadata: metadata.clone(),
                     created_at: now,
+                    thumb_size: s.thumb_size as i64,
+                    share_expires_at: None,
                 },
             )
             .await?;

@@ -195,15 +195,17 @@ pub async fn mark_failed(w: &Writer<'_>, id: &str, error: &str) -> StoreResult<(
     Ok(())
 }
 
-/// Events not applied yet with fewer than `max_attempts` tries, oldest first.
+/// Events not applied yet with fewer than `max_attempts` tries, oldest
+/// first (through `billing_events_status`: applied events, the bulk of the
+/// table, are never read).
 pub async fn pending_events(
     db: &Db,
     max_attempts: i32,
     limit: i64,
 ) -> StoreResult<Vec<BillingEventRow>> {
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM billing_events WHERE status <> 'applied' AND attempts < $1 \
-         ORDER BY received_at, id LIMIT $2"
+        "SELECT {EVENT_COLUMNS} FROM billing_events WHERE status IN ('received', 'failed') \
+         AND attempts < $1 ORDER BY received_at, id LIMIT $2"
     );
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(max_attempts).bind(limit).fetch_all(p).await)?)
 }

@@ -1,0 +1,50 @@
+//! The gallery: a user's images (list, look at, star, share, delete,
+//! upload), boards, and the storage they take. Free of HTTP; the store
+//! keeps the per-user byte counter in the transactions that add or remove
+//! bytes.
+
+pub mod boards;
+pub mod images;
+pub mod storage;
+
+use std::sync::Arc;
+
+use crate::billing::plans::Catalogue;
+use crate::blobs::LocalBlobs;
+use crate::store::{Db, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    /// Missing, or another user's (the same answer for both).
+    #[error("not found")]
+    NotFound,
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("storage quota exceeded: {used} of {quota} bytes")]
+    StorageExceeded { used: i64, quota: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> GalleryError {
+    GalleryError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+pub type GalleryResult<T> = Result<T, GalleryError>;
+
+pub struct Gallery {
+    db: Db,
+    blobs: Arc<LocalBlobs>,
+    plans: Catalogue,
+}
+
+impl Gallery {
+    pub fn new(db: Db, blobs: Arc<LocalBlobs>, plans: Catalogue) -> Self {
+        Self { db, blobs, plans }
+    }
+}
