@@ -160,8 +160,8 @@ pub async fn delete_board(w: &Writer<'_>, id: &str) -> StoreResult<()> {
 pub async fn count_owned_in(tx: &mut Tx, user_id: &str, ids: &[String]) -> StoreResult<usize> {
     let mut n = 0;
     for id in ids {
-        let owned: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(
-            "SELECT 1 FROM images WHERE id = $1 AND user_id = $2",
+        let owned: Option<String> = on_tx!(tx, c => sqlx::query_scalar(
+            "SELECT id FROM images WHERE id = $1 AND user_id = $2",
         )
         .bind(id)
         .bind(user_id)
