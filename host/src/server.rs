@@ -128,6 +128,22 @@ async fn billing_upkeep(billing: Arc<Billing>, stop: CancellationToken) {
     }
 }
 
+/// How often the storage sweep looks for unreferenced files.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Removes files nothing references any more (`gallery::sweep`).
+async fn storage_sweep(state: SharedState, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = state.gallery.sweep(chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "storage sweep");
+        }
+    }
+}
+
 /// SIGHUP reloads the billing adapter from the configuration file.
 #[cfg(unix)]
 async fn reload_on_hangup(
@@ -168,6 +184,7 @@ async fn start_background(
         }
     });
     tasks.spawn(billing_upkeep(state.billing.clone(), stop.clone()));
+    tasks.spawn(storage_sweep(state.clone(), stop.clone()));
     // Registered before the server answers anything: a SIGHUP that came
     // before the handler would end the process.
     #[cfg(unix)]

@@ -12,6 +12,14 @@ use std::path::Path;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
+/// A stored blob as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub key: String,
+    pub bytes: u64,
+    pub modified: std::time::SystemTime,
+}
+
 pub struct LocalBlobs {
     root: Dir,
 }
@@ -53,6 +61,37 @@ impl LocalBlobs {
         self.root.read(key)
     }
 
+    /// Every blob under the folder `prefix` (`images`, `inputs/<user>`), as
+    /// (key, bytes, last modified); a missing folder has none. Unfinished
+    /// writes (`.tmp-` files) are left out.
+    pub fn list(&self, prefix: &str) -> std::io::Result<Vec<BlobInfo>> {
+        let mut out = Vec::new();
+        let mut folders = vec![prefix.trim_end_matches('/').to_owned()];
+        while let Some(folder) = folders.pop() {
+            let entries = match self.root.read_dir(&folder) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = format!("{folder}/{name}");
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    folders.push(key);
+                } else if !name.contains(".tmp-") {
+                    out.push(BlobInfo {
+                        key,
+                        bytes: meta.len(),
+                        modified: meta.modified()?.into_std(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes the blob of `key`; a missing one is not an error.
     pub fn delete(&self, key: &str) -> std::io::Result<()> {
         match self.root.remove_file(key) {
@@ -75,6 +114,22 @@ mod tests {
         assert!(blobs.put("../outside", b"x").is_err());
         assert!(blobs.get("/etc/passwd").is_err());
         assert!(!dir.path().join("outside").exists());
+        blobs.put("plugins/deeper/def.wasm", b"hi").unwrap();
+        let mut listed: Vec<_> = blobs
+            .list("plugins")
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.key, b.bytes))
+            .collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                ("plugins/abc.wasm".into(), 5),
+                ("plugins/deeper/def.wasm".into(), 2)
+            ]
+        );
+        assert!(blobs.list("nothing-here").unwrap().is_empty());
         blobs.delete("plugins/abc.wasm").unwrap();
         assert!(blobs.get("plugins/abc.wasm").is_err());
         blobs.delete("plugins/abc.wasm").unwrap();

@@ -6,6 +6,7 @@
 pub mod boards;
 pub mod images;
 pub mod storage;
+pub mod sweep;
 
 use std::sync::Arc;
 

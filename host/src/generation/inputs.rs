@@ -138,6 +138,29 @@ pub async fn store_all(inputs: &[Input], blobs: &Arc<LocalBlobs>) -> GenResult<V
     .map_err(anyhow::Error::from)?
 }
 
+/// Counts a queued job's stored uploads against the user's storage
+/// ("other"); the sweep takes them off again when it removes them after
+/// the job. A failure here is logged: it only makes the figure low.
+pub async fn count_stored(db: &Db, user_id: &str, inputs: &[Input]) {
+    let bytes: i64 = inputs
+        .iter()
+        .filter_map(|i| i.upload.as_ref())
+        .map(|b| b.len() as i64)
+        .sum();
+    if bytes == 0 {
+        return;
+    }
+    let counted = async {
+        let mut tx = db.begin().await?;
+        img::add_storage(&mut tx, user_id, 0, bytes).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = counted {
+        tracing::warn!(user = user_id, error = %e, "counting a job's inputs against storage");
+    }
+}
+
 /// Removes uploads stored for a job the queue refused.
 pub async fn remove_all(keys: Vec<String>, blobs: &Arc<LocalBlobs>) {
     let blobs = blobs.clone();

@@ -83,7 +83,10 @@ impl Generator {
         inputs::decode_all(&inputs, &self.decoding).await?;
         let stored = inputs::store_all(&inputs, &self.blobs).await?;
         match self.queue.enqueue(&caller.id, &caller.tier, spec).await {
-            Ok(accepted) => Ok(accepted),
+            Ok(accepted) => {
+                inputs::count_stored(&self.db, &caller.id, &inputs).await;
+                Ok(accepted)
+            }
             Err(e) => {
                 inputs::remove_all(stored, &self.blobs).await;
                 Err(e.into())

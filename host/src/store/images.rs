@@ -380,6 +380,38 @@ pub async fn boards_of_image(db: &Db, image_id: &str) -> StoreResult<Vec<(String
     .await)?)
 }
 
+/// The stored parameters of every job that has not ended.
+pub async fn live_job_params(db: &Db) -> StoreResult<Vec<String>> {
+    Ok(on_db!(db, p => sqlx::query_scalar(
+        "SELECT params FROM jobs WHERE status IN ('queued', 'processing')",
+    )
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Every file key (originals and thumbnails) of a user's rows.
+pub async fn keys_of_user(db: &Db, user_id: &str) -> StoreResult<Vec<String>> {
+    let rows: Vec<(String, String)> = on_db!(db, p => sqlx::query_as(
+        "SELECT blob_key, thumb_key FROM images WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(p)
+    .await)?;
+    Ok(rows.into_iter().flat_map(|(a, b)| [a, b]).collect())
+}
+
+/// Takes swept input bytes off a user's counter (never below zero: inputs
+/// of a host that died before counting them were never added).
+pub async fn release_other_bytes(tx: &mut Tx, user_id: &str, bytes: i64) -> StoreResult<()> {
+    on_tx!(tx, c => exec!(c, sqlx::query(
+        "UPDATE storage_usage SET other_bytes = CASE WHEN other_bytes >= $2 THEN other_bytes - $2 \
+         ELSE 0 END WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(bytes)))?;
+    Ok(())
+}
+
 /// True when a job that has not ended uses `key` as an input.
 pub async fn used_by_live_job(db: &Db, key: &str) -> StoreResult<bool> {
     let pattern = format!("%\"{key}\"%");
