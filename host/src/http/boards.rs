@@ -36,15 +36,11 @@ pub struct BoardView {
 }
 
 impl BoardView {
-    fn of(b: BoardSummary, state: &SharedState) -> Self {
+    fn of(s: BoardSummary, state: &SharedState) -> Self {
         BoardView {
-            cover_thumbnail_url: b.cover_thumb_key.map(|k| state.links.url(&k)),
-            id: b.id,
-            name: b.name,
-            description: b.description,
-            image_count: b.image_count,
-            created_at: b.created_at,
-            updated_at: b.updated_at,
+            image_count: s.image_count,
+            cover_thumbnail_url: s.cover_thumb_key.map(|k| state.links.url(&k)),
+            ..Self::new(s.board)
         }
     }
 

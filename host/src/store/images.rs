@@ -104,12 +104,8 @@ pub async fn get_board(db: &Db, id: &str) -> StoreResult<Option<BoardRow>> {
 /// A board with how many images it holds and its newest image's thumbnail.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BoardSummary {
-    pub id: String,
-    pub user_id: String,
-    pub name: String,
-    pub description: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    pub board: BoardRow,
     pub image_count: i64,
     pub cover_thumb_key: Option<String>,
 }
