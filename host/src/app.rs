@@ -14,7 +14,7 @@ use crate::billing::adapter::Adapters;
 use crate::billing::ledger::Ledger;
 use crate::billing::plans::Catalogue;
 use crate::billing::subscriptions::Billing;
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
@@ -40,7 +40,7 @@ pub struct AppState {
     pub events: Arc<EventBus<UserEvent>>,
     pub queue: Arc<Queue>,
     pub queue_settings: QueueSettings,
-    pub blobs: Arc<LocalBlobs>,
+    pub blobs: Blobs,
     /// Signs links to stored files.
     pub links: FileLinks,
     pub generator: Generator,
@@ -103,7 +103,7 @@ impl AppState {
         let adapters = Adapters::start(runtime.clone(), plan_names, &config)
             .await
             .context("loading the billing adapter")?;
-        let blobs = Arc::new(LocalBlobs::open(&config.data_dir.join("blobs"))?);
+        let blobs = crate::blobs::open(&config)?;
         let registry = Arc::new(Registry::new(
             db.clone(),
             blobs.clone(),

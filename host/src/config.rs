@@ -19,6 +19,7 @@ const SECRET_KEYS: &[&str] = &[
     "metrics_token",
     "billing_api_key",
     "billing_webhook_secret",
+    "s3_secret_access_key",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +122,16 @@ pub struct Config {
     /// A worker not heard from for this long no longer counts as serving
     /// its models; queued jobs nobody serves fail after it.
     pub worker_offline_secs: u64,
+    /// Where blobs live: unset, `<data_dir>/blobs`; `s3://bucket/prefix`,
+    /// an S3-compatible bucket (with the `s3_*` keys); a path, that folder.
+    pub blob_url: Option<String>,
+    /// The S3 API's base URL for S3-compatible servers
+    /// (`http://127.0.0.1:9000`); unset: AWS.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<String>,
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub s3_secret_access_key: Option<SecretString>,
     /// How long the signed links to image files the API hands out stay
     /// valid.
     pub file_link_ttl_secs: i64,
@@ -209,6 +220,11 @@ impl Default for Config {
             queue_tier_headroom: 0.2,
             worker_offline_secs: 60,
             file_link_ttl_secs: 21_600,
+            blob_url: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
             billing_adapter: None,
             billing_provider: "lemon-squeezy".into(),
             billing_http_allow: String::new(),

@@ -120,6 +120,38 @@ impl Drop for TestDatabase {
     }
 }
 
+/// With `TEST_BLOB_URL=s3://bucket` and `TEST_S3_ENDPOINT` (an
+/// S3-compatible server such as moto, which `.ci/run` starts), blobs go to
+/// that bucket under a prefix of their own per server; the bucket is made
+/// when missing.
+async fn s3_blob_url() -> Option<String> {
+    let url = std::env::var("TEST_BLOB_URL")
+        .ok()
+        .filter(|u| u.starts_with("s3://"))?;
+    let endpoint = std::env::var("TEST_S3_ENDPOINT").expect("TEST_S3_ENDPOINT with TEST_BLOB_URL");
+    let bucket = url
+        .trim_start_matches("s3://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    // moto takes unsigned requests; an existing bucket answers 409.
+    let made = reqwest::Client::new()
+        .put(format!("{}/{bucket}", endpoint.trim_end_matches('/')))
+        .send()
+        .await
+        .expect("the S3 endpoint answers");
+    assert!(
+        made.status().is_success() || made.status() == StatusCode::CONFLICT,
+        "creating bucket {bucket}: {}",
+        made.status()
+    );
+    Some(format!(
+        "s3://{bucket}/run-{}",
+        uuid::Uuid::now_v7().simple()
+    ))
+}
+
 /// A running server and a client for it.
 pub struct TestServer {
     pub base: String,
@@ -148,6 +180,12 @@ impl TestServer {
             database_url: Some(db.url.clone().into()),
             ..Config::default()
         };
+        if let Some(url) = s3_blob_url().await {
+            config.blob_url = Some(url);
+            config.s3_endpoint = std::env::var("TEST_S3_ENDPOINT").ok();
+            config.s3_access_key_id = Some("testing".into());
+            config.s3_secret_access_key = Some("testing".to_owned().into());
+        }
         tweak(&mut config);
         let state = AppState::build(config).await.expect("build app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -49,7 +49,7 @@ async fn fetch(srv: &TestServer, url: &str, headers: &[(&str, &str)]) -> reqwest
 }
 
 /// The counter of `user`'s stored bytes, the sum over their rows, and the
-/// bytes of their files on disk.
+/// bytes of their files in the blob store.
 async fn storage_figures(srv: &TestServer, user: &str) -> (i64, i64, i64) {
     use pingvas_tests::pingvas_host::store::images as img;
     let db = &srv.state.db;
@@ -57,11 +57,14 @@ async fn storage_figures(srv: &TestServer, user: &str) -> (i64, i64, i64) {
     let summed = img::summed_image_bytes(db, user).await.unwrap();
     let mut on_disk = 0;
     for dir in ["images", "thumbnails"] {
-        let path = srv.db.data_dir.join("blobs").join(dir).join(user);
-        if let Ok(entries) = std::fs::read_dir(path) {
-            for e in entries {
-                on_disk += e.unwrap().metadata().unwrap().len() as i64;
-            }
+        for blob in srv
+            .state
+            .blobs
+            .list(&format!("{dir}/{user}"))
+            .await
+            .unwrap()
+        {
+            on_disk += blob.bytes as i64;
         }
     }
     (counter, summed, on_disk)
@@ -676,18 +679,26 @@ async fn the_sweep_removes_only_unreferenced_files_and_inputs_count_until_then()
 
     // A file no row knows (a host died before recording it).
     let orphan = format!("images/{}/orphan.png", alice.user_id);
-    srv.state.blobs.put(&orphan, b"not recorded").unwrap();
-    let blob = |key: &str| srv.db.data_dir.join("blobs").join(key);
+    srv.state
+        .blobs
+        .put(&orphan, b"not recorded".to_vec())
+        .await
+        .unwrap();
+    let blobs = srv.state.blobs.clone();
+    let exists = |key: String| {
+        let blobs = blobs.clone();
+        async move { blobs.head(&key).await.unwrap().is_some() }
+    };
 
     // Within the grace period nothing goes.
     let swept = srv.state.gallery.sweep(chrono::Utc::now()).await.unwrap();
     assert_eq!(swept.files, 0);
-    assert!(blob(&orphan).exists());
+    assert!(exists(orphan.clone()).await);
     // Past it: the orphan and the ended job's input go; the images stay.
     let later = chrono::Utc::now() + chrono::Duration::hours(2);
     let swept = srv.state.gallery.sweep(later).await.unwrap();
     assert_eq!(swept.files, 2, "{swept:?}");
-    assert!(!blob(&orphan).exists());
+    assert!(!exists(orphan.clone()).await);
     let (_, other) = img::storage_of_user(&srv.state.db, &alice.user_id)
         .await
         .unwrap();

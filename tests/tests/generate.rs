@@ -510,26 +510,8 @@ fn png_claiming(width: u32, height: u32, idat: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(png)
 }
 
-fn stored_inputs(srv: &TestServer) -> usize {
-    let dir = srv.db.data_dir.join("blobs/inputs");
-    walk(&dir)
-}
-
-fn walk(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        walk(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+async fn stored_inputs(srv: &TestServer) -> usize {
+    srv.state.blobs.list("inputs").await.unwrap().len()
 }
 
 #[tokio::test]
@@ -578,7 +560,7 @@ async fn oversized_and_bomb_images_are_refused_before_anything_is_reserved_or_st
         before,
         "nothing reserved"
     );
-    assert_eq!(stored_inputs(&srv), 0, "nothing stored");
+    assert_eq!(stored_inputs(&srv).await, 0, "nothing stored");
 
     // A refused job keeps no upload either: too few credits for the job.
     srv.set_credits(&alice.user_id, 0).await;
@@ -586,12 +568,12 @@ async fn oversized_and_bomb_images_are_refused_before_anything_is_reserved_or_st
                        "source_image": png_base64(64, 64, [1, 2, 3]) });
     let r = srv.generate("image-to-image", &alice.access, body).await;
     assert_error(&r, StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_CREDITS");
-    assert_eq!(stored_inputs(&srv), 0);
+    assert_eq!(stored_inputs(&srv).await, 0);
     // An accepted one stores its input.
     srv.set_credits(&alice.user_id, 100).await;
     let body = json!({ "prompt": "p", "model": "stable-diffusion-1.5",
                        "source_image": png_base64(64, 64, [1, 2, 3]) });
     let (s, b) = srv.generate("image-to-image", &alice.access, body).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    assert_eq!(stored_inputs(&srv), 1);
+    assert_eq!(stored_inputs(&srv).await, 1);
 }

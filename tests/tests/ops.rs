@@ -19,13 +19,41 @@ async fn health_and_readiness() {
             "sqlite"
         })
     );
+    let blobs = body["data"]["blobs"].as_str().unwrap();
+    assert!(
+        blobs.starts_with("local:") || blobs.starts_with("s3://"),
+        "{blobs}"
+    );
 
     // With the database gone, readiness says so (and liveness does not).
     srv.state.db.close().await;
     let (s, body) = srv.get("/readyz", None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], json!("SERVICE_UNAVAILABLE"));
+    assert_eq!(body["error"]["details"]["database"], json!("unreachable"));
     assert_eq!(srv.get("/healthz", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_blob_store_is_unreachable() {
+    // A bucket on a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = TestServer::start_with(|c| {
+        c.blob_url = Some("s3://nowhere/prefix".into());
+        c.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        c.s3_access_key_id = Some("k".into());
+        c.s3_secret_access_key = Some("s".to_owned().into());
+    })
+    .await;
+    let (s, body) = srv.get("/readyz", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let blobs = &body["error"]["details"]["blobs"];
+    assert!(blobs == "unreachable" || blobs == "timeout", "{body}");
+    assert_eq!(body["error"]["details"]["database"], json!("ok"));
 }
 
 #[tokio::test]

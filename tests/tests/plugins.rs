@@ -26,9 +26,12 @@ async fn publish_validates_and_stores_the_component() {
     assert_eq!(d["version"]["abi_version"], json!("0.1.0"));
     assert!(d["version"]["parameters_schema"].is_object());
     let sha = d["version"]["sha256"].as_str().unwrap();
-    let blob = srv.db.data_dir.join(format!("blobs/plugins/{sha}.wasm"));
     assert_eq!(
-        std::fs::read(blob).unwrap(),
+        srv.state
+            .blobs
+            .get(&format!("plugins/{sha}.wasm"))
+            .await
+            .unwrap(),
         plugin_wasm("watermark"),
         "stored content-addressed"
     );
@@ -381,9 +384,9 @@ async fn publishing_is_bounded_and_names_and_kinds_are_guarded() {
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "FORBIDDEN");
     // Nothing was compiled, stored or cached for the refusals.
-    let blobs = srv.db.data_dir.join("blobs/plugins");
+    let stored = || async { srv.state.blobs.list("plugins").await.unwrap().len() };
     let cache = srv.db.data_dir.join("plugin-cache");
-    assert_eq!((files_in(&blobs), files_in(&cache)), (0, 0));
+    assert_eq!((stored().await, files_in(&cache)), (0, 0));
 
     // Someone else's private name answers exactly like a public one.
     let r = srv
@@ -394,7 +397,7 @@ async fn publishing_is_bounded_and_names_and_kinds_are_guarded() {
         )
         .await;
     assert_eq!(r.0, StatusCode::CREATED, "{}", r.1);
-    assert_eq!((files_in(&blobs), files_in(&cache)), (1, 1));
+    assert_eq!((stored().await, files_in(&cache)), (1, 1));
     for (name, wasm, visibility) in [
         ("hostile-post", "hostile-post", "private"),
         ("hostile", "hostile-node", "public"),
@@ -427,7 +430,7 @@ async fn publishing_is_bounded_and_names_and_kinds_are_guarded() {
         "a private name is not revealed"
     );
     assert_eq!(name_taken(&private_taken), json!("name_taken"));
-    assert_eq!((files_in(&blobs), files_in(&cache)), (3, 3));
+    assert_eq!((stored().await, files_in(&cache)), (3, 3));
     // A refused version keeps nothing new.
     let again = srv
         .publish(
@@ -437,7 +440,7 @@ async fn publishing_is_bounded_and_names_and_kinds_are_guarded() {
         )
         .await;
     assert_eq!(name_taken(&again), json!("version_exists"));
-    assert_eq!((files_in(&blobs), files_in(&cache)), (3, 3));
+    assert_eq!((stored().await, files_in(&cache)), (3, 3));
 
     // The publisher's id is shown to the publisher only.
     let mine = srv.get("/plugins/watermark", Some(&admin.access)).await;

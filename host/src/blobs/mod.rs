@@ -1,16 +1,19 @@
 //! Blob storage for bytes the database only references: plugin components,
-//! generated images, thumbnails and uploaded inputs. Keys are relative paths (`plugins/<sha256>.wasm`).
-//! The embedded default is a directory under the data dir, reached through
-//! cap-std so no key can escape it; S3-compatible storage comes with the
-//! scale-out work.
+//! generated images, thumbnails and uploaded inputs. Keys are relative
+//! paths (`plugins/<sha256>.wasm`, `images/<user>/<id>.png`). One async
+//! `BlobStore` trait, two stores: a directory under the data dir, reached
+//! through cap-std so no key can escape it (the embedded default), and an
+//! S3-compatible bucket through `object_store` (`blob_url = s3://…`).
 
+pub mod local;
+pub mod s3;
 pub mod signed;
 
-use std::io::Write;
-use std::path::Path;
+use std::ops::Range;
+use std::sync::Arc;
 
-use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+pub use local::LocalBlobs;
+pub use s3::{S3Blobs, S3Settings};
 
 /// A stored blob as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,118 +23,47 @@ pub struct BlobInfo {
     pub modified: std::time::SystemTime,
 }
 
-pub struct LocalBlobs {
-    root: Dir,
-}
+pub type Blobs = Arc<dyn BlobStore>;
 
-impl LocalBlobs {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(path)?;
-        Ok(Self {
-            root: Dir::open_ambient_dir(path, ambient_authority())?,
-        })
-    }
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Writes `bytes` under `key` unless a blob of that key exists (keys
+    /// are content-addressed or unique); true when this call created it.
+    async fn put_new(&self, key: &str, bytes: Vec<u8>) -> std::io::Result<bool>;
 
-    /// Writes `bytes` under `key` atomically (temp file, then rename); an
-    /// existing blob of that key is left as it is (content-addressed keys).
-    pub fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
-        self.put_new(key, bytes).map(|_| ())
-    }
+    async fn get(&self, key: &str) -> std::io::Result<Vec<u8>>;
 
-    /// Like `put`; true when this call created the blob.
-    pub fn put_new(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool> {
-        if self.root.exists(key) {
-            return Ok(false);
-        }
-        if let Some(parent) = Path::new(key)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            self.root.create_dir_all(parent)?;
-        }
-        let tmp = format!("{key}.tmp-{}", uuid::Uuid::now_v7().simple());
-        let mut f = self.root.create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        self.root.rename(&tmp, &self.root, key)?;
-        Ok(true)
-    }
+    /// `range` of the blob's bytes (within its length).
+    async fn get_range(&self, key: &str, range: Range<u64>) -> std::io::Result<Vec<u8>>;
 
-    pub fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
-        self.root.read(key)
-    }
-
-    /// Every blob under the folder `prefix` (`images`, `inputs/<user>`), as
-    /// (key, bytes, last modified); a missing folder has none. Unfinished
-    /// writes (`.tmp-` files) are left out.
-    pub fn list(&self, prefix: &str) -> std::io::Result<Vec<BlobInfo>> {
-        let mut out = Vec::new();
-        let mut folders = vec![prefix.trim_end_matches('/').to_owned()];
-        while let Some(folder) = folders.pop() {
-            let entries = match self.root.read_dir(&folder) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let key = format!("{folder}/{name}");
-                let meta = entry.metadata()?;
-                if meta.is_dir() {
-                    folders.push(key);
-                } else if !name.contains(".tmp-") {
-                    out.push(BlobInfo {
-                        key,
-                        bytes: meta.len(),
-                        modified: meta.modified()?.into_std(),
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
+    /// The blob's length; `None` when there is none.
+    async fn head(&self, key: &str) -> std::io::Result<Option<u64>>;
 
     /// Removes the blob of `key`; a missing one is not an error.
-    pub fn delete(&self, key: &str) -> std::io::Result<()> {
-        match self.root.remove_file(key) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
+    async fn delete(&self, key: &str) -> std::io::Result<()>;
+
+    /// Every blob under the folder `prefix`.
+    async fn list(&self, prefix: &str) -> std::io::Result<Vec<BlobInfo>>;
+
+    /// What `/readyz` reports (`local:<dir>`, `s3://bucket/prefix`).
+    fn describe(&self) -> String;
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+        self.put_new(key, bytes).await.map(|_| ())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::LocalBlobs;
-
-    #[test]
-    fn keys_cannot_escape_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = LocalBlobs::open(&dir.path().join("blobs")).unwrap();
-        blobs.put("plugins/abc.wasm", b"hello").unwrap();
-        assert_eq!(blobs.get("plugins/abc.wasm").unwrap(), b"hello");
-        assert!(blobs.put("../outside", b"x").is_err());
-        assert!(blobs.get("/etc/passwd").is_err());
-        assert!(!dir.path().join("outside").exists());
-        blobs.put("plugins/deeper/def.wasm", b"hi").unwrap();
-        let mut listed: Vec<_> = blobs
-            .list("plugins")
-            .unwrap()
-            .into_iter()
-            .map(|b| (b.key, b.bytes))
-            .collect();
-        listed.sort();
-        assert_eq!(
-            listed,
-            [
-                ("plugins/abc.wasm".into(), 5),
-                ("plugins/deeper/def.wasm".into(), 2)
-            ]
-        );
-        assert!(blobs.list("nothing-here").unwrap().is_empty());
-        blobs.delete("plugins/abc.wasm").unwrap();
-        assert!(blobs.get("plugins/abc.wasm").is_err());
-        blobs.delete("plugins/abc.wasm").unwrap();
+/// The store `blob_url` names: unset, the directory `<data_dir>/blobs`;
+/// `s3://bucket/prefix`, that bucket.
+pub fn open(config: &crate::config::Config) -> anyhow::Result<Blobs> {
+    match config.blob_url.as_deref().filter(|u| !u.is_empty()) {
+        None => Ok(Arc::new(LocalBlobs::open(&config.data_dir.join("blobs"))?)),
+        Some(url) if url.starts_with("s3://") => {
+            Ok(Arc::new(S3Blobs::open(&S3Settings::of(config, url)?)?))
+        }
+        Some(url) => {
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            Ok(Arc::new(LocalBlobs::open(std::path::Path::new(path))?))
+        }
     }
 }

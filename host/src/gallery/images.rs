@@ -116,17 +116,11 @@ impl Gallery {
             tracing::info!(image = %row.id, "deleted image kept on disk for a job that uses it");
             return Ok(());
         }
-        let blobs = self.blobs.clone();
-        let keys = [row.blob_key, row.thumb_key];
-        tokio::task::spawn_blocking(move || {
-            for k in keys {
-                if let Err(e) = blobs.delete(&k) {
-                    tracing::warn!(key = %k, error = %e, "deleting an image file");
-                }
+        for k in [row.blob_key, row.thumb_key] {
+            if let Err(e) = self.blobs.delete(&k).await {
+                tracing::warn!(key = %k, error = %e, "deleting an image file");
             }
-        })
-        .await
-        .map_err(anyhow::Error::from)?;
+        }
         Ok(())
     }
 
@@ -146,16 +140,14 @@ impl Gallery {
         }
         storage::check_quota(&self.db, &self.plans, user_id, tier).await?;
         let id = new_id();
-        let blobs = self.blobs.clone();
-        let (user, image_id) = (user_id.to_owned(), id.clone());
-        let stored = tokio::task::spawn_blocking(move || {
-            let rgba = imaging::decode(&bytes)?;
-            let png = imaging::encode_png(&rgba)?;
-            results::store_png(&blobs, &user, &image_id, &png)
-        })
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(|e| invalid("file", format!("not a readable image: {e}")))?;
+        let png =
+            tokio::task::spawn_blocking(move || imaging::encode_png(&imaging::decode(&bytes)?))
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(|e| invalid("file", format!("not a readable image: {e}")))?;
+        let stored = results::store_png(&self.blobs, user_id, &id, png)
+            .await
+            .map_err(|e| GalleryError::Internal(anyhow::anyhow!(e)))?;
         let row = ImageRow {
             id,
             user_id: user_id.to_owned(),
@@ -181,12 +173,9 @@ impl Gallery {
         }
         .await;
         if let Err(e) = saved {
-            let blobs = self.blobs.clone();
-            let keys = [row.blob_key.clone(), row.thumb_key.clone()];
-            let _ = tokio::task::spawn_blocking(move || {
-                keys.iter().for_each(|k| drop(blobs.delete(k)))
-            })
-            .await;
+            for k in [&row.blob_key, &row.thumb_key] {
+                let _ = self.blobs.delete(k).await;
+            }
             return Err(e.into());
         }
         Ok(row)

@@ -8,10 +8,8 @@ pub mod images;
 pub mod storage;
 pub mod sweep;
 
-use std::sync::Arc;
-
 use crate::billing::plans::Catalogue;
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::store::{Db, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,12 +38,12 @@ pub type GalleryResult<T> = Result<T, GalleryError>;
 
 pub struct Gallery {
     db: Db,
-    blobs: Arc<LocalBlobs>,
+    blobs: Blobs,
     plans: Catalogue,
 }
 
 impl Gallery {
-    pub fn new(db: Db, blobs: Arc<LocalBlobs>, plans: Catalogue) -> Self {
+    pub fn new(db: Db, blobs: Blobs, plans: Catalogue) -> Self {
         Self { db, blobs, plans }
     }
 }

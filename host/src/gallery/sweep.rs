@@ -31,11 +31,7 @@ fn owner(key: &str) -> Option<&str> {
 
 impl Gallery {
     async fn listed(&self, prefix: &'static str) -> GalleryResult<Vec<BlobInfo>> {
-        let blobs = self.blobs.clone();
-        Ok(tokio::task::spawn_blocking(move || blobs.list(prefix))
-            .await
-            .map_err(anyhow::Error::from)?
-            .map_err(anyhow::Error::from)?)
+        Ok(self.blobs.list(prefix).await.map_err(anyhow::Error::from)?)
     }
 
     /// Removes unreferenced files last written before `now - SWEEP_GRACE`.
@@ -79,16 +75,11 @@ impl Gallery {
             files: doomed.len(),
             bytes: doomed.iter().map(|b| b.bytes).sum(),
         };
-        let blobs = self.blobs.clone();
-        tokio::task::spawn_blocking(move || {
-            for b in doomed {
-                if let Err(e) = blobs.delete(&b.key) {
-                    tracing::warn!(key = %b.key, error = %e, "sweep: deleting a file");
-                }
+        for b in doomed {
+            if let Err(e) = self.blobs.delete(&b.key).await {
+                tracing::warn!(key = %b.key, error = %e, "sweep: deleting a file");
             }
-        })
-        .await
-        .map_err(anyhow::Error::from)?;
+        }
         for (user, bytes) in inputs_freed {
             let mut tx = self.db.begin().await?;
             img::release_other_bytes(&mut tx, &user, bytes).await?;

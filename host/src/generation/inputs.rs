@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::Semaphore;
 
 use super::{GenResult, GenerationError, invalid};
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::imaging;
 use crate::store::images as img;
 use crate::store::{Db, new_id};
@@ -113,29 +113,22 @@ pub async fn decode_all(inputs: &[Input], gate: &Arc<Semaphore>) -> GenResult<()
 
 /// Writes the uploads to blob storage; their keys, to remove them again
 /// when the queue refuses the job.
-pub async fn store_all(inputs: &[Input], blobs: &Arc<LocalBlobs>) -> GenResult<Vec<String>> {
+pub async fn store_all(inputs: &[Input], blobs: &Blobs) -> GenResult<Vec<String>> {
     let uploads: Vec<(String, Arc<Vec<u8>>)> = inputs
         .iter()
         .filter_map(|i| i.upload.clone().map(|b| (i.key.clone(), b)))
         .collect();
-    let blobs = blobs.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut stored: Vec<String> = Vec::new();
-        for (key, bytes) in uploads {
-            if let Err(e) = blobs.put(&key, &bytes) {
-                for k in &stored {
-                    let _ = blobs.delete(k);
-                }
-                return Err(GenerationError::Internal(anyhow::anyhow!(
-                    "storing input {key}: {e}"
-                )));
-            }
-            stored.push(key);
+    let mut stored: Vec<String> = Vec::new();
+    for (key, bytes) in uploads {
+        if let Err(e) = blobs.put(&key, bytes.as_ref().clone()).await {
+            remove_all(stored, blobs).await;
+            return Err(GenerationError::Internal(anyhow::anyhow!(
+                "storing input {key}: {e}"
+            )));
         }
-        Ok(stored)
-    })
-    .await
-    .map_err(anyhow::Error::from)?
+        stored.push(key);
+    }
+    Ok(stored)
 }
 
 /// Counts a queued job's stored uploads against the user's storage
@@ -162,12 +155,8 @@ pub async fn count_stored(db: &Db, user_id: &str, inputs: &[Input]) {
 }
 
 /// Removes uploads stored for a job the queue refused.
-pub async fn remove_all(keys: Vec<String>, blobs: &Arc<LocalBlobs>) {
-    let blobs = blobs.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        for k in keys {
-            let _ = blobs.delete(&k);
-        }
-    })
-    .await;
+pub async fn remove_all(keys: Vec<String>, blobs: &Blobs) {
+    for k in keys {
+        let _ = blobs.delete(&k).await;
+    }
 }

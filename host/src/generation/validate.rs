@@ -11,7 +11,7 @@ use super::inputs::{self, Input};
 use super::request::*;
 use super::{GenResult, GenerationError, invalid};
 use crate::billing::plans::Catalogue as Plans;
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::inference::Generation;
 use crate::models::{Model, ModelCatalogue};
 use crate::plugins::registry::{Registry, RegistryError};
@@ -37,7 +37,7 @@ pub struct Generator {
     pub models: ModelCatalogue,
     pub plans: Plans,
     pub registry: Arc<Registry>,
-    pub blobs: Arc<LocalBlobs>,
+    pub blobs: Blobs,
     pub queue: Arc<Queue>,
     /// Bounds image decoding to the cores.
     pub decoding: Arc<Semaphore>,

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::extract::ApiQuery;
 use crate::app::SharedState;
+use crate::blobs::Blobs;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
 #[derive(Debug, Deserialize)]
@@ -80,10 +81,20 @@ fn range_of(headers: &HeaderMap, len: usize) -> Option<Result<(usize, usize), ()
     Some(Ok(parsed))
 }
 
-/// Answers with `bytes` of `key`: 304 when the client has them, 206 for a
-/// range, 416 for a range past the end.
-fn serve(key: &str, bytes: Vec<u8>, headers: &HeaderMap, cache_control: &str) -> Response {
-    let tag = etag(key, bytes.len());
+/// Answers with the blob of `key`: 304 when the client has it, 206 for a
+/// range (only those bytes are read), 416 for a range past the end.
+async fn serve(
+    blobs: &Blobs,
+    key: &str,
+    headers: &HeaderMap,
+    cache_control: &str,
+) -> ApiResult<Response> {
+    let len = blobs
+        .head(key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or(ErrorCode::NotFound)? as usize;
+    let tag = etag(key, len);
     let mut common = HeaderMap::new();
     common.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex tag"));
     common.insert(
@@ -104,19 +115,28 @@ fn serve(key: &str, bytes: Vec<u8>, headers: &HeaderMap, cache_control: &str) ->
                     .any(|t| t.trim().trim_start_matches("W/") == tag)
         });
     if matches {
-        return (StatusCode::NOT_MODIFIED, common).into_response();
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
     common.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_of(key)));
-    let len = bytes.len();
-    match range_of(headers, len) {
-        None => (common, bytes).into_response(),
+    let missing = |e: std::io::Error| -> ApiError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ErrorCode::NotFound.into()
+        } else {
+            ApiError::internal(e)
+        }
+    };
+    Ok(match range_of(headers, len) {
+        None => (common, blobs.get(key).await.map_err(missing)?).into_response(),
         Some(Ok((start, end))) => {
             let range = format!("bytes {start}-{end}/{len}");
             common.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&range).expect("ascii"),
             );
-            let part = bytes[start..=end].to_vec();
+            let part = blobs
+                .get_range(key, start as u64..end as u64 + 1)
+                .await
+                .map_err(missing)?;
             (StatusCode::PARTIAL_CONTENT, common, Body::from(part)).into_response()
         }
         Some(Err(())) => {
@@ -129,16 +149,7 @@ fn serve(key: &str, bytes: Vec<u8>, headers: &HeaderMap, cache_control: &str) ->
             );
             r
         }
-    }
-}
-
-async fn read(state: &SharedState, key: &str) -> ApiResult<Vec<u8>> {
-    let blobs = state.blobs.clone();
-    let k = key.to_owned();
-    tokio::task::spawn_blocking(move || blobs.get(&k))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|_| ErrorCode::NotFound.into())
+    })
 }
 
 pub async fn file(
@@ -151,15 +162,15 @@ pub async fn file(
     if !servable || !state.links.verify(&key, s.expires, &s.sig) {
         return Err(ErrorCode::Forbidden.into());
     }
-    let bytes = read(&state, &key).await?;
     // Never cached past the link's own life.
     let max_age = (s.expires - Utc::now().timestamp()).clamp(0, MAX_CACHE_SECS);
-    Ok(serve(
+    serve(
+        &state.blobs,
         &key,
-        bytes,
         &headers,
         &format!("private, max-age={max_age}"),
-    ))
+    )
+    .await
 }
 
 /// An image its owner shared: no login, until the link is revoked or ends.
@@ -169,9 +180,8 @@ pub async fn shared(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let row = state.gallery.shared(&token).await?;
-    let bytes = read(&state, &row.blob_key).await?;
     // Revalidated every time, so a revoked link stops at once.
-    Ok(serve(&row.blob_key, bytes, &headers, "public, no-cache"))
+    serve(&state.blobs, &row.blob_key, &headers, "public, no-cache").await
 }
 
 #[cfg(test)]

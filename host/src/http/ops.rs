@@ -17,18 +17,36 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// The database answers; 503 in the envelope when it does not.
 pub async fn readyz(State(state): State<SharedState>) -> axum::response::Response {
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
-        Ok(Ok(())) => (
-            StatusCode::OK,
-            Json(json!({ "success": true, "data": { "status": "ready", "database": state.db.kind() } })),
-        )
-            .into_response(),
+    let within = std::time::Duration::from_secs(2);
+    let blobs = state.blobs.describe();
+    let database = match tokio::time::timeout(within, state.db.ping()).await {
+        Ok(Ok(())) => None,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
-            ApiError::with_details(ErrorCode::ServiceUnavailable, json!({ "database": "unreachable" })).into_response()
+            Some("unreachable")
         }
-        Err(_) => {
-            ApiError::with_details(ErrorCode::ServiceUnavailable, json!({ "database": "timeout" })).into_response()
+        Err(_) => Some("timeout"),
+    };
+    // A lookup of a key that is never written: reachable stores answer
+    // "none".
+    let blob_store = match tokio::time::timeout(within, state.blobs.head("readyz/probe")).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, store = %blobs, "readiness: blob store unreachable");
+            Some("unreachable")
         }
+        Err(_) => Some("timeout"),
+    };
+    if database.is_none() && blob_store.is_none() {
+        return (
+            StatusCode::OK,
+            Json(json!({ "success": true, "data": { "status": "ready", "database": state.db.kind(), "blobs": blobs } })),
+        )
+            .into_response();
     }
+    ApiError::with_details(
+        ErrorCode::ServiceUnavailable,
+        json!({ "database": database.unwrap_or("ok"), "blobs": blob_store.unwrap_or("ok") }),
+    )
+    .into_response()
 }

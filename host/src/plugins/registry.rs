@@ -17,7 +17,7 @@ use super::limits::{self, LimitsOverride};
 use super::runtime::Compiled;
 use super::runtime::NodeDescriptor;
 use super::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::store::plugins::{self as q, NewVersion, PluginRow, VersionRow};
 use crate::store::{Db, Page, StoreError, new_id};
 use crate::users::Caller;
@@ -100,7 +100,7 @@ pub struct Runnable {
 
 pub struct Registry {
     db: Db,
-    blobs: Arc<LocalBlobs>,
+    blobs: Blobs,
     pub runtime: Arc<PluginRuntime>,
     pub max_bytes: usize,
     pub overrides: HashMap<String, LimitsOverride>,
@@ -169,7 +169,7 @@ fn check_name(name: &str) -> RegistryResult<()> {
 impl Registry {
     pub fn new(
         db: Db,
-        blobs: Arc<LocalBlobs>,
+        blobs: Blobs,
         runtime: Arc<PluginRuntime>,
         settings: RegistrySettings,
     ) -> Self {
@@ -326,16 +326,14 @@ impl Registry {
         // The bytes go to storage inside the transaction, so a version is
         // never recorded without them, and removed again if it is not.
         let key = format!("plugins/{sha256}.wasm");
-        let blobs = self.blobs.clone();
-        let (k, owned) = (key.clone(), bytes.to_vec());
-        let created = tokio::task::spawn_blocking(move || blobs.put_new(&k, &owned))
+        let created = self
+            .blobs
+            .put_new(&key, bytes.to_vec())
             .await
-            .map_err(anyhow::Error::from)?
             .map_err(anyhow::Error::from)?;
         if let Err(e) = tx.commit().await {
             if created {
-                let blobs = self.blobs.clone();
-                let _ = tokio::task::spawn_blocking(move || blobs.delete(&key)).await;
+                let _ = self.blobs.delete(&key).await;
             }
             return Err(e.into());
         }
@@ -444,11 +442,11 @@ impl Registry {
     /// fetch them to compile locally).
     pub async fn component_bytes(&self, name: &str, version: &str) -> RegistryResult<Vec<u8>> {
         let (_, row) = self.pinned(name, version).await?;
-        let blobs = self.blobs.clone();
         let key = format!("plugins/{}.wasm", row.sha256);
-        Ok(tokio::task::spawn_blocking(move || blobs.get(&key))
+        Ok(self
+            .blobs
+            .get(&key)
             .await
-            .map_err(anyhow::Error::from)?
             .map_err(|e| anyhow::anyhow!("reading plugin blob: {e}"))?)
     }
 
@@ -461,11 +459,11 @@ impl Registry {
     ) -> RegistryResult<Arc<LoadedPlugin>> {
         let kind = PluginKind::parse(&plugin.kind)
             .ok_or_else(|| anyhow::anyhow!("stored kind {}", plugin.kind))?;
-        let blobs = self.blobs.clone();
         let key = format!("plugins/{}.wasm", row.sha256);
-        let bytes = tokio::task::spawn_blocking(move || blobs.get(&key))
+        let bytes = self
+            .blobs
+            .get(&key)
             .await
-            .map_err(anyhow::Error::from)?
             .map_err(|e| anyhow::anyhow!("reading plugin blob: {e}"))?;
         self.runtime
             .load(&plugin.name, &bytes, Some(kind))

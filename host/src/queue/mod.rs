@@ -34,7 +34,7 @@ use chrono::Utc;
 use tokio::sync::Notify;
 
 use crate::billing::plans::Catalogue as Plans;
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
@@ -92,7 +92,7 @@ pub struct QueueParts {
     pub plans: Plans,
     pub models: ModelCatalogue,
     pub events: Arc<EventBus<UserEvent>>,
-    pub blobs: Arc<LocalBlobs>,
+    pub blobs: Blobs,
     pub links: FileLinks,
 }
 

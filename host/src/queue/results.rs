@@ -2,7 +2,7 @@
 //! a PNG, written to blob storage with a JPEG thumbnail, and described for
 //! its `images` row.
 
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::imaging;
 
 #[derive(Debug, Clone)]
@@ -16,30 +16,39 @@ pub struct StoredImage {
     pub thumb_size: usize,
 }
 
-/// Stores one generated PNG (blocking: decode, thumbnail, file writes).
-pub fn store_png(
-    blobs: &LocalBlobs,
+/// Stores one PNG with its thumbnail (decoding and scaling on the
+/// blocking pool, then the two writes).
+pub async fn store_png(
+    blobs: &Blobs,
     user_id: &str,
     image_id: &str,
-    png: &[u8],
+    png: Vec<u8>,
 ) -> Result<StoredImage, String> {
-    let decoded = imaging::decode_png(png)?;
-    let thumb = imaging::thumbnail_jpeg(&decoded)?;
+    let (png, thumb, width, height) = tokio::task::spawn_blocking(move || {
+        let decoded = imaging::decode_png(&png)?;
+        let thumb = imaging::thumbnail_jpeg(&decoded)?;
+        Ok::<_, String>((png, thumb, decoded.width(), decoded.height()))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let blob_key = format!("images/{user_id}/{image_id}.png");
     let thumb_key = format!("thumbnails/{user_id}/{image_id}.jpg");
+    let (file_size, thumb_size) = (png.len(), thumb.len());
     blobs
         .put(&blob_key, png)
+        .await
         .map_err(|e| format!("writing image: {e}"))?;
-    blobs
-        .put(&thumb_key, &thumb)
-        .map_err(|e| format!("writing thumbnail: {e}"))?;
+    if let Err(e) = blobs.put(&thumb_key, thumb).await {
+        let _ = blobs.delete(&blob_key).await;
+        return Err(format!("writing thumbnail: {e}"));
+    }
     Ok(StoredImage {
         id: image_id.to_owned(),
         blob_key,
         thumb_key,
-        width: decoded.width(),
-        height: decoded.height(),
-        file_size: png.len(),
-        thumb_size: thumb.len(),
+        width,
+        height,
+        file_size,
+        thumb_size,
     })
 }

@@ -136,15 +136,16 @@ impl Queue {
             .await?
             .ok_or(QueueError::NotFound)?
             .user_id;
-        let blobs = self.parts.blobs.clone();
-        let pngs = done.images.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            pngs.iter()
-                .map(|png| store_png(&blobs, &owner, &new_id(), png))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let mut stored = Ok(Vec::new());
+        for png in &done.images {
+            match store_png(&self.parts.blobs, &owner, &new_id(), png.clone()).await {
+                Ok(s) => stored.as_mut().expect("no error yet").push(s),
+                Err(reason) => {
+                    stored = Err(reason);
+                    break;
+                }
+            }
+        }
         let stored = match stored {
             Ok(s) => s,
             Err(reason) => {
@@ -159,14 +160,10 @@ impl Queue {
         };
         let ended = self.end(job_id, Holder::Lease(token), outcome).await;
         if ended.is_err() {
-            let blobs = self.parts.blobs.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                for s in &stored {
-                    let _ = blobs.delete(&s.blob_key);
-                    let _ = blobs.delete(&s.thumb_key);
-                }
-            })
-            .await;
+            for s in &stored {
+                let _ = self.parts.blobs.delete(&s.blob_key).await;
+                let _ = self.parts.blobs.delete(&s.thumb_key).await;
+            }
         }
         ended
     }

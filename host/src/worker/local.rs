@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{JobSource, WorkItem};
-use crate::blobs::LocalBlobs;
+use crate::blobs::Blobs;
 use crate::plugins::registry::Registry;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
 use crate::queue::failure::Failure;
@@ -18,19 +18,16 @@ use crate::queue::{BeatReply, Finished, Lease, Queue, QueueError, WorkerInfo};
 pub struct LocalSource {
     pub queue: Arc<Queue>,
     pub registry: Arc<Registry>,
-    pub blobs: Arc<LocalBlobs>,
+    pub blobs: Blobs,
 }
 
 /// Reads a leased job's input images from blob storage.
-pub async fn with_inputs(blobs: &Arc<LocalBlobs>, lease: Lease) -> anyhow::Result<WorkItem> {
-    let keys = lease.spec.input_keys();
-    let blobs = blobs.clone();
-    let inputs = tokio::task::spawn_blocking(move || {
-        keys.into_iter()
-            .map(|k| blobs.get(&k).map(|b| (k, b)))
-            .collect::<std::io::Result<HashMap<_, _>>>()
-    })
-    .await??;
+pub async fn with_inputs(blobs: &Blobs, lease: Lease) -> anyhow::Result<WorkItem> {
+    let mut inputs = HashMap::new();
+    for k in lease.spec.input_keys() {
+        let bytes = blobs.get(&k).await?;
+        inputs.insert(k, bytes);
+    }
     Ok(WorkItem { lease, inputs })
 }
 
