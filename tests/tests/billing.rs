@@ -307,6 +307,35 @@ async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
             break;
         }
     }
+
+    // A downgrade that waits is replaced by an upgrade.
+    let (status, _) = srv
+        .post(
+            "/subscriptions/downgrade",
+            Some(&user.access),
+            json!({ "target_plan": "starter" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, current) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    assert_eq!(current["data"]["pending_plan"], "starter");
+    let (status, body) = srv
+        .post(
+            "/subscriptions/upgrade",
+            Some(&user.access),
+            json!({ "target_plan": "studio" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, current) = srv.get("/subscriptions/current", Some(&user.access)).await;
+    assert_eq!(
+        (
+            current["data"]["plan"]["name"].as_str(),
+            &current["data"]["pending_plan"]
+        ),
+        (Some("studio"), &Value::Null)
+    );
+    assert_eq!(me(&srv, &user).await["tier"], "studio");
 }
 
 #[tokio::test]

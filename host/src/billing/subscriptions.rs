@@ -300,6 +300,13 @@ impl Billing {
         state.plan = Some(target.to_owned());
         let granted = (plan.credits - current.credits).max(0);
         let mut tx = self.db.begin().await?;
+        // An upgrade replaces a downgrade that was waiting.
+        if let Some(mut row) =
+            q::find_subscription_in(&mut tx, &sub.provider, &sub.provider_subscription_id).await?
+            && row.pending_plan.take().is_some()
+        {
+            q::save_subscription_in(&mut tx, &row).await?;
+        }
         let mut notices = self
             .merge(&mut tx, &sub.provider, Some(user_id), &state, Utc::now())
             .await
