@@ -40,11 +40,7 @@ pub async fn find_subscription_in(
     provider: &str,
     provider_subscription_id: &str,
 ) -> StoreResult<Option<SubscriptionRow>> {
-    let lock = if matches!(tx, Tx::Postgres(_)) {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let lock = tx.row_lock();
     let sql = format!(
         "SELECT {SUB_COLUMNS} FROM subscriptions WHERE provider = $1 AND provider_subscription_id = $2{lock}"
     );

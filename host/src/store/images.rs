@@ -321,11 +321,7 @@ pub async fn list(db: &Db, f: &ImageFilter<'_>, page: Page) -> StoreResult<(Vec<
 
 /// The image, locked for the transaction (PostgreSQL).
 pub async fn get_in(tx: &mut Tx, id: &str) -> StoreResult<Option<ImageRow>> {
-    let lock = if matches!(tx, Tx::Postgres(_)) {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let lock = tx.row_lock();
     let sql = format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1{lock}");
     Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
 }

@@ -331,11 +331,7 @@ pub async fn get(db: &Db, id: &str) -> StoreResult<Option<JobRow>> {
 /// The job, locked for a state change (row lock on PostgreSQL; SQLite
 /// write transactions are serial).
 pub async fn get_for_update(tx: &mut Tx, id: &str) -> StoreResult<Option<JobRow>> {
-    let lock = if matches!(tx, Tx::Postgres(_)) {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let lock = tx.row_lock();
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1{lock}");
     Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?)
 }

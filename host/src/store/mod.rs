@@ -232,6 +232,16 @@ impl Db {
 }
 
 impl Tx {
+    /// The clause that locks the rows a `SELECT` reads for the rest of the
+    /// transaction: `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose
+    /// write transactions are serial.
+    pub fn row_lock(&self) -> &'static str {
+        match self {
+            Tx::Sqlite(..) => "",
+            Tx::Postgres(_) => " FOR UPDATE",
+        }
+    }
+
     pub async fn commit(self) -> StoreResult<()> {
         match self {
             Tx::Sqlite(t, _) => t.commit().await?,
