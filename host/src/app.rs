@@ -149,6 +149,7 @@ impl AppState {
             plans.clone(),
             adapters,
             Arc::new(BillingNotices(queue.clone())),
+            config.billing_checkouts_per_hour,
         ));
         let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone());
         Ok(Arc::new(AppState {

@@ -153,6 +153,8 @@ pub struct Config {
     /// Adapter settings (TOML only): store id, API base URL, redirect URL,
     /// `variant.<plan>.<cycle>` / `price.<plan>.<cycle>` ids.
     pub billing_settings: std::collections::HashMap<String, String>,
+    /// Checkouts one user may start an hour (each calls the provider).
+    pub billing_checkouts_per_hour: u32,
     /// How long a replaced adapter still verifies its provider's retried
     /// webhooks.
     pub billing_grace_hours: u64,
@@ -232,6 +234,7 @@ impl Default for Config {
             billing_webhook_secret: None,
             billing_settings: Default::default(),
             billing_grace_hours: 72,
+            billing_checkouts_per_hour: 10,
             source: None,
         }
     }

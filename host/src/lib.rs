@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod gallery;
 pub mod generation;
+pub mod hourly;
 pub mod http;
 pub mod i18n;
 pub mod imaging;

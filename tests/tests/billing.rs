@@ -712,6 +712,12 @@ async fn without_an_adapter_plans_answer_and_the_rest_is_unavailable() {
         assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS")["details"]["reason"],
         "no_paid_subscription"
     );
+    let long = json!({ "reason": "r".repeat(2001) });
+    let got = srv
+        .post("/subscriptions/cancel", Some(&user.access), long)
+        .await;
+    let e = assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
+    assert_eq!(e["details"]["field"], "reason");
     let got = srv.post("/subscriptions/cancel", None, json!({})).await;
     assert_error(&got, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
     let got = deliver(
@@ -774,4 +780,58 @@ async fn a_yearly_plan_grants_each_begun_month_once() {
         .unwrap();
     billing.maintain(in_three_months).await.unwrap();
     assert_eq!(srv.credits(&user.user_id).await.0, before + 6 * 15000);
+}
+
+#[tokio::test]
+async fn checkouts_are_limited_per_user_and_hour() {
+    let (fake, base) = FakeLemonSqueezy::start(LS_KEY).await;
+    let toml = format!(
+        "billing_checkouts_per_hour = 2\n{}",
+        ls_toml(&base, &plugin_path("lemon-squeezy"))
+    );
+    let (srv, _dir, _path) = server_with(&toml).await;
+    let alice = srv.signup("many-checkouts@example.com").await;
+    let bob = srv.signup("one-checkout@example.com").await;
+    let body = json!({ "plan": "pro" });
+    for _ in 0..2 {
+        let (status, b) = srv
+            .post("/subscriptions/checkout", Some(&alice.access), body.clone())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{b}");
+    }
+    let r = srv
+        .client
+        .post(srv.url("/subscriptions/checkout"))
+        .bearer_auth(&alice.access)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1800).contains(&wait), "{wait}");
+    let got = (r.status(), r.json::<Value>().await.unwrap());
+    assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert_eq!(
+        fake.calls().len(),
+        2,
+        "the refused checkout never reached the provider"
+    );
+    // Others keep theirs; bad input is still checked first.
+    let (status, _) = srv
+        .post("/subscriptions/checkout", Some(&bob.access), body)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = srv
+        .post(
+            "/subscriptions/checkout",
+            Some(&alice.access),
+            json!({ "plan": "gold" }),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
 }

@@ -12,6 +12,7 @@ use super::adapter::{Adapter, AdapterError, Adapters};
 use super::event::Subscription;
 use super::ledger::{self, LedgerError, TxKind};
 use super::plans::{Catalogue, DEFAULT_TIER, Plan};
+use crate::hourly::HourlyAllowance;
 use crate::plugins::PluginError;
 use crate::plugins::runtime::{
     BillingAnswer, BillingCall, ChangeTiming, Checkout, CheckoutRequest, PlanChange, WebhookError,
@@ -76,6 +77,8 @@ pub enum BillingError {
     NoSubscription,
     #[error("already subscribed to {0}")]
     AlreadySubscribed(String),
+    #[error("too many checkouts; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the payment provider failed: {0}")]
     Provider(PluginError),
     #[error(transparent)]
@@ -136,13 +139,22 @@ pub struct Billing {
     plans: Catalogue,
     pub adapters: Adapters,
     notify: Arc<dyn Notify>,
+    /// Checkouts per user and hour: each is a call to the provider.
+    checkouts: HourlyAllowance,
     /// Stored webhooks are applied by one task at a time.
     pub(super) applying: tokio::sync::Mutex<()>,
 }
 
 impl Billing {
-    pub fn new(db: Db, plans: Catalogue, adapters: Adapters, notify: Arc<dyn Notify>) -> Self {
+    pub fn new(
+        db: Db,
+        plans: Catalogue,
+        adapters: Adapters,
+        notify: Arc<dyn Notify>,
+        checkouts_per_hour: u32,
+    ) -> Self {
         Self {
+            checkouts: HourlyAllowance::new(checkouts_per_hour),
             db,
             plans,
             adapters,
@@ -221,6 +233,9 @@ impl Billing {
         {
             return Err(BillingError::AlreadySubscribed(sub.plan));
         }
+        self.checkouts
+            .take(user_id)
+            .map_err(|retry_after_secs| BillingError::RateLimited { retry_after_secs })?;
         let req = CheckoutRequest {
             user_id: user_id.to_owned(),
             email: email.to_owned(),

@@ -46,6 +46,11 @@ impl From<BillingError> for ApiError {
                 ErrorCode::Conflict,
                 json!({ "reason": "already_subscribed", "plan": plan }),
             ),
+            BillingError::RateLimited { retry_after_secs } => ApiError::with_details(
+                ErrorCode::RateLimited,
+                json!({ "reason": "too many checkouts", "retry_after": retry_after_secs }),
+            )
+            .retry_after(retry_after_secs),
             BillingError::Provider(e) => {
                 tracing::warn!(error = %e, "payment provider call failed");
                 ApiError::with_details(
@@ -205,6 +210,7 @@ pub struct CheckoutView {
         (status = 200, body = Envelope<CheckoutView>),
         (status = 400, description = "INVALID_PARAMETERS: plan or billing_cycle", body = ErrorEnvelope),
         (status = 409, description = "CONFLICT: already subscribed (use upgrade)", body = ErrorEnvelope),
+        (status = 429, description = "RATE_LIMITED: billing_checkouts_per_hour", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE: billing not configured or the provider failed", body = ErrorEnvelope),
     ))]
 async fn checkout(

@@ -4,12 +4,10 @@
 //! plugins and their own private ones, nobody else's.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use crate::hourly::HourlyAllowance;
 use chrono::Utc;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -107,7 +105,7 @@ pub struct Registry {
     /// Compiles and `describe()` calls of publishes running at once.
     checking: Semaphore,
     /// Publishes per user and hour.
-    publishes: DefaultKeyedRateLimiter<String>,
+    publishes: HourlyAllowance,
 }
 
 /// The names of the plugins that ship with the studio: only admins
@@ -173,7 +171,6 @@ impl Registry {
         runtime: Arc<PluginRuntime>,
         settings: RegistrySettings,
     ) -> Self {
-        let per_hour = NonZeroU32::new(settings.publishes_per_hour.max(1)).expect("at least 1");
         Self {
             db,
             blobs,
@@ -181,7 +178,7 @@ impl Registry {
             max_bytes: settings.max_bytes,
             overrides: settings.overrides,
             checking: Semaphore::new(settings.concurrent_checks.max(1)),
-            publishes: RateLimiter::keyed(Quota::per_hour(per_hour)),
+            publishes: HourlyAllowance::new(settings.publishes_per_hour),
         }
     }
 
@@ -219,11 +216,8 @@ impl Registry {
         bytes: &[u8],
     ) -> RegistryResult<(PluginRow, VersionRow)> {
         let owner = caller.id.as_str();
-        if let Err(not_until) = self.publishes.check_key(&caller.id) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(RegistryError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
+        if let Err(retry_after_secs) = self.publishes.take(&caller.id) {
+            return Err(RegistryError::RateLimited { retry_after_secs });
         }
         check_name(&m.name)?;
         semver::Version::parse(&m.version).map_err(|e| RegistryError::Invalid {
