@@ -316,8 +316,41 @@ async fn boards_hold_images_all_or_nothing() {
         assert_error(got, StatusCode::NOT_FOUND, "NOT_FOUND");
     }
     let (_, bobs_boards) = srv.get("/boards", Some(&bob.access)).await;
-    assert_eq!(bobs_boards["meta"]["total"], 0);
-
+    assert_eq!(
+        bobs_boards["meta"]["total"], 0,
+        "none of Bob's tries made a board"
+    );
+    // At most 500 boards a user (499 made directly).
+    {
+        use pingvas_tests::pingvas_host::store::images as img;
+        let w = srv.state.db.write().await;
+        for i in 0..499 {
+            let now = chrono::Utc::now();
+            let b = img::BoardRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                user_id: bob.user_id.clone(),
+                name: format!("b{i}"),
+                description: String::new(),
+                created_at: now,
+                updated_at: now,
+            };
+            img::insert_board(&w, &b).await.unwrap();
+        }
+    }
+    let (status, _) = srv
+        .post("/boards", Some(&bob.access), json!({ "name": "the 500th" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let got = srv
+        .post("/boards", Some(&bob.access), json!({ "name": "one more" }))
+        .await;
+    let e = assert_error(&got, StatusCode::CONFLICT, "CONFLICT");
+    assert_eq!(
+        e["details"],
+        json!({ "reason": "too_many_boards", "max": 500 })
+    );
+    let (_, bobs_boards) = srv.get("/boards", Some(&bob.access)).await;
+    assert_eq!(bobs_boards["meta"]["total"], 500);
     let (status, _) = delete(&srv, &format!("/boards/{board_id}"), &alice.access).await;
     assert_eq!(status, StatusCode::OK);
     let (_, all) = srv.get("/images", Some(&alice.access)).await;

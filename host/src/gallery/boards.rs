@@ -8,6 +8,8 @@ use crate::store::{Page, new_id};
 
 pub const MAX_NAME: usize = 100;
 pub const MAX_DESCRIPTION: usize = 1000;
+/// Boards one user may have.
+pub const MAX_BOARDS: usize = 500;
 /// Most images one call adds to a board.
 pub const MAX_IMAGES_PER_CALL: usize = 100;
 
@@ -52,12 +54,22 @@ impl Gallery {
         name: &str,
         description: Option<&str>,
     ) -> GalleryResult<BoardRow> {
+        let (name, description) = (
+            check_name(name)?,
+            check_description(description.unwrap_or(""))?,
+        );
+        if img::count_boards(&self.db, user_id).await? >= MAX_BOARDS as i64 {
+            return Err(GalleryError::Limit {
+                what: "boards",
+                max: MAX_BOARDS,
+            });
+        }
         let now = Utc::now();
         let board = BoardRow {
             id: new_id(),
             user_id: user_id.to_owned(),
-            name: check_name(name)?,
-            description: check_description(description.unwrap_or(""))?,
+            name,
+            description,
             created_at: now,
             updated_at: now,
         };

@@ -19,6 +19,8 @@ pub enum GalleryError {
     NotFound,
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("at most {max} {what}")]
+    Limit { what: &'static str, max: usize },
     #[error("storage quota exceeded: {used} of {quota} bytes")]
     StorageExceeded { used: i64, quota: i64 },
     #[error(transparent)]

@@ -87,7 +87,7 @@ pub struct CreateBody {
 
 /// 보드 생성.
 #[utoipa::path(post, path = "/boards", tag = "boards", security(("bearer" = [])), request_body = CreateBody,
-    responses((status = 201, body = Envelope<BoardView>), (status = 400, description = "INVALID_PARAMETERS: name or description", body = ErrorEnvelope)))]
+    responses((status = 201, body = Envelope<BoardView>), (status = 400, description = "INVALID_PARAMETERS: name or description", body = ErrorEnvelope), (status = 409, description = "CONFLICT: too_many_boards (500)", body = ErrorEnvelope)))]
 async fn create(
     State(state): State<SharedState>,
     user: AuthUser,

@@ -32,6 +32,10 @@ impl From<GalleryError> for ApiError {
         match e {
             GalleryError::NotFound => ApiError::new(ErrorCode::NotFound),
             GalleryError::Invalid { field, reason } => ApiError::invalid_param(field, reason),
+            GalleryError::Limit { what, max } => ApiError::with_details(
+                ErrorCode::Conflict,
+                json!({ "reason": format!("too_many_{what}"), "max": max }),
+            ),
             GalleryError::StorageExceeded { used, quota } => ApiError::with_details(
                 ErrorCode::StorageExceeded,
                 json!({ "used_bytes": used, "quota_bytes": quota }),

@@ -110,6 +110,15 @@ pub struct BoardSummary {
     pub cover_thumb_key: Option<String>,
 }
 
+pub async fn count_boards(db: &Db, user_id: &str) -> StoreResult<i64> {
+    Ok(
+        on_db!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM boards WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(p)
+        .await)?,
+    )
+}
+
 /// A page of a user's boards, oldest first, with the total.
 pub async fn list_boards(
     db: &Db,
@@ -128,11 +137,7 @@ pub async fn list_boards(
     .bind(page.offset())
     .fetch_all(p)
     .await)?;
-    let total: i64 = on_db!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM boards WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_one(p)
-        .await)?;
-    Ok((rows, total))
+    Ok((rows, count_boards(db, user_id).await?))
 }
 
 pub async fn update_board(w: &Writer<'_>, b: &BoardRow) -> StoreResult<()> {
