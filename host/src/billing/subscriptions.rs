@@ -316,12 +316,7 @@ impl Billing {
         let granted = (plan.credits - current.credits).max(0);
         let mut tx = self.db.begin().await?;
         // An upgrade replaces a downgrade that was waiting.
-        if let Some(mut row) =
-            q::find_subscription_in(&mut tx, &sub.provider, &sub.provider_subscription_id).await?
-            && row.pending_plan.take().is_some()
-        {
-            q::save_subscription_in(&mut tx, &row).await?;
-        }
+        set_pending_plan(&mut tx, &sub, None).await?;
         let mut notices = self
             .merge(&mut tx, &sub.provider, Some(user_id), &state, Utc::now())
             .await
@@ -417,15 +412,10 @@ impl Billing {
         pending: Option<&str>,
     ) -> Result<SubscriptionRow, BillingError> {
         let mut tx = self.db.begin().await?;
-        if let Some(p) = pending
-            && let Some(mut row) =
-                q::find_subscription_in(&mut tx, &sub.provider, &sub.provider_subscription_id)
-                    .await?
-        {
+        if pending.is_some() {
             // Set before merging: the lower plan takes over when the
             // provider starts a new period, even if it reports it already.
-            row.pending_plan = Some(p.to_owned());
-            q::save_subscription_in(&mut tx, &row).await?;
+            set_pending_plan(&mut tx, sub, pending).await?;
         }
         let mut notices = self
             .merge(
@@ -481,7 +471,8 @@ impl Billing {
                 )));
             }
         };
-        if user_store::find_access_in(tx, &user_id).await?.is_none() {
+        // A stored subscription's user exists (the row goes with them).
+        if existing.is_none() && user_store::find_access_in(tx, &user_id).await?.is_none() {
             return Err(ApplyError::Unusable(format!("no user {user_id}")));
         }
         let provider_plan = state
@@ -638,6 +629,23 @@ impl Billing {
         }
         Ok(())
     }
+}
+
+/// Records the plan a subscription moves to when its next period starts
+/// (`None`: no change waits).
+async fn set_pending_plan(
+    tx: &mut Tx,
+    sub: &SubscriptionRow,
+    pending: Option<&str>,
+) -> Result<(), StoreError> {
+    if let Some(mut row) =
+        q::find_subscription_in(tx, &sub.provider, &sub.provider_subscription_id).await?
+        && row.pending_plan.as_deref() != pending
+    {
+        row.pending_plan = pending.map(str::to_owned);
+        q::save_subscription_in(tx, &row).await?;
+    }
+    Ok(())
 }
 
 /// Grants subscription credits once under `key`; a notice unless they were
