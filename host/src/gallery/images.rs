@@ -75,10 +75,9 @@ impl Gallery {
             ));
         }
         let row = self.image(user_id, id).await?;
-        let live = row.share_expires_at.is_none_or(|t| t > Utc::now());
-        let token = match row.share_token {
-            Some(t) if live => t,
-            _ => crate::auth::tokens::new_secret()[..32].to_owned(),
+        let token = match row.live_share(Utc::now()) {
+            Some(t) => t.to_owned(),
+            None => crate::auth::tokens::new_secret()[..32].to_owned(),
         };
         let expires_at = hours.map(|h| Utc::now() + Duration::hours(i64::from(h)));
         img::set_share(&self.db.write().await, id, Some(&token), expires_at).await?;
@@ -98,7 +97,7 @@ impl Gallery {
         }
         img::by_share_token(&self.db, token)
             .await?
-            .filter(|r| r.share_expires_at.is_none_or(|t| t > Utc::now()))
+            .filter(|r| r.live_share(Utc::now()).is_some())
             .ok_or(GalleryError::NotFound)
     }
 

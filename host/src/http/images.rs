@@ -161,10 +161,7 @@ async fn get_image(
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let row = state.gallery.image(&user.id, &id).await?;
     let boards = state.gallery.boards_of(&row.id).await?;
-    let live_share = row
-        .share_token
-        .as_ref()
-        .filter(|_| row.share_expires_at.is_none_or(|t| t > Utc::now()));
+    let live_share = row.live_share(Utc::now());
     Ok(ok(ImageDetail {
         image: ImageView::of(&row, &state.links),
         mime_type: row.mime_type.clone(),

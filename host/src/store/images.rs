@@ -31,6 +31,13 @@ impl ImageRow {
     pub fn stored_bytes(&self) -> i64 {
         self.file_size + self.thumb_size
     }
+
+    /// The share token while the share has not expired.
+    pub fn live_share(&self, now: DateTime<Utc>) -> Option<&str> {
+        self.share_token
+            .as_deref()
+            .filter(|_| self.share_expires_at.is_none_or(|t| t > now))
+    }
 }
 
 const IMAGE_COLUMNS: &str = "id, user_id, job_id, blob_key, thumb_key, width, height, file_size, \
