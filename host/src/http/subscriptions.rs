@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, CurrentUser};
+use super::extract::{ApiJson, AuthUser, CurrentUser};
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
 use crate::billing::plans::{Features, Plan};
@@ -215,7 +215,7 @@ pub struct CheckoutView {
     ))]
 async fn checkout(
     State(state): State<SharedState>,
-    user: CurrentUser,
+    user: AuthUser,
     ApiJson(body): ApiJson<CheckoutBody>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let email = user_store::find_by_id(&state.db, &user.id)
