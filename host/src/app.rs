@@ -19,7 +19,9 @@ use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::gallery::Gallery;
+use crate::gallery::revisions::Revisions;
 use crate::generation::Generator;
+use crate::http::page_cache::PageCache;
 use crate::metrics::HttpMetrics;
 use crate::models::ModelCatalogue;
 use crate::plugins::PluginRuntime;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub billing: Arc<Billing>,
     /// Images, boards and storage.
     pub gallery: Gallery,
+    /// Rendered `GET /images` pages (`http::page_cache`).
+    pub image_pages: PageCache,
     /// Cancelled when the server begins to shut down (ends WebSockets).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -121,6 +125,7 @@ impl AppState {
             config.public_url.as_deref(),
             config.file_link_ttl_secs,
         );
+        let revisions = Revisions::default();
         let queue_settings = QueueSettings::from(&config);
         let queue = Arc::new(Queue::new(
             QueueParts {
@@ -130,6 +135,7 @@ impl AppState {
                 events: events.clone(),
                 blobs: blobs.clone(),
                 links: links.clone(),
+                revisions: revisions.clone(),
             },
             queue_settings.clone(),
         ));
@@ -151,10 +157,11 @@ impl AppState {
             Arc::new(BillingNotices(queue.clone())),
             config.billing_checkouts_per_hour,
         ));
-        let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone());
+        let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone(), revisions);
         Ok(Arc::new(AppState {
             billing,
             gallery,
+            image_pages: PageCache::new(config.gallery_page_cache_mib << 20),
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
             ledger: Ledger::new(db.clone()),

@@ -135,6 +135,9 @@ pub struct Config {
     /// How long the signed links to image files the API hands out stay
     /// valid.
     pub file_link_ttl_secs: i64,
+    /// Memory for rendered gallery list pages, reused until the user's
+    /// gallery changes or the link window turns; 0 turns the cache off.
+    pub gallery_page_cache_mib: u64,
     /// Path of the billing adapter component (`.wasm`, billing-adapter
     /// world, `pingvas:plugin@0.2.0`); billing is off when unset.
     pub billing_adapter: Option<PathBuf>,
@@ -222,6 +225,7 @@ impl Default for Config {
             queue_tier_headroom: 0.2,
             worker_offline_secs: 60,
             file_link_ttl_secs: 21_600,
+            gallery_page_cache_mib: 64,
             blob_url: None,
             s3_endpoint: None,
             s3_region: "us-east-1".into(),

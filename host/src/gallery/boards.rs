@@ -100,6 +100,7 @@ impl Gallery {
     pub async fn delete_board(&self, user_id: &str, id: &str) -> GalleryResult<()> {
         self.board(user_id, id).await?;
         img::delete_board(&self.db.write().await, id).await?;
+        self.revisions.bump(user_id);
         Ok(())
     }
 
@@ -130,6 +131,7 @@ impl Gallery {
             img::add_to_board(&mut tx, id, image, now).await?;
         }
         tx.commit().await?;
+        self.revisions.bump(user_id);
         Ok(())
     }
 
@@ -143,6 +145,7 @@ impl Gallery {
         if !img::remove_from_board(&self.db.write().await, id, image_id).await? {
             return Err(GalleryError::NotFound);
         }
+        self.revisions.bump(user_id);
         Ok(())
     }
 }

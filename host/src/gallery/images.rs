@@ -55,6 +55,7 @@ impl Gallery {
     pub async fn star(&self, user_id: &str, id: &str, starred: bool) -> GalleryResult<()> {
         self.image(user_id, id).await?;
         img::set_starred(&self.db.write().await, id, starred).await?;
+        self.revisions.bump(user_id);
         Ok(())
     }
 
@@ -81,12 +82,14 @@ impl Gallery {
         };
         let expires_at = hours.map(|h| Utc::now() + Duration::hours(i64::from(h)));
         img::set_share(&self.db.write().await, id, Some(&token), expires_at).await?;
+        self.revisions.bump(user_id);
         Ok((token, expires_at))
     }
 
     pub async fn unshare(&self, user_id: &str, id: &str) -> GalleryResult<()> {
         self.image(user_id, id).await?;
         img::set_share(&self.db.write().await, id, None, None).await?;
+        self.revisions.bump(user_id);
         Ok(())
     }
 
@@ -111,6 +114,7 @@ impl Gallery {
             .ok_or(GalleryError::NotFound)?;
         img::delete_in(&mut tx, &row).await?;
         tx.commit().await?;
+        self.revisions.bump(user_id);
         if img::used_by_live_job(&self.db, &row.blob_key).await? {
             tracing::info!(image = %row.id, "deleted image kept on disk for a job that uses it");
             return Ok(());
@@ -177,6 +181,7 @@ impl Gallery {
             }
             return Err(e.into());
         }
+        self.revisions.bump(user_id);
         Ok(row)
     }
 }

@@ -5,12 +5,14 @@
 
 pub mod boards;
 pub mod images;
+pub mod revisions;
 pub mod storage;
 pub mod sweep;
 
 use crate::billing::plans::Catalogue;
 use crate::blobs::Blobs;
 use crate::store::{Db, StoreError};
+use revisions::Revisions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
@@ -42,10 +44,23 @@ pub struct Gallery {
     db: Db,
     blobs: Blobs,
     plans: Catalogue,
+    revisions: Revisions,
 }
 
 impl Gallery {
-    pub fn new(db: Db, blobs: Blobs, plans: Catalogue) -> Self {
-        Self { db, blobs, plans }
+    /// `revisions` is shared with the queue, which adds generated images.
+    pub fn new(db: Db, blobs: Blobs, plans: Catalogue, revisions: Revisions) -> Self {
+        Self {
+            db,
+            blobs,
+            plans,
+            revisions,
+        }
+    }
+
+    /// The user's gallery revision: read it before listing, and a page
+    /// listed under it stays true while it is unchanged.
+    pub fn revision(&self, user_id: &str) -> u64 {
+        self.revisions.of(user_id)
     }
 }

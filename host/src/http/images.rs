@@ -10,7 +10,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiPath, ApiQuery, AuthUser, CurrentUser};
-use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
+use super::page_cache::PageKey;
+use super::response::{
+    Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, json_bytes, ok,
+};
 use crate::app::SharedState;
 use crate::blobs::signed::FileLinks;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -62,10 +65,15 @@ pub struct ImageView {
 
 impl ImageView {
     pub fn of(row: &ImageRow, links: &FileLinks) -> Self {
+        Self::until(row, links, links.expiry_now())
+    }
+
+    /// With links that expire at `expires`.
+    pub fn until(row: &ImageRow, links: &FileLinks, expires: i64) -> Self {
         ImageView {
             id: row.id.clone(),
-            thumbnail_url: links.url(&row.thumb_key),
-            full_url: links.url(&row.blob_key),
+            thumbnail_url: links.url_until(&row.thumb_key, expires),
+            full_url: links.url_until(&row.blob_key, expires),
             width: row.width,
             height: row.height,
             file_size: row.file_size,
@@ -139,12 +147,34 @@ async fn list(
         sort,
         descending,
     };
+    // Revision and link expiry are read before the query: a page listed
+    // under them is true for them (`page_cache`).
+    let revision = state.gallery.revision(&user.id);
+    let expires = state.links.expiry_now();
+    let key = PageKey {
+        user_id: user.id.clone(),
+        query: format!(
+            "{}|{:?}|{sort:?}|{descending}|{}|{}",
+            filter.board_id.unwrap_or(""),
+            filter.starred,
+            page.page,
+            page.per_page
+        ),
+    };
+    if let Some(body) = state.image_pages.get(&key, revision, expires) {
+        return Ok(json_bytes(body));
+    }
     let (rows, total) = state.gallery.list(&filter, page).await?;
     let views: Vec<ImageView> = rows
         .iter()
-        .map(|r| ImageView::of(r, &state.links))
+        .map(|r| ImageView::until(r, &state.links, expires))
         .collect();
-    Ok(ok(views).meta(PageMeta::of(page, total)))
+    let body = ok(views)
+        .meta(PageMeta::of(page, total))
+        .to_bytes()
+        .map_err(ApiError::internal)?;
+    state.image_pages.put(key, revision, expires, body.clone());
+    Ok(json_bytes(body))
 }
 
 /// 이미지 상세 조회.

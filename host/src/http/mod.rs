@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod ops;
+pub mod page_cache;
 pub mod plugins;
 pub mod queue;
 pub mod response;

@@ -1,7 +1,8 @@
 //! The spec's success envelope: `{"success":true,"data":…,"meta"?:…}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -61,15 +62,38 @@ struct Body<'a, T> {
     message: Option<&'static str>,
 }
 
-impl<T: Serialize> IntoResponse for Success<T> {
-    fn into_response(self) -> Response {
-        let body = Body {
+impl<T: Serialize> Success<T> {
+    fn body(&self) -> Body<'_, T> {
+        Body {
             success: true,
             data: &self.data,
             meta: self.meta,
             message: self.message,
-        };
-        (self.status, Json(body)).into_response()
+        }
+    }
+
+    /// The JSON of a 200 answer, to keep and answer with again
+    /// (`json_bytes`).
+    pub fn to_bytes(&self) -> serde_json::Result<Bytes> {
+        serde_json::to_vec(&self.body()).map(Bytes::from)
+    }
+}
+
+/// A 200 answer of JSON already serialised (`Success::to_bytes`).
+pub fn json_bytes(body: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+impl<T: Serialize> IntoResponse for Success<T> {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
     }
 }
 

@@ -38,6 +38,7 @@ use crate::blobs::Blobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
+use crate::gallery::revisions::Revisions;
 use crate::models::{Model, ModelCatalogue};
 use crate::store::Db;
 
@@ -94,6 +95,8 @@ pub struct QueueParts {
     pub events: Arc<EventBus<UserEvent>>,
     pub blobs: Blobs,
     pub links: FileLinks,
+    /// Gallery revisions, bumped when a job adds images.
+    pub revisions: Revisions,
 }
 
 pub struct Queue {

@@ -308,6 +308,9 @@ impl Queue {
         }
         tx.commit().await?;
         self.wake.notify_waiters();
+        if !image_ids.is_empty() {
+            self.parts.revisions.bump(&row.user_id);
+        }
 
         if let Some(started) = row
             .started_at

@@ -1,13 +1,14 @@
 //! Gallery listing load script (BENCHMARKS.md): starts `pingvas serve` on a
 //! fresh SQLite data dir, gives one user 10,000 image rows, then measures
 //! in one run `GET /healthz` (the baseline) and `GET /api/v1/images?per_page=50`
-//! sorted by created_at and by file_size, on page 1 and page 200.
+//! sorted by created_at and by file_size, on page 1 and page 200 — with the
+//! page cache as configured by default, then on a second server with it off.
 //!
 //! `cargo build --release -p pingvas-host -p pingvas-tests --bins &&
 //!  target/release/gallerybench [--seconds 10] [--connections 32]`
 
 use chrono::{Duration, Utc};
-use pingvas_tests::bench::{Args, Run, drive, sign_in, start_serve};
+use pingvas_tests::bench::{Args, Run, ServerProcess, drive, sign_in, start_serve};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -45,11 +46,10 @@ async fn seed(db_path: &std::path::Path, user: &str) {
     pool.close().await;
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse("gallerybench", 10, 32);
-    let duration = args.duration();
-    let server = start_serve(|_| Vec::new()).await;
+/// Starts a server (`env` on top of the defaults), seeds its user and
+/// returns it with the user's token.
+async fn seeded_server(env: Vec<(String, String)>) -> (ServerProcess, String) {
+    let server = start_serve(move |_| env).await;
     let base = server.base.clone();
     let token = sign_in(&base, "gallery@example.com", || {}).await;
     let me: Value = reqwest::Client::new()
@@ -63,56 +63,86 @@ async fn main() {
         .unwrap();
     let user = me["data"]["id"].as_str().unwrap().to_owned();
     seed(&server.dir.path().join("data/pingvas.db"), &user).await;
+    (server, token)
+}
 
-    let b = base.clone();
-    let health = drive(args.connections, duration, StatusCode::OK, move |c, _| {
-        c.get(format!("{b}/healthz"))
-    })
-    .await;
-    let mut runs: Vec<(String, Run)> = Vec::new();
-    for (sort, page) in [
-        ("created_at", 1),
-        ("created_at", 200),
-        ("file_size", 1),
-        ("file_size", 200),
-    ] {
-        let (b, t) = (base.clone(), token.clone());
-        let url = format!("{b}/api/v1/images?per_page=50&sort={sort}&page={page}");
-        let run = drive(args.connections, duration, StatusCode::OK, move |c, _| {
-            c.get(&url).bearer_auth(&t)
-        })
+const PAGES: [(&str, u32); 4] = [
+    ("created_at", 1),
+    ("created_at", 200),
+    ("file_size", 1),
+    ("file_size", 200),
+];
+
+/// Each of `PAGES`, driven in turn.
+async fn list_pages(base: &str, token: &str, args: &Args) -> Vec<(String, Run)> {
+    let mut runs = Vec::new();
+    for (sort, page) in PAGES {
+        let url = format!("{base}/api/v1/images?per_page=50&sort={sort}&page={page}");
+        let t = token.to_owned();
+        let run = drive(
+            args.connections,
+            args.duration(),
+            StatusCode::OK,
+            move |c, _| c.get(&url).bearer_auth(&t),
+        )
         .await;
-        runs.push((
-            format!("GET /images?per_page=50&sort={sort}&page={page}"),
-            run,
-        ));
+        runs.push((format!("sort={sort}&page={page}"), run));
     }
+    runs
+}
 
-    println!("| measurement | requests/s | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|");
+fn row(name: &str, run: &Run) {
     println!(
-        "| GET /healthz (baseline) | {:.0} | {:.2} | {:.2} | {} |",
-        health.rps(),
-        health.percentile_ms(0.5),
-        health.percentile_ms(0.99),
-        health.errors
+        "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+        run.rps(),
+        run.percentile_ms(0.5),
+        run.percentile_ms(0.99),
+        run.errors
     );
-    for (name, run) in &runs {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
-            run.rps(),
-            run.percentile_ms(0.5),
-            run.percentile_ms(0.99),
-            run.errors
-        );
-    }
-    println!();
+}
+
+fn verdicts(what: &str, health: &Run, runs: &[(String, Run)]) {
     for (i, sort) in ["created_at", "file_size"].iter().enumerate() {
         let (first, deep) = (&runs[2 * i].1, &runs[2 * i + 1].1);
         println!(
-            "sort={sort}: page 1 ÷ healthz {:.1}% (target ≥ 25%); page 200 p50 ÷ page 1 p50 {:.2}× (target ≤ 1.5×)",
+            "{what}, sort={sort}: page 1 ÷ healthz {:.1}% (target ≥ 25%); page 200 p50 ÷ page 1 p50 {:.2}× (target ≤ 1.5×)",
             first.rps() / health.rps() * 100.0,
             deep.percentile_ms(0.5) / first.percentile_ms(0.5)
         );
     }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse("gallerybench", 10, 32);
+    // As configured by default (page cache on), and with the cache off:
+    // every request counts, walks the index and signs its links.
+    let (warm, token) = seeded_server(Vec::new()).await;
+    let b = warm.base.clone();
+    let health = drive(
+        args.connections,
+        args.duration(),
+        StatusCode::OK,
+        move |c, _| c.get(format!("{b}/healthz")),
+    )
+    .await;
+    let cached = list_pages(&warm.base, &token, &args).await;
+    drop(warm);
+    let (cold, token) =
+        seeded_server(vec![("PINGVAS_GALLERY_PAGE_CACHE_MIB".into(), "0".into())]).await;
+    let uncached = list_pages(&cold.base, &token, &args).await;
+    drop(cold);
+
+    println!("| GET /api/v1/images?per_page=50&… | requests/s | p50 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|");
+    row("GET /healthz (baseline)", &health);
+    for (name, run) in &cached {
+        row(name, run);
+    }
+    for (name, run) in &uncached {
+        row(&format!("{name}, page cache off"), run);
+    }
+    println!();
+    verdicts("page cache on", &health, &cached);
+    verdicts("page cache off", &health, &uncached);
 }
