@@ -29,6 +29,7 @@ use crate::plugins::engine::EngineOptions;
 use crate::plugins::registry::{Registry, RegistrySettings};
 use crate::queue::{BillingNotices, Queue, QueueParts, QueueSettings, UserEvent, WorkerInfo};
 use crate::store::Db;
+use crate::workflows::Workflows;
 
 pub struct AppState {
     pub config: Config,
@@ -45,7 +46,8 @@ pub struct AppState {
     pub blobs: Blobs,
     /// Signs links to stored files.
     pub links: FileLinks,
-    pub generator: Generator,
+    pub generator: Arc<Generator>,
+    pub workflows: Workflows,
     /// Subscriptions through the payment-provider adapter.
     pub billing: Arc<Billing>,
     /// Images, boards and storage.
@@ -139,7 +141,7 @@ impl AppState {
             },
             queue_settings.clone(),
         ));
-        let generator = Generator {
+        let generator = Arc::new(Generator {
             db: db.clone(),
             models: models.clone(),
             plans: plans.clone(),
@@ -149,7 +151,8 @@ impl AppState {
             decoding: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),
-        };
+        });
+        let workflows = Workflows::new(db.clone(), generator.clone());
         let billing = Arc::new(Billing::new(
             db.clone(),
             plans.clone(),
@@ -164,6 +167,7 @@ impl AppState {
             image_pages: PageCache::new(config.gallery_page_cache_mib << 20),
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
+            workflows,
             ledger: Ledger::new(db.clone()),
             metrics: HttpMetrics::new(),
             registry,

@@ -2,7 +2,7 @@
 //! ledger, GPU queue and workers, and the WASM plugin runtime. The layers,
 //! bottom up: `store`, `blobs`, `imaging`, `events`, `metrics`; the domain
 //! modules (`billing`, `models`, `plugins`, `inference`, `queue`,
-//! `generation`, `users`, `auth`); `worker`; then `app`, `http`, `server`.
+//! `generation`, `workflows`, `users`, `auth`); `worker`; then `app`, `http`, `server`.
 
 pub mod admin;
 pub mod app;
@@ -29,3 +29,4 @@ pub mod telemetry;
 pub mod usage;
 pub mod users;
 pub mod worker;
+pub mod workflows;

@@ -148,8 +148,7 @@ pub async fn usage(db: &Db, user_id: &str, period: Period) -> StoreResult<Usage>
         .expect("midnight")
         .and_utc();
     let rows = q::usage_since(db, user_id, since).await?;
-    let (image_bytes, other_bytes) = images::storage_of_user(db, user_id).await?;
-    let storage = image_bytes + other_bytes;
+    let storage = images::storage_of_user(db, user_id).await?.total();
     Ok(summarise(period, today, &rows, storage))
 }
 

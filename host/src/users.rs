@@ -109,9 +109,9 @@ pub async fn profile(db: &Db, plans: &Catalogue, user_id: &str) -> Result<Profil
             status: s.status,
             current_period_end: s.current_period_end,
         });
-    let (image_bytes, other_bytes) = crate::store::images::storage_of_user(db, user_id).await?;
+    let stored = crate::store::images::storage_of_user(db, user_id).await?;
     let mut profile = build(row.user, row.balance, plans, subscription);
-    profile.storage_used = u64::try_from(image_bytes + other_bytes).unwrap_or(0);
+    profile.storage_used = u64::try_from(stored.total()).unwrap_or(0);
     Ok(profile)
 }
 

@@ -53,7 +53,7 @@ async fn fetch(srv: &TestServer, url: &str, headers: &[(&str, &str)]) -> reqwest
 async fn storage_figures(srv: &TestServer, user: &str) -> (i64, i64, i64) {
     use pingvas_tests::pingvas_host::store::images as img;
     let db = &srv.state.db;
-    let (counter, _) = img::storage_of_user(db, user).await.unwrap();
+    let counter = img::storage_of_user(db, user).await.unwrap().image_bytes;
     let summed = img::summed_image_bytes(db, user).await.unwrap();
     let mut on_disk = 0;
     for dir in ["images", "thumbnails"] {
@@ -704,9 +704,10 @@ async fn the_sweep_removes_only_unreferenced_files_and_inputs_count_until_then()
     events
         .until_end(job["data"]["job_id"].as_str().unwrap())
         .await;
-    let (_, other) = img::storage_of_user(&srv.state.db, &alice.user_id)
+    let other = img::storage_of_user(&srv.state.db, &alice.user_id)
         .await
-        .unwrap();
+        .unwrap()
+        .other_bytes;
     assert!(other > 0, "the input is counted");
     let (_, storage) = srv.get("/storage/usage", Some(&alice.access)).await;
     assert_eq!(storage["data"]["breakdown"]["other"], other);
@@ -733,9 +734,10 @@ async fn the_sweep_removes_only_unreferenced_files_and_inputs_count_until_then()
     let swept = srv.state.gallery.sweep(later).await.unwrap();
     assert_eq!(swept.files, 2, "{swept:?}");
     assert!(!exists(orphan.clone()).await);
-    let (_, other) = img::storage_of_user(&srv.state.db, &alice.user_id)
+    let other = img::storage_of_user(&srv.state.db, &alice.user_id)
         .await
-        .unwrap();
+        .unwrap()
+        .other_bytes;
     assert_eq!(other, 0, "the swept input no longer counts");
     let (_, detail) = srv
         .get(&format!("/images/{}", ids[0]), Some(&alice.access))
@@ -743,4 +745,108 @@ async fn the_sweep_removes_only_unreferenced_files_and_inputs_count_until_then()
     let r = fetch(&srv, detail["data"]["full_url"].as_str().unwrap(), &[]).await;
     assert_eq!(r.status(), StatusCode::OK, "recorded images stay");
     assert_storage_agrees(&srv, &alice).await;
+}
+
+/// The ids and star flags of a list page, and its total.
+async fn listed(srv: &TestServer, s: &Session, query: &str) -> (Vec<(String, bool)>, i64) {
+    let (status, body) = srv.get(&format!("/images?{query}"), Some(&s.access)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                v["is_starred"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    (rows, body["meta"]["total"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn a_listed_page_shows_every_change_at_once() {
+    use base64::Engine;
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let bob = srv.signup("bob@example.com").await;
+    let ids = generate(&srv, &alice, 2).await;
+    let all = "per_page=50";
+    // Listed twice: the second answer may come from the page cache.
+    let first = listed(&srv, &alice, all).await;
+    assert_eq!(first, listed(&srv, &alice, all).await);
+    assert_eq!(first.1, 2);
+
+    // A generation adds to the page.
+    let third = generate(&srv, &alice, 1).await.remove(0);
+    let (rows, total) = listed(&srv, &alice, all).await;
+    assert_eq!((rows[0].0.as_str(), total), (third.as_str(), 3));
+
+    // Starring shows.
+    srv.post(
+        &format!("/images/{}/star", ids[0]),
+        Some(&alice.access),
+        json!({}),
+    )
+    .await;
+    let (rows, _) = listed(&srv, &alice, all).await;
+    assert!(rows.contains(&(ids[0].clone(), true)), "{rows:?}");
+    let (rows, _) = listed(&srv, &alice, "starred=true").await;
+    assert_eq!(rows, vec![(ids[0].clone(), true)]);
+    srv.call(
+        reqwest::Method::DELETE,
+        &format!("/images/{}/star", ids[0]),
+        Some(&alice.access),
+        None,
+    )
+    .await;
+    assert_eq!(listed(&srv, &alice, "starred=true").await.1, 0);
+
+    // A board's page follows adds, removals and its deletion.
+    let (_, board) = srv
+        .post("/boards", Some(&alice.access), json!({ "name": "picks" }))
+        .await;
+    let board = board["data"]["id"].as_str().unwrap().to_owned();
+    let on_board = format!("board_id={board}");
+    assert_eq!(listed(&srv, &alice, &on_board).await.1, 0);
+    let (status, _) = srv
+        .post(
+            &format!("/boards/{board}/images"),
+            Some(&alice.access),
+            json!({ "image_ids": [ids[1]] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed(&srv, &alice, &on_board).await.1, 1);
+    delete(
+        &srv,
+        &format!("/boards/{board}/images/{}", ids[1]),
+        &alice.access,
+    )
+    .await;
+    assert_eq!(listed(&srv, &alice, &on_board).await.1, 0);
+    delete(&srv, &format!("/boards/{board}"), &alice.access).await;
+    let (status, _) = srv
+        .get(&format!("/images?{on_board}"), Some(&alice.access))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Uploads and deletes.
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png_base64(8, 8, [1, 2, 3]))
+        .unwrap();
+    let (_, up) = upload(&srv, &alice, png).await;
+    let uploaded = up["data"]["id"].as_str().unwrap().to_owned();
+    let (rows, total) = listed(&srv, &alice, all).await;
+    assert_eq!((rows[0].0.as_str(), total), (uploaded.as_str(), 4));
+    delete(&srv, &format!("/images/{}", ids[0]), &alice.access).await;
+    let (rows, total) = listed(&srv, &alice, all).await;
+    assert_eq!(total, 3);
+    assert!(rows.iter().all(|(id, _)| id != &ids[0]));
+
+    // Another user's page is their own, cached or not.
+    assert_eq!(listed(&srv, &bob, all).await, (vec![], 0));
+    let ids_again: Vec<_> = listed(&srv, &alice, all).await.0;
+    assert_eq!(ids_again, rows);
 }

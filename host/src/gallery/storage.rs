@@ -12,7 +12,7 @@ use crate::store::images as img;
 pub struct Breakdown {
     /// Originals and thumbnails of gallery images.
     pub images: i64,
-    /// Stored workflow definitions (0 until workflows are stored).
+    /// Stored workflow definitions.
     pub workflows: i64,
     /// Inputs of generation requests.
     pub other: i64,
@@ -28,8 +28,7 @@ pub struct StorageUsage {
 
 /// Bytes a user stores now.
 pub async fn used_bytes(db: &Db, user_id: &str) -> GalleryResult<i64> {
-    let (images, other) = img::storage_of_user(db, user_id).await?;
-    Ok(images + other)
+    Ok(img::storage_of_user(db, user_id).await?.total())
 }
 
 /// Refuses new bytes once the user's storage has reached their tier's
@@ -50,9 +49,9 @@ pub async fn check_quota(
 
 impl Gallery {
     pub async fn usage(&self, user_id: &str, tier: &str) -> GalleryResult<StorageUsage> {
-        let (images, other) = img::storage_of_user(&self.db, user_id).await?;
+        let stored = img::storage_of_user(&self.db, user_id).await?;
         let quota = i64::try_from(self.plans.tier(tier).storage_quota_bytes()).unwrap_or(i64::MAX);
-        let used = images + other;
+        let used = stored.total();
         let pct = if quota > 0 {
             used as f64 * 100.0 / quota as f64
         } else {
@@ -63,9 +62,9 @@ impl Gallery {
             quota_bytes: quota,
             used_percentage: (pct * 100.0).round() / 100.0,
             breakdown: Breakdown {
-                images,
-                workflows: 0,
-                other,
+                images: stored.image_bytes,
+                workflows: stored.workflow_bytes,
+                other: stored.other_bytes,
             },
         })
     }

@@ -145,7 +145,11 @@ pub async fn count_stored(db: &Db, user_id: &str, inputs: &[Input]) {
     }
     let counted = async {
         let mut tx = db.begin().await?;
-        img::add_storage(&mut tx, user_id, 0, bytes).await?;
+        let delta = img::StoredBytes {
+            other_bytes: bytes,
+            ..img::StoredBytes::default()
+        };
+        img::add_storage(&mut tx, user_id, delta).await?;
         tx.commit().await
     }
     .await;

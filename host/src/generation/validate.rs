@@ -65,12 +65,23 @@ impl Generator {
     /// model, the credit estimate); then the uploads are decoded for real
     /// and stored, and the job is queued — a refused job keeps no upload.
     pub async fn submit(&self, caller: &Caller, kind: Kind, body: Value) -> GenResult<Enqueued> {
-        let Prepared { spec, inputs } = match kind {
+        let prepared = match kind {
             Kind::TextToImage => self.text_to_image(caller, body).await?,
             Kind::ImageToImage => self.image_to_image(caller, body).await?,
             Kind::Upscale => self.upscale(caller, body).await?,
             Kind::Inpaint => self.inpaint(caller, body).await?,
         };
+        self.submit_prepared(caller, prepared).await
+    }
+
+    /// Queues a validated job (`submit`'s second half; workflow runs come
+    /// here compiled).
+    pub async fn submit_prepared(
+        &self,
+        caller: &Caller,
+        prepared: Prepared,
+    ) -> GenResult<Enqueued> {
+        let Prepared { spec, inputs } = prepared;
         self.queue.preflight(&caller.id, &spec).await?;
         crate::gallery::storage::check_quota(&self.db, &self.plans, &caller.id, &caller.tier)
             .await
@@ -94,7 +105,14 @@ impl Generator {
         }
     }
 
-    fn model(&self, caller: &Caller, field: &str, name: &str, kinds: &[&str]) -> GenResult<Model> {
+    /// A catalogue model of one of `kinds` that the caller's tier allows.
+    pub(crate) fn model(
+        &self,
+        caller: &Caller,
+        field: &str,
+        name: &str,
+        kinds: &[&str],
+    ) -> GenResult<Model> {
         let m = self
             .models
             .get(name)
@@ -119,7 +137,12 @@ impl Generator {
         inputs::probe(&self.db, caller, field, value, max_side).await
     }
 
-    async fn board(&self, caller: &Caller, board: Option<String>) -> GenResult<Option<String>> {
+    /// The caller's board to save into, if one is named.
+    pub(crate) async fn board(
+        &self,
+        caller: &Caller,
+        board: Option<String>,
+    ) -> GenResult<Option<String>> {
         let Some(id) = board.filter(|b| !b.is_empty()) else {
             return Ok(None);
         };

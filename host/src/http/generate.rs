@@ -5,13 +5,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::CurrentUser;
+use super::extract::{ApiJson, CurrentUser};
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<SharedState> {
         .routes(routes!(image_to_image))
         .routes(routes!(upscale))
         .routes(routes!(inpaint))
+        .routes(routes!(workflow))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -103,7 +104,11 @@ async fn submit(
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid_param("body", format!("not valid JSON: {e}")))?;
     let e = state.generator.submit(user, kind, body).await?;
-    Ok(ok(Accepted {
+    Ok(accepted(e))
+}
+
+fn accepted(e: crate::queue::Enqueued) -> Response {
+    ok(Accepted {
         job_id: e.job_id,
         status: "queued",
         queue_position: e.queue_position,
@@ -112,7 +117,7 @@ async fn submit(
         websocket_channel: e.websocket_channel,
     })
     .status(StatusCode::ACCEPTED)
-    .into_response())
+    .into_response()
 }
 
 /// 텍스트에서 이미지 생성
@@ -166,4 +171,37 @@ async fn inpaint(
     body: Bytes,
 ) -> ApiResult<Response> {
     submit(&state, &user, Kind::Inpaint, &body).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowRunRequest {
+    pub workflow_id: String,
+    /// Values of the workflow's declared inputs (defaults fill the rest);
+    /// image inputs as base64 or the id of one of your images.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Map<String, Value>,
+    pub save_to_board: Option<String>,
+}
+
+/// 워크플로우 실행 — one job; credits are estimated as the sum of its
+/// inference steps, each at its model's rate.
+#[utoipa::path(post, path = "/generate/workflow", tag = "generate", security(("bearer" = [])),
+    request_body = WorkflowRunRequest,
+    responses((status = 202, body = Envelope<Accepted>),
+        (status = 400, description = "INVALID_PARAMETERS (inputs.<name>, nodes.<id>.plugin)", body = ErrorEnvelope),
+        (status = 402, description = "INSUFFICIENT_CREDITS", body = ErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such workflow you may run", body = ErrorEnvelope)))]
+async fn workflow(
+    State(state): State<SharedState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<WorkflowRunRequest>,
+) -> ApiResult<Response> {
+    let prepared = state
+        .workflows
+        .prepare_run(&user, &body.workflow_id, &body.inputs, body.save_to_board)
+        .await?;
+    let e = state.generator.submit_prepared(&user, prepared).await?;
+    Ok(accepted(e))
 }

@@ -17,6 +17,7 @@ use super::extract::require_bearer;
 use super::response::ok;
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::queue::StepProgress;
 use crate::worker::local::with_inputs;
 use crate::worker::wire::{
     CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, LeasedJob,
@@ -89,7 +90,15 @@ async fn heartbeat(
     Path(id): Path<String>,
     Json(req): Json<HeartbeatRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let progress = req.step.zip(req.total_steps);
+    let progress = req
+        .step
+        .zip(req.total_steps)
+        .map(|(step, total_steps)| StepProgress {
+            step,
+            total_steps,
+            node: req.node,
+            message: req.message,
+        });
     let reply = state
         .queue
         .heartbeat(&id, &req.lease_token, progress, req.gpu_started_at)

@@ -23,6 +23,7 @@ pub mod storage;
 pub mod subscriptions;
 pub mod users;
 pub mod webhooks;
+pub mod workflows;
 pub mod ws;
 
 use std::time::Duration;
@@ -57,6 +58,7 @@ pub fn api() -> OpenApiRouter<SharedState> {
         .merge(images::router())
         .merge(boards::router())
         .merge(storage::router())
+        .merge(workflows::router())
         .merge(subscriptions::router())
         .merge(webhooks::router())
         .merge(admin::router())

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         (name = "gallery", description = "갤러리 API: your images, stars, shares, uploads"),
         (name = "boards", description = "보드 API"),
         (name = "storage", description = "스토리지 API"),
+        (name = "workflows", description = "워크플로우 API: graphs of inference steps and node plugins, run with POST /generate/workflow"),
         (name = "subscriptions", description = "구독 API: plans, checkout and plan changes through the billing adapter"),
         (name = "webhooks", description = "웹훅 API: signed events of the payment provider"),
         (name = "admin", description = "Operator endpoints (role admin)"),

@@ -4,14 +4,19 @@
 use chrono::Utc;
 
 use super::events::{JobQueued, UserEvent};
-use super::job::{JobSpec, JobStatus, estimate_credits};
+use super::job::{JobSpec, JobStatus, credits_for, estimate_credits};
 use super::scheduler;
 use super::{Queue, QueueError, QueueResult};
 use crate::billing::ledger;
 use crate::events::channel_of;
-use crate::models::Model;
 use crate::store::jobs as q;
 use crate::store::new_id;
+
+/// What a job is expected to cost.
+struct Priced {
+    credits: i64,
+    gpu_seconds: f64,
+}
 
 /// A job accepted into the queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,23 +29,48 @@ pub struct Enqueued {
 }
 
 impl Queue {
-    /// The job's model, when it is known and some live worker serves it.
-    async fn servable(&self, spec: &JobSpec) -> QueueResult<&Model> {
-        let model = self.model(spec.model())?;
+    /// The job's price, when its models are known and some live worker
+    /// serves them all.
+    async fn servable(&self, spec: &JobSpec) -> QueueResult<Priced> {
+        let priced = self.priced(spec)?;
         if !self.is_served(spec.model()).await? {
             return Err(QueueError::NoWorker {
                 model: spec.model().to_owned(),
             });
         }
-        Ok(model)
+        Ok(priced)
+    }
+
+    /// The estimate and expected GPU time: one operation at its model's
+    /// rate, or a workflow's inference steps each at its own.
+    fn priced(&self, spec: &JobSpec) -> QueueResult<Priced> {
+        match &spec.workflow {
+            None => {
+                let model = self.model(spec.model())?;
+                Ok(Priced {
+                    credits: estimate_credits(spec, model),
+                    gpu_seconds: spec.expected_gpu_seconds(model),
+                })
+            }
+            Some(plan) => {
+                let mut p = Priced {
+                    credits: 0,
+                    gpu_seconds: 0.0,
+                };
+                for (name, secs) in plan.inferences() {
+                    p.credits += credits_for(secs, self.model(name)?);
+                    p.gpu_seconds += secs;
+                }
+                Ok(p)
+            }
+        }
     }
 
     /// What `enqueue` would refuse without a transaction — a model nobody
     /// serves, an estimate above the credits available now — for callers
     /// about to do costly work for the job (decode its images) first.
     pub async fn preflight(&self, user_id: &str, spec: &JobSpec) -> QueueResult<()> {
-        let model = self.servable(spec).await?;
-        let required = estimate_credits(spec, model);
+        let required = self.servable(spec).await?.credits;
         let available = crate::store::credits::account(&self.parts.db, user_id)
             .await?
             .map_or(0, |a| a.balance - a.reserved);
@@ -55,10 +85,10 @@ impl Queue {
 
     /// Reserves the estimate and queues the job, in one transaction.
     pub async fn enqueue(&self, user_id: &str, tier: &str, spec: JobSpec) -> QueueResult<Enqueued> {
-        let model = self.servable(&spec).await?;
+        let priced = self.servable(&spec).await?;
         let plan = self.parts.plans.tier(tier);
         let priority = plan.rank;
-        let estimated = estimate_credits(&spec, model);
+        let estimated = priced.credits;
         let id = new_id();
         let now = Utc::now();
         let seq = self.tick();
@@ -116,9 +146,7 @@ impl Queue {
         // The position is read after the commit, outside the write lock.
         let groups = summaries(&q::queued_groups(&self.parts.db).await?);
         let position = scheduler::position_of(&groups, user_id, priority, mine as usize);
-        let wait = self
-            .estimated_wait(position, spec.expected_gpu_seconds(model))
-            .await;
+        let wait = self.estimated_wait(position, priced.gpu_seconds).await;
         self.notify(
             user_id,
             UserEvent::JobQueued(JobQueued {

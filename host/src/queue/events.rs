@@ -69,6 +69,12 @@ pub struct JobProgress {
     pub percent: i64,
     pub step: i64,
     pub total_steps: i64,
+    /// A workflow's node at work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A short word on it (a workflow step's kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -217,6 +223,8 @@ mod tests {
                 percent: 50,
                 step: 1,
                 total_steps: 2,
+                node: None,
+                message: None,
             }),
             UserEventKind::JobRequeued => UserEvent::JobRequeued(JobRequeued {
                 job_id,

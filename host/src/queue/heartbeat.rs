@@ -35,6 +35,34 @@ fn percent(step: u32, total: u32) -> i64 {
     (u64::from(step) * 100 / u64::from(total)).min(100) as i64
 }
 
+/// How far a job is: steps done of the total, and for a workflow the node
+/// at work and a short message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepProgress {
+    pub step: u32,
+    pub total_steps: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl StepProgress {
+    pub fn steps(step: u32, total_steps: u32) -> Self {
+        Self {
+            step,
+            total_steps,
+            ..Self::default()
+        }
+    }
+}
+
+/// At most `max` characters, control characters dropped (a worker is not
+/// trusted to have).
+fn clip(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 impl Queue {
     /// Renews a lease, records progress, and tells the worker whether to go
     /// on.
@@ -42,17 +70,21 @@ impl Queue {
         &self,
         job_id: &str,
         token: &str,
-        progress: Option<(u32, u32)>,
+        progress: Option<StepProgress>,
         gpu_started_at: Option<DateTime<Utc>>,
     ) -> QueueResult<BeatReply> {
         let expires_at = Utc::now() + self.settings.lease_ttl;
-        let progress =
-            progress.map(|(step, total)| (percent(step, total), i64::from(step), i64::from(total)));
         let beat = q::Beat {
             job_id,
             token,
             expires_at,
-            progress,
+            progress: progress.as_ref().map(|p| {
+                (
+                    percent(p.step, p.total_steps),
+                    i64::from(p.step),
+                    i64::from(p.total_steps),
+                )
+            }),
             gpu_started_at,
         };
         let held = q::heartbeat(&self.parts.db.write().await, &beat).await?;
@@ -63,14 +95,16 @@ impl Queue {
                 _ => BeatReply::Lost,
             });
         };
-        if let Some((percent, step, total_steps)) = progress {
+        if let Some(p) = progress {
             self.notify(
                 &user_id,
                 UserEvent::JobProgress(JobProgress {
                     job_id: job_id.to_owned(),
-                    percent,
-                    step,
-                    total_steps,
+                    percent: percent(p.step, p.total_steps),
+                    step: i64::from(p.step),
+                    total_steps: i64::from(p.total_steps),
+                    node: p.node.map(|n| clip(&n, 64)),
+                    message: p.message.map(|m| clip(&m, 200)),
                 }),
             );
         }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::inference::Generation;
 use crate::models::Model;
 pub use crate::store::jobs::{JobStatus, JobType};
+use crate::workflows::plan::WorkflowPlan;
 
 /// Samplers every backend maps.
 pub const SAMPLERS: &[&str] = &[
@@ -77,6 +78,9 @@ pub struct JobSpec {
     pub post_nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub save_to_board: Option<String>,
+    /// A workflow run's compiled steps (`JobType::Workflow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowPlan>,
 }
 
 impl JobSpec {
@@ -96,6 +100,15 @@ impl JobSpec {
             if let Some(cn) = o.get_mut("controlnet").and_then(|c| c.as_object_mut()) {
                 cn.remove("image");
             }
+            // A workflow run shows which workflow and its models, not its
+            // compiled steps (stored input keys among them).
+            if let Some(plan) = &self.workflow {
+                o.insert(
+                    "workflow".into(),
+                    serde_json::json!({ "workflow_id": plan.workflow_id }),
+                );
+                o.insert("models".into(), plan.models().into());
+            }
             o.remove("job_type");
         }
         v
@@ -103,6 +116,10 @@ impl JobSpec {
 
     /// The blob keys of the job's input images.
     pub fn input_keys(&self) -> Vec<String> {
+        let plan = self
+            .workflow
+            .iter()
+            .flat_map(|p| p.input_keys().map(str::to_owned));
         [
             self.source_image.clone(),
             self.mask_image.clone(),
@@ -110,6 +127,7 @@ impl JobSpec {
         ]
         .into_iter()
         .flatten()
+        .chain(plan)
         .collect()
     }
 
@@ -239,9 +257,44 @@ pub fn charge_for(gpu_seconds: f64, model: &Model, reserved: i64) -> i64 {
     credits_for(gpu_seconds, model).min(reserved)
 }
 
+/// What a completed workflow is charged: each inference step's GPU
+/// seconds at its model's rate, the node time at `nodes`' model's rate,
+/// capped by the reservation.
+pub fn workflow_charge(steps: &[(&Model, f64)], nodes: (&Model, f64), reserved: i64) -> i64 {
+    let charged = |(model, secs): (&Model, f64)| {
+        if secs > 0.0 {
+            credits_for(secs, model)
+        } else {
+            0
+        }
+    };
+    let total: i64 = steps.iter().copied().map(charged).sum::<i64>() + charged(nodes);
+    total.min(reserved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workflow_steps_are_charged_at_their_own_models_rates() {
+        let cheap = Model {
+            credits_per_gpu_second: 1.0,
+            ..model()
+        };
+        let dear = Model {
+            credits_per_gpu_second: 3.0,
+            ..model()
+        };
+        // 2 s on the cheap model, 2 s on the dear one, 0.5 s of nodes.
+        let steps = [(&cheap, 2.0), (&dear, 2.0)];
+        assert_eq!(workflow_charge(&steps, (&cheap, 0.5), 100), 2 + 6 + 1);
+        assert_eq!(workflow_charge(&steps, (&cheap, 0.0), 100), 8);
+        // Never above the reservation.
+        assert_eq!(workflow_charge(&steps, (&cheap, 0.5), 7), 7);
+        // A step that never ran costs nothing.
+        assert_eq!(workflow_charge(&[(&dear, 0.0)], (&cheap, 0.0), 100), 0);
+    }
 
     fn model() -> Model {
         Model {

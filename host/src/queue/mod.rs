@@ -46,7 +46,7 @@ pub use enqueue::Enqueued;
 pub use error::{QueueError, QueueResult};
 pub use events::{BillingNotices, UserEvent};
 pub use failure::FailureCode;
-pub use heartbeat::BeatReply;
+pub use heartbeat::{BeatReply, StepProgress};
 pub use lease::Lease;
 pub use settle::{Finished, Settled};
 pub use views::{JobDetail, QueueStatus};

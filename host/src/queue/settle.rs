@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::{JobCancelled, JobCompleted, JobError, JobFailed, UserEvent};
 use super::failure::{Failure, FailureCode};
-use super::job::{ImageMetadata, JobSpec, JobStatus, charge_for};
+use super::job::{ImageMetadata, JobSpec, JobStatus, JobType, charge_for, workflow_charge};
 use super::results::{StoredImage, store_png};
 use super::views::ResultImage;
 use super::{Queue, QueueError, QueueResult};
@@ -31,6 +31,11 @@ pub struct Finished {
     pub backend: String,
     /// The parameters after the pre-nodes (what was really generated).
     pub effective: Option<JobSpec>,
+    /// A workflow's GPU seconds per inference step, in the plan's order
+    /// (each is charged at its step's model rate); empty otherwise.
+    pub step_seconds: Vec<f64>,
+    /// A workflow's output node of each image, in `images`' order.
+    pub image_nodes: Vec<String>,
 }
 
 /// How a job ended, as the API reports it.
@@ -188,6 +193,28 @@ impl Queue {
             .await
     }
 
+    /// A completed workflow's charge: each inference step's GPU seconds
+    /// (as the worker measured them, in the plan's order) at the rate of
+    /// the model the plan gives it, the nodes' time at the first model's,
+    /// capped by the reservation.
+    fn workflow_charge(&self, row: &JobRow, done: &Finished) -> QueueResult<i64> {
+        let spec: JobSpec = serde_json::from_str(&row.params)
+            .map_err(|e| QueueError::Invalid(format!("stored params: {e}")))?;
+        let plan = spec
+            .workflow
+            .ok_or_else(|| QueueError::Invalid("a workflow job without its plan".into()))?;
+        let mut steps = Vec::new();
+        for ((name, _), secs) in plan.inferences().zip(&done.step_seconds) {
+            steps.push((self.model(name)?, *secs));
+        }
+        let first = self.model(row.model.split(',').next().unwrap_or_default())?;
+        Ok(workflow_charge(
+            &steps,
+            (first, done.node_seconds),
+            row.estimated_credits,
+        ))
+    }
+
     /// The one place a job ends: checks who may end it, settles the
     /// reservation, writes images and the job's final state, all in one
     /// transaction; then tells the user.
@@ -207,7 +234,10 @@ impl Queue {
             tx.rollback().await?;
             return Err(holder.refusal(&row));
         }
-        let model = self.model(&row.model)?.clone();
+        // A workflow lists its models; its other time is at the first's rate.
+        let model = self
+            .model(row.model.split(',').next().unwrap_or_default())?
+            .clone();
         let now = Utc::now();
         let seconds = match (o, row.status, row.gpu_started_at) {
             (Outcome::Completed { finished, .. }, ..) => {
@@ -219,7 +249,12 @@ impl Queue {
             }
             _ => 0.0,
         };
-        let charge = charge_for(seconds, &model, row.estimated_credits);
+        let charge = match o {
+            Outcome::Completed { finished, .. } if row.job_type == JobType::Workflow => {
+                self.workflow_charge(&row, finished)?
+            }
+            _ => charge_for(seconds, &model, row.estimated_credits),
+        };
         let description = match o {
             Outcome::Completed { .. } => format!("이미지 생성 ({})", row.model),
             Outcome::Cancelled => format!("취소된 생성 작업 ({})", row.model),
@@ -240,8 +275,21 @@ impl Queue {
         let backend = o.finished().map(|f| f.backend.as_str());
         let metadata = serde_json::to_string(&ImageMetadata::new(&model, spec.as_ref(), backend))
             .map_err(|e| QueueError::Invalid(e.to_string()))?;
+        let workflow_meta = |i: usize| -> Option<String> {
+            let plan = spec.as_ref()?.workflow.as_ref()?;
+            let node = o
+                .finished()
+                .and_then(|f| f.image_nodes.get(i))
+                .filter(|n| plan.is_output(n));
+            let mut m: serde_json::Value = serde_json::from_str(&metadata).ok()?;
+            m["job_type"] = "workflow".into();
+            m["models"] = plan.models().into();
+            m["workflow_id"] = plan.workflow_id.clone().into();
+            m["workflow_node"] = node.cloned().into();
+            Some(m.to_string())
+        };
         let mut image_ids = Vec::new();
-        for s in o.images() {
+        for (i, s) in o.images().iter().enumerate() {
             img::insert(
                 &mut tx,
                 &ImageRow {
@@ -257,7 +305,7 @@ impl Queue {
                     is_starred: false,
                     is_public: false,
                     share_token: None,
-                    metadata: metadata.clone(),
+                    metadata: workflow_meta(i).unwrap_or_else(|| metadata.clone()),
                     created_at: now,
                     thumb_size: s.thumb_size as i64,
                     share_expires_at: None,

@@ -44,8 +44,11 @@ impl WorkerInfo {
         hex::encode(Sha256::digest(key.as_bytes()))
     }
 
+    /// Serves `model`, or every model of a workflow's comma-joined list.
     pub fn serves(&self, model: &str) -> bool {
-        crate::inference::listed(self.models.as_deref(), model)
+        model
+            .split(',')
+            .all(|m| crate::inference::listed(self.models.as_deref(), m))
     }
 }
 
@@ -59,8 +62,10 @@ pub(super) struct Served {
 }
 
 impl Served {
+    /// Some worker serves `model` (every one of a comma-joined list; one
+    /// worker serving all of them is what leasing asks, checked there).
     pub fn covers(&self, model: &str) -> bool {
-        self.all || self.models.contains(model)
+        self.all || model.split(',').all(|m| self.models.contains(m))
     }
 }
 

@@ -64,7 +64,15 @@ pub async fn insert(tx: &mut Tx, i: &ImageRow) -> StoreResult<()> {
     .bind(&i.metadata)
     .bind(i.created_at)
     .bind(i.thumb_size)))?;
-    add_storage(tx, &i.user_id, i.stored_bytes(), 0).await
+    add_storage(
+        tx,
+        &i.user_id,
+        StoredBytes {
+            image_bytes: i.stored_bytes(),
+            ..StoredBytes::default()
+        },
+    )
+    .await
 }
 
 pub async fn get(db: &Db, id: &str) -> StoreResult<Option<ImageRow>> {
@@ -222,38 +230,55 @@ pub async fn board_image_ids(db: &Db, board_id: &str) -> StoreResult<Vec<String>
 
 /// Adds (or, negative, removes) bytes to a user's storage counter, in the
 /// transaction that stores or deletes them.
-pub async fn add_storage(
-    tx: &mut Tx,
-    user_id: &str,
-    image_bytes: i64,
-    other_bytes: i64,
-) -> StoreResult<()> {
+/// Bytes a user stores, by what holds them (`storage_usage`), or a change
+/// of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredBytes {
+    /// Originals and thumbnails of gallery images.
+    pub image_bytes: i64,
+    /// Workflow definitions.
+    pub workflow_bytes: i64,
+    /// Inputs of generation requests.
+    pub other_bytes: i64,
+}
+
+impl StoredBytes {
+    pub fn total(&self) -> i64 {
+        self.image_bytes + self.workflow_bytes + self.other_bytes
+    }
+}
+
+/// Adds `delta` (parts may be negative) to the user's counter.
+pub async fn add_storage(tx: &mut Tx, user_id: &str, delta: StoredBytes) -> StoreResult<()> {
     // A negative delta only ever updates: an upsert's insert row would
     // fail the counter's CHECK before the conflict is seen.
-    let sql = if image_bytes >= 0 && other_bytes >= 0 {
-        "INSERT INTO storage_usage (user_id, image_bytes, other_bytes) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE SET image_bytes = storage_usage.image_bytes + $2, \
-         other_bytes = storage_usage.other_bytes + $3"
+    let grows = delta.image_bytes >= 0 && delta.workflow_bytes >= 0 && delta.other_bytes >= 0;
+    let sql = if grows {
+        "INSERT INTO storage_usage (user_id, image_bytes, other_bytes, workflow_bytes) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET \
+         image_bytes = storage_usage.image_bytes + $2, other_bytes = storage_usage.other_bytes + $3, \
+         workflow_bytes = storage_usage.workflow_bytes + $4"
     } else {
-        "UPDATE storage_usage SET image_bytes = image_bytes + $2, other_bytes = other_bytes + $3 \
-         WHERE user_id = $1"
+        "UPDATE storage_usage SET image_bytes = image_bytes + $2, other_bytes = other_bytes + $3, \
+         workflow_bytes = workflow_bytes + $4 WHERE user_id = $1"
     };
     on_tx!(tx, c => exec!(c, sqlx::query(sql)
         .bind(user_id)
-        .bind(image_bytes)
-        .bind(other_bytes)))?;
+        .bind(delta.image_bytes)
+        .bind(delta.other_bytes)
+        .bind(delta.workflow_bytes)))?;
     Ok(())
 }
 
-/// A user's stored bytes: (images with thumbnails, other).
-pub async fn storage_of_user(db: &Db, user_id: &str) -> StoreResult<(i64, i64)> {
+/// The bytes a user stores.
+pub async fn storage_of_user(db: &Db, user_id: &str) -> StoreResult<StoredBytes> {
     Ok(on_db!(db, p => sqlx::query_as(
-        "SELECT image_bytes, other_bytes FROM storage_usage WHERE user_id = $1",
+        "SELECT image_bytes, workflow_bytes, other_bytes FROM storage_usage WHERE user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(p)
     .await)?
-    .unwrap_or((0, 0)))
+    .unwrap_or_default())
 }
 
 /// The image bytes a user's rows add up to (what the counter must equal).
@@ -341,7 +366,15 @@ pub async fn get_in(tx: &mut Tx, id: &str) -> StoreResult<Option<ImageRow>> {
 /// Deletes the row (its board links go with it) and gives its bytes back.
 pub async fn delete_in(tx: &mut Tx, row: &ImageRow) -> StoreResult<()> {
     on_tx!(tx, c => exec!(c, sqlx::query("DELETE FROM images WHERE id = $1").bind(&row.id)))?;
-    add_storage(tx, &row.user_id, -row.stored_bytes(), 0).await
+    add_storage(
+        tx,
+        &row.user_id,
+        StoredBytes {
+            image_bytes: -row.stored_bytes(),
+            ..StoredBytes::default()
+        },
+    )
+    .await
 }
 
 pub async fn set_starred(w: &Writer<'_>, id: &str, starred: bool) -> StoreResult<()> {

@@ -18,6 +18,8 @@ pub enum JobType {
     ImageToImage,
     Upscale,
     Inpaint,
+    /// A graph workflow (`JobSpec::workflow`).
+    Workflow,
 }
 
 /// Where a job is in its life (the `status` column).

@@ -12,6 +12,7 @@ pub mod plugins;
 pub mod tokens;
 pub mod users;
 pub mod workers;
+pub mod workflows;
 
 use std::str::FromStr;
 use std::sync::Arc;

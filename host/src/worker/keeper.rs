@@ -8,10 +8,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{JobSource, WorkItem, Worker};
-use crate::queue::BeatReply;
+use crate::queue::{BeatReply, StepProgress};
 
 /// The last step progress and when the backend started, for heartbeats.
-type JobProgress = (Option<(u32, u32)>, Option<DateTime<Utc>>);
+type JobProgress = (Option<StepProgress>, Option<DateTime<Utc>>);
 
 /// A job between stages, with the channel its heartbeat keeper reads.
 pub(super) struct Running {
@@ -55,7 +55,7 @@ impl<S: JobSource> Worker<S> {
                         // The last progress goes out before the job is
                         // reported, so its events come in order.
                         let pending = dirty || rx.has_changed().unwrap_or(false);
-                        let (p, started) = *rx.borrow_and_update();
+                        let (p, started) = rx.borrow_and_update().clone();
                         if pending {
                             let _ = source.heartbeat(&job_id, &token, p, started).await;
                         }
@@ -72,7 +72,7 @@ impl<S: JobSource> Worker<S> {
                     _ = tokio::time::sleep_until(next) => {}
                 }
                 last_sent = tokio::time::Instant::now();
-                let (p, started) = *rx.borrow_and_update();
+                let (p, started) = rx.borrow_and_update().clone();
                 let sent = if dirty { p } else { None };
                 dirty = false;
                 next = tokio::time::Instant::now() + every;

@@ -13,7 +13,7 @@ use crate::plugins::registry::Registry;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
 use crate::queue::failure::Failure;
 use crate::queue::job::NodeSpec;
-use crate::queue::{BeatReply, Finished, Lease, Queue, QueueError, WorkerInfo};
+use crate::queue::{BeatReply, Finished, Lease, Queue, QueueError, StepProgress, WorkerInfo};
 
 pub struct LocalSource {
     pub queue: Arc<Queue>,
@@ -58,7 +58,7 @@ impl JobSource for LocalSource {
         &self,
         job_id: &str,
         token: &str,
-        progress: Option<(u32, u32)>,
+        progress: Option<StepProgress>,
         gpu_started_at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<BeatReply> {
         Ok(self

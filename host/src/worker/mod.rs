@@ -13,6 +13,7 @@ mod nodes;
 pub mod pipeline;
 pub mod remote;
 pub mod wire;
+mod workflow;
 
 use keeper::Running;
 use nodes::JobFailure;
@@ -37,7 +38,7 @@ use crate::plugins::limits::LimitsOverride;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
 use crate::queue::failure::Failure;
 use crate::queue::job::{JobSpec, NodeSpec};
-use crate::queue::{BeatReply, FailureCode, Finished, Lease, WorkerInfo};
+use crate::queue::{BeatReply, FailureCode, Finished, Lease, StepProgress, WorkerInfo};
 
 /// A leased job with its input images.
 #[derive(Debug, Clone)]
@@ -58,7 +59,7 @@ pub trait JobSource: Send + Sync + 'static {
         &self,
         job_id: &str,
         token: &str,
-        progress: Option<(u32, u32)>,
+        progress: Option<StepProgress>,
         gpu_started_at: Option<DateTime<Utc>>,
     ) -> impl Future<Output = anyhow::Result<BeatReply>> + Send;
     fn complete(
@@ -155,6 +156,10 @@ struct Inferred {
     gpu_seconds: f64,
     started_at: DateTime<Utc>,
     finished_at: DateTime<Utc>,
+    /// A workflow's GPU seconds per inference step, and each image's
+    /// output node (empty for other jobs).
+    step_seconds: Vec<f64>,
+    image_nodes: Vec<String>,
 }
 
 impl<S: JobSource> Worker<S> {
@@ -246,6 +251,19 @@ impl<S: JobSource> Worker<S> {
         job: Running,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let result = async {
+            if let Some(plan) = &job.item.lease.spec.workflow {
+                let done = self.run_workflow(&job, plan).await?;
+                return Ok(Inferred {
+                    spec: job.item.lease.spec.clone(),
+                    images: done.images,
+                    pre_seconds: done.node_seconds,
+                    gpu_seconds: done.gpu_seconds,
+                    started_at: done.started_at,
+                    finished_at: done.finished_at,
+                    step_seconds: done.step_seconds,
+                    image_nodes: done.image_nodes,
+                });
+            }
             let pre_started = Instant::now();
             let spec = self
                 .run_pre_nodes(&job.item.lease)
@@ -272,7 +290,7 @@ impl<S: JobSource> Worker<S> {
             let started = Instant::now();
             tx.send_modify(|v| v.1 = Some(started_at));
             let sink = Arc::new(move |p: Progress| {
-                tx.send_modify(|v| v.0 = Some((p.step, p.total_steps)));
+                tx.send_modify(|v| v.0 = Some(StepProgress::steps(p.step, p.total_steps)));
                 !stop.is_cancelled()
             });
             let out = tokio::select! {
@@ -291,6 +309,8 @@ impl<S: JobSource> Worker<S> {
                     gpu_seconds,
                     started_at,
                     finished_at: gpu_finished_at,
+                    step_seconds: Vec::new(),
+                    image_nodes: Vec::new(),
                 }),
                 Err(InferenceError::Cancelled) => {
                     Err(JobFailure::new(FailureCode::Cancelled, "stopped"))
@@ -333,7 +353,10 @@ impl<S: JobSource> Worker<S> {
                             gpu_started_at: Some(done.started_at),
                             gpu_finished_at: Some(done.finished_at),
                             backend: this.backend.name().to_owned(),
-                            effective: Some(done.spec),
+                            // A workflow's parameters are its stored plan.
+                            effective: done.spec.workflow.is_none().then_some(done.spec),
+                            step_seconds: done.step_seconds,
+                            image_nodes: done.image_nodes,
                         }),
                         Err(f) => Err(f.after(done.gpu_seconds + node_seconds)),
                     }

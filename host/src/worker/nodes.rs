@@ -76,24 +76,66 @@ impl<S: JobSource> Worker<S> {
     pub(super) async fn run_pre_nodes(&self, lease: &Lease) -> Result<JobSpec, JobFailure> {
         let mut spec = lease.spec.clone();
         for node in &lease.spec.pre_nodes {
-            let plugin = self.load_node(lease, node).await?;
-            let run = self
-                .runtime
-                .run_pre(
-                    &node.name,
-                    &plugin,
-                    self.node_limits(&node.name),
-                    Params::from(&spec),
-                    &node.parameters.to_string(),
-                )
-                .await
-                .map_err(|e| JobFailure::plugin(&e))?;
-            spec = run
-                .output
-                .apply_to(&spec)
-                .map_err(|reason| JobFailure::plugin(&bad_output(&node.name, &reason)))?;
+            spec = self.run_pre_node(lease, node, &spec).await?;
         }
         Ok(spec)
+    }
+
+    /// One pre-node: `spec` as it rewrites it (within the request's rules).
+    pub(super) async fn run_pre_node(
+        &self,
+        lease: &Lease,
+        node: &NodeSpec,
+        spec: &JobSpec,
+    ) -> Result<JobSpec, JobFailure> {
+        let plugin = self.load_node(lease, node).await?;
+        let run = self
+            .runtime
+            .run_pre(
+                &node.name,
+                &plugin,
+                self.node_limits(&node.name),
+                Params::from(spec),
+                &node.parameters.to_string(),
+            )
+            .await
+            .map_err(|e| JobFailure::plugin(&e))?;
+        run.output
+            .apply_to(spec)
+            .map_err(|reason| JobFailure::plugin(&bad_output(&node.name, &reason)))
+    }
+
+    /// One post-node over `images`.
+    pub(super) async fn run_post_node(
+        &self,
+        lease: &Lease,
+        node: &NodeSpec,
+        spec: &JobSpec,
+        images: Vec<RgbaImage>,
+    ) -> Result<Vec<RgbaImage>, JobFailure> {
+        let plugin = self.load_node(lease, node).await?;
+        let handles = images
+            .into_iter()
+            .map(pipeline::to_handle)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))?;
+        let run = self
+            .runtime
+            .run_post(
+                &node.name,
+                &plugin,
+                self.node_limits(&node.name),
+                Params::from(spec),
+                handles,
+                &node.parameters.to_string(),
+            )
+            .await
+            .map_err(|e| JobFailure::plugin(&e))?;
+        run.output
+            .iter()
+            .map(pipeline::from_handle)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JobFailure::plugin(&bad_output(&node.name, &e)))
     }
 
     /// Post-nodes, then PNG encoding (blocking work off the async threads).
@@ -105,30 +147,7 @@ impl<S: JobSource> Worker<S> {
     ) -> Result<Vec<Vec<u8>>, JobFailure> {
         let mut images = images;
         for node in &spec.post_nodes {
-            let plugin = self.load_node(lease, node).await?;
-            let handles = images
-                .into_iter()
-                .map(pipeline::to_handle)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::new(FailureCode::HostFailed, e))?;
-            let run = self
-                .runtime
-                .run_post(
-                    &node.name,
-                    &plugin,
-                    self.node_limits(&node.name),
-                    Params::from(spec),
-                    handles,
-                    &node.parameters.to_string(),
-                )
-                .await
-                .map_err(|e| JobFailure::plugin(&e))?;
-            images = run
-                .output
-                .iter()
-                .map(pipeline::from_handle)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobFailure::plugin(&bad_output(&node.name, &e)))?;
+            images = self.run_post_node(lease, node, spec, images).await?;
         }
         tokio::task::spawn_blocking(move || {
             images

@@ -32,6 +32,8 @@ pub fn operation(
             source: need(source, "source image")?,
             mask: need(mask, "mask image")?,
         },
+        // A workflow runs step by step (`worker::workflow`).
+        JobType::Workflow => return Err("a workflow is not one operation".into()),
     })
 }
 

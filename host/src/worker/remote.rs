@@ -18,7 +18,7 @@ use crate::plugins::{LoadedPlugin, PluginKind, PluginRuntime};
 use crate::queue::Lease;
 use crate::queue::failure::Failure;
 use crate::queue::job::NodeSpec;
-use crate::queue::{BeatReply, Finished, WorkerInfo};
+use crate::queue::{BeatReply, Finished, StepProgress, WorkerInfo};
 
 pub struct RemoteSource {
     base: String,
@@ -88,14 +88,16 @@ impl JobSource for RemoteSource {
         &self,
         job_id: &str,
         token: &str,
-        progress: Option<(u32, u32)>,
+        progress: Option<StepProgress>,
         gpu_started_at: Option<DateTime<Utc>>,
     ) -> anyhow::Result<BeatReply> {
         let body = HeartbeatRequest {
             lease_token: token.to_owned(),
-            step: progress.map(|p| p.0),
-            total_steps: progress.map(|p| p.1),
+            step: progress.as_ref().map(|p| p.step),
+            total_steps: progress.as_ref().map(|p| p.total_steps),
             gpu_started_at,
+            node: progress.as_ref().and_then(|p| p.node.clone()),
+            message: progress.and_then(|p| p.message),
         };
         let reply: Option<BeatReply> = self
             .post(

@@ -116,6 +116,10 @@ pub struct HeartbeatRequest {
     pub step: Option<u32>,
     pub total_steps: Option<u32>,
     pub gpu_started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +134,10 @@ pub struct CompleteRequest {
     pub gpu_finished_at: Option<DateTime<Utc>>,
     pub backend: String,
     pub effective: Option<JobSpec>,
+    #[serde(default)]
+    pub step_seconds: Vec<f64>,
+    #[serde(default)]
+    pub image_nodes: Vec<String>,
 }
 
 impl CompleteRequest {
@@ -143,6 +151,8 @@ impl CompleteRequest {
             gpu_finished_at: done.gpu_finished_at,
             backend: done.backend.clone(),
             effective: done.effective.clone(),
+            step_seconds: done.step_seconds.clone(),
+            image_nodes: done.image_nodes.clone(),
         }
     }
 
@@ -159,6 +169,8 @@ impl CompleteRequest {
             gpu_finished_at: self.gpu_finished_at,
             backend: self.backend,
             effective: self.effective,
+            step_seconds: self.step_seconds,
+            image_nodes: self.image_nodes,
         })
     }
 }

@@ -1,0 +1,744 @@
+//! A graph workflow's definition: declared inputs, typed nodes and the
+//! edges between their ports, and the structural rules it must keep (a DAG,
+//! every edge between compatible ports, required ports connected, every
+//! node leading to an output). Pure: what needs the registry or the model
+//! catalogue is checked in `check`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub const MAX_NODES: usize = 64;
+pub const MAX_EDGES: usize = 256;
+pub const MAX_INPUTS: usize = 32;
+/// Bytes of a stored definition.
+pub const MAX_DEFINITION_BYTES: usize = 256 << 10;
+/// The pseudo-node whose out-ports are the declared inputs.
+pub const INPUTS: &str = "inputs";
+
+/// What travels along an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortType {
+    /// Generation parameters (model, prompts, size, steps …).
+    Params,
+    /// One or more images.
+    Images,
+    String,
+    Integer,
+    Number,
+}
+
+impl PortType {
+    fn accepts(self, from: PortType) -> bool {
+        self == from || (self == PortType::Number && from == PortType::Integer)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PortType::Params => "params",
+            PortType::Images => "images",
+            PortType::String => "string",
+            PortType::Integer => "integer",
+            PortType::Number => "number",
+        }
+    }
+}
+
+/// The type of a declared input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    String,
+    Integer,
+    Number,
+    /// Base64 or the id of one of the runner's images.
+    Image,
+}
+
+impl InputType {
+    pub fn port(self) -> PortType {
+        match self {
+            InputType::String => PortType::String,
+            InputType::Integer => PortType::Integer,
+            InputType::Number => PortType::Number,
+            InputType::Image => PortType::Images,
+        }
+    }
+}
+
+/// An input a run supplies (or takes the default of).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputDecl {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: InputType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Smallest value (numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest value (numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Longest text, in characters (strings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// What a node does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NodeOp {
+    /// Generation parameters: `values` as the REST API takes them (model,
+    /// prompt, size, steps, cfg_scale, sampler, seed, batch_size, loras,
+    /// strength); in-ports override single fields.
+    Params {
+        #[serde(default)]
+        values: Map<String, Value>,
+    },
+    TextToImage,
+    ImageToImage,
+    Inpaint,
+    Upscale {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scale: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+    },
+    /// A published node plugin, `name@version` (pinned at save).
+    Plugin {
+        plugin: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<Value>,
+    },
+    /// Its images become the run's gallery images.
+    Output,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    pub id: String,
+    #[serde(flatten)]
+    pub op: NodeOp,
+}
+
+/// `from` an out-port to an in-port, each `node.port`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Graph {
+    pub kind: &'static str,
+    pub inputs: Vec<InputDecl>,
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+}
+
+/// Where a definition breaks a rule: the node and port when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {reason}", node.as_deref().unwrap_or("definition"), port.as_deref().map(|p| format!(".{p}")).unwrap_or_default())]
+pub struct DefinitionError {
+    pub node: Option<String>,
+    pub port: Option<String>,
+    pub reason: String,
+}
+
+impl DefinitionError {
+    pub fn whole(reason: impl Into<String>) -> Self {
+        Self {
+            node: None,
+            port: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn node(node: &str, reason: impl Into<String>) -> Self {
+        Self {
+            node: Some(node.to_owned()),
+            port: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn port(node: &str, port: &str, reason: impl Into<String>) -> Self {
+        Self {
+            node: Some(node.to_owned()),
+            port: Some(port.to_owned()),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type DefResult<T> = Result<T, DefinitionError>;
+
+/// A plugin node's kind, from its registry entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginSide {
+    /// params → params
+    Pre,
+    /// images (+ params) → images
+    Post,
+}
+
+/// A port: name, type, and (in-ports) whether it must be connected.
+type Port = (&'static str, PortType, bool);
+
+/// The scalar fields a `params` node takes on in-ports.
+pub const PARAM_PORTS: &[Port] = &[
+    ("prompt", PortType::String, false),
+    ("negative_prompt", PortType::String, false),
+    ("seed", PortType::Integer, false),
+    ("steps", PortType::Integer, false),
+    ("cfg_scale", PortType::Number, false),
+    ("width", PortType::Integer, false),
+    ("height", PortType::Integer, false),
+    ("batch_size", PortType::Integer, false),
+    ("strength", PortType::Number, false),
+];
+
+fn in_ports(op: &NodeOp, side: Option<PluginSide>) -> &'static [Port] {
+    match op {
+        NodeOp::Params { .. } => PARAM_PORTS,
+        NodeOp::TextToImage => &[("params", PortType::Params, true)],
+        NodeOp::ImageToImage => &[
+            ("params", PortType::Params, true),
+            ("source", PortType::Images, true),
+        ],
+        NodeOp::Inpaint => &[
+            ("params", PortType::Params, true),
+            ("source", PortType::Images, true),
+            ("mask", PortType::Images, true),
+        ],
+        NodeOp::Upscale { .. } => &[("source", PortType::Images, true)],
+        NodeOp::Plugin { .. } => match side {
+            Some(PluginSide::Pre) => &[("params", PortType::Params, true)],
+            _ => &[
+                ("images", PortType::Images, true),
+                ("params", PortType::Params, false),
+            ],
+        },
+        NodeOp::Output => &[("images", PortType::Images, true)],
+    }
+}
+
+fn out_ports(op: &NodeOp, side: Option<PluginSide>) -> &'static [Port] {
+    match op {
+        NodeOp::Params { .. } => &[("params", PortType::Params, false)],
+        NodeOp::Plugin { .. } if side == Some(PluginSide::Pre) => {
+            &[("params", PortType::Params, false)]
+        }
+        NodeOp::Output => &[],
+        _ => &[("images", PortType::Images, false)],
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Reads a definition as the API takes it. Errors name the node.
+pub fn parse(v: &Value) -> DefResult<Graph> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| DefinitionError::whole("expected a JSON object"))?;
+    match obj.get("kind").and_then(Value::as_str) {
+        Some("graph") => {}
+        Some("component") => {
+            return Err(DefinitionError::whole(
+                "component workflows are not runnable on this host yet; use kind \"graph\"",
+            ));
+        }
+        _ => {
+            return Err(DefinitionError::whole(
+                "kind must be \"graph\" (typed nodes and edges)",
+            ));
+        }
+    }
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["kind", "inputs", "nodes", "edges"].contains(&k.as_str()))
+    {
+        return Err(DefinitionError::whole(format!("unknown field {k}")));
+    }
+    let inputs: Vec<InputDecl> = match obj.get("inputs") {
+        None => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| DefinitionError::whole(format!("inputs: {e}")))?,
+    };
+    let raw_nodes = obj
+        .get("nodes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| DefinitionError::whole("nodes must be a list"))?;
+    if raw_nodes.len() > MAX_NODES {
+        return Err(DefinitionError::whole(format!("at most {MAX_NODES} nodes")));
+    }
+    let mut nodes = Vec::with_capacity(raw_nodes.len());
+    for (i, raw) in raw_nodes.iter().enumerate() {
+        let mut o = raw
+            .as_object()
+            .cloned()
+            .ok_or_else(|| DefinitionError::whole(format!("nodes[{i}] is not an object")))?;
+        let id = match o.remove("id") {
+            Some(Value::String(s)) => s,
+            _ => {
+                return Err(DefinitionError::whole(format!(
+                    "nodes[{i}] needs an id (a string)"
+                )));
+            }
+        };
+        let op: NodeOp = serde_json::from_value(Value::Object(o))
+            .map_err(|e| DefinitionError::node(&id, e.to_string()))?;
+        nodes.push(Node { id, op });
+    }
+    let edges: Vec<Edge> = match obj.get("edges") {
+        None => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| DefinitionError::whole(format!("edges: {e}")))?,
+    };
+    if edges.len() > MAX_EDGES {
+        return Err(DefinitionError::whole(format!("at most {MAX_EDGES} edges")));
+    }
+    Ok(Graph {
+        kind: "graph",
+        inputs,
+        nodes,
+        edges,
+    })
+}
+
+/// An edge's resolved ends: node index (`None` for `inputs`) and port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub from: Option<usize>,
+    pub from_port: String,
+    pub to: usize,
+    pub to_port: String,
+}
+
+/// A graph that keeps the structural rules, with its nodes in an order
+/// that runs every node after those it takes from.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub order: Vec<usize>,
+    pub links: Vec<Link>,
+}
+
+impl Checked {
+    /// The link into `node`'s in-port `port`.
+    pub fn into_port(&self, node: usize, port: &str) -> Option<&Link> {
+        self.links
+            .iter()
+            .find(|l| l.to == node && l.to_port == port)
+    }
+}
+
+fn check_inputs(inputs: &[InputDecl]) -> DefResult<()> {
+    if inputs.len() > MAX_INPUTS {
+        return Err(DefinitionError::whole(format!(
+            "at most {MAX_INPUTS} inputs"
+        )));
+    }
+    let mut seen = HashSet::new();
+    for d in inputs {
+        let here = |r: &str| DefinitionError::port(INPUTS, &d.name, r.to_owned());
+        if !valid_name(&d.name) {
+            return Err(here("a name of a-z, 0-9, _ and -, at most 40"));
+        }
+        if !seen.insert(d.name.as_str()) {
+            return Err(here("declared twice"));
+        }
+        if let (Some(lo), Some(hi)) = (d.min, d.max)
+            && lo > hi
+        {
+            return Err(here("min is above max"));
+        }
+        if let Some(v) = &d.default {
+            if d.ty == InputType::Image {
+                return Err(here("an image input has no default"));
+            }
+            check_value(d, v).map_err(|r| here(&format!("default: {r}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a value given for a declared input against its type and limits.
+pub fn check_value(d: &InputDecl, v: &Value) -> Result<(), String> {
+    let in_range = |x: f64| {
+        if d.min.is_some_and(|lo| x < lo) || d.max.is_some_and(|hi| x > hi) {
+            Err(format!(
+                "between {} and {}",
+                d.min.map_or("-∞".into(), |x| x.to_string()),
+                d.max.map_or("∞".into(), |x| x.to_string())
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match d.ty {
+        InputType::String => {
+            let s = v.as_str().ok_or("expected a string")?;
+            let limit = d.max_length.unwrap_or(crate::queue::job::MAX_PROMPT_CHARS);
+            if s.chars().count() > limit {
+                return Err(format!("at most {limit} characters"));
+            }
+            Ok(())
+        }
+        InputType::Integer => in_range(v.as_i64().ok_or("expected an integer")? as f64),
+        InputType::Number => {
+            let x = v.as_f64().ok_or("expected a number")?;
+            if !x.is_finite() {
+                return Err("expected a finite number".into());
+            }
+            in_range(x)
+        }
+        InputType::Image => v
+            .as_str()
+            .map(|_| ())
+            .ok_or_else(|| "expected base64 or an image id".into()),
+    }
+}
+
+fn split_port(s: &str) -> Option<(&str, &str)> {
+    s.split_once('.')
+        .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+}
+
+/// The structural rules. `sides` gives each plugin node's kind (by node
+/// id), read from the registry.
+pub fn check(g: &Graph, sides: &HashMap<String, PluginSide>) -> DefResult<Checked> {
+    check_inputs(&g.inputs)?;
+    let mut index = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if !valid_name(&n.id) || n.id == INPUTS {
+            return Err(DefinitionError::node(
+                &n.id,
+                "a node id of a-z, 0-9, _ and -, at most 40, not \"inputs\"",
+            ));
+        }
+        if index.insert(n.id.as_str(), i).is_some() {
+            return Err(DefinitionError::node(&n.id, "two nodes have this id"));
+        }
+    }
+    let side = |i: usize| sides.get(&g.nodes[i].id).copied();
+    let mut links = Vec::with_capacity(g.edges.len());
+    for e in &g.edges {
+        let (to_node, to_port) = split_port(&e.to).ok_or_else(|| {
+            DefinitionError::whole(format!("edge to {:?}: expected node.port", e.to))
+        })?;
+        let to = *index.get(to_node).ok_or_else(|| {
+            DefinitionError::node(to_node, format!("edge from {}: no such node", e.from))
+        })?;
+        let want = in_ports(&g.nodes[to].op, side(to))
+            .iter()
+            .find(|p| p.0 == to_port)
+            .ok_or_else(|| DefinitionError::port(to_node, to_port, "no such in-port"))?
+            .1;
+        let (from_node, from_port) = split_port(&e.from).ok_or_else(|| {
+            DefinitionError::port(
+                to_node,
+                to_port,
+                format!("edge from {:?}: expected node.port", e.from),
+            )
+        })?;
+        let (from, have) = if from_node == INPUTS {
+            let d = g
+                .inputs
+                .iter()
+                .find(|d| d.name == from_port)
+                .ok_or_else(|| DefinitionError::port(INPUTS, from_port, "no such input"))?;
+            (None, d.ty.port())
+        } else {
+            let f = *index.get(from_node).ok_or_else(|| {
+                DefinitionError::node(from_node, format!("edge to {}: no such node", e.to))
+            })?;
+            let have = out_ports(&g.nodes[f].op, side(f))
+                .iter()
+                .find(|p| p.0 == from_port)
+                .ok_or_else(|| DefinitionError::port(from_node, from_port, "no such out-port"))?
+                .1;
+            (Some(f), have)
+        };
+        if !want.accepts(have) {
+            return Err(DefinitionError::port(
+                to_node,
+                to_port,
+                format!(
+                    "takes {}, but {}.{from_port} gives {}",
+                    want.as_str(),
+                    from_node,
+                    have.as_str()
+                ),
+            ));
+        }
+        if links
+            .iter()
+            .any(|l: &Link| l.to == to && l.to_port == to_port)
+        {
+            return Err(DefinitionError::port(
+                to_node,
+                to_port,
+                "connected twice (an in-port takes one edge)",
+            ));
+        }
+        links.push(Link {
+            from,
+            from_port: from_port.to_owned(),
+            to,
+            to_port: to_port.to_owned(),
+        });
+    }
+    for (i, n) in g.nodes.iter().enumerate() {
+        for (port, _, required) in in_ports(&n.op, side(i)) {
+            if *required && !links.iter().any(|l| l.to == i && l.to_port == *port) {
+                return Err(DefinitionError::port(&n.id, port, "must be connected"));
+            }
+        }
+    }
+    let order = topological(g, &links)?;
+    leads_to_output(g, &links)?;
+    Ok(Checked { order, links })
+}
+
+/// Kahn's algorithm; a node left over is on a cycle.
+fn topological(g: &Graph, links: &[Link]) -> DefResult<Vec<usize>> {
+    let n = g.nodes.len();
+    let mut indegree = vec![0usize; n];
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for l in links {
+        if let Some(f) = l.from {
+            indegree[l.to] += 1;
+            next[f].push(l.to);
+        }
+    }
+    let mut ready: VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_front() {
+        order.push(i);
+        for &j in &next[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push_back(j);
+            }
+        }
+    }
+    if order.len() < n {
+        let on_cycle = (0..n).find(|&i| indegree[i] > 0).expect("a node left");
+        return Err(DefinitionError::node(
+            &g.nodes[on_cycle].id,
+            "is on a cycle (a workflow is a DAG)",
+        ));
+    }
+    Ok(order)
+}
+
+fn leads_to_output(g: &Graph, links: &[Link]) -> DefResult<()> {
+    let mut useful: Vec<bool> = g.nodes.iter().map(|n| n.op == NodeOp::Output).collect();
+    if !useful.contains(&true) {
+        return Err(DefinitionError::whole("needs at least one output node"));
+    }
+    // Walk edges backwards from the outputs until nothing changes.
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for l in links {
+            if let Some(f) = l.from
+                && useful[l.to]
+                && !useful[f]
+            {
+                useful[f] = true;
+                changed = true;
+            }
+        }
+    }
+    match useful.iter().position(|u| !u) {
+        Some(i) => Err(DefinitionError::node(
+            &g.nodes[i].id,
+            "does not lead to an output",
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn graph(nodes: Value, edges: Value) -> Value {
+        json!({
+            "kind": "graph",
+            "inputs": [{ "name": "prompt", "type": "string", "default": "a fox" }],
+            "nodes": nodes,
+            "edges": edges,
+        })
+    }
+
+    fn basic() -> Value {
+        graph(
+            json!([
+                { "id": "p", "type": "params", "values": { "model": "m" } },
+                { "id": "gen", "type": "text_to_image" },
+                { "id": "out", "type": "output" },
+            ]),
+            json!([
+                { "from": "inputs.prompt", "to": "p.prompt" },
+                { "from": "p.params", "to": "gen.params" },
+                { "from": "gen.images", "to": "out.images" },
+            ]),
+        )
+    }
+
+    fn checked(v: Value) -> DefResult<Checked> {
+        check(&parse(&v)?, &HashMap::new())
+    }
+
+    #[test]
+    fn a_chain_orders_its_nodes() {
+        let c = checked(basic()).unwrap();
+        assert_eq!(c.order, vec![0, 1, 2]);
+        assert_eq!(c.into_port(0, "prompt").unwrap().from, None);
+    }
+
+    #[test]
+    fn a_cycle_is_refused_naming_a_node_on_it() {
+        let v = graph(
+            json!([
+                { "id": "p", "type": "params" },
+                { "id": "a", "type": "upscale" },
+                { "id": "b", "type": "upscale" },
+                { "id": "out", "type": "output" },
+            ]),
+            json!([
+                { "from": "a.images", "to": "b.source" },
+                { "from": "b.images", "to": "a.source" },
+                { "from": "b.images", "to": "out.images" },
+            ]),
+        );
+        let e = checked(v).unwrap_err();
+        assert!(e.reason.contains("cycle"), "{e}");
+        assert!(["a", "b"].contains(&e.node.as_deref().unwrap()));
+    }
+
+    #[test]
+    fn port_errors_name_node_and_port() {
+        let mut v = basic();
+        v["edges"][1] = json!({ "from": "inputs.prompt", "to": "gen.params" });
+        let e = checked(v).unwrap_err();
+        assert_eq!(
+            (e.node.as_deref(), e.port.as_deref()),
+            (Some("gen"), Some("params"))
+        );
+        assert!(e.reason.contains("takes params"), "{e}");
+
+        let mut v = basic();
+        v["edges"].as_array_mut().unwrap().remove(1);
+        let e = checked(v).unwrap_err();
+        assert_eq!(
+            (e.node.as_deref(), e.port.as_deref(), e.reason.as_str()),
+            (Some("gen"), Some("params"), "must be connected")
+        );
+
+        let mut v = basic();
+        v["edges"][2]["to"] = json!("out.pictures");
+        let e = checked(v).unwrap_err();
+        assert_eq!(e.port.as_deref(), Some("pictures"));
+
+        let mut v = basic();
+        v["edges"][0]["from"] = json!("inputs.nope");
+        assert_eq!(checked(v).unwrap_err().node.as_deref(), Some("inputs"));
+
+        let mut v = basic();
+        v["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "from": "gen.images", "to": "out.images" }));
+        assert!(checked(v).unwrap_err().reason.contains("twice"));
+    }
+
+    #[test]
+    fn plugin_ports_follow_the_plugin_side() {
+        let v = graph(
+            json!([
+                { "id": "p", "type": "params" },
+                { "id": "style", "type": "plugin", "plugin": "s@1.0.0" },
+                { "id": "gen", "type": "text_to_image" },
+                { "id": "mark", "type": "plugin", "plugin": "w@1.0.0" },
+                { "id": "out", "type": "output" },
+            ]),
+            json!([
+                { "from": "p.params", "to": "style.params" },
+                { "from": "style.params", "to": "gen.params" },
+                { "from": "gen.images", "to": "mark.images" },
+                { "from": "mark.images", "to": "out.images" },
+            ]),
+        );
+        let g = parse(&v).unwrap();
+        let sides = HashMap::from([
+            ("style".to_owned(), PluginSide::Pre),
+            ("mark".to_owned(), PluginSide::Post),
+        ]);
+        assert!(check(&g, &sides).is_ok());
+        // The same graph with the sides swapped breaks at the first plugin.
+        let swapped = HashMap::from([
+            ("style".to_owned(), PluginSide::Post),
+            ("mark".to_owned(), PluginSide::Pre),
+        ]);
+        let e = check(&g, &swapped).unwrap_err();
+        assert_eq!(e.node.as_deref(), Some("style"));
+    }
+
+    #[test]
+    fn dead_ends_ids_and_inputs_are_checked() {
+        let mut v = basic();
+        v["nodes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "id": "lonely", "type": "params" }));
+        assert_eq!(
+            checked(v).unwrap_err().node.as_deref(),
+            Some("lonely"),
+            "a node that leads nowhere"
+        );
+        let mut v = basic();
+        v["nodes"][1]["id"] = json!("p");
+        assert!(checked(v).unwrap_err().reason.contains("two nodes"));
+        let mut v = basic();
+        v["inputs"][0]["default"] = json!(3);
+        let e = checked(v).unwrap_err();
+        assert_eq!(e.port.as_deref(), Some("prompt"));
+        let mut v = basic();
+        v["nodes"][1]["type"] = json!("teleport");
+        assert_eq!(parse(&v).unwrap_err().node.as_deref(), Some("gen"));
+        assert!(parse(&json!({ "kind": "other" })).is_err());
+    }
+
+    #[test]
+    fn input_values_keep_their_limits() {
+        let d = InputDecl {
+            name: "seed".into(),
+            ty: InputType::Integer,
+            default: None,
+            min: Some(0.0),
+            max: Some(10.0),
+            max_length: None,
+            description: String::new(),
+        };
+        assert!(check_value(&d, &json!(3)).is_ok());
+        assert!(check_value(&d, &json!(11)).is_err());
+        assert!(check_value(&d, &json!("3")).is_err());
+        assert!(check_value(&d, &json!(2.5)).is_err());
+    }
+}

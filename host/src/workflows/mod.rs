@@ -1,0 +1,469 @@
+//! Workflows: what a user builds once and runs many times. Stored
+//! definitions (CRUD, visibility, copies, tags, counted in storage), the
+//! checks a definition passes at save, and the compilation of a run — the
+//! definition with the run's inputs — into a job the queue runs. Free of
+//! HTTP.
+
+pub mod definition;
+pub mod plan;
+mod run;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+use crate::generation::{GenerationError, Generator};
+use crate::plugins::registry::RegistryError;
+use crate::store::workflows::{self as q, ListFilter, WorkflowRow};
+use crate::store::{Db, Page, StoreError, new_id};
+use crate::users::Caller;
+use definition::{DefinitionError, Graph, NodeOp, PluginSide};
+
+/// Workflows one user may keep.
+pub const MAX_WORKFLOWS: usize = 200;
+pub const MAX_TAGS: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// Missing, or another user's private one (the same answer).
+    #[error("not found")]
+    NotFound,
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The definition breaks a rule (named node and port).
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    #[error("at most {max} workflows")]
+    TooMany { max: usize },
+    #[error(transparent)]
+    Generation(#[from] GenerationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type WorkflowResult<T> = Result<T, WorkflowError>;
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> WorkflowError {
+    WorkflowError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A stored workflow with its tags.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub row: WorkflowRow,
+    pub tags: Vec<String>,
+}
+
+/// What `create` takes.
+#[derive(Debug, Clone)]
+pub struct NewWorkflow {
+    pub name: String,
+    pub description: String,
+    pub definition: Value,
+    pub is_public: bool,
+    pub tags: Vec<String>,
+}
+
+/// What `update` changes; `None` keeps a field.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub definition: Option<Value>,
+    pub is_public: Option<bool>,
+    pub tags: Option<Vec<String>>,
+}
+
+pub struct Workflows {
+    db: Db,
+    generator: Arc<Generator>,
+}
+
+fn check_name(name: &str) -> WorkflowResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(invalid("name", "1 to 100 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_description(d: &str) -> WorkflowResult<String> {
+    if d.chars().count() > 2000 {
+        return Err(invalid("description", "at most 2000 characters"));
+    }
+    Ok(d.to_owned())
+}
+
+fn check_tags(tags: &[String]) -> WorkflowResult<Vec<String>> {
+    if tags.len() > MAX_TAGS {
+        return Err(invalid("tags", format!("at most {MAX_TAGS}")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for t in tags {
+        let t = t.trim().to_lowercase();
+        let ok = !t.is_empty()
+            && t.chars().count() <= 32
+            && t.chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(invalid("tags", "each 1 to 32 letters, digits, - or _"));
+        }
+        out.push(t);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// A plugin node's plugin as resolved for a user.
+struct ResolvedPlugin {
+    name: String,
+    version: String,
+    side: PluginSide,
+}
+
+/// `name@version`, or a bare name (the newest version, pinned at save).
+fn plugin_ref(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('@') {
+        Some((n, v)) => (n, Some(v)),
+        None => (s, None),
+    }
+}
+
+impl Workflows {
+    pub fn new(db: Db, generator: Arc<Generator>) -> Self {
+        Self { db, generator }
+    }
+
+    /// A workflow the viewer may see: their own or a public one.
+    pub async fn get(&self, viewer: &str, id: &str) -> WorkflowResult<Workflow> {
+        let row = q::get(&self.db, id)
+            .await?
+            .filter(|w| w.user_id == viewer || w.is_public)
+            .ok_or(WorkflowError::NotFound)?;
+        let tags = q::tags_of(&self.db, id).await?;
+        Ok(Workflow { row, tags })
+    }
+
+    pub async fn list(
+        &self,
+        viewer: &str,
+        mine_only: bool,
+        tag: Option<&str>,
+        page: Page,
+    ) -> WorkflowResult<(Vec<Workflow>, i64)> {
+        let filter = ListFilter {
+            viewer,
+            mine_only,
+            tag,
+        };
+        let (rows, total) = q::list(&self.db, &filter, page).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let tags = q::tags_of(&self.db, &row.id).await?;
+            out.push(Workflow { row, tags });
+        }
+        Ok((out, total))
+    }
+
+    pub async fn create(&self, caller: &Caller, new: NewWorkflow) -> WorkflowResult<Workflow> {
+        self.insert(caller, new, None).await
+    }
+
+    async fn insert(
+        &self,
+        caller: &Caller,
+        new: NewWorkflow,
+        copied_from: Option<String>,
+    ) -> WorkflowResult<Workflow> {
+        let name = check_name(&new.name)?;
+        let description = check_description(&new.description)?;
+        let tags = check_tags(&new.tags)?;
+        if q::count_of_user(&self.db, &caller.id).await? >= MAX_WORKFLOWS as i64 {
+            return Err(WorkflowError::TooMany { max: MAX_WORKFLOWS });
+        }
+        let definition = self.check_definition(caller, &new.definition).await?;
+        self.check_storage(caller, definition.len() as i64).await?;
+        let now = Utc::now();
+        let row = WorkflowRow {
+            id: new_id(),
+            user_id: caller.id.clone(),
+            name,
+            description,
+            kind: "graph".into(),
+            definition_bytes: definition.len() as i64,
+            definition,
+            is_public: new.is_public,
+            copied_from,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.db.begin().await?;
+        q::insert(&mut tx, &row, &tags).await?;
+        tx.commit().await?;
+        Ok(Workflow { row, tags })
+    }
+
+    /// Only the owner edits; another user's workflow is `NotFound`.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        patch: WorkflowPatch,
+    ) -> WorkflowResult<Workflow> {
+        let before = self.own(&caller.id, id).await?;
+        let mut row = before.clone();
+        if let Some(n) = &patch.name {
+            row.name = check_name(n)?;
+        }
+        if let Some(d) = &patch.description {
+            row.description = check_description(d)?;
+        }
+        if let Some(p) = patch.is_public {
+            row.is_public = p;
+        }
+        let tags = patch.tags.as_deref().map(check_tags).transpose()?;
+        if let Some(def) = &patch.definition {
+            row.definition = self.check_definition(caller, def).await?;
+            row.definition_bytes = row.definition.len() as i64;
+            let growth = row.definition_bytes - before.definition_bytes;
+            if growth > 0 {
+                self.check_storage(caller, growth).await?;
+            }
+        }
+        row.updated_at = Utc::now();
+        let mut tx = self.db.begin().await?;
+        // Read again under the lock: the counter moves by what is stored.
+        let stored = q::get_in(&mut tx, id)
+            .await?
+            .filter(|w| w.user_id == caller.id)
+            .ok_or(WorkflowError::NotFound)?;
+        q::update(&mut tx, &stored, &row, tags.as_deref()).await?;
+        tx.commit().await?;
+        let tags = match tags {
+            Some(t) => t,
+            None => q::tags_of(&self.db, id).await?,
+        };
+        Ok(Workflow { row, tags })
+    }
+
+    pub async fn delete(&self, user_id: &str, id: &str) -> WorkflowResult<()> {
+        let mut tx = self.db.begin().await?;
+        let row = q::get_in(&mut tx, id)
+            .await?
+            .filter(|w| w.user_id == user_id)
+            .ok_or(WorkflowError::NotFound)?;
+        q::delete(&mut tx, &row).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Copies a workflow the caller may see (a public one, or their own)
+    /// into a private one of theirs; its plugins are checked for the
+    /// caller as at save.
+    pub async fn copy(&self, caller: &Caller, id: &str) -> WorkflowResult<Workflow> {
+        let source = self.get(&caller.id, id).await?;
+        let definition: Value = serde_json::from_str(&source.row.definition)
+            .map_err(|e| GenerationError::Internal(anyhow::anyhow!("stored definition: {e}")))?;
+        self.insert(
+            caller,
+            NewWorkflow {
+                name: source.row.name,
+                description: source.row.description,
+                definition,
+                is_public: false,
+                tags: source.tags,
+            },
+            Some(source.row.id),
+        )
+        .await
+    }
+
+    async fn own(&self, user_id: &str, id: &str) -> WorkflowResult<WorkflowRow> {
+        q::get(&self.db, id)
+            .await?
+            .filter(|w| w.user_id == user_id)
+            .ok_or(WorkflowError::NotFound)
+    }
+
+    async fn check_storage(&self, caller: &Caller, _adding: i64) -> WorkflowResult<()> {
+        crate::gallery::storage::check_quota(
+            &self.db,
+            &self.generator.plans,
+            &caller.id,
+            &caller.tier,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::gallery::GalleryError::StorageExceeded { used, quota } => {
+                GenerationError::StorageExceeded { used, quota }.into()
+            }
+            other => GenerationError::Internal(other.into()).into(),
+        })
+    }
+
+    /// The checks at save: structure, plugins (pinned to the version they
+    /// resolve to for the owner), models and parameters. Returns the
+    /// definition to store.
+    async fn check_definition(&self, caller: &Caller, v: &Value) -> WorkflowResult<String> {
+        let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > definition::MAX_DEFINITION_BYTES {
+            return Err(invalid(
+                "definition",
+                format!("at most {} bytes", definition::MAX_DEFINITION_BYTES),
+            ));
+        }
+        let mut graph = definition::parse(v)?;
+        let sides = self.pin_plugins(caller, &mut graph).await?;
+        let checked = definition::check(&graph, &sides)?;
+        for (i, node) in graph.nodes.iter().enumerate() {
+            match &node.op {
+                NodeOp::Params { values } => {
+                    let with_defaults = self::run::params_body(&graph, &checked, i, values, None)?;
+                    self.validate_params(caller, &node.id, with_defaults)
+                        .await?;
+                }
+                NodeOp::Upscale { scale, model } => {
+                    self.upscale_model(caller, &node.id, *scale, model.as_deref())?;
+                }
+                _ => {}
+            }
+        }
+        Ok(serde_json::to_string(&graph).expect("a graph serialises"))
+    }
+
+    /// Resolves each plugin node for `caller` (pinning a bare name to its
+    /// newest version) and tells its side.
+    async fn pin_plugins(
+        &self,
+        caller: &Caller,
+        graph: &mut Graph,
+    ) -> WorkflowResult<HashMap<String, PluginSide>> {
+        let mut sides = HashMap::new();
+        for node in &mut graph.nodes {
+            let NodeOp::Plugin { plugin, config } = &mut node.op else {
+                continue;
+            };
+            if config.as_ref().is_some_and(|c| !c.is_object()) {
+                return Err(DefinitionError::port(&node.id, "config", "expected an object").into());
+            }
+            let r = self
+                .resolve_plugin(caller, plugin)
+                .await?
+                .map_err(|reason| DefinitionError::node(&node.id, reason))?;
+            *plugin = format!("{}@{}", r.name, r.version);
+            sides.insert(node.id.clone(), r.side);
+        }
+        Ok(sides)
+    }
+
+    /// A plugin node's `name@version` (or bare name) resolved for `caller`,
+    /// or why it cannot be used (the inner error).
+    async fn resolve_plugin(
+        &self,
+        caller: &Caller,
+        plugin: &str,
+    ) -> WorkflowResult<Result<ResolvedPlugin, String>> {
+        let (name, version) = plugin_ref(plugin);
+        let runnable = match self
+            .generator
+            .registry
+            .resolve(&caller.id, name, version)
+            .await
+        {
+            Ok(r) => r,
+            Err(RegistryError::NotFound) => {
+                return Ok(Err(format!("no plugin {plugin} you may run")));
+            }
+            Err(RegistryError::Yanked) => return Ok(Err(format!("{plugin} is yanked"))),
+            Err(e) => return Err(GenerationError::Internal(anyhow::anyhow!("{e}")).into()),
+        };
+        let side = match (
+            runnable.plugin.kind.as_str(),
+            runnable.version.node_kind.as_deref(),
+        ) {
+            ("node", Some("pre")) => PluginSide::Pre,
+            ("node", Some("post")) => PluginSide::Post,
+            _ => return Ok(Err(format!("{plugin} is not a node plugin"))),
+        };
+        Ok(Ok(ResolvedPlugin {
+            name: runnable.plugin.name,
+            version: runnable.version.version,
+            side,
+        }))
+    }
+
+    /// Validates a `params` node's fields as the REST API does; errors
+    /// name the node and the field.
+    async fn validate_params(
+        &self,
+        caller: &Caller,
+        node: &str,
+        mut body: Map<String, Value>,
+    ) -> WorkflowResult<crate::queue::job::JobSpec> {
+        for field in ["pre_nodes", "post_nodes", "save_to_board", "controlnet"] {
+            if body.contains_key(field) {
+                return Err(
+                    DefinitionError::port(node, field, "not a field of a params node").into(),
+                );
+            }
+        }
+        let strength = match body.remove("strength") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(s) if (0.0..=1.0).contains(&s) => Some(s as f32),
+                _ => {
+                    return Err(DefinitionError::port(node, "strength", "between 0 and 1").into());
+                }
+            },
+        };
+        match self
+            .generator
+            .text_to_image(caller, Value::Object(body))
+            .await
+        {
+            Ok(mut prepared) => {
+                prepared.spec.strength = strength;
+                Ok(prepared.spec)
+            }
+            Err(GenerationError::Invalid { field, reason }) => {
+                Err(DefinitionError::port(node, &field, reason).into())
+            }
+            Err(GenerationError::ModelNotAvailable { model, min_tier }) => Err(
+                DefinitionError::port(node, "model", format!("{model} needs the {min_tier} tier"))
+                    .into(),
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn upscale_model(
+        &self,
+        caller: &Caller,
+        node: &str,
+        scale: Option<u32>,
+        model: Option<&str>,
+    ) -> WorkflowResult<(String, u32)> {
+        let scale = scale.unwrap_or(2);
+        if !(2..=4).contains(&scale) {
+            return Err(DefinitionError::port(node, "scale", "2, 3 or 4").into());
+        }
+        let name = model.unwrap_or("real-esrgan");
+        match self.generator.model(caller, "model", name, &["upscaler"]) {
+            Ok(m) => Ok((m.name, scale)),
+            Err(GenerationError::Invalid { reason, .. }) => {
+                Err(DefinitionError::port(node, "model", reason).into())
+            }
+            Err(GenerationError::ModelNotAvailable { model, min_tier }) => Err(
+                DefinitionError::port(node, "model", format!("{model} needs the {min_tier} tier"))
+                    .into(),
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! A run of a workflow: the run's inputs checked against the declared
+//! ones, then the definition compiled into a `WorkflowPlan` job.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::definition::{
+    self, Checked, DefinitionError, Graph, INPUTS, InputType, NodeOp, PluginSide,
+};
+use super::plan::{Step, StepOp, WorkflowPlan, joined_models};
+use super::{WorkflowResult, Workflows, invalid};
+use crate::generation::GenerationError;
+use crate::generation::inputs::{self, Input};
+use crate::generation::validate::{MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, Prepared};
+use crate::inference::Generation;
+use crate::queue::job::{JobSpec, JobType, NodeSpec};
+use crate::users::Caller;
+
+/// A value that validates in place of an input with no default, at save.
+fn placeholder(field: &str) -> Value {
+    match field {
+        "prompt" => json!("a workflow input"),
+        "negative_prompt" => json!(""),
+        "seed" => json!(-1),
+        "steps" => json!(30),
+        "cfg_scale" => json!(7.5),
+        "width" | "height" => json!(1024),
+        "batch_size" => json!(1),
+        "strength" => json!(0.75),
+        _ => Value::Null,
+    }
+}
+
+/// A `params` node's request body: its values, with each connected
+/// in-port set from the run's input (`inputs`), or at save from the
+/// input's default or a placeholder.
+pub(super) fn params_body(
+    g: &Graph,
+    c: &Checked,
+    node: usize,
+    values: &Map<String, Value>,
+    inputs: Option<&HashMap<String, Value>>,
+) -> Result<Map<String, Value>, DefinitionError> {
+    let mut body = values.clone();
+    for (port, ..) in definition::PARAM_PORTS {
+        let Some(link) = c.into_port(node, port) else {
+            continue;
+        };
+        let value = match inputs {
+            Some(given) => given.get(&link.from_port).cloned(),
+            None => g
+                .inputs
+                .iter()
+                .find(|d| d.name == link.from_port)
+                .and_then(|d| d.default.clone())
+                .or_else(|| Some(placeholder(port))),
+        };
+        if let Some(v) = value {
+            body.insert((*port).to_owned(), v);
+        }
+    }
+    Ok(body)
+}
+
+/// How many images a step hands on, and their size, as far as known at
+/// enqueue (what the reservation prices).
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    count: u32,
+    width: u32,
+    height: u32,
+}
+
+/// The steps compiled so far and what is known of them.
+#[derive(Default)]
+struct Builder {
+    steps: Vec<Step>,
+    /// Node index → its step.
+    step_of: HashMap<usize, usize>,
+    /// Image input name → its step.
+    image_step: HashMap<String, usize>,
+    expect: HashMap<usize, Expect>,
+    /// Steps that hand on parameters → those parameters.
+    specs: HashMap<usize, JobSpec>,
+}
+
+impl Builder {
+    /// The step node `i`'s in-port `port` takes from; an image input gets
+    /// its own step the first time it is used.
+    fn source_of(
+        &mut self,
+        checked: &Checked,
+        images: &HashMap<String, Input>,
+        i: usize,
+        port: &str,
+    ) -> Option<usize> {
+        let link = checked.into_port(i, port)?;
+        if let Some(f) = link.from {
+            return self.step_of.get(&f).copied();
+        }
+        let name = link.from_port.clone();
+        if let Some(&s) = self.image_step.get(&name) {
+            return Some(s);
+        }
+        let input = images.get(&name)?;
+        self.steps.push(Step {
+            node: format!("{INPUTS}.{name}"),
+            op: StepOp::Image {
+                key: input.key.clone(),
+            },
+        });
+        let s = self.steps.len() - 1;
+        self.image_step.insert(name, s);
+        self.expect.insert(
+            s,
+            Expect {
+                count: 1,
+                width: input.width,
+                height: input.height,
+            },
+        );
+        Some(s)
+    }
+
+    fn next(&self) -> usize {
+        self.steps.len()
+    }
+}
+
+impl Workflows {
+    /// Checks a run's inputs and compiles the workflow into a job (not yet
+    /// queued: `Generator::submit_prepared` does that).
+    pub async fn prepare_run(
+        &self,
+        caller: &Caller,
+        workflow_id: &str,
+        given: &Map<String, Value>,
+        save_to_board: Option<String>,
+    ) -> WorkflowResult<Prepared> {
+        let wf = self.get(&caller.id, workflow_id).await?;
+        let stored: Value = serde_json::from_str(&wf.row.definition)
+            .map_err(|e| GenerationError::Internal(anyhow::anyhow!("stored definition: {e}")))?;
+        let graph = definition::parse(&stored)?;
+        let (plugins, sides) = self.plugins_for_run(caller, &graph).await?;
+        let checked = definition::check(&graph, &sides)?;
+
+        // The run's inputs: declared ones only, each of its type and limits.
+        if let Some(unknown) = given
+            .keys()
+            .find(|k| !graph.inputs.iter().any(|d| &d.name == *k))
+        {
+            return Err(invalid(
+                format!("inputs.{unknown}"),
+                "not an input of this workflow",
+            ));
+        }
+        let mut values = HashMap::new();
+        let mut images: HashMap<String, Input> = HashMap::new();
+        for d in &graph.inputs {
+            let field = format!("inputs.{}", d.name);
+            let v = match given.get(&d.name).or(d.default.as_ref()) {
+                Some(v) => v,
+                None => return Err(invalid(field, "required")),
+            };
+            definition::check_value(d, v).map_err(|r| invalid(&field, r))?;
+            if d.ty == InputType::Image {
+                let input = inputs::probe(
+                    &self.db,
+                    caller,
+                    &field,
+                    v.as_str().unwrap_or_default(),
+                    MAX_SOURCE_SIDE,
+                )
+                .await?;
+                images.insert(d.name.clone(), input);
+            } else {
+                values.insert(d.name.clone(), v.clone());
+            }
+        }
+
+        let mut b = Builder::default();
+        for &i in &checked.order {
+            let node = &graph.nodes[i];
+            let op = match &node.op {
+                NodeOp::Params { values: v } => {
+                    let body = params_body(&graph, &checked, i, v, Some(&values))?;
+                    let spec = self.validate_params(caller, &node.id, body).await?;
+                    b.specs.insert(b.next(), spec.clone());
+                    StepOp::Params {
+                        spec: Box::new(spec),
+                    }
+                }
+                NodeOp::Plugin { .. } => {
+                    let plugin = plugins[&node.id].clone();
+                    match sides[&node.id] {
+                        PluginSide::Pre => {
+                            let params = b
+                                .source_of(&checked, &images, i, "params")
+                                .expect("checked");
+                            if let Some(s) = b.specs.get(&params).cloned() {
+                                b.specs.insert(b.next(), s);
+                            }
+                            StepOp::Pre { plugin, params }
+                        }
+                        PluginSide::Post => {
+                            let from = b
+                                .source_of(&checked, &images, i, "images")
+                                .expect("checked");
+                            if let Some(e) = b.expect.get(&from).copied() {
+                                b.expect.insert(b.next(), e);
+                            }
+                            StepOp::Post {
+                                plugin,
+                                images: from,
+                                params: b.source_of(&checked, &images, i, "params"),
+                            }
+                        }
+                    }
+                }
+                NodeOp::Upscale { scale, model } => {
+                    let (model, scale) =
+                        self.upscale_model(caller, &node.id, *scale, model.as_deref())?;
+                    let source = b
+                        .source_of(&checked, &images, i, "source")
+                        .expect("checked");
+                    let from = b.expect.get(&source).copied().unwrap_or(Expect {
+                        count: 1,
+                        width: 1024,
+                        height: 1024,
+                    });
+                    let (w, h) = (from.width * scale, from.height * scale);
+                    if w > MAX_UPSCALED_SIDE || h > MAX_UPSCALED_SIDE {
+                        return Err(DefinitionError::node(
+                            &node.id,
+                            format!(
+                                "{w}x{h} after upscaling; at most {MAX_UPSCALED_SIDE} per side"
+                            ),
+                        )
+                        .into());
+                    }
+                    let m = self.generator.models.get(&model).expect("resolved");
+                    let secs = f64::from(from.count) * f64::from(w) * f64::from(h) / 1e6
+                        * m.gpu_seconds_per_megapixel_step;
+                    b.expect.insert(
+                        b.next(),
+                        Expect {
+                            count: from.count,
+                            width: w,
+                            height: h,
+                        },
+                    );
+                    StepOp::Infer {
+                        job_type: JobType::Upscale,
+                        params: None,
+                        source: Some(source),
+                        mask: None,
+                        scale: Some(scale),
+                        model,
+                        expected_gpu_seconds: secs,
+                    }
+                }
+                NodeOp::TextToImage | NodeOp::ImageToImage | NodeOp::Inpaint => {
+                    let job_type = match node.op {
+                        NodeOp::TextToImage => JobType::TextToImage,
+                        NodeOp::ImageToImage => JobType::ImageToImage,
+                        _ => JobType::Inpaint,
+                    };
+                    let params = b
+                        .source_of(&checked, &images, i, "params")
+                        .expect("checked");
+                    let source = b.source_of(&checked, &images, i, "source");
+                    let mask = b.source_of(&checked, &images, i, "mask");
+                    let mut spec = b.specs.get(&params).cloned().ok_or_else(|| {
+                        DefinitionError::port(&node.id, "params", "no parameters")
+                    })?;
+                    spec.job_type = job_type;
+                    let runs = match (job_type, source) {
+                        (JobType::ImageToImage, Some(s)) => b.expect.get(&s).map_or(1, |e| e.count),
+                        _ => 1,
+                    };
+                    let m = self.generator.models.get(spec.model()).ok_or_else(|| {
+                        DefinitionError::port(&node.id, "params", "unknown model")
+                    })?;
+                    let secs = f64::from(runs) * spec.expected_gpu_seconds(m);
+                    b.expect.insert(
+                        b.next(),
+                        Expect {
+                            count: runs * spec.generation.batch_size,
+                            width: spec.generation.width,
+                            height: spec.generation.height,
+                        },
+                    );
+                    StepOp::Infer {
+                        job_type,
+                        params: Some(params),
+                        source,
+                        mask,
+                        scale: None,
+                        model: spec.model().to_owned(),
+                        expected_gpu_seconds: secs,
+                    }
+                }
+                NodeOp::Output => StepOp::Output {
+                    images: b
+                        .source_of(&checked, &images, i, "images")
+                        .expect("checked"),
+                },
+            };
+            b.steps.push(Step {
+                node: node.id.clone(),
+                op,
+            });
+            b.step_of.insert(i, b.steps.len() - 1);
+        }
+
+        let plan = WorkflowPlan {
+            workflow_id: wf.row.id.clone(),
+            steps: b.steps,
+        };
+        let models = plan.models();
+        if models.is_empty() {
+            return Err(DefinitionError::whole("runs no inference step").into());
+        }
+        let spec = JobSpec {
+            job_type: JobType::Workflow,
+            generation: Generation {
+                model: joined_models(&models),
+                ..Generation::default()
+            },
+            save_to_board: self.generator.board(caller, save_to_board).await?,
+            workflow: Some(plan),
+            ..JobSpec::default()
+        };
+        Ok(Prepared {
+            spec,
+            inputs: images.into_values().collect(),
+        })
+    }
+
+    /// Each plugin node pinned as stored, resolved for the runner now: a
+    /// yanked or vanished version refuses the run, naming the node.
+    async fn plugins_for_run(
+        &self,
+        caller: &Caller,
+        graph: &Graph,
+    ) -> WorkflowResult<(HashMap<String, NodeSpec>, HashMap<String, PluginSide>)> {
+        let mut specs = HashMap::new();
+        let mut sides = HashMap::new();
+        for node in &graph.nodes {
+            let NodeOp::Plugin { plugin, config } = &node.op else {
+                continue;
+            };
+            let r = self
+                .resolve_plugin(caller, plugin)
+                .await?
+                .map_err(|reason| invalid(format!("nodes.{}.plugin", node.id), reason))?;
+            let side = r.side;
+            sides.insert(node.id.clone(), side);
+            specs.insert(
+                node.id.clone(),
+                NodeSpec {
+                    name: r.name,
+                    version: r.version,
+                    parameters: config.clone().unwrap_or_else(|| json!({})),
+                },
+            );
+        }
+        Ok((specs, sides))
+    }
+}

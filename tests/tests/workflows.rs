@@ -1,0 +1,677 @@
+//! 워크플로우 API and workflow runs, black-box.
+
+use pingvas_tests::{Session, TestServer, assert_error, png_base64};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// prompt → params → text-to-image → output.
+fn simple(model: &str) -> Value {
+    json!({
+        "kind": "graph",
+        "inputs": [
+            { "name": "prompt", "type": "string", "default": "a lighthouse" },
+            { "name": "seed", "type": "integer", "default": 7, "min": 0, "max": 1000 },
+        ],
+        "nodes": [
+            { "id": "p", "type": "params",
+              "values": { "model": model, "width": 64, "height": 64, "steps": 4 } },
+            { "id": "gen", "type": "text_to_image" },
+            { "id": "out", "type": "output" },
+        ],
+        "edges": [
+            { "from": "inputs.prompt", "to": "p.prompt" },
+            { "from": "inputs.seed", "to": "p.seed" },
+            { "from": "p.params", "to": "gen.params" },
+            { "from": "gen.images", "to": "out.images" },
+        ],
+    })
+}
+
+async fn create(srv: &TestServer, s: &Session, body: Value) -> (StatusCode, Value) {
+    srv.post("/workflows", Some(&s.access), body).await
+}
+
+async fn created(srv: &TestServer, s: &Session, body: Value) -> String {
+    let (status, b) = create(srv, s, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    b["data"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn run(srv: &TestServer, s: &Session, body: Value) -> (StatusCode, Value) {
+    srv.generate("workflow", &s.access, body).await
+}
+
+fn named(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn workflow_bytes(srv: &TestServer, s: &Session) -> i64 {
+    let (_, u) = srv.get("/storage/usage", Some(&s.access)).await;
+    u["data"]["breakdown"]["workflows"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn workflows_are_private_public_copied_and_counted() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let bob = srv.signup("bob@example.com").await;
+    let private = created(
+        &srv,
+        &alice,
+        json!({ "name": "Mine", "definition": simple("stable-diffusion-1.5"), "tags": ["Portrait"] }),
+    )
+    .await;
+    let public = created(
+        &srv,
+        &alice,
+        json!({ "name": "Shared", "description": "for all", "is_public": true,
+                "definition": simple("stable-diffusion-1.5"), "tags": ["landscape"] }),
+    )
+    .await;
+
+    // Storage counts the stored definitions, exactly.
+    let (_, a) = srv
+        .get(&format!("/workflows/{private}"), Some(&alice.access))
+        .await;
+    let (_, b) = srv
+        .get(&format!("/workflows/{public}"), Some(&alice.access))
+        .await;
+    let stored = a["data"]["definition_bytes"].as_i64().unwrap()
+        + b["data"]["definition_bytes"].as_i64().unwrap();
+    assert!(stored > 0);
+    assert_eq!(workflow_bytes(&srv, &alice).await, stored);
+    assert_eq!(a["data"]["tags"], json!(["portrait"]));
+    assert_eq!(a["data"]["inputs"][0]["name"], "prompt");
+    assert_eq!(a["data"]["is_owner"], true);
+
+    // Bob sees the public one only, cannot change it, can copy it.
+    let (_, list) = srv.get("/workflows", Some(&bob.access)).await;
+    assert_eq!(named(&list), vec!["Shared"]);
+    assert_eq!(list["meta"]["total"], 1);
+    let (s, _) = srv
+        .get(&format!("/workflows/{private}"), Some(&bob.access))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, seen) = srv
+        .get(&format!("/workflows/{public}"), Some(&bob.access))
+        .await;
+    assert_eq!(seen["data"]["is_owner"], false);
+    for (method, body) in [
+        (Method::PATCH, Some(json!({ "name": "hijacked" }))),
+        (Method::DELETE, None),
+    ] {
+        let r = srv
+            .call(
+                method,
+                &format!("/workflows/{public}"),
+                Some(&bob.access),
+                body,
+            )
+            .await;
+        assert_error(&r, StatusCode::NOT_FOUND, "NOT_FOUND");
+    }
+    let (s, copy) = srv
+        .post(
+            &format!("/workflows/{public}/copy"),
+            Some(&bob.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{copy}");
+    assert_eq!(copy["data"]["copied_from"], json!(public));
+    assert_eq!(copy["data"]["is_public"], false);
+    assert_eq!(copy["data"]["is_owner"], true);
+    let (_, mine) = srv.get("/workflows?scope=mine", Some(&bob.access)).await;
+    assert_eq!(named(&mine), vec!["Shared"]);
+    assert_error(
+        &srv.post(
+            &format!("/workflows/{private}/copy"),
+            Some(&bob.access),
+            json!({}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+
+    // Tags filter; the owner edits and deletes.
+    let (_, tagged) = srv
+        .get("/workflows?tag=landscape", Some(&alice.access))
+        .await;
+    assert_eq!(named(&tagged), vec!["Shared"]);
+    let (s, edited) = srv
+        .call(
+            Method::PATCH,
+            &format!("/workflows/{private}"),
+            Some(&alice.access),
+            Some(json!({ "name": "Renamed", "is_public": true, "tags": [] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{edited}");
+    assert_eq!(
+        (
+            edited["data"]["name"].clone(),
+            edited["data"]["tags"].clone()
+        ),
+        (json!("Renamed"), json!([]))
+    );
+    let (_, list) = srv.get("/workflows", Some(&bob.access)).await;
+    assert_eq!(list["meta"]["total"], 3, "two public and bob's copy");
+    let (s, _) = srv
+        .call(
+            Method::DELETE,
+            &format!("/workflows/{private}"),
+            Some(&alice.access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        workflow_bytes(&srv, &alice).await,
+        b["data"]["definition_bytes"].as_i64().unwrap(),
+        "the deleted definition no longer counts"
+    );
+    assert_error(
+        &srv.get(&format!("/workflows/{private}"), Some(&alice.access))
+            .await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+
+    // Field rules.
+    for (body, field) in [
+        (
+            json!({ "name": "", "definition": simple("stable-diffusion-1.5") }),
+            "name",
+        ),
+        (
+            json!({ "name": "x", "definition": simple("stable-diffusion-1.5"), "tags": ["no spaces"] }),
+            "tags",
+        ),
+    ] {
+        let e = assert_error(
+            &create(&srv, &alice, body).await,
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETERS",
+        );
+        assert_eq!(e["details"]["field"], field);
+    }
+}
+
+/// The VALIDATION_ERROR of creating a workflow with `definition`:
+/// (node, port, reason).
+async fn refused(srv: &TestServer, s: &Session, definition: Value) -> (Value, Value, String) {
+    let r = create(srv, s, json!({ "name": "bad", "definition": definition })).await;
+    let e = assert_error(&r, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    let d = &e["details"];
+    (
+        d["node"].clone(),
+        d["port"].clone(),
+        d["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn definitions_are_checked_at_save_naming_node_and_port() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    srv.publish_node(&alice.access, "watermark", "watermark")
+        .await;
+
+    // A cycle.
+    let mut cyclic = simple("stable-diffusion-1.5");
+    cyclic["nodes"].as_array_mut().unwrap().extend([
+        json!({ "id": "a", "type": "upscale" }),
+        json!({ "id": "b", "type": "upscale" }),
+    ]);
+    cyclic["edges"].as_array_mut().unwrap().extend([
+        json!({ "from": "a.images", "to": "b.source" }),
+        json!({ "from": "b.images", "to": "a.source" }),
+    ]);
+    let (node, _, reason) = refused(&srv, &alice, cyclic).await;
+    assert!(reason.contains("cycle"), "{reason}");
+    assert!(node == "a" || node == "b", "{node}");
+
+    // Incompatible ports.
+    let mut wrong = simple("stable-diffusion-1.5");
+    wrong["edges"][2] = json!({ "from": "inputs.prompt", "to": "gen.params" });
+    let (node, port, reason) = refused(&srv, &alice, wrong).await;
+    assert_eq!((node, port), (json!("gen"), json!("params")));
+    assert!(reason.contains("takes params"), "{reason}");
+
+    // A missing required port.
+    let mut open = simple("stable-diffusion-1.5");
+    open["edges"].as_array_mut().unwrap().remove(3);
+    let (node, port, _) = refused(&srv, &alice, open).await;
+    assert_eq!((node, port), (json!("out"), json!("images")));
+
+    // Unknown model; a model above the tier; a bad parameter.
+    let (node, port, _) = refused(&srv, &alice, simple("no-such-model")).await;
+    assert_eq!((node, port), (json!("p"), json!("model")));
+    let (node, port, reason) = refused(&srv, &alice, simple("stable-diffusion-xl")).await;
+    assert_eq!((node, port), (json!("p"), json!("model")));
+    assert!(reason.contains("tier"), "{reason}");
+    let mut steps = simple("stable-diffusion-1.5");
+    steps["nodes"][0]["values"]["steps"] = json!(500);
+    let (node, port, _) = refused(&srv, &alice, steps).await;
+    assert_eq!((node, port), (json!("p"), json!("steps")));
+
+    // Plugins: unknown, and a post-node used where params flow.
+    let with_plugin = |plugin: &str| {
+        let mut d = simple("stable-diffusion-1.5");
+        d["nodes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "id": "node", "type": "plugin", "plugin": plugin }));
+        d["edges"][2] = json!({ "from": "p.params", "to": "node.params" });
+        d["edges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "from": "node.params", "to": "gen.params" }));
+        d
+    };
+    let (node, _, reason) = refused(&srv, &alice, with_plugin("nonexistent@1.0.0")).await;
+    assert_eq!(node, json!("node"));
+    assert!(reason.contains("no plugin"), "{reason}");
+    let (node, port, reason) = refused(&srv, &alice, with_plugin("watermark@0.1.0")).await;
+    assert_eq!(node, json!("node"));
+    assert!(
+        port == json!("params") || reason.contains("out-port"),
+        "{port} {reason}"
+    );
+
+    // Not a graph at all.
+    let (node, _, reason) = refused(&srv, &alice, json!({ "nodes": [] })).await;
+    assert_eq!(node, Value::Null);
+    assert!(reason.contains("graph"), "{reason}");
+    let (node, _, _) = refused(
+        &srv,
+        &alice,
+        json!({ "kind": "graph", "nodes": [{ "id": "x", "type": "warp" }] }),
+    )
+    .await;
+    assert_eq!(node, json!("x"));
+}
+
+/// prompt → params → prompt-style (pre) → text-to-image → watermark (post)
+/// → upscale ×2 → output; and the text-to-image images to a second output.
+fn pipeline() -> Value {
+    json!({
+        "kind": "graph",
+        "inputs": [{ "name": "prompt", "type": "string" }],
+        "nodes": [
+            { "id": "p", "type": "params",
+              "values": { "model": "stable-diffusion-1.5", "width": 64, "height": 64, "steps": 4, "seed": 3 } },
+            { "id": "style", "type": "plugin", "plugin": "prompt-style",
+              "config": { "style": "cinematic" } },
+            { "id": "gen", "type": "text_to_image" },
+            { "id": "mark", "type": "plugin", "plugin": "watermark@0.1.0",
+              "config": { "text": "PV" } },
+            { "id": "big", "type": "upscale", "scale": 2 },
+            { "id": "final", "type": "output" },
+        ],
+        "edges": [
+            { "from": "inputs.prompt", "to": "p.prompt" },
+            { "from": "p.params", "to": "style.params" },
+            { "from": "style.params", "to": "gen.params" },
+            { "from": "gen.images", "to": "mark.images" },
+            { "from": "style.params", "to": "mark.params" },
+            { "from": "mark.images", "to": "big.source" },
+            { "from": "big.images", "to": "final.images" },
+        ],
+    })
+}
+
+#[tokio::test]
+async fn a_graph_of_nodes_and_inference_runs_into_the_gallery() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    srv.publish_node(&alice.access, "prompt-style", "prompt-style")
+        .await;
+    srv.publish_node(&alice.access, "watermark", "watermark")
+        .await;
+    let (_, board) = srv
+        .post("/boards", Some(&alice.access), json!({ "name": "runs" }))
+        .await;
+    let board = board["data"]["id"].as_str().unwrap().to_owned();
+    let id = created(
+        &srv,
+        &alice,
+        json!({ "name": "styled", "definition": pipeline() }),
+    )
+    .await;
+    let (_, stored) = srv
+        .get(&format!("/workflows/{id}"), Some(&alice.access))
+        .await;
+    assert_eq!(
+        stored["data"]["definition"]["nodes"][1]["plugin"], "prompt-style@0.1.0",
+        "a bare plugin name is pinned at save"
+    );
+
+    let before = srv.credits(&alice.user_id).await;
+    let mut events = srv.events(&alice.access, None).await;
+    // The prompt has no default: a run must give it.
+    let e = assert_error(
+        &run(&srv, &alice, json!({ "workflow_id": id })).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETERS",
+    );
+    assert_eq!(e["details"]["field"], "inputs.prompt");
+    let e = assert_error(
+        &run(
+            &srv,
+            &alice,
+            json!({ "workflow_id": id, "inputs": { "prompt": "x", "colour": "red" } }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETERS",
+    );
+    assert_eq!(e["details"]["field"], "inputs.colour");
+    assert_eq!(
+        srv.credits(&alice.user_id).await,
+        before,
+        "nothing reserved"
+    );
+
+    let (s, b) = run(
+        &srv,
+        &alice,
+        json!({ "workflow_id": id, "inputs": { "prompt": "a castle" }, "save_to_board": board }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let job = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let estimated = b["data"]["estimated_credits"].as_i64().unwrap();
+    let end = events.until_end(&job).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let images = end["data"]["images"].as_array().unwrap().clone();
+    assert_eq!(images.len(), 1, "{end}");
+    // Progress counts the plan's steps and names the node at work.
+    let progress: Vec<&Value> = events
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "job.progress" && e["data"]["job_id"] == job)
+        .map(|e| &e["data"])
+        .collect();
+    let last = progress.last().expect("progress before the end");
+    assert_eq!(
+        (last["percent"].as_i64(), last["step"].clone()),
+        (Some(100), last["total_steps"].clone())
+    );
+    let nodes: Vec<&str> = progress.iter().filter_map(|p| p["node"].as_str()).collect();
+    assert!(!nodes.is_empty(), "{progress:?}");
+    for n in nodes {
+        assert!(
+            ["p", "style", "gen", "mark", "big", "final", "inputs.prompt"].contains(&n),
+            "{n}"
+        );
+    }
+    let image_id = images[0]["image_id"].as_str().unwrap();
+    let (_, detail) = srv
+        .get(&format!("/images/{image_id}"), Some(&alice.access))
+        .await;
+    let d = &detail["data"];
+    assert_eq!(
+        (d["width"].as_i64(), d["height"].as_i64()),
+        (Some(128), Some(128))
+    );
+    assert_eq!(d["metadata"]["workflow_id"], json!(id));
+    assert_eq!(d["metadata"]["workflow_node"], "final");
+    assert_eq!(d["metadata"]["job_type"], "workflow");
+    assert_eq!(
+        d["metadata"]["models"],
+        json!(["real-esrgan", "stable-diffusion-1.5"])
+    );
+    assert_eq!(d["boards"][0]["id"], json!(board));
+    assert_eq!(d["generation_job_id"], json!(job));
+
+    // Charged what was used, no more than reserved; the rest released.
+    let after = srv.credits(&alice.user_id).await;
+    let charged = before.0 - after.0;
+    assert!(
+        charged >= 1 && charged <= estimated,
+        "{charged} of {estimated}"
+    );
+    assert_eq!(after.1, 0, "nothing stays reserved");
+    let row = srv.job(&alice.access, &job).await;
+    assert_eq!(row["credits_used"].as_i64(), Some(charged), "{row}");
+}
+
+#[tokio::test]
+async fn the_estimate_sums_each_inference_step_at_its_models_rate() {
+    let srv = TestServer::start_with(|c| c.worker_paused = true).await;
+    let alice = srv.signup("alice@example.com").await;
+    srv.set_tier("alice@example.com", "pro").await;
+    srv.set_credits(&alice.user_id, 10_000).await;
+    // SDXL (2 credits/s, 0.12 s per megapixel-step) then SD 1.5 (1 credit/s,
+    // 0.08 s) image-to-image on its output.
+    let definition = json!({
+        "kind": "graph",
+        "nodes": [
+            { "id": "xl", "type": "params",
+              "values": { "model": "stable-diffusion-xl", "prompt": "a", "width": 1024, "height": 1024, "steps": 50 } },
+            { "id": "sd", "type": "params",
+              "values": { "model": "stable-diffusion-1.5", "prompt": "b", "width": 1024, "height": 1024, "steps": 50, "strength": 0.4 } },
+            { "id": "gen", "type": "text_to_image" },
+            { "id": "refine", "type": "image_to_image" },
+            { "id": "out", "type": "output" },
+        ],
+        "edges": [
+            { "from": "xl.params", "to": "gen.params" },
+            { "from": "sd.params", "to": "refine.params" },
+            { "from": "gen.images", "to": "refine.source" },
+            { "from": "refine.images", "to": "out.images" },
+        ],
+    });
+    let id = created(
+        &srv,
+        &alice,
+        json!({ "name": "two models", "definition": definition }),
+    )
+    .await;
+    let (s, b) = run(&srv, &alice, json!({ "workflow_id": id })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let mp = 1024.0 * 1024.0 / 1e6;
+    let xl = (mp * 50.0 * 0.12 * 2.0_f64).ceil() as i64;
+    let sd = (mp * 50.0 * 0.08 * 1.0_f64).ceil() as i64;
+    assert_eq!(
+        b["data"]["estimated_credits"].as_i64(),
+        Some(xl + sd),
+        "{b}"
+    );
+    assert_ne!(xl, 2 * sd, "the two rates are told apart");
+    let (_, _, available) = srv.credits(&alice.user_id).await;
+    assert_eq!(available, 10_000 - xl - sd, "the sum is reserved");
+}
+
+#[tokio::test]
+async fn image_inputs_and_a_yanked_plugin() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    srv.publish_node(&alice.access, "grayscale", "grayscale")
+        .await;
+    let definition = json!({
+        "kind": "graph",
+        "inputs": [{ "name": "photo", "type": "image" }],
+        "nodes": [
+            { "id": "grey", "type": "plugin", "plugin": "grayscale@0.1.0" },
+            { "id": "big", "type": "upscale", "scale": 2 },
+            { "id": "out", "type": "output" },
+        ],
+        "edges": [
+            { "from": "inputs.photo", "to": "grey.images" },
+            { "from": "grey.images", "to": "big.source" },
+            { "from": "big.images", "to": "out.images" },
+        ],
+    });
+    let id = created(
+        &srv,
+        &alice,
+        json!({ "name": "grey", "definition": definition }),
+    )
+    .await;
+    let mut events = srv.events(&alice.access, None).await;
+    let (s, b) = run(
+        &srv,
+        &alice,
+        json!({ "workflow_id": id, "inputs": { "photo": png_base64(40, 30, [200, 10, 10]) } }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let end = events
+        .until_end(b["data"]["job_id"].as_str().unwrap())
+        .await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let image_id = end["data"]["images"][0]["image_id"].as_str().unwrap();
+    let row = pingvas_tests::pingvas_host::store::images::get(&srv.state.db, image_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.width, row.height), (80, 60));
+    let png = srv.state.blobs.get(&row.blob_key).await.unwrap();
+    let img = image::load_from_memory(&png).unwrap().to_rgba8();
+    assert!(
+        img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+        "the input went through the grayscale node"
+    );
+
+    // A bad image input names the input.
+    let e = assert_error(
+        &run(
+            &srv,
+            &alice,
+            json!({ "workflow_id": id, "inputs": { "photo": "not an image" } }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETERS",
+    );
+    assert_eq!(e["details"]["field"], "inputs.photo");
+
+    // The plugin is yanked after save: a run is refused, naming the node,
+    // with nothing reserved.
+    let (s, _) = srv
+        .call(
+            Method::DELETE,
+            "/plugins/grayscale/versions/0.1.0",
+            Some(&alice.access),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let before = srv.credits(&alice.user_id).await;
+    let e = assert_error(
+        &run(
+            &srv,
+            &alice,
+            json!({ "workflow_id": id, "inputs": { "photo": image_id } }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETERS",
+    );
+    assert_eq!(e["details"]["field"], "nodes.grey.plugin");
+    assert!(
+        e["details"]["reason"].as_str().unwrap().contains("yanked"),
+        "{e}"
+    );
+    assert_eq!(srv.credits(&alice.user_id).await, before);
+
+    // Someone else's private workflow cannot be run.
+    let bob = srv.signup("bob@example.com").await;
+    assert_error(
+        &run(&srv, &bob, json!({ "workflow_id": id })).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    );
+}
+
+/// SQLite cannot alter the jobs' CHECK: migration 0007 rebuilds the table.
+/// A database at 0006 with a job and its image keeps both, linked.
+#[tokio::test]
+async fn the_jobs_rebuild_keeps_every_job_and_image_link() {
+    use pingvas_tests::pingvas_host::store::Db;
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir(&migrations).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0007" {
+            std::fs::copy(&path, migrations.join(&name)).unwrap();
+        }
+    }
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let pool = sqlx::SqlitePool::connect_with(
+        url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .unwrap()
+            .create_if_missing(true)
+            .foreign_keys(true),
+    )
+    .await
+    .unwrap();
+    sqlx::migrate::Migrator::new(migrations.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ('u', 'e@x', 'n', 't', 't')",
+        "INSERT INTO jobs (id, user_id, job_type, status, priority, model, params, hold_id, \
+         estimated_credits, seq, queued_at, node_seconds) \
+         VALUES ('j', 'u', 'upscale', 'completed', 1, 'm', '{}', 'h', 3, 1, 't', 0.5)",
+        "INSERT INTO images (id, user_id, job_id, blob_key, thumb_key, width, height, file_size, \
+         mime_type, is_starred, is_public, metadata, created_at) \
+         VALUES ('i', 'u', 'j', 'b', 't', 1, 1, 1, 'image/png', FALSE, FALSE, '{}', 't')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let db = Db::connect(&url, 2).await.unwrap();
+    db.migrate().await.unwrap();
+    let Db::Sqlite(pool, _) = &db else {
+        unreachable!()
+    };
+    let link: Option<String> = sqlx::query_scalar("SELECT job_id FROM images WHERE id = 'i'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(link.as_deref(), Some("j"));
+    let job: (String, i64, f64) =
+        sqlx::query_as("SELECT job_type, estimated_credits, node_seconds FROM jobs WHERE id = 'j'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(job, ("upscale".into(), 3, 0.5));
+    // The new type is allowed, an unknown one still is not.
+    let insert = |t: &'static str| {
+        format!(
+            "INSERT INTO jobs (id, user_id, job_type, status, priority, model, params, hold_id, \
+             estimated_credits, seq, queued_at) VALUES ('{t}', 'u', '{t}', 'queued', 1, 'm', '{{}}', 'h', 1, 2, 't')"
+        )
+    };
+    sqlx::query(&insert("workflow"))
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(
+        sqlx::query(&insert("teleport"))
+            .execute(pool)
+            .await
+            .is_err()
+    );
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert!(broken.is_empty(), "no row points at a missing parent");
+}
