@@ -64,7 +64,7 @@ async fn filters_by_type_and_base() {
         .await;
     assert_eq!(names(&main_flux), ["flux-dev"]);
     let (_, loras) = srv.get("/models?type=lora", Some(&u.access)).await;
-    assert_eq!(names(&loras), ["add_detail"]);
+    assert_eq!(names(&loras), ["add_detail", "detail-tweaker"]);
     let (_, sdxl) = srv.get("/models?base=sdxl", Some(&u.access)).await;
     assert_eq!(names(&sdxl).len(), 4);
     assert_error(

@@ -675,3 +675,232 @@ async fn the_jobs_rebuild_keeps_every_job_and_image_link() {
         .unwrap();
     assert!(broken.is_empty(), "no row points at a missing parent");
 }
+
+/// An export of InvokeAI's workflow library (`../shared/fixtures`).
+fn invokeai_export(file: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/invokeai/workflows")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn import(srv: &TestServer, s: &Session, export: Value) -> Value {
+    let (status, b) = srv
+        .post("/workflows/import/invokeai", Some(&s.access), export)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    b["data"].clone()
+}
+
+fn mapped(w: &Value) -> Vec<(String, String, String)> {
+    w["import"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["model"].as_str().unwrap().to_owned(),
+                m["matched_by"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn node_of<'a>(w: &'a Value, kind: &str) -> &'a Value {
+    w["definition"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} node in {w}"))
+}
+
+#[tokio::test]
+async fn invokeai_exports_import_and_run() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    srv.set_tier("alice@example.com", "pro").await;
+
+    // SD 1.5: the exposed prompts and size become inputs; it runs.
+    let sd = import(&srv, &alice, invokeai_export("Text_to_Image_-_SD1.5.json")).await;
+    assert_eq!(sd["name"], "Text to Image - SD1.5");
+    assert_eq!(
+        mapped(&sd),
+        vec![("model".into(), "stable-diffusion-1.5".into(), "base".into())]
+    );
+    let inputs: Vec<&str> = sd["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    // Named by the nodes' labels (else by the field they set).
+    assert_eq!(
+        inputs,
+        [
+            "positive_compel_prompt",
+            "negative_compel_prompt",
+            "width",
+            "height"
+        ]
+    );
+    assert_eq!(
+        sd["inputs"][0]["default"],
+        "Super cute tiger cub, national geographic award-winning photograph"
+    );
+    let p = node_of(&sd, "params");
+    assert_eq!(
+        (
+            p["values"]["steps"].clone(),
+            p["values"]["cfg_scale"].clone(),
+            p["values"]["seed"].clone()
+        ),
+        (json!(30), json!(7.5), json!(-1)),
+        "{p}"
+    );
+    assert_eq!(p["values"]["sampler"], "dpmpp_sde", "dpmpp_sde_k → nearest");
+    assert!(sd["import"]["notes"].to_string().contains("dpmpp_sde_k"));
+    let mut events = srv.events(&alice.access, None).await;
+    let (s, b) = run(
+        &srv,
+        &alice,
+        json!({ "workflow_id": sd["id"],
+                "inputs": { "width": 64, "height": 64, "positive_compel_prompt": "a tiger" } }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let end = events
+        .until_end(b["data"]["job_id"].as_str().unwrap())
+        .await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+
+    // SDXL: prompts come through `string` nodes (the exposed ones become
+    // inputs named by their labels); the model maps by the loader's base.
+    let xl = import(&srv, &alice, invokeai_export("Text_to_Image_-_SDXL.json")).await;
+    assert_eq!(
+        mapped(&xl),
+        vec![("model".into(), "stable-diffusion-xl".into(), "base".into())]
+    );
+    let names: Vec<&str> = xl["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["positive_prompt", "negative_prompt"]);
+    let p = node_of(&xl, "params");
+    assert_eq!(
+        (
+            p["values"]["steps"].clone(),
+            p["values"]["width"].clone(),
+            p["values"]["sampler"].clone()
+        ),
+        (json!(32), json!(1024), json!("dpmpp_2m_karras"))
+    );
+
+    // LoRA: the LoRA loader's reference maps to the catalogue's LoRA for
+    // the model's base.
+    let lora = import(
+        &srv,
+        &alice,
+        invokeai_export("Text_to_Image_with_LoRA.json"),
+    )
+    .await;
+    assert_eq!(
+        mapped(&lora),
+        vec![
+            ("model".into(), "stable-diffusion-1.5".into(), "base".into()),
+            ("lora".into(), "detail-tweaker".into(), "base".into()),
+        ]
+    );
+    assert_eq!(
+        node_of(&lora, "params")["values"]["loras"],
+        json!([{ "name": "detail-tweaker", "weight": 1.0 }])
+    );
+
+    // FLUX image-to-image: an image input and the strength of
+    // 1 − denoising_start.
+    let flux = import(&srv, &alice, invokeai_export("FLUX_Image_to_Image.json")).await;
+    assert_eq!(
+        mapped(&flux),
+        vec![("model".into(), "flux-dev".into(), "base".into())]
+    );
+    assert_eq!(node_of(&flux, "image_to_image")["type"], "image_to_image");
+    assert_eq!(node_of(&flux, "params")["values"]["strength"], json!(0.96));
+    assert!(
+        flux["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "image" && i["type"] == "image"),
+        "{flux}"
+    );
+}
+
+#[tokio::test]
+async fn invokeai_imports_name_what_they_cannot_map_and_follow_model_references() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+
+    // Node types it cannot map are all named; nothing is stored.
+    let mut export = invokeai_export("Text_to_Image_-_SD1.5.json");
+    for kind in ["ip_adapter", "controlnet"] {
+        export["nodes"].as_array_mut().unwrap().push(json!({
+            "id": kind, "type": "invocation",
+            "data": { "id": kind, "type": kind, "inputs": {} }
+        }));
+    }
+    let e = assert_error(
+        &srv.post("/workflows/import/invokeai", Some(&alice.access), export)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+    );
+    assert!(
+        e["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("controlnet, ip_adapter"),
+        "{e}"
+    );
+    assert_eq!(workflow_bytes(&srv, &alice).await, 0);
+
+    // A reference by hash wins over the name; a name over the base. The
+    // spec's POST /workflows takes an export as its definition too.
+    let mut export = invokeai_export("Text_to_Image_-_SD1.5.json");
+    let loader = export["nodes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|n| n["data"]["type"] == "main_model_loader")
+        .unwrap();
+    loader["data"]["inputs"]["model"]["value"] = json!({
+        "key": "0b2c1a", "hash": "blake3:e1441589a6ffee", "name": "Some Other Name", "base": "sd-1", "type": "main"
+    });
+    let (s, w) = create(
+        &srv,
+        &alice,
+        json!({ "name": "by hash", "definition": export.clone() }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{w}");
+    assert_eq!(
+        mapped(&w["data"]),
+        vec![("model".into(), "stable-diffusion-1.5".into(), "hash".into())]
+    );
+    let loader = export["nodes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|n| n["data"]["type"] == "main_model_loader")
+        .unwrap();
+    loader["data"]["inputs"]["model"]["value"] =
+        json!({ "key": "x", "hash": "", "name": "Stable Diffusion 1.5", "base": "sd-1" });
+    let w = import(&srv, &alice, export).await;
+    assert_eq!(
+        mapped(&w),
+        vec![("model".into(), "stable-diffusion-1.5".into(), "name".into())]
+    );
+}

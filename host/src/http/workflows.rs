@@ -14,13 +14,14 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, CurrentUser};
 use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::workflows::{NewWorkflow, Workflow, WorkflowError, WorkflowPatch};
+use crate::workflows::{ImportReport, NewWorkflow, Workflow, WorkflowError, WorkflowPatch};
 
 pub fn router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get_workflow, update, delete))
         .routes(routes!(copy))
+        .routes(routes!(import_invokeai))
 }
 
 impl From<WorkflowError> for ApiError {
@@ -64,6 +65,11 @@ pub struct WorkflowView {
     pub definition_bytes: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// How an InvokeAI export was converted (the answer to an import only):
+    /// each model reference and the catalogue model it now uses, and what
+    /// was approximated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportReport>,
 }
 
 impl WorkflowView {
@@ -86,6 +92,7 @@ impl WorkflowView {
             definition_bytes: w.row.definition_bytes,
             created_at: w.row.created_at,
             updated_at: w.row.updated_at,
+            import: w.imported,
         }
     }
 }
@@ -253,5 +260,22 @@ async fn copy(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let w = state.workflows.copy(&user, &id).await?;
+    Ok(ok(WorkflowView::of(w, &user.id, true)).status(StatusCode::CREATED))
+}
+
+/// InvokeAI 워크플로우 가져오기 — the body is a workflow exported from
+/// InvokeAI's workflow library; it becomes a private graph workflow. The
+/// answer's `import` shows which catalogue model each model reference now
+/// uses (by hash, name, or the loader's base) and what was approximated.
+#[utoipa::path(post, path = "/workflows/import/invokeai", tag = "workflows", security(("bearer" = [])),
+    request_body(content = Object, description = "An InvokeAI workflow export"),
+    responses((status = 201, body = Envelope<WorkflowView>),
+        (status = 400, description = "VALIDATION_ERROR: node types it cannot map are named", body = ErrorEnvelope)))]
+async fn import_invokeai(
+    State(state): State<SharedState>,
+    user: CurrentUser,
+    ApiJson(export): ApiJson<Value>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let w = state.workflows.import_invokeai(&user, export).await?;
     Ok(ok(WorkflowView::of(w, &user.id, true)).status(StatusCode::CREATED))
 }

@@ -5,6 +5,7 @@
 //! HTTP.
 
 pub mod definition;
+pub mod invokeai;
 pub mod plan;
 mod run;
 
@@ -57,6 +58,16 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> WorkflowError
 pub struct Workflow {
     pub row: WorkflowRow,
     pub tags: Vec<String>,
+    /// How an InvokeAI export was converted, when it was just imported.
+    pub imported: Option<ImportReport>,
+}
+
+/// What an InvokeAI import mapped and approximated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    #[schema(value_type = Vec<Object>)]
+    pub models: Vec<invokeai::ModelMapping>,
+    pub notes: Vec<String>,
 }
 
 /// What `create` takes.
@@ -147,7 +158,11 @@ impl Workflows {
             .filter(|w| w.user_id == viewer || w.is_public)
             .ok_or(WorkflowError::NotFound)?;
         let tags = q::tags_of(&self.db, id).await?;
-        Ok(Workflow { row, tags })
+        Ok(Workflow {
+            row,
+            tags,
+            imported: None,
+        })
     }
 
     pub async fn list(
@@ -166,13 +181,56 @@ impl Workflows {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let tags = q::tags_of(&self.db, &row.id).await?;
-            out.push(Workflow { row, tags });
+            out.push(Workflow {
+                row,
+                tags,
+                imported: None,
+            });
         }
         Ok((out, total))
     }
 
-    pub async fn create(&self, caller: &Caller, new: NewWorkflow) -> WorkflowResult<Workflow> {
-        self.insert(caller, new, None).await
+    /// Stores a new workflow; a definition in InvokeAI's export format is
+    /// converted first (`invokeai`), and the answer says how.
+    pub async fn create(&self, caller: &Caller, mut new: NewWorkflow) -> WorkflowResult<Workflow> {
+        if !invokeai::is_export(&new.definition) {
+            return self.insert(caller, new, None).await;
+        }
+        let imported = invokeai::import(&new.definition, &self.generator.models)?;
+        new.definition = imported.definition;
+        let mut w = self.insert(caller, new, None).await?;
+        w.imported = Some(ImportReport {
+            models: imported.models,
+            notes: imported.notes,
+        });
+        Ok(w)
+    }
+
+    /// Imports an InvokeAI workflow export as a new private workflow named
+    /// as the export is.
+    pub async fn import_invokeai(
+        &self,
+        caller: &Caller,
+        export: Value,
+    ) -> WorkflowResult<Workflow> {
+        if !invokeai::is_export(&export) {
+            return Err(DefinitionError::whole(
+                "not an InvokeAI workflow export (nodes with data, edges)",
+            )
+            .into());
+        }
+        let imported = invokeai::import(&export, &self.generator.models)?;
+        self.create(
+            caller,
+            NewWorkflow {
+                name: imported.name.chars().take(100).collect(),
+                description: imported.description.chars().take(2000).collect(),
+                definition: export,
+                is_public: false,
+                tags: imported.tags,
+            },
+        )
+        .await
     }
 
     async fn insert(
@@ -206,7 +264,11 @@ impl Workflows {
         let mut tx = self.db.begin().await?;
         q::insert(&mut tx, &row, &tags).await?;
         tx.commit().await?;
-        Ok(Workflow { row, tags })
+        Ok(Workflow {
+            row,
+            tags,
+            imported: None,
+        })
     }
 
     /// Only the owner edits; another user's workflow is `NotFound`.
@@ -229,6 +291,13 @@ impl Workflows {
         }
         let tags = patch.tags.as_deref().map(check_tags).transpose()?;
         if let Some(def) = &patch.definition {
+            let converted;
+            let def = if invokeai::is_export(def) {
+                converted = invokeai::import(def, &self.generator.models)?.definition;
+                &converted
+            } else {
+                def
+            };
             row.definition = self.check_definition(caller, def).await?;
             row.definition_bytes = row.definition.len() as i64;
             let growth = row.definition_bytes - before.definition_bytes;
@@ -249,7 +318,11 @@ impl Workflows {
             Some(t) => t,
             None => q::tags_of(&self.db, id).await?,
         };
-        Ok(Workflow { row, tags })
+        Ok(Workflow {
+            row,
+            tags,
+            imported: None,
+        })
     }
 
     pub async fn delete(&self, user_id: &str, id: &str) -> WorkflowResult<()> {

@@ -21,6 +21,30 @@ pub(super) fn scheduler(sampler: &str) -> &str {
     }
 }
 
+/// The sampler of an InvokeAI scheduler (workflow import): `scheduler`'s
+/// inverse, and whether the match is exact (else the nearest).
+pub fn sampler_of(scheduler: &str) -> (&'static str, bool) {
+    let exact = crate::queue::job::SAMPLERS
+        .iter()
+        .find(|s| self::scheduler(s) == scheduler);
+    if let Some(s) = exact {
+        return (s, true);
+    }
+    let nearest = match scheduler {
+        s if s.starts_with("dpmpp_2m") => "dpmpp_2m_karras",
+        s if s.starts_with("dpmpp_sde") || s.starts_with("dpmpp_3m") => "dpmpp_sde",
+        s if s.starts_with("kdpm_2_a") => "dpm_2_a",
+        s if s.starts_with("kdpm_2") || s.starts_with("dpm") => "dpm_2",
+        s if s.starts_with("euler_a") => "euler_a",
+        s if s.starts_with("heun") => "heun",
+        s if s.starts_with("lms") => "lms",
+        s if s.starts_with("unipc") => "unipc",
+        s if s.starts_with("ddim") || s.starts_with("ddpm") => "ddim",
+        _ => "euler",
+    };
+    (nearest, false)
+}
+
 /// A graph under construction: nodes by id, edges between fields.
 #[derive(Default)]
 pub(super) struct Graph {

@@ -19,6 +19,7 @@ use image::RgbaImage;
 use serde_json::{Value, json};
 
 mod graph;
+pub use graph::sampler_of;
 
 use graph::{Graph, Latents, OUTPUT, denoise_graph};
 
