@@ -670,3 +670,46 @@ impl TestServer {
         );
     }
 }
+
+/// A `pingvas worker` process, killed when dropped.
+pub struct WorkerProcess {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl WorkerProcess {
+    pub fn start(srv: &TestServer) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(pingvas_bin())
+            .args([
+                "worker",
+                "--server",
+                &srv.base,
+                "--token",
+                WORKER_TOKEN,
+                "--backend",
+                "cpu-reference",
+            ])
+            .current_dir(dir.path())
+            .env("PINGVAS_DATA_DIR", dir.path())
+            .env_remove("PINGVAS_WORKER_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pingvas worker");
+        WorkerProcess { child, _dir: dir }
+    }
+
+    /// SIGKILL: no goodbye, no report, the lease just stops being renewed.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

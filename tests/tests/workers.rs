@@ -2,56 +2,11 @@
 //! killed mid-job), lease expiry and retry limits, and the `comfyui` and
 //! `invokeai` backends against fakes of those servers.
 
-use std::process::{Child, Command, Stdio};
-
 use pingvas_tests::fakes::{FakeComfy, FakeInvoke};
 use pingvas_tests::pingvas_host::store::jobs;
-use pingvas_tests::{TestServer, WORKER_TOKEN, assert_error, pingvas_bin, png_base64, small_job};
+use pingvas_tests::{TestServer, WORKER_TOKEN, WorkerProcess, assert_error, png_base64, small_job};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// A `pingvas worker` process, killed when dropped.
-struct WorkerProcess {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl WorkerProcess {
-    fn start(srv: &TestServer) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(pingvas_bin())
-            .args([
-                "worker",
-                "--server",
-                &srv.base,
-                "--token",
-                WORKER_TOKEN,
-                "--backend",
-                "cpu-reference",
-            ])
-            .current_dir(dir.path())
-            .env("PINGVAS_DATA_DIR", dir.path())
-            .env_remove("PINGVAS_WORKER_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pingvas worker");
-        WorkerProcess { child, _dir: dir }
-    }
-
-    /// SIGKILL: no goodbye, no report, the lease just stops being renewed.
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn remote_only(ttl: u64, attempts: u32) -> TestServer {
     TestServer::start_with(|c| {

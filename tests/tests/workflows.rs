@@ -904,3 +904,259 @@ async fn invokeai_imports_name_what_they_cannot_map_and_follow_model_references(
         vec![("model".into(), "stable-diffusion-1.5".into(), "name".into())]
     );
 }
+
+/// hires-fix declared as a component workflow, base size 64.
+fn hires_fix(base: u32, refine_steps: u32) -> Value {
+    let big = base * 2;
+    json!({
+        "kind": "component",
+        "plugin": "hires-fix",
+        "inputs": [
+            { "name": "prompt", "type": "string", "default": "a harbour at dawn" },
+            { "name": "width", "type": "integer", "default": base },
+            { "name": "height", "type": "integer", "default": base },
+            { "name": "steps", "type": "integer", "default": refine_steps * 2 },
+            { "name": "image", "type": "image", "optional": true },
+            { "name": "post_node", "type": "string", "optional": true },
+        ],
+        "steps": [
+            { "type": "text_to_image", "model": "stable-diffusion-1.5", "width": base, "height": base, "steps": refine_steps * 2 },
+            { "type": "upscale", "model": "real-esrgan", "width": big, "height": big },
+            { "type": "image_to_image", "model": "stable-diffusion-1.5", "width": big, "height": big, "steps": refine_steps },
+        ],
+    })
+}
+
+async fn publish_hires_fix(srv: &TestServer, s: &Session) {
+    let (status, b) = srv
+        .publish(
+            &s.access,
+            pingvas_tests::manifest("hires-fix", "0.1.0", "workflow", "public"),
+            pingvas_tests::plugin_wasm("hires-fix"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+}
+
+/// Runs workflow `id` with `inputs` to its end event.
+async fn run_to_end(srv: &TestServer, s: &Session, id: &str, inputs: Value) -> (Value, i64) {
+    let mut events = srv.events(&s.access, None).await;
+    // A remote worker registers on its first poll; until then nobody serves.
+    let (status, b) = loop {
+        let r = run(srv, s, json!({ "workflow_id": id, "inputs": inputs })).await;
+        if r.0 != StatusCode::SERVICE_UNAVAILABLE {
+            break r;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(status, StatusCode::ACCEPTED, "{b}");
+    let job = b["data"]["job_id"].as_str().unwrap().to_owned();
+    let end = events.until_end(&job).await;
+    let progress: Vec<Value> = events
+        .seen
+        .iter()
+        .filter(|e| e["type"] == "job.progress" && e["data"]["job_id"] == job)
+        .map(|e| e["data"].clone())
+        .collect();
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["percent"].as_i64().unwrap() <= 100),
+        "{progress:?}"
+    );
+    (end, b["data"]["estimated_credits"].as_i64().unwrap())
+}
+
+fn image_size(srv: &TestServer, end: &Value) -> impl Future<Output = (i64, i64, Value)> {
+    let id = end["data"]["images"][0]["image_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{end}"))
+        .to_owned();
+    let db = srv.state.db.clone();
+    async move {
+        let row = pingvas_tests::pingvas_host::store::images::get(&db, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let meta: Value = serde_json::from_str(&row.metadata).unwrap();
+        (row.width, row.height, meta)
+    }
+}
+
+#[tokio::test]
+async fn a_workflow_component_drives_inference_and_reads_image_inputs() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    publish_hires_fix(&srv, &alice).await;
+    let (s, w) = create(
+        &srv,
+        &alice,
+        json!({ "name": "hires", "definition": hires_fix(64, 2) }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{w}");
+    assert_eq!(w["data"]["kind"], "component");
+    assert_eq!(
+        w["data"]["definition"]["plugin"], "hires-fix@0.1.0",
+        "pinned at save"
+    );
+    let id = w["data"]["id"].as_str().unwrap().to_owned();
+
+    // Generated at the base size, upscaled ×2, refined.
+    let before = srv.credits(&alice.user_id).await;
+    let (end, estimated) = run_to_end(&srv, &alice, &id, json!({})).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let (w, h, meta) = image_size(&srv, &end).await;
+    assert_eq!((w, h), (128, 128));
+    assert_eq!(meta["workflow_node"], "output");
+    let after = srv.credits(&alice.user_id).await;
+    let charged = before.0 - after.0;
+    assert!(
+        charged >= 1 && charged <= estimated,
+        "{charged} of {estimated}"
+    );
+    assert_eq!(after.1, 0);
+
+    // Given an image, it starts from it (40x30 → 80x60).
+    let (end, _) = run_to_end(
+        &srv,
+        &alice,
+        &id,
+        json!({ "image": png_base64(40, 32, [10, 200, 10]) }),
+    )
+    .await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let (w, h, _) = image_size(&srv, &end).await;
+    assert_eq!((w, h), (80, 64));
+
+    // Its node calls run nodes the job's owner may use: a public one runs,
+    // another user's private one is refused (and fails the run).
+    srv.publish_node(&alice.access, "grayscale", "grayscale")
+        .await;
+    let (end, _) = run_to_end(&srv, &alice, &id, json!({ "post_node": "grayscale@0.1.0" })).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let row = pingvas_tests::pingvas_host::store::images::get(
+        &srv.state.db,
+        end["data"]["images"][0]["image_id"].as_str().unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let png = srv.state.blobs.get(&row.blob_key).await.unwrap();
+    let img = image::load_from_memory(&png).unwrap().to_rgba8();
+    assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+    let bob = srv.signup_admin("bob@example.com").await;
+    let (status, b) = srv
+        .publish(
+            &bob.access,
+            pingvas_tests::manifest("watermark", "0.1.0", "node", "private"),
+            pingvas_tests::plugin_wasm("watermark"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let (end, _) = run_to_end(&srv, &alice, &id, json!({ "post_node": "watermark@0.1.0" })).await;
+    assert_eq!(end["type"], "job.failed", "{end}");
+    assert_eq!(end["data"]["error"]["code"], "PLUGIN_FAILED");
+}
+
+#[tokio::test]
+async fn a_component_past_its_reservation_fails_and_is_charged_at_most_the_reservation() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    publish_hires_fix(&srv, &alice).await;
+    // Declares a tiny generation but is run at a large base size: its
+    // calls cost more than the reservation.
+    let mut def = hires_fix(64, 1);
+    def["steps"] = json!([
+        { "type": "text_to_image", "model": "stable-diffusion-1.5", "width": 64, "height": 64, "steps": 1 },
+    ]);
+    let id = created(&srv, &alice, json!({ "name": "cheap", "definition": def })).await;
+    let before = srv.credits(&alice.user_id).await;
+    let (end, estimated) = run_to_end(
+        &srv,
+        &alice,
+        &id,
+        json!({ "width": 1024, "height": 1024, "steps": 150 }),
+    )
+    .await;
+    let job = srv
+        .job(&alice.access, end["data"]["job_id"].as_str().unwrap())
+        .await;
+    assert_eq!(end["type"], "job.failed", "{end} {job}");
+    assert_eq!(end["data"]["error"]["code"], "PLUGIN_FAILED", "{end}");
+    let after = srv.credits(&alice.user_id).await;
+    assert!(before.0 - after.0 <= estimated);
+    assert_eq!(after.1, 0);
+
+    // A model the workflow did not declare is refused to the component,
+    // which fails the run with its own error.
+    let mut def = hires_fix(64, 1);
+    def["steps"][0]["model"] = json!("stable-diffusion-xl");
+    def["steps"][2]["model"] = json!("stable-diffusion-xl");
+    srv.set_tier("alice@example.com", "pro").await;
+    let id = created(
+        &srv,
+        &alice,
+        json!({ "name": "undeclared", "definition": def }),
+    )
+    .await;
+    let (end, _) = run_to_end(&srv, &alice, &id, json!({})).await;
+    assert_eq!(end["type"], "job.failed", "{end}");
+    assert!(
+        end["data"]["error"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not one the workflow declared"),
+        "{end}"
+    );
+}
+
+#[tokio::test]
+async fn a_workflow_component_runs_on_a_remote_worker() {
+    let srv = TestServer::start_with(|c| {
+        c.worker_enabled = false;
+        c.worker_token = Some(pingvas_tests::WORKER_TOKEN.to_owned().into());
+    })
+    .await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    publish_hires_fix(&srv, &alice).await;
+    srv.publish_node(&alice.access, "grayscale", "grayscale")
+        .await;
+    let _worker = pingvas_tests::WorkerProcess::start(&srv);
+    let id = created(
+        &srv,
+        &alice,
+        json!({ "name": "hires", "definition": hires_fix(64, 2) }),
+    )
+    .await;
+    // Its node call goes through the internal API, resolved for the owner.
+    let (end, _) = run_to_end(&srv, &alice, &id, json!({ "post_node": "grayscale@0.1.0" })).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    assert_eq!(image_size(&srv, &end).await.0, 128);
+
+    // A graph with a plugin node runs there too (the worker fetches the
+    // pinned node through the internal API).
+    let graph = json!({
+        "kind": "graph",
+        "inputs": [{ "name": "photo", "type": "image" }],
+        "nodes": [
+            { "id": "grey", "type": "plugin", "plugin": "grayscale" },
+            { "id": "out", "type": "output" },
+            { "id": "big", "type": "upscale" },
+        ],
+        "edges": [
+            { "from": "inputs.photo", "to": "grey.images" },
+            { "from": "grey.images", "to": "big.source" },
+            { "from": "big.images", "to": "out.images" },
+        ],
+    });
+    let id = created(&srv, &alice, json!({ "name": "grey", "definition": graph })).await;
+    let (end, _) = run_to_end(
+        &srv,
+        &alice,
+        &id,
+        json!({ "photo": png_base64(16, 16, [1, 2, 3]) }),
+    )
+    .await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+}

@@ -36,6 +36,7 @@ pub fn router() -> Router<SharedState> {
         .route("/jobs/{id}/complete", post(complete))
         .route("/jobs/{id}/fail", post(fail))
         .route("/jobs/{id}/plugins/{name}/{version}", get(plugin))
+        .route("/jobs/{id}/nodes/{name}/{version}", get(component_node))
         .route("/workers/{id}", delete(goodbye))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT))
 }
@@ -150,9 +151,35 @@ async fn plugin(
         .queue
         .check_pinned(&job_id, token, &name, &version)
         .await?;
+    component(&state, &name, &version).await
+}
+
+/// A node plugin a workflow component of a held job asks for, resolved
+/// for the job's owner (visible to them, not yanked).
+async fn component_node(
+    State(state): State<SharedState>,
+    _: WorkerAuth,
+    headers: HeaderMap,
+    Path((job_id, name, version)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let token = header(&headers, LEASE_TOKEN)?;
+    let owner = state.queue.held_job_owner(&job_id, token).await?;
+    let r = state
+        .registry
+        .resolve(&owner, &name, Some(&version))
+        .await
+        .map_err(|_| ErrorCode::NotFound)?;
+    if r.plugin.kind != "node" {
+        return Err(ErrorCode::NotFound.into());
+    }
+    component(&state, &name, &version).await
+}
+
+/// A stored component's bytes.
+async fn component(state: &SharedState, name: &str, version: &str) -> ApiResult<Response> {
     let bytes = state
         .registry
-        .component_bytes(&name, &version)
+        .component_bytes(name, version)
         .await
         .map_err(|_| ErrorCode::NotFound)?;
     Ok((

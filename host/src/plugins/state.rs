@@ -39,7 +39,11 @@ pub struct PluginState {
     pub output: CappedOutput,
     pub grants: Arc<Grants>,
     pub http: reqwest::Client,
-    pub progress: Vec<(u8, String)>,
+    /// What a workflow component reaches (`host::workflow`); `None` for
+    /// other calls.
+    pub workflow: Option<Arc<dyn super::host::workflow::WorkflowHost>>,
+    /// Why a host call ended a workflow run, when one did.
+    pub aborted: Option<String>,
 }
 
 impl PluginState {
@@ -63,7 +67,8 @@ impl PluginState {
             output,
             grants,
             http,
-            progress: Vec::new(),
+            workflow: None,
+            aborted: None,
         }
     }
 }

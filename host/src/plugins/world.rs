@@ -54,11 +54,12 @@ impl PluginKind {
     }
 
     /// The `pingvas:plugin` versions a component of this kind may speak:
-    /// billing adapters only the newest (0.2.0 changed their world).
+    /// nodes all; billing adapters and workflows 0.2.x (0.2.0 changed the
+    /// billing world; workflows run from 0.2.0, and 0.2.1 links 0.2.0).
     pub fn abi_versions(self) -> &'static [&'static str] {
         match self {
-            PluginKind::Node | PluginKind::Workflow => ABI_VERSIONS,
-            PluginKind::Billing => &ABI_VERSIONS[..1],
+            PluginKind::Node => ABI_VERSIONS,
+            PluginKind::Workflow | PluginKind::Billing => &ABI_VERSIONS[..2],
         }
     }
 
@@ -74,6 +75,7 @@ impl PluginKind {
                 "inference",
                 "nodes",
                 "progress",
+                "job-inputs",
             ],
             PluginKind::Billing => &["types", "log", "http", "config", "billing-types"],
         }
@@ -91,8 +93,17 @@ impl Shape {
     pub fn of(component: &Component, engine: &Engine) -> Self {
         let ty = component.component_type();
         Shape {
+            // A world's `use` of a type (the workflow world's `image`)
+            // is a type import bound to an instance's type: nothing to link.
             imports: ty
                 .imports(engine)
+                .filter(|(_, item)| {
+                    !matches!(
+                        item.ty,
+                        wasmtime::component::types::ComponentItem::Type(_)
+                            | wasmtime::component::types::ComponentItem::Resource(_)
+                    )
+                })
                 .map(|(name, _)| name.to_owned())
                 .collect(),
             exports: ty
@@ -178,25 +189,23 @@ mod tests {
     }
 
     #[test]
-    fn nodes_speak_both_versions_and_billing_adapters_only_the_newest() {
-        for v in ["0.1.0", "0.2.0"] {
+    fn nodes_speak_every_version_billing_adapters_and_workflows_0_2() {
+        for v in ["0.1.0", "0.2.0", "0.2.1"] {
             assert_eq!(
                 shape(v, PluginKind::Node).check(PluginKind::Node),
                 Ok(()),
                 "{v}"
             );
-            assert_eq!(
-                shape(v, PluginKind::Workflow).check(PluginKind::Workflow),
-                Ok(()),
-                "{v}"
-            );
         }
-        assert_eq!(
-            shape("0.2.0", PluginKind::Billing).check(PluginKind::Billing),
-            Ok(())
-        );
+        for v in ["0.2.0", "0.2.1"] {
+            for kind in [PluginKind::Workflow, PluginKind::Billing] {
+                assert_eq!(shape(v, kind).check(kind), Ok(()), "{v} {kind:?}");
+            }
+        }
         let old = shape("0.1.0", PluginKind::Billing).check(PluginKind::Billing);
-        assert!(old.is_err_and(|e| e.contains("billing plugins of pingvas:plugin@0.2.0")));
+        assert!(old.is_err_and(|e| e.contains("billing plugins of pingvas:plugin@0.2.1, @0.2.0")));
+        let old = shape("0.1.0", PluginKind::Workflow).check(PluginKind::Workflow);
+        assert!(old.is_err_and(|e| e.contains("workflow plugins of pingvas:plugin@0.2.1")));
         assert!(
             shape("0.3.0", PluginKind::Node)
                 .check(PluginKind::Node)

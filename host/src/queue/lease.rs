@@ -128,24 +128,34 @@ impl Queue {
         name: &str,
         version: &str,
     ) -> QueueResult<()> {
-        let row = q::get(&self.parts.db, job_id)
-            .await?
-            .filter(|r| {
-                r.status == JobStatus::Processing && r.lease_token.as_deref() == Some(token)
-            })
-            .ok_or(QueueError::NotPinned)?;
+        let row = self.held(job_id, token).await?;
         let spec: JobSpec =
             serde_json::from_str(&row.params).map_err(|e| QueueError::Invalid(e.to_string()))?;
         let pinned = spec
             .pre_nodes
             .iter()
             .chain(&spec.post_nodes)
+            .chain(spec.workflow.iter().flat_map(|p| p.plugins()))
             .any(|n| n.name == name && n.version == version);
         if pinned {
             Ok(())
         } else {
             Err(QueueError::NotPinned)
         }
+    }
+
+    /// The owner of a job the lease `token` holds.
+    pub async fn held_job_owner(&self, job_id: &str, token: &str) -> QueueResult<String> {
+        Ok(self.held(job_id, token).await?.user_id)
+    }
+
+    async fn held(&self, job_id: &str, token: &str) -> QueueResult<q::JobRow> {
+        q::get(&self.parts.db, job_id)
+            .await?
+            .filter(|r| {
+                r.status == JobStatus::Processing && r.lease_token.as_deref() == Some(token)
+            })
+            .ok_or(QueueError::NotPinned)
     }
 
     /// Waits up to `wait` for a job this worker may take. Wakes on every

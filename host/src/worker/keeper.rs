@@ -11,7 +11,7 @@ use super::{JobSource, WorkItem, Worker};
 use crate::queue::{BeatReply, StepProgress};
 
 /// The last step progress and when the backend started, for heartbeats.
-type JobProgress = (Option<StepProgress>, Option<DateTime<Utc>>);
+pub(super) type JobProgress = (Option<StepProgress>, Option<DateTime<Utc>>);
 
 /// A job between stages, with the channel its heartbeat keeper reads.
 pub(super) struct Running {

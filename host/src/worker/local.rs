@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::{JobSource, WorkItem};
 use crate::blobs::Blobs;
 use crate::plugins::registry::Registry;
+use crate::plugins::world::PluginKind;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
 use crate::queue::failure::Failure;
 use crate::queue::job::NodeSpec;
@@ -75,13 +76,40 @@ impl JobSource for LocalSource {
         ended_ok(self.queue.fail(job_id, token, failure).await)
     }
 
-    async fn node_plugin(
+    async fn plugin(
         &self,
         _runtime: &PluginRuntime,
         _lease: &Lease,
-        node: &NodeSpec,
+        pinned: &NodeSpec,
+        kind: PluginKind,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
-        Ok(self.registry.load_pinned(&node.name, &node.version).await?)
+        let loaded = self
+            .registry
+            .load_pinned(&pinned.name, &pinned.version)
+            .await?;
+        anyhow::ensure!(
+            loaded.kind == kind,
+            "{} is a {} plugin",
+            pinned.name,
+            loaded.kind.as_str()
+        );
+        Ok(loaded)
+    }
+
+    async fn component_node(
+        &self,
+        _runtime: &PluginRuntime,
+        lease: &Lease,
+        name: &str,
+        version: &str,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let r = self
+            .registry
+            .resolve(&lease.user_id, name, Some(version))
+            .await
+            .map_err(|e| anyhow::anyhow!("{name}@{version}: {e}"))?;
+        anyhow::ensure!(r.plugin.kind == "node", "{name} is not a node plugin");
+        Ok(r.loaded)
     }
 
     async fn goodbye(&self, info: &WorkerInfo) {

@@ -6,6 +6,7 @@
 //! post-nodes, encoding and upload run beside the next job's inference, so
 //! the backend is not left idle between jobs.
 
+mod component;
 mod keeper;
 pub mod local;
 mod models;
@@ -35,6 +36,7 @@ use crate::imaging;
 use crate::inference::{InferenceBackend, InferenceError, Progress};
 use crate::models::ModelCatalogue;
 use crate::plugins::limits::LimitsOverride;
+use crate::plugins::world::PluginKind;
 use crate::plugins::{LoadedPlugin, PluginRuntime};
 use crate::queue::failure::Failure;
 use crate::queue::job::{JobSpec, NodeSpec};
@@ -74,13 +76,23 @@ pub trait JobSource: Send + Sync + 'static {
         token: &str,
         failure: &Failure,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
-    /// A node plugin pinned by the leased job, compiled (cached by content
-    /// hash).
-    fn node_plugin(
+    /// A plugin pinned by the leased job (a node, or a workflow's
+    /// component), compiled (cached by content hash).
+    fn plugin(
         &self,
         runtime: &PluginRuntime,
         lease: &Lease,
-        node: &NodeSpec,
+        pinned: &NodeSpec,
+        kind: PluginKind,
+    ) -> impl Future<Output = anyhow::Result<Arc<LoadedPlugin>>> + Send;
+    /// A node plugin a workflow component asks for by `name@version`,
+    /// resolved for the job's owner (visible to them, not yanked).
+    fn component_node(
+        &self,
+        runtime: &PluginRuntime,
+        lease: &Lease,
+        name: &str,
+        version: &str,
     ) -> impl Future<Output = anyhow::Result<Arc<LoadedPlugin>>> + Send;
     /// Unregisters the worker when it stops.
     fn goodbye(&self, info: &WorkerInfo) -> impl Future<Output = ()> + Send;

@@ -59,7 +59,7 @@ impl<S: JobSource> Worker<S> {
         node: &NodeSpec,
     ) -> Result<Arc<LoadedPlugin>, JobFailure> {
         self.source
-            .node_plugin(&self.runtime, lease, node)
+            .plugin(&self.runtime, lease, node, PluginKind::Node)
             .await
             .map_err(|e| {
                 JobFailure::new(

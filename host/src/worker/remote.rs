@@ -69,6 +69,36 @@ impl RemoteSource {
             ),
         }
     }
+
+    /// Fetches a component of the leased job (`what`: `plugins` pinned by
+    /// the job, `nodes` a component asks for) and compiles it as `kind`.
+    async fn fetch_plugin(
+        &self,
+        runtime: &PluginRuntime,
+        lease: &Lease,
+        what: &str,
+        name: &str,
+        version: &str,
+        kind: PluginKind,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/jobs/{}/{what}/{name}/{version}",
+                self.base, lease.job_id
+            ))
+            .bearer_auth(&self.token)
+            .header(LEASE_TOKEN, &lease.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await?
+            .error_for_status()?;
+        let bytes = resp.bytes().await?;
+        runtime
+            .load(name, &bytes, Some(kind))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }
 
 impl JobSource for RemoteSource {
@@ -135,30 +165,27 @@ impl JobSource for RemoteSource {
         Ok(())
     }
 
-    async fn node_plugin(
+    async fn plugin(
         &self,
         runtime: &PluginRuntime,
         lease: &Lease,
-        node: &NodeSpec,
+        pinned: &NodeSpec,
+        kind: PluginKind,
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
-        let (name, version) = (&node.name, &node.version);
-        let resp = self
-            .http
-            .get(format!(
-                "{}/jobs/{}/plugins/{name}/{version}",
-                self.base, lease.job_id
-            ))
-            .bearer_auth(&self.token)
-            .header(LEASE_TOKEN, &lease.token)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await?
-            .error_for_status()?;
-        let bytes = resp.bytes().await?;
-        runtime
-            .load(name, &bytes, Some(PluginKind::Node))
+        let (name, version) = (&pinned.name, &pinned.version);
+        self.fetch_plugin(runtime, lease, "plugins", name, version, kind)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    async fn component_node(
+        &self,
+        runtime: &PluginRuntime,
+        lease: &Lease,
+        name: &str,
+        version: &str,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
+        self.fetch_plugin(runtime, lease, "nodes", name, version, PluginKind::Node)
+            .await
     }
 
     async fn goodbye(&self, info: &WorkerInfo) {

@@ -4,17 +4,21 @@
 //! time is measured on its own (charged at its model's rate), and a step
 //! that would start once the reservation is spent is refused.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use image::RgbaImage;
 
+use super::component::ComponentHost;
 use super::keeper::Running;
 use super::nodes::JobFailure;
 use super::{JobSource, Worker, pipeline};
 use crate::imaging;
 use crate::inference::{InferenceError, Operation, Progress};
+use crate::plugins::limits;
+use crate::plugins::world::PluginKind;
 use crate::queue::job::{JobSpec, JobType, credits_for};
 use crate::queue::{FailureCode, StepProgress};
 use crate::workflows::plan::{StepOp, WorkflowPlan};
@@ -41,7 +45,7 @@ pub(super) struct WorkflowDone {
 
 impl<S: JobSource> Worker<S> {
     pub(super) async fn run_workflow(
-        &self,
+        self: &Arc<Self>,
         job: &Running,
         plan: &WorkflowPlan,
     ) -> Result<WorkflowDone, JobFailure> {
@@ -182,6 +186,72 @@ impl<S: JobSource> Worker<S> {
                     step_seconds.push(secs);
                     if let Some(m) = self.catalogue.get(model) {
                         spent += credits_for(secs, m);
+                    }
+                    Flow::Images(made)
+                }
+                StepOp::Component {
+                    plugin,
+                    inputs,
+                    images: named,
+                    declared,
+                } => {
+                    let t = Instant::now();
+                    let loaded = self
+                        .source
+                        .plugin(&self.runtime, lease, plugin, PluginKind::Workflow)
+                        .await
+                        .map_err(|e| {
+                            failed(JobFailure::new(
+                                FailureCode::HostFailed,
+                                format!("loading {}@{}: {e}", plugin.name, plugin.version),
+                            ))
+                        })?;
+                    let mut given = HashMap::new();
+                    for (name, at) in named {
+                        if let Some(img) = images(*at).map_err(failed)?.into_iter().next() {
+                            let handle = pipeline::to_handle(img)
+                                .map_err(|e| failed(JobFailure::new(FailureCode::HostFailed, e)))?;
+                            given.insert(name.clone(), handle);
+                        }
+                    }
+                    let host = Arc::new(ComponentHost::new(
+                        self.clone(),
+                        lease.clone(),
+                        job.stop.clone(),
+                        job.progress.clone(),
+                        given,
+                        declared.clone(),
+                    ));
+                    let limits = limits::resolve(PluginKind::Workflow, &plugin.name, &self.limits);
+                    let run = self
+                        .runtime
+                        .run_workflow(&plugin.name, &loaded, limits, host.clone(), inputs)
+                        .await;
+                    let (buckets, gpu) = host.gpu_time();
+                    gpu_seconds += gpu;
+                    node_seconds += (t.elapsed().as_secs_f64() - gpu).max(0.0);
+                    step_seconds.extend(buckets);
+                    let used_now = used(gpu_seconds, node_seconds);
+                    if job.stop.is_cancelled() {
+                        return Err(JobFailure::new(FailureCode::Cancelled, "stopped"));
+                    }
+                    let out = run.map_err(|e| JobFailure::plugin(&e).after(used_now))?;
+                    let made = out
+                        .output
+                        .images
+                        .iter()
+                        .map(pipeline::from_handle)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| {
+                            JobFailure::plugin(&super::nodes::bad_output(&plugin.name, &e))
+                                .after(used_now)
+                        })?;
+                    if made.is_empty() {
+                        return Err(JobFailure::plugin(&super::nodes::bad_output(
+                            &plugin.name,
+                            "the workflow returned no images",
+                        ))
+                        .after(used_now));
                     }
                     Flow::Images(made)
                 }

@@ -88,6 +88,10 @@ pub struct InputDecl {
     pub max_length: Option<usize>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// A component's input that a run may leave out (the component sees
+    /// none); graph inputs are required unless they have a default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// What a node does.
@@ -248,21 +252,120 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Reads a definition as the API takes it. Errors name the node.
+/// An inference step a component declares it will run (what its run is
+/// priced at: the reservation is their sum).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredStep {
+    /// `text_to_image`, `image_to_image`, `inpaint` or `upscale`.
+    #[serde(rename = "type")]
+    pub op: String,
+    pub model: String,
+    /// Output size.
+    pub width: u32,
+    pub height: u32,
+    #[serde(default = "one")]
+    pub steps: u32,
+    #[serde(default = "one")]
+    pub batch_size: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Steps a component may declare.
+pub const MAX_DECLARED_STEPS: usize = 16;
+
+/// A published workflow component, pinned at save, with the inputs it
+/// takes and the inference steps it declares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub kind: String,
+    /// `name@version` (a bare name is pinned to the newest at save).
+    pub plugin: String,
+    #[serde(default)]
+    pub inputs: Vec<InputDecl>,
+    pub steps: Vec<DeclaredStep>,
+}
+
+/// A workflow definition of either kind.
+#[derive(Debug, Clone)]
+pub enum Definition {
+    Graph(Graph),
+    Component(Component),
+}
+
+impl Definition {
+    pub fn inputs(&self) -> &[InputDecl] {
+        match self {
+            Definition::Graph(g) => &g.inputs,
+            Definition::Component(c) => &c.inputs,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Definition::Graph(_) => "graph",
+            Definition::Component(_) => "component",
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        match self {
+            Definition::Graph(g) => serde_json::to_string(g),
+            Definition::Component(c) => serde_json::to_string(c),
+        }
+        .expect("a definition serialises")
+    }
+}
+
+/// Reads a definition of either kind; a component's inputs and declared
+/// steps are checked for shape here (their models at save).
+pub fn parse_any(v: &Value) -> DefResult<Definition> {
+    if v.get("kind").and_then(Value::as_str) != Some("component") {
+        return parse(v).map(Definition::Graph);
+    }
+    let c: Component = serde_json::from_value(v.clone())
+        .map_err(|e| DefinitionError::whole(format!("component: {e}")))?;
+    check_inputs(&c.inputs, true)?;
+    if c.steps.is_empty() || c.steps.len() > MAX_DECLARED_STEPS {
+        return Err(DefinitionError::port(
+            "component",
+            "steps",
+            format!("declare 1 to {MAX_DECLARED_STEPS} inference steps (the run's price)"),
+        ));
+    }
+    for (i, s) in c.steps.iter().enumerate() {
+        let here =
+            |r: &str| DefinitionError::port("component", &format!("steps[{i}]"), r.to_owned());
+        if !["text_to_image", "image_to_image", "inpaint", "upscale"].contains(&s.op.as_str()) {
+            return Err(here(
+                "type: text_to_image, image_to_image, inpaint or upscale",
+            ));
+        }
+        let max_side = if s.op == "upscale" { 8192 } else { 2048 };
+        if !(64..=max_side).contains(&s.width) || !(64..=max_side).contains(&s.height) {
+            return Err(here(&format!("width and height 64 to {max_side}")));
+        }
+        if !(1..=150).contains(&s.steps) || !(1..=8).contains(&s.batch_size) {
+            return Err(here("steps 1 to 150, batch_size 1 to 8"));
+        }
+    }
+    Ok(Definition::Component(c))
+}
+
+/// Reads a graph definition as the API takes it. Errors name the node.
 pub fn parse(v: &Value) -> DefResult<Graph> {
     let obj = v
         .as_object()
         .ok_or_else(|| DefinitionError::whole("expected a JSON object"))?;
     match obj.get("kind").and_then(Value::as_str) {
         Some("graph") => {}
-        Some("component") => {
-            return Err(DefinitionError::whole(
-                "component workflows are not runnable on this host yet; use kind \"graph\"",
-            ));
-        }
         _ => {
             return Err(DefinitionError::whole(
-                "kind must be \"graph\" (typed nodes and edges)",
+                "kind must be \"graph\" (typed nodes and edges) or \"component\" (a workflow plugin)",
             ));
         }
     }
@@ -344,7 +447,7 @@ impl Checked {
     }
 }
 
-fn check_inputs(inputs: &[InputDecl]) -> DefResult<()> {
+fn check_inputs(inputs: &[InputDecl], optional_allowed: bool) -> DefResult<()> {
     if inputs.len() > MAX_INPUTS {
         return Err(DefinitionError::whole(format!(
             "at most {MAX_INPUTS} inputs"
@@ -358,6 +461,11 @@ fn check_inputs(inputs: &[InputDecl]) -> DefResult<()> {
         }
         if !seen.insert(d.name.as_str()) {
             return Err(here("declared twice"));
+        }
+        if d.optional && !optional_allowed {
+            return Err(here(
+                "a graph's inputs are required (give a default instead)",
+            ));
         }
         if let (Some(lo), Some(hi)) = (d.min, d.max)
             && lo > hi
@@ -419,7 +527,7 @@ fn split_port(s: &str) -> Option<(&str, &str)> {
 /// The structural rules. `sides` gives each plugin node's kind (by node
 /// id), read from the registry.
 pub fn check(g: &Graph, sides: &HashMap<String, PluginSide>) -> DefResult<Checked> {
-    check_inputs(&g.inputs)?;
+    check_inputs(&g.inputs, false)?;
     let mut index = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
         if !valid_name(&n.id) || n.id == INPUTS {
@@ -735,6 +843,7 @@ mod tests {
             max: Some(10.0),
             max_length: None,
             description: String::new(),
+            optional: false,
         };
         assert!(check_value(&d, &json!(3)).is_ok());
         assert!(check_value(&d, &json!(11)).is_err());

@@ -20,7 +20,7 @@ use crate::plugins::registry::RegistryError;
 use crate::store::workflows::{self as q, ListFilter, WorkflowRow};
 use crate::store::{Db, Page, StoreError, new_id};
 use crate::users::Caller;
-use definition::{DefinitionError, Graph, NodeOp, PluginSide};
+use definition::{Component, Definition, DefinitionError, Graph, NodeOp, PluginSide};
 
 /// Workflows one user may keep.
 pub const MAX_WORKFLOWS: usize = 200;
@@ -131,11 +131,14 @@ fn check_tags(tags: &[String]) -> WorkflowResult<Vec<String>> {
     Ok(out)
 }
 
-/// A plugin node's plugin as resolved for a user.
+/// A plugin as resolved for a user.
 struct ResolvedPlugin {
     name: String,
     version: String,
-    side: PluginSide,
+    /// `node`, `workflow` or `billing`.
+    kind: String,
+    /// A node plugin's side.
+    side: Option<PluginSide>,
 }
 
 /// `name@version`, or a bare name (the newest version, pinned at save).
@@ -245,7 +248,7 @@ impl Workflows {
         if q::count_of_user(&self.db, &caller.id).await? >= MAX_WORKFLOWS as i64 {
             return Err(WorkflowError::TooMany { max: MAX_WORKFLOWS });
         }
-        let definition = self.check_definition(caller, &new.definition).await?;
+        let (kind, definition) = self.check_definition(caller, &new.definition).await?;
         self.check_storage(caller, definition.len() as i64).await?;
         let now = Utc::now();
         let row = WorkflowRow {
@@ -253,7 +256,7 @@ impl Workflows {
             user_id: caller.id.clone(),
             name,
             description,
-            kind: "graph".into(),
+            kind: kind.into(),
             definition_bytes: definition.len() as i64,
             definition,
             is_public: new.is_public,
@@ -298,7 +301,10 @@ impl Workflows {
             } else {
                 def
             };
-            row.definition = self.check_definition(caller, def).await?;
+            (row.kind, row.definition) = self
+                .check_definition(caller, def)
+                .await
+                .map(|(k, d)| (k.to_owned(), d))?;
             row.definition_bytes = row.definition.len() as i64;
             let growth = row.definition_bytes - before.definition_bytes;
             if growth > 0 {
@@ -381,9 +387,13 @@ impl Workflows {
     }
 
     /// The checks at save: structure, plugins (pinned to the version they
-    /// resolve to for the owner), models and parameters. Returns the
-    /// definition to store.
-    async fn check_definition(&self, caller: &Caller, v: &Value) -> WorkflowResult<String> {
+    /// resolve to for the owner), models and parameters. Returns the kind
+    /// and the definition to store.
+    async fn check_definition(
+        &self,
+        caller: &Caller,
+        v: &Value,
+    ) -> WorkflowResult<(&'static str, String)> {
         let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
         if size > definition::MAX_DEFINITION_BYTES {
             return Err(invalid(
@@ -391,13 +401,21 @@ impl Workflows {
                 format!("at most {} bytes", definition::MAX_DEFINITION_BYTES),
             ));
         }
-        let mut graph = definition::parse(v)?;
-        let sides = self.pin_plugins(caller, &mut graph).await?;
-        let checked = definition::check(&graph, &sides)?;
+        let mut def = definition::parse_any(v)?;
+        match &mut def {
+            Definition::Graph(graph) => self.check_graph(caller, graph).await?,
+            Definition::Component(c) => self.check_component(caller, c).await?,
+        }
+        Ok((def.kind(), def.to_json()))
+    }
+
+    async fn check_graph(&self, caller: &Caller, graph: &mut Graph) -> WorkflowResult<()> {
+        let sides = self.pin_plugins(caller, graph).await?;
+        let checked = definition::check(graph, &sides)?;
         for (i, node) in graph.nodes.iter().enumerate() {
             match &node.op {
                 NodeOp::Params { values } => {
-                    let with_defaults = self::run::params_body(&graph, &checked, i, values, None)?;
+                    let with_defaults = self::run::params_body(graph, &checked, i, values, None)?;
                     self.validate_params(caller, &node.id, with_defaults)
                         .await?;
                 }
@@ -407,7 +425,49 @@ impl Workflows {
                 _ => {}
             }
         }
-        Ok(serde_json::to_string(&graph).expect("a graph serialises"))
+        Ok(())
+    }
+
+    /// A component: its plugin a workflow plugin the owner may run (pinned),
+    /// each declared step's model known and allowed for the owner's tier.
+    async fn check_component(&self, caller: &Caller, c: &mut Component) -> WorkflowResult<()> {
+        let r = self
+            .resolve_plugin(caller, &c.plugin)
+            .await?
+            .map_err(|reason| DefinitionError::port("component", "plugin", reason))?;
+        if r.kind != "workflow" {
+            return Err(DefinitionError::port(
+                "component",
+                "plugin",
+                format!("{} is a {} plugin, not a workflow", c.plugin, r.kind),
+            )
+            .into());
+        }
+        c.plugin = format!("{}@{}", r.name, r.version);
+        for (i, step) in c.steps.iter().enumerate() {
+            let kinds: &[&str] = if step.op == "upscale" {
+                &["upscaler"]
+            } else {
+                &["main"]
+            };
+            let port = format!("steps[{i}].model");
+            match self.generator.model(caller, &port, &step.model, kinds) {
+                Ok(_) => {}
+                Err(GenerationError::Invalid { reason, .. }) => {
+                    return Err(DefinitionError::port("component", &port, reason).into());
+                }
+                Err(GenerationError::ModelNotAvailable { model, min_tier }) => {
+                    return Err(DefinitionError::port(
+                        "component",
+                        &port,
+                        format!("{model} needs the {min_tier} tier"),
+                    )
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Resolves each plugin node for `caller` (pinning a bare name to its
@@ -429,8 +489,11 @@ impl Workflows {
                 .resolve_plugin(caller, plugin)
                 .await?
                 .map_err(|reason| DefinitionError::node(&node.id, reason))?;
+            let side = r.side.ok_or_else(|| {
+                DefinitionError::node(&node.id, format!("{plugin} is not a node plugin"))
+            })?;
             *plugin = format!("{}@{}", r.name, r.version);
-            sides.insert(node.id.clone(), r.side);
+            sides.insert(node.id.clone(), side);
         }
         Ok(sides)
     }
@@ -460,13 +523,14 @@ impl Workflows {
             runnable.plugin.kind.as_str(),
             runnable.version.node_kind.as_deref(),
         ) {
-            ("node", Some("pre")) => PluginSide::Pre,
-            ("node", Some("post")) => PluginSide::Post,
-            _ => return Ok(Err(format!("{plugin} is not a node plugin"))),
+            ("node", Some("pre")) => Some(PluginSide::Pre),
+            ("node", Some("post")) => Some(PluginSide::Post),
+            _ => None,
         };
         Ok(Ok(ResolvedPlugin {
             name: runnable.plugin.name,
             version: runnable.version.version,
+            kind: runnable.plugin.kind,
             side,
         }))
     }

@@ -50,20 +50,44 @@ pub enum StepOp {
         /// GPU seconds expected at enqueue (what the reservation prices).
         expected_gpu_seconds: f64,
     },
+    /// A workflow component's `run`, with the job's scalar inputs as JSON
+    /// and its image inputs by name (steps), priced by the inference steps
+    /// it declared.
+    Component {
+        plugin: NodeSpec,
+        inputs: String,
+        images: Vec<(String, usize)>,
+        declared: Vec<Declared>,
+    },
     /// Its images become the run's gallery images.
     Output { images: usize },
 }
 
+/// An inference step a component declared, priced at enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Declared {
+    pub model: String,
+    pub expected_gpu_seconds: f64,
+}
+
 impl WorkflowPlan {
     /// Each inference step's model and expected GPU seconds.
+    /// (A component's declared steps count as its inference steps.)
     pub fn inferences(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.steps.iter().filter_map(|s| match &s.op {
-            StepOp::Infer {
-                model,
-                expected_gpu_seconds,
-                ..
-            } => Some((model.as_str(), *expected_gpu_seconds)),
-            _ => None,
+        self.steps.iter().flat_map(|s| {
+            let steps: Vec<(&str, f64)> = match &s.op {
+                StepOp::Infer {
+                    model,
+                    expected_gpu_seconds,
+                    ..
+                } => vec![(model.as_str(), *expected_gpu_seconds)],
+                StepOp::Component { declared, .. } => declared
+                    .iter()
+                    .map(|d| (d.model.as_str(), d.expected_gpu_seconds))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            steps
         })
     }
 
@@ -90,10 +114,12 @@ impl WorkflowPlan {
             .any(|s| s.node == node && matches!(s.op, StepOp::Output { .. }))
     }
 
-    /// Its plugins, as pinned.
+    /// Its plugins (nodes and a component), as pinned.
     pub fn plugins(&self) -> impl Iterator<Item = &NodeSpec> {
         self.steps.iter().filter_map(|s| match &s.op {
-            StepOp::Pre { plugin, .. } | StepOp::Post { plugin, .. } => Some(plugin),
+            StepOp::Pre { plugin, .. }
+            | StepOp::Post { plugin, .. }
+            | StepOp::Component { plugin, .. } => Some(plugin),
             _ => None,
         })
     }
@@ -108,6 +134,7 @@ impl StepOp {
             StepOp::Pre { .. } => "pre-node",
             StepOp::Post { .. } => "post-node",
             StepOp::Infer { job_type, .. } => job_type.as_str(),
+            StepOp::Component { .. } => "workflow component",
             StepOp::Output { .. } => "output",
         }
     }
@@ -126,6 +153,7 @@ impl Step {
                 mask,
                 ..
             } => [*params, *source, *mask].contains(&Some(at)),
+            StepOp::Component { images, .. } => images.iter().any(|(_, s)| *s == at),
             StepOp::Output { images } => *images == at,
         }
     }

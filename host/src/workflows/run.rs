@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::definition::{
-    self, Checked, DefinitionError, Graph, INPUTS, InputType, NodeOp, PluginSide,
+    self, Checked, Component, Definition, DefinitionError, Graph, INPUTS, InputDecl, InputType,
+    NodeOp, PluginSide,
 };
-use super::plan::{Step, StepOp, WorkflowPlan, joined_models};
+use super::plan::{Declared, Step, StepOp, WorkflowPlan, joined_models};
 use super::{WorkflowResult, Workflows, invalid};
 use crate::generation::GenerationError;
 use crate::generation::inputs::{self, Input};
@@ -141,14 +142,47 @@ impl Workflows {
         let wf = self.get(&caller.id, workflow_id).await?;
         let stored: Value = serde_json::from_str(&wf.row.definition)
             .map_err(|e| GenerationError::Internal(anyhow::anyhow!("stored definition: {e}")))?;
-        let graph = definition::parse(&stored)?;
-        let (plugins, sides) = self.plugins_for_run(caller, &graph).await?;
-        let checked = definition::check(&graph, &sides)?;
+        let def = definition::parse_any(&stored)?;
+        let (values, images) = self.run_inputs(caller, def.inputs(), given).await?;
+        let steps = match &def {
+            Definition::Graph(graph) => self.compile_graph(caller, graph, &values, &images).await?,
+            Definition::Component(c) => self.compile_component(caller, c, &values, &images).await?,
+        };
+        let plan = WorkflowPlan {
+            workflow_id: wf.row.id.clone(),
+            steps,
+        };
+        let models = plan.models();
+        if models.is_empty() {
+            return Err(DefinitionError::whole("runs no inference step").into());
+        }
+        let spec = JobSpec {
+            job_type: JobType::Workflow,
+            generation: Generation {
+                model: joined_models(&models),
+                ..Generation::default()
+            },
+            save_to_board: self.generator.board(caller, save_to_board).await?,
+            workflow: Some(plan),
+            ..JobSpec::default()
+        };
+        Ok(Prepared {
+            spec,
+            inputs: images.into_values().collect(),
+        })
+    }
 
-        // The run's inputs: declared ones only, each of its type and limits.
+    /// The run's inputs: declared ones only, each of its type and limits;
+    /// defaults fill the rest. Image inputs are probed (stored at enqueue).
+    async fn run_inputs(
+        &self,
+        caller: &Caller,
+        declared: &[InputDecl],
+        given: &Map<String, Value>,
+    ) -> WorkflowResult<(HashMap<String, Value>, HashMap<String, Input>)> {
         if let Some(unknown) = given
             .keys()
-            .find(|k| !graph.inputs.iter().any(|d| &d.name == *k))
+            .find(|k| !declared.iter().any(|d| &d.name == *k))
         {
             return Err(invalid(
                 format!("inputs.{unknown}"),
@@ -157,10 +191,11 @@ impl Workflows {
         }
         let mut values = HashMap::new();
         let mut images: HashMap<String, Input> = HashMap::new();
-        for d in &graph.inputs {
+        for d in declared {
             let field = format!("inputs.{}", d.name);
             let v = match given.get(&d.name).or(d.default.as_ref()) {
                 Some(v) => v,
+                None if d.optional => continue,
                 None => return Err(invalid(field, "required")),
             };
             definition::check_value(d, v).map_err(|r| invalid(&field, r))?;
@@ -179,12 +214,25 @@ impl Workflows {
             }
         }
 
+        Ok((values, images))
+    }
+
+    /// A graph's nodes as steps, in run order.
+    async fn compile_graph(
+        &self,
+        caller: &Caller,
+        graph: &Graph,
+        values: &HashMap<String, Value>,
+        images: &HashMap<String, Input>,
+    ) -> WorkflowResult<Vec<Step>> {
+        let (plugins, sides) = self.plugins_for_run(caller, graph).await?;
+        let checked = definition::check(graph, &sides)?;
         let mut b = Builder::default();
         for &i in &checked.order {
             let node = &graph.nodes[i];
             let op = match &node.op {
                 NodeOp::Params { values: v } => {
-                    let body = params_body(&graph, &checked, i, v, Some(&values))?;
+                    let body = params_body(graph, &checked, i, v, Some(values))?;
                     let spec = self.validate_params(caller, &node.id, body).await?;
                     b.specs.insert(b.next(), spec.clone());
                     StepOp::Params {
@@ -195,25 +243,22 @@ impl Workflows {
                     let plugin = plugins[&node.id].clone();
                     match sides[&node.id] {
                         PluginSide::Pre => {
-                            let params = b
-                                .source_of(&checked, &images, i, "params")
-                                .expect("checked");
+                            let params =
+                                b.source_of(&checked, images, i, "params").expect("checked");
                             if let Some(s) = b.specs.get(&params).cloned() {
                                 b.specs.insert(b.next(), s);
                             }
                             StepOp::Pre { plugin, params }
                         }
                         PluginSide::Post => {
-                            let from = b
-                                .source_of(&checked, &images, i, "images")
-                                .expect("checked");
+                            let from = b.source_of(&checked, images, i, "images").expect("checked");
                             if let Some(e) = b.expect.get(&from).copied() {
                                 b.expect.insert(b.next(), e);
                             }
                             StepOp::Post {
                                 plugin,
                                 images: from,
-                                params: b.source_of(&checked, &images, i, "params"),
+                                params: b.source_of(&checked, images, i, "params"),
                             }
                         }
                     }
@@ -221,9 +266,7 @@ impl Workflows {
                 NodeOp::Upscale { scale, model } => {
                     let (model, scale) =
                         self.upscale_model(caller, &node.id, *scale, model.as_deref())?;
-                    let source = b
-                        .source_of(&checked, &images, i, "source")
-                        .expect("checked");
+                    let source = b.source_of(&checked, images, i, "source").expect("checked");
                     let from = b.expect.get(&source).copied().unwrap_or(Expect {
                         count: 1,
                         width: 1024,
@@ -266,11 +309,9 @@ impl Workflows {
                         NodeOp::ImageToImage => JobType::ImageToImage,
                         _ => JobType::Inpaint,
                     };
-                    let params = b
-                        .source_of(&checked, &images, i, "params")
-                        .expect("checked");
-                    let source = b.source_of(&checked, &images, i, "source");
-                    let mask = b.source_of(&checked, &images, i, "mask");
+                    let params = b.source_of(&checked, images, i, "params").expect("checked");
+                    let source = b.source_of(&checked, images, i, "source");
+                    let mask = b.source_of(&checked, images, i, "mask");
                     let mut spec = b.specs.get(&params).cloned().ok_or_else(|| {
                         DefinitionError::port(&node.id, "params", "no parameters")
                     })?;
@@ -302,9 +343,7 @@ impl Workflows {
                     }
                 }
                 NodeOp::Output => StepOp::Output {
-                    images: b
-                        .source_of(&checked, &images, i, "images")
-                        .expect("checked"),
+                    images: b.source_of(&checked, images, i, "images").expect("checked"),
                 },
             };
             b.steps.push(Step {
@@ -314,28 +353,79 @@ impl Workflows {
             b.step_of.insert(i, b.steps.len() - 1);
         }
 
-        let plan = WorkflowPlan {
-            workflow_id: wf.row.id.clone(),
-            steps: b.steps,
-        };
-        let models = plan.models();
-        if models.is_empty() {
-            return Err(DefinitionError::whole("runs no inference step").into());
+        Ok(b.steps)
+    }
+
+    /// A component's run: its image inputs, the component pinned as
+    /// stored (resolved for the runner now), priced by its declared steps;
+    /// then its images out.
+    async fn compile_component(
+        &self,
+        caller: &Caller,
+        c: &Component,
+        values: &HashMap<String, Value>,
+        images: &HashMap<String, Input>,
+    ) -> WorkflowResult<Vec<Step>> {
+        let r = self
+            .resolve_plugin(caller, &c.plugin)
+            .await?
+            .map_err(|reason| invalid("component.plugin", reason))?;
+        if r.kind != "workflow" {
+            return Err(invalid("component.plugin", "not a workflow plugin"));
         }
-        let spec = JobSpec {
-            job_type: JobType::Workflow,
-            generation: Generation {
-                model: joined_models(&models),
-                ..Generation::default()
+        let mut steps = Vec::new();
+        let mut named = Vec::new();
+        let mut names: Vec<&String> = images.keys().collect();
+        names.sort();
+        for name in names {
+            steps.push(Step {
+                node: format!("{INPUTS}.{name}"),
+                op: StepOp::Image {
+                    key: images[name].key.clone(),
+                },
+            });
+            named.push((name.clone(), steps.len() - 1));
+        }
+        let mut declared = Vec::with_capacity(c.steps.len());
+        for (i, d) in c.steps.iter().enumerate() {
+            let m = self.generator.models.get(&d.model).ok_or_else(|| {
+                invalid(
+                    format!("component.steps[{i}].model"),
+                    "no longer in the catalogue",
+                )
+            })?;
+            let megapixels = f64::from(d.width) * f64::from(d.height) / 1e6;
+            let work = if d.op == "upscale" {
+                megapixels
+            } else {
+                megapixels * f64::from(d.steps) * f64::from(d.batch_size)
+            };
+            declared.push(Declared {
+                model: m.name.clone(),
+                expected_gpu_seconds: work * m.gpu_seconds_per_megapixel_step,
+            });
+        }
+        let scalars: Map<String, Value> = values.clone().into_iter().collect();
+        steps.push(Step {
+            node: "component".into(),
+            op: StepOp::Component {
+                plugin: NodeSpec {
+                    name: r.name,
+                    version: r.version,
+                    parameters: json!({}),
+                },
+                inputs: Value::Object(scalars).to_string(),
+                images: named,
+                declared,
             },
-            save_to_board: self.generator.board(caller, save_to_board).await?,
-            workflow: Some(plan),
-            ..JobSpec::default()
-        };
-        Ok(Prepared {
-            spec,
-            inputs: images.into_values().collect(),
-        })
+        });
+        steps.push(Step {
+            node: "output".into(),
+            op: StepOp::Output {
+                images: steps.len() - 1,
+            },
+        });
+        Ok(steps)
     }
 
     /// Each plugin node pinned as stored, resolved for the runner now: a
@@ -355,7 +445,12 @@ impl Workflows {
                 .resolve_plugin(caller, plugin)
                 .await?
                 .map_err(|reason| invalid(format!("nodes.{}.plugin", node.id), reason))?;
-            let side = r.side;
+            let side = r.side.ok_or_else(|| {
+                invalid(
+                    format!("nodes.{}.plugin", node.id),
+                    format!("{plugin} is not a node plugin"),
+                )
+            })?;
             sides.insert(node.id.clone(), side);
             specs.insert(
                 node.id.clone(),

@@ -5,6 +5,7 @@
 
 pub mod v0_1_0;
 pub mod v0_2_0;
+pub mod v0_2_1;
 
 /// The ABI versions this host runs, newest first.
-pub const ABI_VERSIONS: &[&str] = &[v0_2_0::VERSION, v0_1_0::VERSION];
+pub const ABI_VERSIONS: &[&str] = &[v0_2_1::VERSION, v0_2_0::VERSION, v0_1_0::VERSION];

@@ -5,3 +5,4 @@ pub mod config;
 pub mod http;
 pub mod images;
 pub mod log;
+pub mod workflow;

@@ -9,6 +9,7 @@ use wasmtime::component::Component;
 use super::{Compiled, Linked, LoadedPlugin, PluginRuntime, wasmparser_is_component};
 use crate::plugins::bindings::v0_1_0::node::NodePre;
 use crate::plugins::bindings::v0_2_0::billing::BillingAdapterPre;
+use crate::plugins::bindings::v0_2_1::workflow::WorkflowPre;
 use crate::plugins::error::PluginError;
 use crate::plugins::world::{PluginKind, Shape};
 
@@ -129,9 +130,13 @@ impl PluginRuntime {
                     .map_err(wrong)?;
                 Linked::Billing(BillingAdapterPre::new(pre).map_err(wrong)?)
             }
-            // The workflow host interfaces are linked by the workflow
-            // engine; here the world check above is the whole test.
-            PluginKind::Workflow => Linked::Workflow,
+            PluginKind::Workflow => {
+                let pre = self
+                    .workflow_linker
+                    .instantiate_pre(component)
+                    .map_err(wrong)?;
+                Linked::Workflow(WorkflowPre::new(pre).map_err(wrong)?)
+            }
         };
         let code = component.image_range();
         Ok(LoadedPlugin {

@@ -15,10 +15,12 @@ use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
 use super::bindings::v0_1_0::node::pingvas::plugin::types::GenerationParams;
 use super::bindings::v0_1_0::node::{Node, NodePre};
 use super::bindings::v0_2_0::billing::{BillingAdapter, BillingAdapterPre};
+use super::bindings::v0_2_1::workflow::{Workflow, WorkflowPre};
 use super::cache::{self, DiskCache, LinkedCache};
 use super::engine::{EngineOptions, PluginEngine};
 use super::error::PluginError;
 use super::host::images::ImageHandle;
+use super::host::workflow::WorkflowHost;
 use super::limits::Limits;
 use super::state::{Grants, PluginState};
 use super::world::{PluginKind, Shape};
@@ -43,8 +45,7 @@ use super::output::{
 enum Linked {
     Node(NodePre<PluginState>),
     Billing(BillingAdapterPre<PluginState>),
-    /// Type-checked and compiled; run by the workflow engine.
-    Workflow,
+    Workflow(WorkflowPre<PluginState>),
 }
 
 /// A compiled, linked plugin ready to instantiate.
@@ -79,6 +80,7 @@ pub struct PluginRuntime {
     engine: PluginEngine,
     node_linker: Linker<PluginState>,
     billing_linker: Linker<PluginState>,
+    workflow_linker: Linker<PluginState>,
     disk: Option<Arc<DiskCache>>,
     loaded: LinkedCache,
     http: reqwest::Client,
@@ -117,6 +119,25 @@ impl PluginRuntime {
             |s| s,
         )
         .map_err(link_err)?;
+        // 0.2.1's imports; components built against 0.2.0 link to them too
+        // (the linker matches semver-compatible versions).
+        let mut workflow_linker = Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut workflow_linker).map_err(link_err)?;
+        Workflow::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut workflow_linker, |s| s)
+            .map_err(link_err)?;
+        // 0.2.1 shares `types`, `log` and `images` with 0.2.0 (the bindings
+        // reuse them), so those are linked once, as 0.2.0's: a 0.2.1 import
+        // finds them as the semver-compatible 0.2.
+        {
+            use super::bindings::v0_2_0::node::pingvas::plugin as v2;
+            use wasmtime::component::HasSelf;
+            v2::types::add_to_linker::<_, HasSelf<_>>(&mut workflow_linker, |s| s)
+                .map_err(link_err)?;
+            v2::log::add_to_linker::<_, HasSelf<_>>(&mut workflow_linker, |s| s)
+                .map_err(link_err)?;
+            v2::images::add_to_linker::<_, HasSelf<_>>(&mut workflow_linker, |s| s)
+                .map_err(link_err)?;
+        }
         let disk = match cache_dir {
             Some(dir) => Some(Arc::new(DiskCache::open(
                 dir,
@@ -129,6 +150,7 @@ impl PluginRuntime {
             engine,
             node_linker,
             billing_linker,
+            workflow_linker,
             disk,
             loaded: LinkedCache::new(cache::MEMORY_ENTRIES, cache::MEMORY_BYTES),
             http: reqwest::Client::builder()
@@ -344,16 +366,7 @@ impl PluginRuntime {
         });
         match self.process(name, plugin, store, input).await? {
             (mut store, NodeOutput::Post(out)) => {
-                let images = out
-                    .into_iter()
-                    .map(|h| {
-                        store
-                            .data_mut()
-                            .table
-                            .delete(h)
-                            .map_err(|e| bad_output(name, &format!("bad image handle: {e}")))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let images = take_images(name, &mut store, out)?;
                 if images.is_empty() {
                     return Err(bad_output(name, "a post-node returned no images"));
                 }
@@ -369,6 +382,86 @@ impl PluginRuntime {
             (_, NodeOutput::Pre(_)) => Err(bad_output(name, "a post-node returned parameters")),
         }
     }
+}
+
+/// What a workflow component returned: its images and other outputs.
+#[derive(Debug)]
+pub struct WorkflowOutput {
+    pub images: Vec<ImageHandle>,
+    /// A JSON object.
+    pub outputs: String,
+}
+
+impl PluginRuntime {
+    /// Runs a workflow component's `run(inputs)` in a fresh store whose
+    /// imports reach `host` (the worker's side of the job). The deadline
+    /// counts the guest's own time: inference and node calls move it on.
+    pub async fn run_workflow(
+        &self,
+        name: &str,
+        plugin: &LoadedPlugin,
+        limits: Limits,
+        host: Arc<dyn WorkflowHost>,
+        inputs: &str,
+    ) -> Result<NodeRun<WorkflowOutput>, PluginError> {
+        let Linked::Workflow(pre) = &plugin.linked else {
+            return Err(PluginError::WrongWorld {
+                plugin: name.into(),
+                expected: "workflow".into(),
+                reason: format!("is a {} plugin", plugin.kind.as_str()),
+            });
+        };
+        let started = Instant::now();
+        let mut store = self.store(name, limits, Arc::default());
+        store.data_mut().workflow = Some(host);
+        let result = async {
+            let wf = pre.instantiate_async(&mut store).await?;
+            wf.call_run(&mut store, inputs).await
+        }
+        .await;
+        match result {
+            Ok(Ok(out)) => {
+                let images = take_images(name, &mut store, out.images)?;
+                if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&out.outputs)
+                    .is_err()
+                    && !out.outputs.is_empty()
+                {
+                    return Err(bad_output(name, "outputs is not a JSON object"));
+                }
+                let output = WorkflowOutput {
+                    images,
+                    outputs: out.outputs,
+                };
+                Ok(self.finish(&mut store, started, output))
+            }
+            Ok(Err(e)) => Err(guest_error(name, e)),
+            Err(e) => match store.data_mut().aborted.take() {
+                Some(reason) => Err(PluginError::Host {
+                    plugin: name.into(),
+                    reason,
+                }),
+                None => Err(self.classify(name, e, &mut store)),
+            },
+        }
+    }
+}
+
+/// The images behind the handles a guest returned, out of its table.
+fn take_images(
+    name: &str,
+    store: &mut Store<PluginState>,
+    handles: Vec<Resource<ImageHandle>>,
+) -> Result<Vec<ImageHandle>, PluginError> {
+    handles
+        .into_iter()
+        .map(|h| {
+            store
+                .data_mut()
+                .table
+                .delete(h)
+                .map_err(|e| bad_output(name, &format!("bad image handle: {e}")))
+        })
+        .collect()
 }
 
 /// A component's preamble: `\0asm`, then version 0x0d and layer 1.
