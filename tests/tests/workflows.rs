@@ -1160,3 +1160,42 @@ async fn a_workflow_component_runs_on_a_remote_worker() {
     .await;
     assert_eq!(end["type"], "job.completed", "{end}");
 }
+
+#[tokio::test]
+async fn a_failing_node_fails_the_run_naming_it_and_the_rest_is_refunded() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    srv.publish_node(&alice.access, "watermark", "watermark")
+        .await;
+    let mut def = simple("stable-diffusion-1.5");
+    def["nodes"].as_array_mut().unwrap().push(json!({
+        "id": "mark", "type": "plugin", "plugin": "watermark@0.1.0",
+        "config": { "opacity": "opaque" }
+    }));
+    def["edges"][3] = json!({ "from": "gen.images", "to": "mark.images" });
+    def["edges"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "from": "mark.images", "to": "out.images" }));
+    let id = created(
+        &srv,
+        &alice,
+        json!({ "name": "bad mark", "definition": def }),
+    )
+    .await;
+    let before = srv.credits(&alice.user_id).await;
+    let (end, estimated) = run_to_end(&srv, &alice, &id, json!({})).await;
+    assert_eq!(end["type"], "job.failed", "{end}");
+    let error = &end["data"]["error"];
+    assert_eq!(error["code"], "PLUGIN_FAILED");
+    assert!(
+        error["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("watermark: ")),
+        "{end}"
+    );
+    let after = srv.credits(&alice.user_id).await;
+    let charged = before.0 - after.0;
+    assert!(charged <= estimated, "{charged} of {estimated}");
+    assert_eq!(after.1, 0, "the rest of the reservation is released");
+}
