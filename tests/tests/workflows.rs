@@ -1199,3 +1199,37 @@ async fn a_failing_node_fails_the_run_naming_it_and_the_rest_is_refunded() {
     assert!(charged <= estimated, "{charged} of {estimated}");
     assert_eq!(after.1, 0, "the rest of the reservation is released");
 }
+
+#[tokio::test]
+async fn a_components_deadline_counts_its_own_time_not_inference() {
+    // A 500 ms deadline for hires-fix, and a run whose inference alone
+    // takes longer than that: it completes, the calls being off its clock.
+    let srv = TestServer::start_with(|c| {
+        c.plugin_limits.insert(
+            "hires-fix".into(),
+            pingvas_tests::pingvas_host::plugins::limits::LimitsOverride {
+                timeout_ms: Some(500),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    publish_hires_fix(&srv, &alice).await;
+    let id = created(
+        &srv,
+        &alice,
+        json!({ "name": "slow", "definition": hires_fix(512, 20) }),
+    )
+    .await;
+    let (end, _) = run_to_end(&srv, &alice, &id, json!({})).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    let job = srv
+        .job(&alice.access, end["data"]["job_id"].as_str().unwrap())
+        .await;
+    let gpu = job["gpu_seconds"].as_f64().unwrap();
+    assert!(
+        gpu > 1.0,
+        "the premise: inference took {gpu} s, over the deadline"
+    );
+}

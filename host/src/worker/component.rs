@@ -5,10 +5,12 @@
 //!
 //! Every inference call is checked like a request (model among those the
 //! workflow declared, sizes, steps, guidance, sampler, prompt length) and
-//! priced before it runs: a call whose expected cost would take the spend
-//! past the reservation is refused and ends the job. Its measured GPU time
-//! is booked to the first declared step of its model, so the host charges
-//! each model's rate (`queue::job::workflow_charge`).
+//! priced before it runs at the catalogue's expected cost — the terms the
+//! reservation was made on: a call that would take the calls' expected
+//! total past the reservation is refused and ends the job (a slow backend
+//! never does; what it measures is charged, capped at settle). Its measured
+//! GPU time is booked to the first declared step of its model, so the host
+//! charges each model's rate (`queue::job::workflow_charge`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,10 +35,11 @@ use crate::queue::job::{JobSpec, JobType, LoraSpec, MAX_PROMPT_CHARS, SAMPLERS, 
 use crate::queue::{Lease, StepProgress};
 use crate::workflows::plan::Declared;
 
-/// Spend and GPU time so far.
+/// What the calls so far were priced at, and their GPU time.
 #[derive(Debug, Default)]
 struct Account {
-    spent: i64,
+    /// The calls' expected cost, in credits.
+    committed: i64,
     /// GPU seconds per declared step.
     seconds: Vec<f64>,
     gpu_seconds: f64,
@@ -226,16 +229,18 @@ impl<S: JobSource> ComponentHost<S> {
                 model.name
             )));
         }
-        // Priced before it runs: the spend never passes the reservation.
+        // Priced before it runs, as the reservation was: the calls never
+        // ask for more than the run was priced at.
         let cost = credits_for(spec.expected_gpu_seconds(&model), &model);
         {
-            let a = self.account.lock().expect("account");
-            if a.spent + cost > self.reserved {
+            let mut a = self.account.lock().expect("account");
+            if a.committed + cost > self.reserved {
                 return Err(CallError::Abort(format!(
-                    "an inference call past the reservation ({} of {} credits spent, this call {cost})",
-                    a.spent, self.reserved
+                    "an inference call past the reservation ({} of {} credits used by earlier calls, this call {cost})",
+                    a.committed, self.reserved
                 )));
             }
+            a.committed += cost;
         }
         let op = pipeline::operation(&spec, source, mask).map_err(guest)?;
         let stop = self.stop.clone();
@@ -248,7 +253,6 @@ impl<S: JobSource> ComponentHost<S> {
         let secs = started.elapsed().as_secs_f64();
         {
             let mut a = self.account.lock().expect("account");
-            a.spent += credits_for(secs, &model);
             a.seconds[bucket] += secs;
             a.gpu_seconds += secs;
         }

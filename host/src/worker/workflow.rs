@@ -1,8 +1,10 @@
 //! A workflow job on the worker: its compiled steps in order — parameters,
 //! image inputs, plugin nodes, inference operations on the backend —
 //! passing parameters and images between them. Each inference step's GPU
-//! time is measured on its own (charged at its model's rate), and a step
-//! that would start once the reservation is spent is refused.
+//! time is measured on its own (charged at its model's rate, the total
+//! capped by the reservation at settle). A graph's inference steps are
+//! exactly the ones its reservation priced, so none is refused here; a
+//! component's calls are priced one by one (`component`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use crate::imaging;
 use crate::inference::{InferenceError, Operation, Progress};
 use crate::plugins::limits;
 use crate::plugins::world::PluginKind;
-use crate::queue::job::{JobSpec, JobType, credits_for};
+use crate::queue::job::{JobSpec, JobType};
 use crate::queue::{FailureCode, StepProgress};
 use crate::workflows::plan::{StepOp, WorkflowPlan};
 
@@ -53,13 +55,8 @@ impl<S: JobSource> Worker<S> {
         let started_at = Utc::now();
         job.progress.send_modify(|v| v.1 = Some(started_at));
         let total = plan.steps.len() as u32;
-        let reserved: i64 = plan
-            .inferences()
-            .map(|(m, secs)| self.catalogue.get(m).map_or(0, |m| credits_for(secs, m)))
-            .sum();
         let mut flows: Vec<Flow> = Vec::with_capacity(plan.steps.len());
         let mut step_seconds = Vec::new();
-        let mut spent = 0i64;
         let (mut gpu_seconds, mut node_seconds) = (0.0, 0.0);
         let mut out = (Vec::new(), Vec::new());
         // Worker time used so far, for a failure's charge.
@@ -132,12 +129,6 @@ impl<S: JobSource> Worker<S> {
                     model,
                     ..
                 } => {
-                    if spent >= reserved {
-                        return Err(failed(JobFailure::new(
-                            FailureCode::InferenceFailed,
-                            format!("{}: the reservation is spent", step.node),
-                        )));
-                    }
                     let mut spec = match p {
                         Some(p) => params(*p).map_err(failed)?,
                         None => JobSpec::default(),
@@ -184,9 +175,6 @@ impl<S: JobSource> Worker<S> {
                     let secs = t.elapsed().as_secs_f64();
                     gpu_seconds += secs;
                     step_seconds.push(secs);
-                    if let Some(m) = self.catalogue.get(model) {
-                        spent += credits_for(secs, m);
-                    }
                     Flow::Images(made)
                 }
                 StepOp::Component {
