@@ -54,6 +54,9 @@ pub struct AppState {
     pub gallery: Gallery,
     /// Rendered `GET /images` pages (`http::page_cache`).
     pub image_pages: PageCache,
+    /// Per-tier request limits and the tier cache they read.
+    pub rate_limits: crate::ratelimit::RateLimits,
+    pub tiers: crate::ratelimit::TierCache,
     /// Cancelled when the server begins to shut down (ends WebSockets).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -160,16 +163,31 @@ impl AppState {
             Arc::new(BillingNotices(queue.clone())),
             config.billing_checkouts_per_hour,
         ));
+        let metrics = HttpMetrics::new();
+        let rate_limits = match &config.redis_url {
+            Some(url) => crate::ratelimit::RateLimits::shared(
+                crate::ratelimit::SharedLimits::connect(
+                    url.expose_secret(),
+                    &config.redis_prefix,
+                    metrics.ratelimit_redis_errors.clone(),
+                )
+                .await
+                .context("connecting to redis_url")?,
+            ),
+            None => crate::ratelimit::RateLimits::local(),
+        };
         let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone(), revisions);
         Ok(Arc::new(AppState {
             billing,
             gallery,
             image_pages: PageCache::new(config.gallery_page_cache_mib << 20),
+            rate_limits,
+            tiers: Default::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
             workflows,
             ledger: Ledger::new(db.clone()),
-            metrics: HttpMetrics::new(),
+            metrics,
             registry,
             events,
             queue,

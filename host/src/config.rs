@@ -20,6 +20,7 @@ const SECRET_KEYS: &[&str] = &[
     "billing_api_key",
     "billing_webhook_secret",
     "s3_secret_access_key",
+    "redis_url",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +139,15 @@ pub struct Config {
     /// Memory for rendered gallery list pages, reused until the user's
     /// gallery changes or the link window turns; 0 turns the cache off.
     pub gallery_page_cache_mib: u64,
+    /// The plan catalogue's per-tier `requests_per_min` and
+    /// `generations_per_min`, per user.
+    pub rate_limits_enabled: bool,
+    /// Redis (`redis://…`; also plain `REDIS_URL`): rate limits shared by
+    /// every host. Unset: each host limits in its own memory.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every key the host writes to Redis.
+    pub redis_prefix: String,
     /// Path of the billing adapter component (`.wasm`, billing-adapter
     /// world, `pingvas:plugin@0.2.0`); billing is off when unset.
     pub billing_adapter: Option<PathBuf>,
@@ -226,6 +236,9 @@ impl Default for Config {
             worker_offline_secs: 60,
             file_link_ttl_secs: 21_600,
             gallery_page_cache_mib: 64,
+            rate_limits_enabled: true,
+            redis_url: None,
+            redis_prefix: "pingvas:".into(),
             blob_url: None,
             s3_endpoint: None,
             s3_region: "us-east-1".into(),
@@ -274,8 +287,8 @@ impl Config {
             .merge(Toml::file(&file))
             .merge(
                 Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database_url".into()),
+                    .only(&["DATABASE_URL", "REDIS_URL"])
+                    .map(|k| k.as_str().to_ascii_lowercase().into()),
             )
             .merge(
                 Env::prefixed("PINGVAS_")

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod models;
 pub mod plugins;
 pub mod queue;
+pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod telemetry;

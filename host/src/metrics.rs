@@ -22,6 +22,8 @@ pub struct HttpMetrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    /// Rate-limit checks Redis could not answer (this host's limits stood in).
+    pub ratelimit_redis_errors: Counter,
 }
 
 impl Default for HttpMetrics {
@@ -44,10 +46,17 @@ impl HttpMetrics {
             "HTTP request latency",
             latency.clone(),
         );
+        let ratelimit_redis_errors = Counter::default();
+        registry.register(
+            "ratelimit_redis_errors",
+            "Rate-limit checks Redis could not answer",
+            ratelimit_redis_errors.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
+            ratelimit_redis_errors,
         }
     }
 

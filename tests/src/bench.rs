@@ -41,6 +41,8 @@ pub async fn start_serve(
         .current_dir(dir.path())
         .env("PINGVAS_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
+        // Benchmarks measure the paths, not the per-tier limits.
+        .env("PINGVAS_RATE_LIMITS_ENABLED", "false")
         .envs(env(dir.path()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

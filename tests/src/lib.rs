@@ -3,9 +3,9 @@
 //!
 //! The database is SQLite in a temporary directory, or — when
 //! `TEST_DATABASE_URL` names a PostgreSQL server — a fresh database created
-//! for the one server and dropped after. (`TEST_REDIS_URL` is passed by
-//! `.ci/run` for the PostgreSQL + Redis run; nothing in the host uses
-//! Redis yet.)
+//! for the one server and dropped after. With `TEST_REDIS_URL` (`.ci/run`
+//! passes it for the PostgreSQL + Redis run) each server uses that Redis
+//! with a key prefix of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -178,6 +178,8 @@ impl TestServer {
             addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: db.data_dir.clone(),
             database_url: Some(db.url.clone().into()),
+            // Tests about limits turn them on; others must not trip them.
+            rate_limits_enabled: false,
             ..Config::default()
         };
         if let Some(url) = s3_blob_url().await {
@@ -186,40 +188,41 @@ impl TestServer {
             config.s3_access_key_id = Some("testing".into());
             config.s3_secret_access_key = Some("testing".to_owned().into());
         }
+        if let Some(url) = std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            config.redis_url = Some(url.into());
+            config.redis_prefix = format!("pingvas-test-{}:", uuid::Uuid::now_v7().simple());
+        }
         tweak(&mut config);
         let state = AppState::build(config).await.expect("build app state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let listeners = pingvas_host::server::Listeners::bind(listener, &state.config)
-            .await
-            .expect("bind the configured listeners");
-        let internal_base = listeners
-            .internal
-            .as_ref()
-            .map(|l| format!("http://{}", l.local_addr().unwrap()));
-        let metrics_base = listeners
-            .metrics
-            .as_ref()
-            .map(|l| format!("http://{}", l.local_addr().unwrap()));
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(pingvas_host::server::serve(
-            state.clone(),
-            listeners,
-            async {
-                let _ = rx.await;
-            },
-        ));
+        let l = launch(state.clone()).await;
         TestServer {
-            base,
-            internal_base,
-            metrics_base,
+            base: l.base,
+            internal_base: l.internal_base,
+            metrics_base: l.metrics_base,
             client: reqwest::Client::new(),
             state,
-            shutdown: Some(tx),
-            task: Some(task),
+            shutdown: Some(l.shutdown),
+            task: Some(l.task),
             db,
+        }
+    }
+
+    /// A second host on this server's database, data dir and settings
+    /// (Redis prefix included), as another process of a scale-out
+    /// deployment would be.
+    pub async fn another_host(&self) -> OtherHost {
+        let state = AppState::build(self.state.config.clone())
+            .await
+            .expect("build the second host");
+        let l = launch(state.clone()).await;
+        OtherHost {
+            base: l.base,
+            state,
+            _shutdown: l.shutdown,
+            task: l.task,
         }
     }
 
@@ -340,6 +343,59 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+/// A server's listeners, serving `state` until `shutdown` fires.
+struct Launched {
+    base: String,
+    internal_base: Option<String>,
+    metrics_base: Option<String>,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn launch(state: SharedState) -> Launched {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listeners = pingvas_host::server::Listeners::bind(listener, &state.config)
+        .await
+        .expect("bind the configured listeners");
+    let internal_base = listeners
+        .internal
+        .as_ref()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()));
+    let metrics_base = listeners
+        .metrics
+        .as_ref()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()));
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(pingvas_host::server::serve(state, listeners, async {
+        let _ = rx.await;
+    }));
+    Launched {
+        base,
+        internal_base,
+        metrics_base,
+        shutdown: tx,
+        task,
+    }
+}
+
+/// Another host of a `TestServer` (`TestServer::another_host`); stops when
+/// dropped.
+pub struct OtherHost {
+    pub base: String,
+    pub state: SharedState,
+    _shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

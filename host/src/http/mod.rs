@@ -18,6 +18,7 @@ pub mod ops;
 pub mod page_cache;
 pub mod plugins;
 pub mod queue;
+pub mod ratelimit;
 pub mod response;
 pub mod storage;
 pub mod subscriptions;
@@ -71,7 +72,13 @@ pub fn api() -> OpenApiRouter<SharedState> {
 pub fn router(state: SharedState) -> Router {
     let (api_router, spec) = api().split_for_parts();
     let mut app = Router::new()
-        .nest(API_PREFIX, api_router)
+        .nest(
+            API_PREFIX,
+            api_router.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                ratelimit::limit,
+            )),
+        )
         .merge(SwaggerUi::new("/docs").url(format!("{API_PREFIX}/openapi.json"), spec))
         .route(&format!("{API_PREFIX}/files/{{*key}}"), get(files::file))
         .route(

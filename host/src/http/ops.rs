@@ -37,16 +37,32 @@ pub async fn readyz(State(state): State<SharedState>) -> axum::response::Respons
         }
         Err(_) => Some("timeout"),
     };
-    if database.is_none() && blob_store.is_none() {
+    // Redis, when the limits are shared through it.
+    let redis = match state.rate_limits.redis() {
+        None => None,
+        Some(r) => match r.ping().await {
+            Ok(()) => Some("ok"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: Redis unreachable");
+                Some("unreachable")
+            }
+        },
+    };
+    if database.is_none() && blob_store.is_none() && redis != Some("unreachable") {
+        let mut data = json!({ "status": "ready", "database": state.db.kind(), "blobs": blobs });
+        if redis.is_some() {
+            data["redis"] = json!("ok");
+        }
         return (
             StatusCode::OK,
-            Json(json!({ "success": true, "data": { "status": "ready", "database": state.db.kind(), "blobs": blobs } })),
+            Json(json!({ "success": true, "data": data })),
         )
             .into_response();
     }
     ApiError::with_details(
         ErrorCode::ServiceUnavailable,
-        json!({ "database": database.unwrap_or("ok"), "blobs": blob_store.unwrap_or("ok") }),
+        json!({ "database": database.unwrap_or("ok"), "blobs": blob_store.unwrap_or("ok"),
+                "redis": redis.unwrap_or("not configured") }),
     )
     .into_response()
 }
