@@ -148,6 +148,9 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// Prefix of every key the host writes to Redis.
     pub redis_prefix: String,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names
+    /// the client, for the per-client limits of unauthenticated routes.
+    pub trusted_proxies: Vec<String>,
     /// Path of the billing adapter component (`.wasm`, billing-adapter
     /// world, `pingvas:plugin@0.2.0`); billing is off when unset.
     pub billing_adapter: Option<PathBuf>,
@@ -239,6 +242,7 @@ impl Default for Config {
             rate_limits_enabled: true,
             redis_url: None,
             redis_prefix: "pingvas:".into(),
+            trusted_proxies: Vec::new(),
             blob_url: None,
             s3_endpoint: None,
             s3_region: "us-east-1".into(),

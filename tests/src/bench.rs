@@ -79,23 +79,34 @@ impl Args {
     /// Parses the process arguments over the script's defaults; exits 2
     /// with a usage line on anything else.
     pub fn parse(script: &str, seconds: u64, connections: usize) -> Self {
-        let mut args = Args {
+        Self::parse_from(script, seconds, connections, std::env::args().skip(1))
+    }
+
+    /// `parse` over given arguments (a script that reads flags of its own
+    /// first passes the rest).
+    pub fn parse_from(
+        script: &str,
+        seconds: u64,
+        connections: usize,
+        args: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut parsed = Args {
             seconds,
             connections,
         };
-        let mut it = std::env::args().skip(1);
+        let mut it = args.into_iter();
         while let Some(a) = it.next() {
             let v = it.next().and_then(|v| v.parse::<u64>().ok());
             match (a.as_str(), v) {
-                ("--seconds", Some(v)) => args.seconds = v,
-                ("--connections", Some(v)) => args.connections = v as usize,
+                ("--seconds", Some(v)) => parsed.seconds = v,
+                ("--connections", Some(v)) => parsed.connections = v as usize,
                 _ => {
                     eprintln!("usage: {script} [--seconds N] [--connections N]");
                     std::process::exit(2);
                 }
             }
         }
-        args
+        parsed
     }
 
     pub fn duration(&self) -> Duration {

@@ -146,3 +146,53 @@ async fn two_hosts_on_one_redis_share_the_limits() {
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["data"]["redis"], "ok");
 }
+
+#[tokio::test]
+async fn auth_routes_are_limited_per_client_address() {
+    // Loopback is a trusted proxy here, so X-Forwarded-For names clients.
+    let srv = TestServer::start_with(|c| {
+        c.rate_limits_enabled = true;
+        c.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let login = |client: &'static str| {
+        srv.client
+            .post(srv.url("/auth/login"))
+            .header("x-forwarded-for", format!("{client}, 127.0.0.1"))
+            .json(&serde_json::json!({ "email": "nobody@example.com", "password": "wrong-password-1" }))
+            .send()
+    };
+    // The default tier's 30 a minute, per client address.
+    for left in (0..30).rev() {
+        let r = login("203.0.113.7").await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&r, "x-ratelimit-remaining"), left);
+    }
+    let r = login("203.0.113.7").await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&r, "retry-after") >= 1);
+    // Another client is not affected.
+    let r = login("198.51.100.2").await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(header(&r, "x-ratelimit-remaining"), 29);
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_choose_its_address() {
+    let srv = TestServer::start_with(|c| c.rate_limits_enabled = true).await;
+    let mut last = 30;
+    for i in 0..3 {
+        // A different forwarded address each time: ignored, the peer counts.
+        let r = srv
+            .client
+            .post(srv.url("/auth/login"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&serde_json::json!({ "email": "x@example.com", "password": "wrong-password-1" }))
+            .send()
+            .await
+            .unwrap();
+        let left = header(&r, "x-ratelimit-remaining");
+        assert_eq!(left, last - 1);
+        last = left;
+    }
+}

@@ -1,17 +1,23 @@
 //! The per-tier limits on the API (`ratelimit`). The bearer is validated
 //! once here and its claims handed to `AuthUser` through the request's
-//! extensions; the user's tier comes from a short cache. Requests without
-//! a valid bearer pass on (the route's extractor answers them).
+//! extensions; the user's tier comes from a short cache. Without a valid
+//! bearer, the auth routes (login, register, refresh …) are limited per
+//! client address at the default tier's rate; other routes pass on (their
+//! extractor answers them).
 
-use axum::extract::{Request, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
 use serde_json::json;
 
 use crate::app::SharedState;
 use crate::auth::tokens::Claims;
+use crate::billing::plans::DEFAULT_TIER;
 use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::Decision;
 
@@ -44,11 +50,76 @@ fn set_headers(resp: &mut Response, d: &Decision) {
     }
 }
 
+/// The client's address: the peer, or — when the peer is a trusted proxy —
+/// the last address of `X-Forwarded-For` that is not one.
+fn client_ip(state: &SharedState, req: &Request) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let trusted: Vec<IpNet> = state
+        .config
+        .trusted_proxies
+        .iter()
+        .filter_map(|p| {
+            p.parse::<IpNet>()
+                .ok()
+                .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
+fn refusal(d: &Decision, wait: u64, per_min: u32, what: &str) -> Response {
+    let mut resp = ApiError::with_details(
+        ErrorCode::RateLimited,
+        json!({ "limit": what, "per_minute": per_min, "retry_after": wait }),
+    )
+    .into_response();
+    set_headers(&mut resp, d);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(wait));
+    resp
+}
+
+/// The auth routes without a bearer, per client address.
+async fn limit_client(state: &SharedState, req: Request, next: Next) -> Response {
+    let per_min = state.plans.tier(DEFAULT_TIER).requests_per_min;
+    let Some(ip) = client_ip(state, &req) else {
+        return next.run(req).await;
+    };
+    let d = state.rate_limits.check(&format!("ip:{ip}"), per_min).await;
+    if let Some(wait) = d.retry_after {
+        return refusal(&d, wait, per_min, "requests");
+    }
+    let mut resp = next.run(req).await;
+    set_headers(&mut resp, &d);
+    resp
+}
+
 pub async fn limit(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
     if !state.config.rate_limits_enabled {
         return next.run(req).await;
     }
     let Some(claims) = bearer_claims(&state, &req) else {
+        if req.uri().path().contains("/auth/") {
+            return limit_client(&state, req, next).await;
+        }
         return next.run(req).await;
     };
     let Some(tier) = tier_of(&state, &claims.sub).await else {
@@ -73,15 +144,7 @@ pub async fn limit(State(state): State<SharedState>, mut req: Request, next: Nex
             .map(|wait| (wait, plan.generations_per_min, "generations"));
     }
     if let Some((wait, per_min, what)) = refused {
-        let mut resp = ApiError::with_details(
-            ErrorCode::RateLimited,
-            json!({ "limit": what, "per_minute": per_min, "retry_after": wait }),
-        )
-        .into_response();
-        set_headers(&mut resp, &requests);
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(wait));
-        return resp;
+        return refusal(&requests, wait, per_min, what);
     }
     req.extensions_mut().insert(claims);
     let mut resp = next.run(req).await;
