@@ -1233,3 +1233,101 @@ async fn a_components_deadline_counts_its_own_time_not_inference() {
         "the premise: inference took {gpu} s, over the deadline"
     );
 }
+
+#[tokio::test]
+async fn what_one_account_may_store_and_import_is_bounded() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+
+    // A definition over 256 KiB, and a graph of 65 nodes.
+    let mut big = simple("stable-diffusion-1.5");
+    big["inputs"][0]["description"] = json!("x".repeat(300 << 10));
+    let e = assert_error(
+        &create(&srv, &alice, json!({ "name": "big", "definition": big })).await,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PARAMETERS",
+    );
+    assert_eq!(e["details"]["field"], "definition");
+    let mut wide = simple("stable-diffusion-1.5");
+    for i in 0..62 {
+        wide["nodes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "id": format!("o{i}"), "type": "output" }));
+    }
+    let e = assert_error(
+        &create(&srv, &alice, json!({ "name": "wide", "definition": wide })).await,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+    );
+    assert!(
+        e["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("at most 64"),
+        "{e}"
+    );
+
+    // Exports that loop (LoRA loaders feeding each other; a string joined
+    // from itself) are refused, not followed for ever.
+    let mut lora_cycle = invokeai_export("Text_to_Image_with_LoRA.json");
+    lora_cycle["edges"].as_array_mut().unwrap().push(json!({
+        "id": "loop", "type": "default",
+        "source": "c41e705b-f2e3-4d1a-83c4-e34bb9344966", "sourceHandle": "unet",
+        "target": "c41e705b-f2e3-4d1a-83c4-e34bb9344966", "targetHandle": "unet"
+    }));
+    let mut string_cycle = invokeai_export("Text_to_Image_-_SDXL.json");
+    let join = "3774ec24-a69e-4254-864c-097d07a6256f";
+    string_cycle["edges"].as_array_mut().unwrap().extend([
+        json!({ "id": "prompt", "type": "default",
+            "source": join, "sourceHandle": "value",
+            "target": "faf965a4-7530-427b-b1f3-4ba6505c2a08", "targetHandle": "prompt" }),
+        json!({ "id": "loop", "type": "default",
+            "source": join, "sourceHandle": "value",
+            "target": join, "targetHandle": "string_left" }),
+    ]);
+    let mut crowded = invokeai_export("Text_to_Image_-_SD1.5.json");
+    for i in 0..600 {
+        crowded["nodes"].as_array_mut().unwrap().push(json!({
+            "id": format!("s{i}"), "type": "invocation",
+            "data": { "id": format!("s{i}"), "type": "string", "inputs": {} }
+        }));
+    }
+    for (export, says) in [
+        (lora_cycle, "LoRA loaders"),
+        (string_cycle, "more than 32 nodes"),
+        (crowded, "at most 512 nodes"),
+    ] {
+        let e = assert_error(
+            &srv.post("/workflows/import/invokeai", Some(&alice.access), export)
+                .await,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+        );
+        assert!(
+            e["details"]["reason"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+
+    // At most 200 workflows an account.
+    for i in 0..200 {
+        created(
+            &srv,
+            &alice,
+            json!({ "name": format!("w{i}"), "definition": simple("stable-diffusion-1.5") }),
+        )
+        .await;
+    }
+    let e = assert_error(
+        &create(
+            &srv,
+            &alice,
+            json!({ "name": "one more", "definition": simple("stable-diffusion-1.5") }),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "CONFLICT",
+    );
+    assert_eq!(e["details"]["reason"], "too_many_workflows");
+}

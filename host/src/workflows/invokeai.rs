@@ -18,6 +18,13 @@ use super::definition::DefinitionError;
 use crate::inference::invokeai::sampler_of;
 use crate::models::ModelCatalogue;
 
+/// Nodes an export may hold (more than any real workflow).
+const MAX_EXPORT_NODES: usize = 512;
+/// How far a value is followed through `string`/`string_join` nodes, and
+/// LoRA loaders through to their model loader; an export that goes deeper
+/// is a cycle or a construction.
+const MAX_DEPTH: usize = 32;
+
 /// Invocation types the importer understands.
 const MAPPED: &[&str] = &[
     "main_model_loader",
@@ -158,6 +165,21 @@ impl Export<'_> {
     /// What `node.field` resolves to: an exposed field, a connected
     /// `string`/`string_join`/`integer`/`float`/`rand_int`, or its value.
     fn resolve(&self, node: &str, field: &str) -> Result<Option<Source>, DefinitionError> {
+        self.resolve_within(node, field, MAX_DEPTH)
+    }
+
+    fn resolve_within(
+        &self,
+        node: &str,
+        field: &str,
+        depth: usize,
+    ) -> Result<Option<Source>, DefinitionError> {
+        let Some(depth) = depth.checked_sub(1) else {
+            return Err(DefinitionError::node(
+                node,
+                format!("{field}: followed through more than {MAX_DEPTH} nodes (a cycle?)"),
+            ));
+        };
         let n = self.node(node)?;
         if self.exposed.contains(&(node.to_owned(), field.to_owned())) {
             let default = n.value(field).cloned().unwrap_or(Value::Null);
@@ -172,10 +194,10 @@ impl Export<'_> {
         let src = self.node(from)?;
         match src.kind.as_str() {
             "rand_int" => Ok(Some(Source::Random)),
-            "string" | "integer" | "float" => self.resolve(from, "value"),
+            "string" | "integer" | "float" => self.resolve_within(from, "value", depth),
             "string_join" => {
                 let part = |f: &str| -> Result<String, DefinitionError> {
-                    Ok(match self.resolve(from, f)? {
+                    Ok(match self.resolve_within(from, f, depth)? {
                         Some(Source::Value(v) | Source::Exposed { default: v, .. }) => {
                             v.as_str().unwrap_or_default().to_owned()
                         }
@@ -298,6 +320,9 @@ pub fn import(export: &Value, catalogue: &ModelCatalogue) -> Result<Imported, De
         .get("nodes")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("an InvokeAI workflow has a nodes list"))?;
+    if raw_nodes.len() > MAX_EXPORT_NODES {
+        return Err(bad(format!("at most {MAX_EXPORT_NODES} nodes")));
+    }
     let mut nodes = HashMap::new();
     let mut unknown = BTreeSet::new();
     for n in raw_nodes {
@@ -533,6 +558,12 @@ fn decode(
         .ok_or_else(|| DefinitionError::node(&denoise_id, "no model is connected"))?;
     let mut loras = Vec::new();
     let model = loop {
+        if loras.len() > MAX_DEPTH {
+            return Err(DefinitionError::node(
+                &at,
+                format!("more than {MAX_DEPTH} LoRA loaders before a model loader (a cycle?)"),
+            ));
+        }
         let n = x.node(&at)?;
         match n.kind.as_str() {
             "lora_loader" | "sdxl_lora_loader" => {

@@ -2,8 +2,10 @@
 //! component reaches. The work itself is the worker's (`WorkflowHost`,
 //! supplied per job); this side moves images between handles and the
 //! host, charges the images it hands the guest to the call's budget, and
-//! keeps the deadline on guest time — time spent inside inference and node
-//! calls moves the deadline on by as much.
+//! keeps the deadline on guest time: time spent inside inference calls
+//! (bounded by the job's reservation) moves the deadline on by as much.
+//! Node calls stay on the clock — nothing else bounds how many a guest
+//! makes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -103,6 +105,12 @@ impl PluginState {
         let started = Instant::now();
         let out = call.await;
         self.deadline += started.elapsed();
+        self.answer(out)
+    }
+
+    /// A host call's outcome for the guest: its error to go on with, or
+    /// the end of the run.
+    fn answer<T>(&mut self, out: Result<T, CallError>) -> wasmtime::Result<Result<T, PluginError>> {
         match out {
             Ok(v) => Ok(Ok(v)),
             Err(CallError::Guest(e)) => Ok(Err(e)),
@@ -182,7 +190,8 @@ impl nodes::Host for PluginState {
         config: String,
     ) -> wasmtime::Result<Result<GenerationParams, PluginError>> {
         let host = self.workflow_host()?;
-        self.off_the_clock(host.run_pre(node, params, config)).await
+        let out = host.run_pre(node, params, config).await;
+        self.answer(out)
     }
 
     async fn run_post(
@@ -203,10 +212,8 @@ impl nodes::Host for PluginState {
                 ..img
             });
         }
-        match self
-            .off_the_clock(host.run_post(node, params, given, config))
-            .await?
-        {
+        let out = host.run_post(node, params, given, config).await;
+        match self.answer(out)? {
             Ok(images) => Ok(Ok(self.give(images)?)),
             Err(e) => Ok(Err(e)),
         }
