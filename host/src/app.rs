@@ -57,6 +57,8 @@ pub struct AppState {
     /// Per-tier request limits and the tier cache they read.
     pub rate_limits: crate::ratelimit::RateLimits,
     pub tiers: crate::ratelimit::TierCache,
+    /// `trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Cancelled when the server begins to shut down (ends WebSockets).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -163,6 +165,15 @@ impl AppState {
             Arc::new(BillingNotices(queue.clone())),
             config.billing_checkouts_per_hour,
         ));
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| format!("trusted_proxies: {p} is no address or CIDR range"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let metrics = HttpMetrics::new();
         let rate_limits = match &config.redis_url {
             Some(url) => crate::ratelimit::RateLimits::shared(
@@ -183,6 +194,7 @@ impl AppState {
             image_pages: PageCache::new(config.gallery_page_cache_mib << 20),
             rate_limits,
             tiers: Default::default(),
+            trusted_proxies,
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
             workflows,

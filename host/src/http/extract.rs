@@ -154,24 +154,28 @@ impl FromRequestParts<SharedState> for AuthUser {
                 id: claims.sub.clone(),
             });
         }
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ErrorCode::Unauthorized)?;
-        let value = header.to_str().map_err(|_| ErrorCode::InvalidToken)?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(ErrorCode::InvalidToken.into()),
-        };
-        if token.is_empty() {
-            return Err(ErrorCode::Unauthorized.into());
-        }
+        let token = bearer_token(&parts.headers)?;
         let claims = state.auth.access.validate(token).map_err(|e| match e {
             TokenError::Expired => ErrorCode::TokenExpired,
             TokenError::Invalid => ErrorCode::InvalidToken,
         })?;
         Ok(AuthUser { id: claims.sub })
     }
+}
+
+/// The access token of an `Authorization: Bearer …` header, or why there
+/// is none.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, ErrorCode> {
+    let header = headers.get(AUTHORIZATION).ok_or(ErrorCode::Unauthorized)?;
+    let value = header.to_str().map_err(|_| ErrorCode::InvalidToken)?;
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => return Err(ErrorCode::InvalidToken),
+    };
+    if token.is_empty() {
+        return Err(ErrorCode::Unauthorized);
+    }
+    Ok(token)
 }
 
 /// An administrator (`users.role = admin`, read for every request so a

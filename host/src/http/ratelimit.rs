@@ -8,13 +8,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ipnet::IpNet;
 use serde_json::json;
 
+use super::extract::bearer_token;
 use crate::app::SharedState;
 use crate::auth::tokens::Claims;
 use crate::billing::plans::DEFAULT_TIER;
@@ -22,12 +22,8 @@ use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::Decision;
 
 fn bearer_claims(state: &SharedState, req: &Request) -> Option<Claims> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    state.auth.access.validate(token.trim()).ok()
+    let token = bearer_token(req.headers()).ok()?;
+    state.auth.access.validate(token).ok()
 }
 
 async fn tier_of(state: &SharedState, user_id: &str) -> Option<String> {
@@ -54,17 +50,7 @@ fn set_headers(resp: &mut Response, d: &Decision) {
 /// the last address of `X-Forwarded-For` that is not one.
 fn client_ip(state: &SharedState, req: &Request) -> Option<IpAddr> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-    let trusted: Vec<IpNet> = state
-        .config
-        .trusted_proxies
-        .iter()
-        .filter_map(|p| {
-            p.parse::<IpNet>()
-                .ok()
-                .or_else(|| p.parse::<IpAddr>().ok().map(IpNet::from))
-        })
-        .collect();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let is_trusted = |ip: &IpAddr| state.trusted_proxies.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }

@@ -200,7 +200,17 @@ impl Workflows {
             return self.insert(caller, new, None).await;
         }
         let imported = invokeai::import(&new.definition, &self.generator.models)?;
-        new.definition = imported.definition;
+        new.definition = imported.definition.clone();
+        self.insert_imported(caller, new, imported).await
+    }
+
+    /// Stores a converted export, the answer saying how it was converted.
+    async fn insert_imported(
+        &self,
+        caller: &Caller,
+        new: NewWorkflow,
+        imported: invokeai::Imported,
+    ) -> WorkflowResult<Workflow> {
         let mut w = self.insert(caller, new, None).await?;
         w.imported = Some(ImportReport {
             models: imported.models,
@@ -223,17 +233,14 @@ impl Workflows {
             .into());
         }
         let imported = invokeai::import(&export, &self.generator.models)?;
-        self.create(
-            caller,
-            NewWorkflow {
-                name: imported.name.chars().take(100).collect(),
-                description: imported.description.chars().take(2000).collect(),
-                definition: export,
-                is_public: false,
-                tags: imported.tags,
-            },
-        )
-        .await
+        let new = NewWorkflow {
+            name: imported.name.chars().take(100).collect(),
+            description: imported.description.chars().take(2000).collect(),
+            definition: imported.definition.clone(),
+            is_public: false,
+            tags: imported.tags.clone(),
+        };
+        self.insert_imported(caller, new, imported).await
     }
 
     async fn insert(
