@@ -140,13 +140,13 @@ impl Queue {
             },
         )
         .await?;
-        tx.commit().await?;
-        self.wake.notify_waiters();
-
-        // The position is read after the commit, outside the write lock.
-        let groups = summaries(&q::queued_groups(&self.parts.db).await?);
+        // The position is read in the transaction, so `job.queued` goes
+        // out the moment the job can be leased — before any worker can
+        // lease it and announce `job.started`.
+        let groups = summaries(&q::queued_groups_in(&mut tx).await?);
         let position = scheduler::position_of(&groups, user_id, priority, mine as usize);
         let wait = self.estimated_wait(position, priced.gpu_seconds).await;
+        tx.commit().await?;
         self.notify(
             user_id,
             UserEvent::JobQueued(JobQueued {
@@ -158,6 +158,7 @@ impl Queue {
                 estimated_credits: estimated,
             }),
         );
+        self.wake.notify_waiters();
         self.notify_credits(user_id).await;
         Ok(Enqueued {
             websocket_channel: channel_of(user_id),

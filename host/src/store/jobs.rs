@@ -182,6 +182,11 @@ pub async fn queued_groups(db: &Db) -> StoreResult<Vec<QueuedGroup>> {
     Ok(on_db!(db, p => sqlx::query_as(QUEUED_GROUPS).fetch_all(p).await)?)
 }
 
+/// `queued_groups` as a transaction sees them (its own insert included).
+pub async fn queued_groups_in(tx: &mut Tx) -> StoreResult<Vec<QueuedGroup>> {
+    Ok(on_tx!(tx, c => sqlx::query_as(QUEUED_GROUPS).fetch_all(c).await)?)
+}
+
 /// Counts one more queued job of the user (at `priority`); returns the
 /// user's queued count, this job included.
 pub async fn count_enqueued(tx: &mut Tx, user_id: &str, priority: i64) -> StoreResult<i64> {
