@@ -124,11 +124,12 @@ fn benches(c: &mut Criterion) {
         .insert("variant.pro.monthly".into(), "149091".into());
     let state = rt.block_on(AppState::build(config)).expect("app state");
     let user = rt
-        .block_on(
-            state
-                .auth
-                .register("bench@example.com", "SecurePass123!", None),
-        )
+        .block_on(state.auth.register(
+            "bench@example.com",
+            "SecurePass123!",
+            None,
+            Default::default(),
+        ))
         .unwrap()
         .id;
     let billing = state.billing.clone();

@@ -49,7 +49,7 @@ pub async fn set_tier(
     plans: &Catalogue,
     email: &str,
     tier: &str,
-) -> Result<(), AdminError> {
+) -> Result<String, AdminError> {
     if plans.get(tier).is_none() {
         let names: Vec<_> = plans.all().iter().map(|p| p.name.clone()).collect();
         return Err(AdminError::UnknownTier(tier.to_owned(), names.join(", ")));
@@ -64,7 +64,7 @@ pub async fn set_tier(
     )
     .await
     .map_err(anyhow::Error::from)?;
-    Ok(())
+    Ok(user.id)
 }
 
 pub async fn set_role(db: &Db, email: &str, role: &str) -> Result<(), AdminError> {

@@ -8,6 +8,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::auth::AuthService;
+use crate::auth::email_links::MailLinks;
 use crate::auth::passwords::HashGate;
 use crate::auth::tokens::{AccessTokens, new_secret};
 use crate::billing::adapter::Adapters;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub config: Config,
     pub db: Db,
     pub auth: AuthService,
+    /// Sign-in through Google and Discord.
+    pub oauth: crate::auth::oauth::OAuth,
     pub ledger: Ledger,
     pub plans: Catalogue,
     pub models: ModelCatalogue,
@@ -56,7 +59,7 @@ pub struct AppState {
     pub image_pages: PageCache,
     /// Per-tier request limits and the tier cache they read.
     pub rate_limits: crate::ratelimit::RateLimits,
-    pub tiers: crate::ratelimit::TierCache,
+    pub tiers: Arc<crate::ratelimit::TierCache>,
     /// `trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Cancelled when the server begins to shut down (ends WebSockets).
@@ -96,6 +99,12 @@ impl AppState {
             &config.jwt_audience,
             config.access_token_ttl_secs,
         );
+        let metrics = HttpMetrics::new();
+        let mailer = Arc::new(crate::mail::Mailer::from_config(
+            &config,
+            metrics.mail_sent.clone(),
+            metrics.mail_failed.clone(),
+        )?);
         let auth = AuthService::new(
             db.clone(),
             access,
@@ -105,7 +114,9 @@ impl AppState {
                 config.password_hash_concurrency(),
                 config.password_hash_queue,
             ),
+            MailLinks::new(db.clone(), mailer, &config.frontend_base()),
         );
+        let oauth = crate::auth::oauth::OAuth::from_config(db.clone(), &config)?;
         let plans = Catalogue::load(config.plans_file.as_deref())?;
         let models = ModelCatalogue::load(config.models_file.as_deref(), &plans)?;
         tokio::task::spawn_blocking(crate::auth::passwords::warm_up).await?;
@@ -158,11 +169,15 @@ impl AppState {
             )),
         });
         let workflows = Workflows::new(db.clone(), generator.clone());
+        let tiers = Arc::new(crate::ratelimit::TierCache::default());
         let billing = Arc::new(Billing::new(
             db.clone(),
             plans.clone(),
             adapters,
-            Arc::new(BillingNotices(queue.clone())),
+            Arc::new(BillingNotices {
+                queue: queue.clone(),
+                tiers: tiers.clone(),
+            }),
             config.billing_checkouts_per_hour,
         ));
         let trusted_proxies = config
@@ -174,7 +189,6 @@ impl AppState {
                     .with_context(|| format!("trusted_proxies: {p} is no address or CIDR range"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let metrics = HttpMetrics::new();
         let rate_limits = match &config.redis_url {
             Some(url) => crate::ratelimit::RateLimits::shared(
                 crate::ratelimit::SharedLimits::connect(
@@ -193,7 +207,7 @@ impl AppState {
             gallery,
             image_pages: PageCache::new(config.gallery_page_cache_mib << 20),
             rate_limits,
-            tiers: Default::default(),
+            tiers,
             trusted_proxies,
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
@@ -210,6 +224,7 @@ impl AppState {
             config,
             db,
             auth,
+            oauth,
             plans,
         }))
     }

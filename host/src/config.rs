@@ -21,6 +21,9 @@ const SECRET_KEYS: &[&str] = &[
     "billing_webhook_secret",
     "s3_secret_access_key",
     "redis_url",
+    "google_client_secret",
+    "discord_client_secret",
+    "smtp_url",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +154,37 @@ pub struct Config {
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names
     /// the client, for the per-client limits of unauthenticated routes.
     pub trusted_proxies: Vec<String>,
+    /// Where the web front end lives: OAuth sign-ins return there (tokens
+    /// in the URL fragment) and mailed links point there
+    /// (`/verify-email?token=…`, `/reset-password?token=…`). Unset:
+    /// `public_url`, else this host's own address.
+    pub frontend_url: Option<String>,
+    /// Google sign-in (`GET /api/v1/auth/google`); on when the id and
+    /// secret are set (and `public_url`, for the redirect URI).
+    pub google_client_id: Option<String>,
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub google_client_secret: Option<SecretString>,
+    pub google_auth_url: String,
+    pub google_token_url: String,
+    pub google_userinfo_url: String,
+    /// Discord sign-in, like Google's.
+    pub discord_client_id: Option<String>,
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub discord_client_secret: Option<SecretString>,
+    pub discord_auth_url: String,
+    pub discord_token_url: String,
+    pub discord_userinfo_url: String,
+    /// How long a call to an OAuth provider may take.
+    pub oauth_timeout_secs: u64,
+    /// The mail server (`smtp://user:pass@host:587?tls=required`,
+    /// `smtps://…:465`). Unset: mail is written to `<data_dir>/outbox/`.
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub smtp_url: Option<SecretString>,
+    /// The sender of the host's mail.
+    pub mail_from: String,
+    /// Generation needs a verified email address (`FORBIDDEN`,
+    /// `details.code = EMAIL_NOT_VERIFIED` otherwise).
+    pub require_verified_email: bool,
     /// Path of the billing adapter component (`.wasm`, billing-adapter
     /// world, `pingvas:plugin@0.2.0`); billing is off when unset.
     pub billing_adapter: Option<PathBuf>,
@@ -248,6 +282,21 @@ impl Default for Config {
             s3_region: "us-east-1".into(),
             s3_access_key_id: None,
             s3_secret_access_key: None,
+            frontend_url: None,
+            google_client_id: None,
+            google_client_secret: None,
+            google_auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            google_token_url: "https://oauth2.googleapis.com/token".into(),
+            google_userinfo_url: "https://openidconnect.googleapis.com/v1/userinfo".into(),
+            discord_client_id: None,
+            discord_client_secret: None,
+            discord_auth_url: "https://discord.com/oauth2/authorize".into(),
+            discord_token_url: "https://discord.com/api/oauth2/token".into(),
+            discord_userinfo_url: "https://discord.com/api/users/@me".into(),
+            oauth_timeout_secs: 10,
+            smtp_url: None,
+            mail_from: "Pingvas Studio <no-reply@pingvas.local>".into(),
+            require_verified_email: false,
             billing_adapter: None,
             billing_provider: "lemon-squeezy".into(),
             billing_http_allow: String::new(),
@@ -259,6 +308,15 @@ impl Default for Config {
             source: None,
         }
     }
+}
+
+/// One OAuth provider's settings.
+pub struct OAuthSettings {
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub auth_url: String,
+    pub token_url: String,
+    pub userinfo_url: String,
 }
 
 /// The non-empty, trimmed items of a comma-separated setting.
@@ -347,6 +405,41 @@ impl Config {
     pub fn worker_model_list(&self) -> Option<Vec<String>> {
         let list = comma_list(&self.worker_models);
         (!list.is_empty()).then_some(list)
+    }
+
+    pub fn oauth_settings(&self, provider: crate::auth::oauth::Provider) -> OAuthSettings {
+        use crate::auth::oauth::Provider;
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let secret =
+            |v: &Option<SecretString>| v.clone().filter(|s| !s.expose_secret().trim().is_empty());
+        match provider {
+            Provider::Google => OAuthSettings {
+                client_id: non_empty(&self.google_client_id),
+                client_secret: secret(&self.google_client_secret),
+                auth_url: self.google_auth_url.clone(),
+                token_url: self.google_token_url.clone(),
+                userinfo_url: self.google_userinfo_url.clone(),
+            },
+            Provider::Discord => OAuthSettings {
+                client_id: non_empty(&self.discord_client_id),
+                client_secret: secret(&self.discord_client_secret),
+                auth_url: self.discord_auth_url.clone(),
+                token_url: self.discord_token_url.clone(),
+                userinfo_url: self.discord_userinfo_url.clone(),
+            },
+        }
+    }
+
+    /// The front end's base URL, without a trailing slash.
+    pub fn frontend_base(&self) -> String {
+        if let Some(url) = self.frontend_url.as_ref().or(self.public_url.as_ref()) {
+            return url.trim_end_matches('/').to_owned();
+        }
+        if self.addr.ip().is_unspecified() {
+            format!("http://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     pub fn cors_origin_list(&self) -> Vec<String> {

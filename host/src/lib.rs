@@ -1,6 +1,6 @@
 //! Pingvas Studio host: the REST API server, its store, auth, credit
 //! ledger, GPU queue and workers, and the WASM plugin runtime. The layers,
-//! bottom up: `store`, `blobs`, `imaging`, `events`, `metrics`; the domain
+//! bottom up: `store`, `blobs`, `imaging`, `events`, `metrics`, `mail`; the domain
 //! modules (`billing`, `models`, `plugins`, `inference`, `queue`,
 //! `generation`, `workflows`, `users`, `auth`); `worker`; then `app`, `http`, `server`.
 
@@ -19,6 +19,7 @@ pub mod http;
 pub mod i18n;
 pub mod imaging;
 pub mod inference;
+pub mod mail;
 pub mod metrics;
 pub mod models;
 pub mod plugins;

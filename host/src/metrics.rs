@@ -24,6 +24,9 @@ pub struct HttpMetrics {
     latency: Family<RequestLabels, Histogram>,
     /// Rate-limit checks Redis could not answer (this host's limits stood in).
     pub ratelimit_redis_errors: Counter,
+    /// Mails handed to the server (or the outbox), and mails that failed.
+    pub mail_sent: Counter,
+    pub mail_failed: Counter,
 }
 
 impl Default for HttpMetrics {
@@ -52,11 +55,25 @@ impl HttpMetrics {
             "Rate-limit checks Redis could not answer",
             ratelimit_redis_errors.clone(),
         );
+        let mail_sent = Counter::default();
+        registry.register(
+            "mail_sent",
+            "Mails handed to the SMTP server or the outbox",
+            mail_sent.clone(),
+        );
+        let mail_failed = Counter::default();
+        registry.register(
+            "mail_failed",
+            "Mails that could not be sent",
+            mail_failed.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
             ratelimit_redis_errors,
+            mail_sent,
+            mail_failed,
         }
     }
 

@@ -71,16 +71,18 @@ pub struct Caller {
     pub id: String,
     pub tier: String,
     pub role: String,
+    pub email_verified: bool,
 }
 
 /// The caller of `user_id`; `None` when the account no longer exists.
 pub async fn caller(db: &Db, user_id: &str) -> Result<Option<Caller>, StoreError> {
     Ok(user_store::find_access(db, user_id)
         .await?
-        .map(|(tier, role)| Caller {
+        .map(|(tier, role, email_verified)| Caller {
             id: user_id.to_owned(),
             tier,
             role,
+            email_verified,
         }))
 }
 

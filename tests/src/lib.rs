@@ -547,10 +547,24 @@ impl TestServer {
         }
     }
 
+    /// Runs one SQL statement on the server's database: a test standing in
+    /// for time passing or an operator's hand.
+    pub async fn sql(&self, statement: &str) {
+        pingvas_host::on_db!(&self.state.db, p => sqlx::query(statement).execute(p).await.map(|_| ()))
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+
+    /// The number a `SELECT COUNT(*) …` gives.
+    pub async fn count(&self, query: &str) -> i64 {
+        pingvas_host::on_db!(&self.state.db, p => sqlx::query_scalar::<_, i64>(query).fetch_one(p).await)
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
     pub async fn set_tier(&self, email: &str, tier: &str) {
-        pingvas_host::admin::set_tier(&self.state.db, &self.state.plans, email, tier)
+        let user = pingvas_host::admin::set_tier(&self.state.db, &self.state.plans, email, tier)
             .await
             .expect("set tier");
+        self.state.tiers.forget(&user);
     }
 
     /// `(balance, reserved, available)` of the user.

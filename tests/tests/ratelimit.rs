@@ -196,3 +196,30 @@ async fn an_untrusted_peer_cannot_choose_its_address() {
         last = left;
     }
 }
+
+#[tokio::test]
+async fn a_subscription_change_applies_its_limits_at_once() {
+    // Billing servers run with the default configuration: limits on.
+    let (srv, fake, _dir, _path) = pingvas_tests::billing::ls_server().await;
+    let user = srv.signup("upgrade@example.com").await;
+    assert_eq!(
+        header(&me(&srv, &user.access).await, "x-ratelimit-limit"),
+        30
+    );
+
+    let mut events = srv.events(&user.access, None).await;
+    let sub = fake.subscribe(&user.user_id, pingvas_tests::billing::PRO_MONTHLY);
+    pingvas_tests::billing::ls_deliver(
+        &srv,
+        &fake.subscription_event("subscription_created", &sub),
+    )
+    .await;
+    events.until_type("subscription.updated").await;
+    // The tier the limiter had cached is dropped with the change, well
+    // before its 10 s lifetime.
+    assert_eq!(
+        header(&me(&srv, &user.access).await, "x-ratelimit-limit"),
+        120
+    );
+    srv.stop().await;
+}

@@ -1,7 +1,11 @@
 //! Accounts and sessions: register, login, refresh-token rotation with reuse
-//! detection, logout.
+//! detection, logout; email verification and password reset by mailed
+//! links; sign-in through OAuth providers (`identity`, `oauth`).
 
 pub mod email;
+pub mod email_links;
+pub mod identity;
+pub mod oauth;
 pub mod passwords;
 pub mod throttle;
 pub mod tokens;
@@ -13,8 +17,11 @@ use serde_json::Value;
 
 use crate::billing::ledger;
 use crate::billing::plans::DEFAULT_TIER;
+use crate::i18n::Lang;
+use crate::store::email_tokens::{self, Purpose};
 use crate::store::users::{NewUser, UserRow};
 use crate::store::{Db, StoreError, new_id, tokens as token_store, users as user_store};
+use email_links::MailLinks;
 use passwords::{HashError, HashGate};
 use throttle::LoginThrottle;
 use tokens::AccessTokens;
@@ -38,6 +45,9 @@ pub enum AuthError {
     /// Password hashing is saturated; try again shortly.
     #[error("busy")]
     Busy,
+    /// Another mail of this kind went out moments ago; seconds to wait.
+    #[error("too soon")]
+    TooSoon(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -80,6 +90,14 @@ pub struct AuthService {
     signup_grant: i64,
     hashing: HashGate,
     throttle: LoginThrottle,
+    pub links: MailLinks,
+}
+
+/// What `resend_verification` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resent {
+    Sent,
+    AlreadyVerified,
 }
 
 pub const MAX_NAME_CHARS: usize = 100;
@@ -99,6 +117,7 @@ impl AuthService {
         refresh_ttl_days: u64,
         signup_grant: i64,
         hashing: HashGate,
+        links: MailLinks,
     ) -> Self {
         Self {
             db,
@@ -107,14 +126,17 @@ impl AuthService {
             signup_grant,
             hashing,
             throttle: LoginThrottle::default(),
+            links,
         }
     }
 
+    /// Creates an account and mails it a verification link.
     pub async fn register(
         &self,
         email: &str,
         password: &str,
         name: Option<&str>,
+        lang: Lang,
     ) -> AuthResult<UserRow> {
         let email = email::normalise(email).ok_or(AuthError::InvalidEmail)?;
         let name = match name {
@@ -131,6 +153,8 @@ impl AuthService {
             email: &email,
             name: &name,
             password_hash: Some(&hash),
+            avatar_url: None,
+            email_verified: false,
             tier: DEFAULT_TIER,
             now,
         };
@@ -140,9 +164,11 @@ impl AuthService {
         }
         ledger::open_account_in(&mut tx, &id, self.signup_grant).await?;
         tx.commit().await?;
-        user_store::find_by_id(&self.db, &id)
+        let user = user_store::find_by_id(&self.db, &id)
             .await?
-            .ok_or_else(|| AuthError::Internal(anyhow::anyhow!("user vanished after insert")))
+            .ok_or_else(|| AuthError::Internal(anyhow::anyhow!("user vanished after insert")))?;
+        self.links.send_verification(&user, lang).await?;
+        Ok(user)
     }
 
     /// Checks credentials and opens a new refresh-token family. Unknown
@@ -175,19 +201,109 @@ impl AuthService {
         if let Some(k) = key {
             self.throttle.succeeded(k);
         }
+        let pair = self.open_session(&user.id).await?;
+        Ok((user, pair))
+    }
+
+    /// Starts a new refresh-token family for `user_id`.
+    async fn open_session(&self, user_id: &str) -> AuthResult<TokenPair> {
         let family = new_id();
         let mut tx = self.db.begin().await?;
-        token_store::create_family(&mut tx, &family, &user.id, Utc::now()).await?;
+        token_store::create_family(&mut tx, &family, user_id, Utc::now()).await?;
         let refresh = self.add_refresh_token(&mut tx, &family).await?;
         tx.commit().await?;
-        let pair = self.pair(&user.id, refresh);
-        Ok((user, pair))
+        Ok(self.pair(user_id, refresh))
+    }
+
+    /// Mails the user a new verification link, at most once a minute.
+    pub async fn resend_verification(&self, user_id: &str, lang: Lang) -> AuthResult<Resent> {
+        let user = user_store::find_by_id(&self.db, user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if user.email_verified {
+            return Ok(Resent::AlreadyVerified);
+        }
+        if let Some(wait) = self
+            .links
+            .wait_before_sending(&user.id, Purpose::VerifyEmail)
+            .await?
+        {
+            return Err(AuthError::TooSoon(wait));
+        }
+        self.links.send_verification(&user, lang).await?;
+        Ok(Resent::Sent)
+    }
+
+    /// Spends a verification token: the address it was sent to is verified
+    /// (if it is still the account's).
+    pub async fn verify_email(&self, token: &str) -> AuthResult<UserRow> {
+        let now = Utc::now();
+        let mut tx = self.db.begin().await?;
+        let spent = email_tokens::spend(
+            &mut tx,
+            &tokens::hash_opaque_token(token),
+            Purpose::VerifyEmail,
+            now,
+        )
+        .await?
+        .ok_or(AuthError::InvalidToken)?;
+        if spent.expires_at <= now {
+            tx.commit().await?;
+            return Err(AuthError::TokenExpired);
+        }
+        if !user_store::mark_email_verified_in(&mut tx, &spent.user_id, &spent.email, now).await? {
+            return Err(AuthError::InvalidToken);
+        }
+        tx.commit().await?;
+        user_store::find_by_id(&self.db, &spent.user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)
+    }
+
+    /// Mails a reset link to the account of `email`, if any; the caller
+    /// learns nothing either way.
+    pub fn request_password_reset(&self, email: &str, lang: Lang) {
+        if let Some(email) = email::normalise(email) {
+            self.links.send_reset_in_background(email, lang);
+        }
+    }
+
+    /// Spends a reset token and sets the new password; every session of
+    /// the account ends. The link proved the address, so it is verified.
+    pub async fn reset_password(&self, token: &str, new_password: &str) -> AuthResult<()> {
+        let hash = tokens::hash_opaque_token(token);
+        // Checked before hashing, without spending the token: a weak
+        // password leaves the link usable for a better one.
+        let email = email_tokens::email_of_unspent(&self.db, &hash, Purpose::ResetPassword)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        passwords::check_policy(new_password, &email).map_err(AuthError::WeakPassword)?;
+        let password_hash = self.hashing.hash(new_password.to_owned()).await?;
+        let now = Utc::now();
+        let mut tx = self.db.begin().await?;
+        let spent = email_tokens::spend(&mut tx, &hash, Purpose::ResetPassword, now)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        if spent.expires_at <= now {
+            tx.commit().await?;
+            return Err(AuthError::TokenExpired);
+        }
+        if !user_store::set_password_in(&mut tx, &spent.user_id, Some(&password_hash), now).await? {
+            return Err(AuthError::InvalidToken);
+        }
+        email_tokens::spend_all(&mut tx, &spent.user_id, Purpose::ResetPassword, now).await?;
+        token_store::revoke_user_families(&mut tx, &spent.user_id, "password_reset", now).await?;
+        user_store::mark_email_verified_in(&mut tx, &spent.user_id, &spent.email, now).await?;
+        tx.commit().await?;
+        self.throttle.succeeded(&spent.email);
+        tracing::info!(user = %spent.user_id, "password reset: every session revoked");
+        Ok(())
     }
 
     /// Rotates a refresh token. A token that was already used revokes its
     /// whole family: whoever holds a stolen copy loses the session too.
     pub async fn refresh(&self, refresh_token: &str) -> AuthResult<TokenPair> {
-        let hash = tokens::hash_refresh_token(refresh_token);
+        let hash = tokens::hash_opaque_token(refresh_token);
         let now = Utc::now();
         let mut tx = self.db.begin().await?;
         let Some(row) = token_store::find_by_hash(&mut tx, &hash).await? else {
@@ -212,7 +328,7 @@ impl AuthService {
 
     /// Ends the session the refresh token belongs to.
     pub async fn logout(&self, refresh_token: &str) -> AuthResult<()> {
-        let hash = tokens::hash_refresh_token(refresh_token);
+        let hash = tokens::hash_opaque_token(refresh_token);
         let mut tx = self.db.begin().await?;
         let Some(row) = token_store::find_by_hash(&mut tx, &hash).await? else {
             return Err(AuthError::InvalidToken);
@@ -227,9 +343,9 @@ impl AuthService {
         tx: &mut crate::store::Tx,
         family: &str,
     ) -> AuthResult<String> {
-        let token = tokens::new_refresh_token();
+        let token = tokens::new_opaque_token();
         let now = Utc::now();
-        let hash = tokens::hash_refresh_token(&token);
+        let hash = tokens::hash_opaque_token(&token);
         token_store::insert_token(tx, &new_id(), family, &hash, now, now + self.refresh_ttl)
             .await?;
         Ok(token)

@@ -78,16 +78,17 @@ impl AccessTokens {
     }
 }
 
-/// A new opaque refresh token: 256 random bits, URL-safe.
-pub fn new_refresh_token() -> String {
+/// A new opaque token (refresh tokens, mailed links, OAuth state): 256
+/// random bits, URL-safe.
+pub fn new_opaque_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// What is stored of a refresh token: its SHA-256, hex.
-pub fn hash_refresh_token(token: &str) -> String {
+/// What is stored of an opaque token: its SHA-256, hex.
+pub fn hash_opaque_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -177,9 +178,9 @@ mod tests {
 
     #[test]
     fn refresh_token_hash_is_stable_and_not_the_token() {
-        let tok = new_refresh_token();
-        assert_eq!(hash_refresh_token(&tok), hash_refresh_token(&tok));
-        assert_ne!(hash_refresh_token(&tok), tok);
-        assert_ne!(new_refresh_token(), tok);
+        let tok = new_opaque_token();
+        assert_eq!(hash_opaque_token(&tok), hash_opaque_token(&tok));
+        assert_ne!(hash_opaque_token(&tok), tok);
+        assert_ne!(new_opaque_token(), tok);
     }
 }

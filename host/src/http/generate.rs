@@ -95,12 +95,25 @@ impl From<QueueError> for ApiError {
     }
 }
 
+/// With `require_verified_email`, only a verified address may generate.
+fn check_verified(state: &SharedState, user: &CurrentUser) -> ApiResult<()> {
+    if state.config.require_verified_email && !user.email_verified {
+        return Err(ApiError::with_details(
+            ErrorCode::Forbidden,
+            json!({ "code": "EMAIL_NOT_VERIFIED",
+                    "reason": "verify your email address to generate images (POST /auth/resend-verification sends the link again)" }),
+        ));
+    }
+    Ok(())
+}
+
 async fn submit(
     state: &SharedState,
     user: &CurrentUser,
     kind: Kind,
     body: &[u8],
 ) -> ApiResult<Response> {
+    check_verified(state, user)?;
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid_param("body", format!("not valid JSON: {e}")))?;
     let e = state.generator.submit(user, kind, body).await?;
@@ -126,7 +139,7 @@ fn accepted(e: crate::queue::Enqueued) -> Response {
     responses((status = 202, body = Envelope<Accepted>),
         (status = 400, description = "INVALID_PARAMETERS", body = ErrorEnvelope),
         (status = 402, description = "INSUFFICIENT_CREDITS", body = ErrorEnvelope),
-        (status = 403, description = "MODEL_NOT_AVAILABLE", body = ErrorEnvelope),
+        (status = 403, description = "MODEL_NOT_AVAILABLE; FORBIDDEN with details.code EMAIL_NOT_VERIFIED (require_verified_email)", body = ErrorEnvelope),
         (status = 429, description = "QUOTA_EXCEEDED / QUEUE_FULL", body = ErrorEnvelope),
         (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
 async fn text_to_image(
@@ -198,6 +211,7 @@ async fn workflow(
     user: CurrentUser,
     ApiJson(body): ApiJson<WorkflowRunRequest>,
 ) -> ApiResult<Response> {
+    check_verified(&state, &user)?;
     let prepared = state
         .workflows
         .prepare_run(&user, &body.workflow_id, &body.inputs, body.save_to_board)

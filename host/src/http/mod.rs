@@ -13,6 +13,7 @@ pub mod internal;
 pub mod listen;
 pub mod metrics;
 pub mod models;
+pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod page_cache;
@@ -51,6 +52,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn api() -> OpenApiRouter<SharedState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(auth::router())
+        .merge(oauth::router())
         .merge(users::router())
         .merge(models::router())
         .merge(plugins::router())

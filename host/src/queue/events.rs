@@ -176,18 +176,24 @@ impl Queue {
     }
 }
 
-/// Billing's notices go out on the same channel as the queue's.
-pub struct BillingNotices(pub std::sync::Arc<Queue>);
+/// Billing's notices go out on the same channel as the queue's; a
+/// subscription change also drops the user's cached tier (the rate
+/// limiter's), so the new tier's limits apply at once on this host.
+pub struct BillingNotices {
+    pub queue: std::sync::Arc<Queue>,
+    pub tiers: std::sync::Arc<crate::ratelimit::TierCache>,
+}
 
 impl Notify for BillingNotices {
     fn notify(&self, notice: Notice) {
         match notice {
             Notice::Credits { user_id } => {
-                let queue = self.0.clone();
+                let queue = self.queue.clone();
                 tokio::spawn(async move { queue.notify_credits(&user_id).await });
             }
             Notice::Subscription { user_id, update } => {
-                self.0
+                self.tiers.forget(&user_id);
+                self.queue
                     .notify(&user_id, UserEvent::SubscriptionUpdated(update));
             }
         }

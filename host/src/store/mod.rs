@@ -6,6 +6,8 @@
 
 pub mod billing;
 pub mod credits;
+pub mod email_tokens;
+pub mod identities;
 pub mod images;
 pub mod jobs;
 pub mod plugins;

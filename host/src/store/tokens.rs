@@ -100,3 +100,20 @@ pub async fn revoke_family(
     .bind(reason)))?;
     Ok(())
 }
+
+/// Revokes every open family of a user: all their sessions end.
+pub async fn revoke_user_families(
+    tx: &mut Tx,
+    user_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    on_tx!(tx, c => exec!(c, sqlx::query(
+        "UPDATE refresh_families SET revoked_at = $2, revoke_reason = $3 \
+         WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .bind(now)
+    .bind(reason)))?;
+    Ok(())
+}

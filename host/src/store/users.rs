@@ -24,6 +24,8 @@ pub struct NewUser<'a> {
     pub email: &'a str,
     pub name: &'a str,
     pub password_hash: Option<&'a str>,
+    pub avatar_url: Option<&'a str>,
+    pub email_verified: bool,
     pub tier: &'a str,
     pub now: DateTime<Utc>,
 }
@@ -34,16 +36,50 @@ const COLUMNS: &str = "id, email, name, password_hash, avatar_url, tier, role, e
 /// the email is taken.
 pub async fn insert(tx: &mut Tx, u: &NewUser<'_>) -> StoreResult<()> {
     on_tx!(tx, c => exec!(c, sqlx::query(
-        "INSERT INTO users (id, email, name, password_hash, tier, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        "INSERT INTO users \
+           (id, email, name, password_hash, avatar_url, email_verified, tier, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
     )
     .bind(u.id)
     .bind(u.email)
     .bind(u.name)
     .bind(u.password_hash)
+    .bind(u.avatar_url)
+    .bind(u.email_verified)
     .bind(u.tier)
     .bind(u.now)))?;
     Ok(())
+}
+
+/// Marks the user's email verified, if it is still `email` (a token
+/// proves only the address it was sent to); true when it is.
+pub async fn mark_email_verified_in(
+    tx: &mut Tx,
+    id: &str,
+    email: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
+        "UPDATE users SET email_verified = TRUE, updated_at = $3 WHERE id = $1 AND email = $2",
+    )
+    .bind(id)
+    .bind(email)
+    .bind(now)))?)
+}
+
+/// Sets (or, with `None`, removes) the user's password.
+pub async fn set_password_in(
+    tx: &mut Tx,
+    id: &str,
+    password_hash: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
+        "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(password_hash)
+    .bind(now)))?)
 }
 
 pub async fn find_by_email(db: &Db, email: &str) -> StoreResult<Option<UserRow>> {
@@ -67,10 +103,10 @@ pub async fn find_with_balance(db: &Db, id: &str) -> StoreResult<Option<UserWith
     Ok(on_db!(db, p => sqlx::query_as(SQL).bind(id).fetch_optional(p).await)?)
 }
 
-/// The tier and role of a user.
-pub async fn find_access(db: &Db, id: &str) -> StoreResult<Option<(String, String)>> {
+/// The tier, role and whether the email is verified, of a user.
+pub async fn find_access(db: &Db, id: &str) -> StoreResult<Option<(String, String, bool)>> {
     Ok(
-        on_db!(db, p => sqlx::query_as("SELECT tier, role FROM users WHERE id = $1")
+        on_db!(db, p => sqlx::query_as("SELECT tier, role, email_verified FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(p)
         .await)?,

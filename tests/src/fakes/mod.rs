@@ -1,7 +1,8 @@
 //! Small local servers that speak the documented HTTP shapes of the GPU
 //! servers the `comfyui` and `invokeai` backends drive, and remember what
 //! they were asked (they "render" flat PNGs of the requested size); the
-//! payment providers' APIs are in `billing`.
+//! payment providers' APIs are in `billing`, the OAuth providers in
+//! `oauth`, a mail server in `smtp`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 pub mod billing;
+pub mod oauth;
+pub mod smtp;
 pub use billing::{FakeLemonSqueezy, FakeStripe, hmac_hex, stripe_signature};
+pub use oauth::FakeOAuth;
+pub use smtp::{ReceivedMail, SmtpSink};
 
 fn png(w: u32, h: u32, shade: u8) -> Vec<u8> {
     let img = image::RgbaImage::from_pixel(w.max(1), h.max(1), image::Rgba([shade, 90, 160, 255]));
