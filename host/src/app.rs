@@ -62,6 +62,8 @@ pub struct AppState {
     pub tiers: Arc<crate::ratelimit::TierCache>,
     /// `trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Signs and checks content credentials.
+    pub credentials: Arc<crate::provenance::Credentials>,
     /// Cancelled when the server begins to shut down (ends WebSockets).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -144,6 +146,9 @@ impl AppState {
             config.file_link_ttl_secs,
         );
         let revisions = Revisions::default();
+        let credentials = Arc::new(
+            crate::provenance::Credentials::from_config(&config).context("content credentials")?,
+        );
         let queue_settings = QueueSettings::from(&config);
         let queue = Arc::new(Queue::new(
             QueueParts {
@@ -154,6 +159,7 @@ impl AppState {
                 blobs: blobs.clone(),
                 links: links.clone(),
                 revisions: revisions.clone(),
+                credentials: credentials.clone(),
             },
             queue_settings.clone(),
         ));
@@ -209,6 +215,7 @@ impl AppState {
             rate_limits,
             tiers,
             trusted_proxies,
+            credentials,
             shutdown: tokio_util::sync::CancellationToken::new(),
             generator,
             workflows,

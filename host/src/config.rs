@@ -24,6 +24,7 @@ const SECRET_KEYS: &[&str] = &[
     "google_client_secret",
     "discord_client_secret",
     "smtp_url",
+    "c2pa_private_key",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +186,20 @@ pub struct Config {
     /// Generation needs a verified email address (`FORBIDDEN`,
     /// `details.code = EMAIL_NOT_VERIFIED` otherwise).
     pub require_verified_email: bool,
+    /// The certificate chain (PEM, signing certificate first) that signs
+    /// the content credentials of every generated image; with
+    /// `c2pa_private_key`. Both unset: a test CA and key generated into
+    /// `<data_dir>/c2pa/` (trusted by this studio only).
+    pub c2pa_cert_chain_file: Option<PathBuf>,
+    /// The signing certificate's private key (PEM, PKCS#8).
+    #[serde(serialize_with = "serialize_secret_opt")]
+    pub c2pa_private_key: Option<SecretString>,
+    /// `es256`, `es384`, `es512`, `ps256`, `ps384`, `ps512` or `ed25519`:
+    /// the key's algorithm.
+    pub c2pa_signing_alg: String,
+    /// More trust anchors (PEM) for verifying credentials, besides the
+    /// generated test CA.
+    pub c2pa_trust_anchors_file: Option<PathBuf>,
     /// Path of the billing adapter component (`.wasm`, billing-adapter
     /// world, `pingvas:plugin@0.2.0`); billing is off when unset.
     pub billing_adapter: Option<PathBuf>,
@@ -297,6 +312,10 @@ impl Default for Config {
             smtp_url: None,
             mail_from: "Pingvas Studio <no-reply@pingvas.local>".into(),
             require_verified_email: false,
+            c2pa_cert_chain_file: None,
+            c2pa_private_key: None,
+            c2pa_signing_alg: "es256".into(),
+            c2pa_trust_anchors_file: None,
             billing_adapter: None,
             billing_provider: "lemon-squeezy".into(),
             billing_http_allow: String::new(),

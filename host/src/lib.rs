@@ -23,6 +23,7 @@ pub mod mail;
 pub mod metrics;
 pub mod models;
 pub mod plugins;
+pub mod provenance;
 pub mod queue;
 pub mod ratelimit;
 pub mod server;

@@ -36,6 +36,10 @@ enum Command {
     /// Plugin author tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Check an image's content credentials (C2PA): prints the report as
+    /// JSON; exits 1 when the file has none, they are invalid, or the file
+    /// changed since it was signed.
+    Verify { file: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -132,6 +136,19 @@ async fn main() -> anyhow::Result<()> {
             server::serve(state, listeners, server::shutdown_signal()).await
         }
         Command::Worker(args) => run_worker(args, &config).await,
+        Command::Verify { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mime = pingvas_host::provenance::mime_of(&bytes)
+                .with_context(|| format!("{} is not a PNG, JPEG or WebP image", file.display()))?;
+            let creds = pingvas_host::provenance::Credentials::from_config(&config)?;
+            let report = creds.verify(&bytes, mime)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !(report.has_manifest && report.signature_valid && report.unchanged) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Migrate => {
             let db = open_database(&config).await?;
             println!("migrations applied ({})", db.kind());

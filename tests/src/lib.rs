@@ -261,6 +261,18 @@ impl TestServer {
         }
     }
 
+    /// The bytes behind a link the API handed out (an image's signed URL).
+    pub async fn download(&self, link: &str) -> Vec<u8> {
+        let resp = self
+            .client
+            .get(self.url_of(link))
+            .send()
+            .await
+            .expect("download");
+        assert!(resp.status().is_success(), "{link}: {}", resp.status());
+        resp.bytes().await.expect("body").to_vec()
+    }
+
     /// Sends a request; `body` as JSON when given. Returns status and the
     /// JSON answer (`Null` when the body is not JSON).
     pub async fn call(

@@ -149,17 +149,17 @@ async fn same_seed_same_picture_and_other_types_run() {
     let a = run("text-to-image", small_job("a red fox")).await;
     let b = run("text-to-image", small_job("a red fox")).await;
     let fetch = async |job: &Value| {
-        let url = srv.url_of(job["result"]["image_url"].as_str().unwrap());
-        srv.client
-            .get(url)
-            .send()
+        srv.download(job["result"]["image_url"].as_str().unwrap())
             .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
     };
-    assert_eq!(fetch(&a).await, fetch(&b).await, "same inputs, same bytes");
+    // Each file carries its own credentials (ids, times, signature); the
+    // pictures are the same.
+    let pixels = |bytes: &[u8]| image::load_from_memory(bytes).unwrap().to_rgba8();
+    assert_eq!(
+        pixels(&fetch(&a).await),
+        pixels(&fetch(&b).await),
+        "same inputs, same picture"
+    );
 
     // Image-to-image from an image id of ours; upscale really doubles.
     let source_id = a["result"]["image_id"].as_str().unwrap();
@@ -173,16 +173,9 @@ async fn same_seed_same_picture_and_other_types_run() {
     .await;
     assert_eq!(i2i["params"]["strength"], 0.5);
     let up = run("upscale", json!({ "image": source_id, "scale": 2 })).await;
-    let url = srv.url_of(up["result"]["image_url"].as_str().unwrap());
     let png = image::load_from_memory(
-        &srv.client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+        &srv.download(up["result"]["image_url"].as_str().unwrap())
+            .await,
     )
     .unwrap();
     assert_eq!((png.width(), png.height()), (128, 128));
@@ -196,16 +189,9 @@ async fn same_seed_same_picture_and_other_types_run() {
     )
     .await;
     // A black mask keeps the source everywhere.
-    let url = srv.url_of(inpaint["result"]["image_url"].as_str().unwrap());
     let png = image::load_from_memory(
-        &srv.client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+        &srv.download(inpaint["result"]["image_url"].as_str().unwrap())
+            .await,
     )
     .unwrap()
     .to_rgba8();

@@ -142,16 +142,9 @@ async fn run_one(srv: &TestServer, token: &str, kind: &str, body: Value) -> Valu
 }
 
 async fn image_size(srv: &TestServer, job: &Value, i: usize) -> (u32, u32) {
-    let url = srv.url_of(job["result"]["images"][i]["image_url"].as_str().unwrap());
     let bytes = srv
-        .client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+        .download(job["result"]["images"][i]["image_url"].as_str().unwrap())
+        .await;
     let img = image::load_from_memory(&bytes).unwrap();
     (img.width(), img.height())
 }

@@ -19,6 +19,7 @@ use crate::blobs::signed::FileLinks;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::gallery::GalleryError;
 use crate::gallery::images::MAX_UPLOAD_BYTES;
+use crate::provenance::Verification;
 use crate::store::images::{ImageFilter, ImageRow, SortBy};
 
 pub fn router() -> OpenApiRouter<SharedState> {
@@ -28,6 +29,8 @@ pub fn router() -> OpenApiRouter<SharedState> {
         .routes(routes!(get_image, delete_image))
         .routes(routes!(star, unstar))
         .routes(routes!(share, unshare))
+        .routes(routes!(credentials))
+        .routes(routes!(verify))
 }
 
 impl From<GalleryError> for ApiError {
@@ -322,8 +325,15 @@ pub struct UploadForm {
 async fn upload(
     State(state): State<SharedState>,
     user: CurrentUser,
-    mut form: Multipart,
+    form: Multipart,
 ) -> ApiResult<impl axum::response::IntoResponse> {
+    let file = file_field(form).await?;
+    let row = state.gallery.upload(&user.id, &user.tier, file).await?;
+    Ok(ok(ImageView::of(&row, &state.links)).status(StatusCode::CREATED))
+}
+
+/// The one `file` part of a multipart form, at most `MAX_UPLOAD_BYTES`.
+async fn file_field(mut form: Multipart) -> ApiResult<Vec<u8>> {
     let bad_form = |reason: String| ApiError::validation(None, reason);
     let mut file = None;
     while let Some(field) = form
@@ -345,7 +355,68 @@ async fn upload(
             other => return Err(ApiError::validation(other, "unknown form field")),
         }
     }
-    let file = file.ok_or_else(|| ApiError::validation(Some("file"), "missing"))?;
-    let row = state.gallery.upload(&user.id, &user.tier, file).await?;
-    Ok(ok(ImageView::of(&row, &state.links)).status(StatusCode::CREATED))
+    file.ok_or_else(|| ApiError::validation(Some("file"), "missing"))
+}
+
+async fn check_credentials(state: &SharedState, bytes: Vec<u8>) -> ApiResult<Verification> {
+    let mime = crate::provenance::mime_of(&bytes).ok_or_else(|| {
+        ApiError::with_details(
+            ErrorCode::InvalidParameters,
+            json!({ "field": "file", "reason": "not a PNG, JPEG or WebP image" }),
+        )
+    })?;
+    let creds = state.credentials.clone();
+    // A manifest too broken to read (even one that makes the parser
+    // panic) is a finding about the file, not a server fault.
+    Ok(
+        match tokio::task::spawn_blocking(move || creds.verify(&bytes, mime)).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => Verification::unreadable(&format!("{e:#}")),
+            Err(join) if join.is_panic() => {
+                Verification::unreadable("the manifest could not be parsed")
+            }
+            Err(join) => return Err(ApiError::internal(join)),
+        },
+    )
+}
+
+/// 콘텐츠 자격 증명 — the C2PA manifest of one of your images, checked:
+/// who signed it, that it declares AI generation, whether the file changed.
+#[utoipa::path(get, path = "/images/{image_id}/credentials", tag = "gallery", security(("bearer" = [])),
+    params(("image_id" = String, Path)),
+    responses(
+        (status = 200, body = Envelope<Verification>),
+        (status = 404, description = "NOT_FOUND (also another user's image)", body = ErrorEnvelope),
+    ))]
+async fn credentials(
+    State(state): State<SharedState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let row = state.gallery.image(&user.id, &id).await?;
+    let bytes = state
+        .blobs
+        .get(&row.blob_key)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ok(check_credentials(&state, bytes).await?))
+}
+
+/// 콘텐츠 자격 증명 검증 — checks any image file (multipart `file`): its
+/// C2PA manifest, signer, AI-generation declaration and whether the pixels
+/// changed since signing.
+#[utoipa::path(post, path = "/images/verify", tag = "gallery", security(("bearer" = [])),
+    request_body(content_type = "multipart/form-data", description = "`file`: the image"),
+    responses(
+        (status = 200, body = Envelope<Verification>),
+        (status = 400, description = "INVALID_PARAMETERS: not an image; VALIDATION_ERROR: bad form", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorEnvelope),
+    ))]
+async fn verify(
+    State(state): State<SharedState>,
+    _user: AuthUser,
+    form: Multipart,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let file = file_field(form).await?;
+    Ok(ok(check_credentials(&state, file).await?))
 }

@@ -11,6 +11,7 @@
 //! - `views`: what the API shows of jobs and the queue;
 //! - `events`: what the user's WebSocket channel is told.
 
+pub mod credentials;
 pub mod enqueue;
 pub mod error;
 pub mod events;
@@ -97,6 +98,8 @@ pub struct QueueParts {
     pub links: FileLinks,
     /// Gallery revisions, bumped when a job adds images.
     pub revisions: Revisions,
+    /// Signs the content credentials of every image a job makes.
+    pub credentials: Arc<crate::provenance::Credentials>,
 }
 
 pub struct Queue {

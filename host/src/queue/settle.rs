@@ -137,13 +137,22 @@ impl Queue {
         }
         // The owner names the files; whether the lease still holds is
         // decided once, by `end`.
-        let owner = q::get(&self.parts.db, job_id)
+        let row = q::get(&self.parts.db, job_id)
             .await?
-            .ok_or(QueueError::NotFound)?
-            .user_id;
+            .ok_or(QueueError::NotFound)?;
+        let owner = row.user_id.clone();
+        let record = self.generation_record(&row, &done).await?;
+        let credentialed = match self.with_credentials(record, &done.images).await {
+            Ok(images) => images,
+            Err(reason) => {
+                tracing::warn!(job = job_id, %reason, "the worker's images cannot carry credentials");
+                let failure = Failure::new(FailureCode::InvalidOutput);
+                return self.fail(job_id, token, &failure).await;
+            }
+        };
         let mut stored = Ok(Vec::new());
-        for png in &done.images {
-            match store_png(&self.parts.blobs, &owner, &new_id(), png.clone()).await {
+        for png in credentialed {
+            match store_png(&self.parts.blobs, &owner, &new_id(), png).await {
                 Ok(s) => stored.as_mut().expect("no error yet").push(s),
                 Err(reason) => {
                     stored = Err(reason);

@@ -1,0 +1,103 @@
+//! A completed job's images get their content credentials
+//! (`provenance`) before they are stored: the generation record comes from
+//! the job (what the worker says it really ran, else the request), the
+//! catalogue (model hash) and the plugin registry (each node's sha256).
+
+use super::job::JobSpec;
+use super::settle::Finished;
+use super::{Queue, QueueResult};
+use crate::provenance::{GenerationRecord, PluginUse};
+use crate::store::jobs::JobRow;
+use crate::store::plugins as plugin_store;
+use crate::workflows::plan::StepOp;
+
+impl Queue {
+    /// The record of how a job's images were made (sizes filled per image).
+    pub(super) async fn generation_record(
+        &self,
+        row: &JobRow,
+        done: &Finished,
+    ) -> QueueResult<GenerationRecord> {
+        let spec: Option<JobSpec> = done
+            .effective
+            .clone()
+            .or_else(|| serde_json::from_str(&row.params).ok());
+        let first_model = row.model.split(',').next().unwrap_or_default();
+        let model = self.model(first_model)?;
+        let mut nodes = Vec::new();
+        let mut models = Vec::new();
+        if let Some(s) = &spec {
+            nodes.extend(s.pre_nodes.iter().map(|n| (n, "pre")));
+            nodes.extend(s.post_nodes.iter().map(|n| (n, "post")));
+            if let Some(plan) = &s.workflow {
+                models = plan.models();
+                for step in &plan.steps {
+                    match &step.op {
+                        StepOp::Pre { plugin, .. } => nodes.push((plugin, "pre")),
+                        StepOp::Post { plugin, .. } => nodes.push((plugin, "post")),
+                        StepOp::Component { plugin, .. } => nodes.push((plugin, "workflow")),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut plugins = Vec::with_capacity(nodes.len());
+        for (node, stage) in nodes {
+            let sha256 = match plugin_store::find_by_name(&self.parts.db, &node.name).await? {
+                Some(p) => plugin_store::version(&self.parts.db, &p.id, &node.version)
+                    .await?
+                    .map(|v| v.sha256)
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            plugins.push(PluginUse {
+                name: node.name.clone(),
+                version: node.version.clone(),
+                sha256,
+                stage: stage.to_owned(),
+            });
+        }
+        let g = spec.as_ref().map(|s| &s.generation);
+        Ok(GenerationRecord {
+            job_id: row.id.clone(),
+            job_type: row.job_type.as_str().to_owned(),
+            model: model.name.clone(),
+            model_hash: model.hash.clone(),
+            models,
+            seed: g.map(|g| g.seed),
+            sampler: g.map(|g| g.sampler.clone()),
+            steps: g.map(|g| g.steps),
+            cfg_scale: g.map(|g| g.cfg_scale),
+            width: 0,
+            height: 0,
+            backend: Some(done.backend.clone()).filter(|b| !b.is_empty()),
+            plugins,
+        })
+    }
+
+    /// Each image with its credentials, signed on the blocking pool; an
+    /// image that is no PNG fails the lot.
+    pub(super) async fn with_credentials(
+        &self,
+        record: GenerationRecord,
+        images: &[Vec<u8>],
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut out = Vec::with_capacity(images.len());
+        for png in images {
+            let (width, height) = crate::imaging::dimensions(png)?;
+            let record = GenerationRecord {
+                width,
+                height,
+                ..record.clone()
+            };
+            let creds = self.parts.credentials.clone();
+            let png = png.clone();
+            let signed = tokio::task::spawn_blocking(move || creds.sign_png(&png, &record))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{e:#}"))?;
+            out.push(signed);
+        }
+        Ok(out)
+    }
+}
