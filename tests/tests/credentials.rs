@@ -275,3 +275,45 @@ fn base64_png(w: u32, h: u32) -> Vec<u8> {
         .decode(png_base64(w, h, [1, 2, 3]))
         .unwrap()
 }
+
+/// The output checked by another C2PA implementation's command-line tool.
+/// Ignored in CI (c2patool is a separate build); run it with
+/// `cargo install c2patool@0.27.22` and
+/// `C2PATOOL=$(which c2patool) cargo test -p pingvas-tests --test credentials -- --ignored c2patool`.
+#[tokio::test]
+#[ignore = "needs c2patool (C2PATOOL=path)"]
+async fn c2patool_reads_and_trusts_what_the_studio_signs() {
+    let tool = std::env::var("C2PATOOL").expect("C2PATOOL: the c2patool binary");
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let job = made(&srv, &alice, "text-to-image", small_job("a fox")).await;
+    let file = file_of(&srv, &job).await;
+    let dir = tempfile::tempdir().unwrap();
+    let anchors = srv.db.data_dir.join("c2pa").join("test-ca.pem");
+    let run = |bytes: &[u8], name: &str| -> Value {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new(&tool)
+            .arg(&path)
+            .arg("trust")
+            .arg("--trust_anchors")
+            .arg(&anchors)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let report = run(&file, "good.png");
+    assert_eq!(report["validation_state"], "Trusted", "{report}");
+    let active = &report["manifests"][report["active_manifest"].as_str().unwrap()];
+    let created = &active["assertions"][0]["data"]["actions"][0];
+    assert_eq!(created["action"], "c2pa.created");
+    assert_eq!(created["digitalSourceType"], IPTC_AI);
+    assert_eq!(active["claim_generator_info"][0]["name"], "Pingvas Studio");
+
+    let report = run(&repainted(&file), "bad.png");
+    assert_eq!(report["validation_state"], "Invalid", "{report}");
+    let failures = report["validation_results"]["activeManifest"]["failure"].to_string();
+    assert!(failures.contains("mismatch"), "{failures}");
+    srv.stop().await;
+}
