@@ -423,13 +423,9 @@ impl Registry {
     }
 
     async fn pinned(&self, name: &str, version: &str) -> RegistryResult<(PluginRow, VersionRow)> {
-        let plugin = q::find_by_name(&self.db, name)
+        q::pinned(&self.db, name, version)
             .await?
-            .ok_or(RegistryError::NotFound)?;
-        let row = q::version(&self.db, &plugin.id, version)
-            .await?
-            .ok_or(RegistryError::NotFound)?;
-        Ok((plugin, row))
+            .ok_or(RegistryError::NotFound)
     }
 
     /// The stored component bytes of a pinned version (remote workers

@@ -3,8 +3,7 @@
 //! the job (what the worker says it really ran, else the request), the
 //! catalogue (model hash) and the plugin registry (each node's sha256).
 
-use super::job::JobSpec;
-use super::settle::Finished;
+use super::settle::{Finished, ran_spec};
 use super::{Queue, QueueResult};
 use crate::provenance::{GenerationRecord, PluginUse};
 use crate::store::jobs::JobRow;
@@ -18,12 +17,8 @@ impl Queue {
         row: &JobRow,
         done: &Finished,
     ) -> QueueResult<GenerationRecord> {
-        let spec: Option<JobSpec> = done
-            .effective
-            .clone()
-            .or_else(|| serde_json::from_str(&row.params).ok());
-        let first_model = row.model.split(',').next().unwrap_or_default();
-        let model = self.model(first_model)?;
+        let spec = ran_spec(row, Some(done));
+        let model = self.first_model(row)?;
         let mut nodes = Vec::new();
         let mut models = Vec::new();
         if let Some(s) = &spec {
@@ -43,13 +38,10 @@ impl Queue {
         }
         let mut plugins = Vec::with_capacity(nodes.len());
         for (node, stage) in nodes {
-            let sha256 = match plugin_store::find_by_name(&self.parts.db, &node.name).await? {
-                Some(p) => plugin_store::version(&self.parts.db, &p.id, &node.version)
-                    .await?
-                    .map(|v| v.sha256)
-                    .unwrap_or_default(),
-                None => String::new(),
-            };
+            let sha256 = plugin_store::pinned(&self.parts.db, &node.name, &node.version)
+                .await?
+                .map(|(_, v)| v.sha256)
+                .unwrap_or_default();
             plugins.push(PluginUse {
                 name: node.name.clone(),
                 version: node.version.clone(),

@@ -143,6 +143,12 @@ impl Queue {
         }
     }
 
+    /// The model a job is charged and described by: a workflow lists its
+    /// models, the first is the job's.
+    fn first_model(&self, row: &crate::store::jobs::JobRow) -> QueueResult<&Model> {
+        self.model(row.model.split(',').next().unwrap_or_default())
+    }
+
     fn model(&self, name: &str) -> QueueResult<&Model> {
         self.parts
             .models

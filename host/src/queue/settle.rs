@@ -216,7 +216,7 @@ impl Queue {
         for ((name, _), secs) in plan.inferences().zip(&done.step_seconds) {
             steps.push((self.model(name)?, *secs));
         }
-        let first = self.model(row.model.split(',').next().unwrap_or_default())?;
+        let first = self.first_model(row)?;
         Ok(workflow_charge(
             &steps,
             (first, done.node_seconds),
@@ -243,10 +243,8 @@ impl Queue {
             tx.rollback().await?;
             return Err(holder.refusal(&row));
         }
-        // A workflow lists its models; its other time is at the first's rate.
-        let model = self
-            .model(row.model.split(',').next().unwrap_or_default())?
-            .clone();
+        // A workflow's other time is at its first model's rate.
+        let model = self.first_model(&row)?.clone();
         let now = Utc::now();
         let seconds = match (o, row.status, row.gpu_started_at) {
             (Outcome::Completed { finished, .. }, ..) => {
@@ -277,10 +275,7 @@ impl Queue {
             &format!("job:{job_id}:settle"),
         )
         .await?;
-        let spec: Option<JobSpec> = o
-            .finished()
-            .and_then(|f| f.effective.clone())
-            .or_else(|| serde_json::from_str(&row.params).ok());
+        let spec = ran_spec(&row, o.finished());
         let backend = o.finished().map(|f| f.backend.as_str());
         let metadata = serde_json::to_string(&ImageMetadata::new(&model, spec.as_ref(), backend))
             .map_err(|e| QueueError::Invalid(e.to_string()))?;
@@ -420,4 +415,11 @@ impl Queue {
             }),
         }
     }
+}
+
+/// The parameters a job ran with: what the worker reports after the
+/// pre-nodes, else the stored request.
+pub(super) fn ran_spec(row: &JobRow, done: Option<&Finished>) -> Option<JobSpec> {
+    done.and_then(|f| f.effective.clone())
+        .or_else(|| serde_json::from_str(&row.params).ok())
 }

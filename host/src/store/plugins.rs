@@ -149,6 +149,21 @@ pub async fn version(db: &Db, plugin_id: &str, version: &str) -> StoreResult<Opt
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(plugin_id).bind(version).fetch_optional(p).await)?)
 }
 
+/// Version `version` of the plugin `name`, with the plugin, yanked or not
+/// (what a job pinned at enqueue).
+pub async fn pinned(
+    db: &Db,
+    name: &str,
+    version: &str,
+) -> StoreResult<Option<(PluginRow, VersionRow)>> {
+    let Some(plugin) = find_by_name(db, name).await? else {
+        return Ok(None);
+    };
+    Ok(self::version(db, &plugin.id, version)
+        .await?
+        .map(|v| (plugin, v)))
+}
+
 /// Marks a version yanked; false when there is no such version.
 pub async fn yank(
     w: &Writer<'_>,
