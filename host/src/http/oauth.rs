@@ -57,17 +57,13 @@ fn not_configured(e: OAuthError) -> Response {
 async fn begin(state: &SharedState, p: Provider) -> Response {
     match state.oauth.begin(p).await {
         Ok(started) => {
-            let secure = if state.config.frontend_base().starts_with("https:")
-                || state
-                    .config
-                    .public_url
-                    .as_deref()
-                    .is_some_and(|u| u.starts_with("https:"))
-            {
-                "; Secure"
-            } else {
-                ""
-            };
+            // The cookie lives on the API's host, which `public_url` names.
+            let https = state
+                .config
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https:"));
+            let secure = if https { "; Secure" } else { "" };
             let cookie = format!(
                 "{STATE_COOKIE}={}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
                 started.state,

@@ -203,7 +203,10 @@ fn claim_generator(m: &c2pa::Manifest) -> Option<String> {
 
 pub struct Credentials {
     signer: c2pa::BoxedSigner,
-    verify_settings: Settings,
+    /// Built once: signing (no thumbnails: the crate is built without
+    /// them) and verifying (with the trust anchors).
+    sign_context: std::sync::Arc<Context>,
+    verify_context: std::sync::Arc<Context>,
 }
 
 impl Credentials {
@@ -239,6 +242,7 @@ impl Credentials {
             None,
         )
         .context("the content-credentials key and certificate chain")?;
+        let no_thumbnails = Settings::new().with_value("builder.thumbnail.enabled", false)?;
         let mut verify_settings = Settings::new();
         if let Some(pem) = &material.trust_pem {
             verify_settings = verify_settings
@@ -247,7 +251,8 @@ impl Credentials {
         }
         Ok(Self {
             signer,
-            verify_settings,
+            sign_context: Context::new().with_settings(no_thumbnails)?.into_shared(),
+            verify_context: Context::new().with_settings(verify_settings)?.into_shared(),
         })
     }
 
@@ -264,7 +269,7 @@ impl Credentials {
             ],
         )
         .map_err(|e| anyhow::anyhow!(e))?;
-        let mut builder = Builder::from_context(Context::new()).with_definition(json!({
+        let mut builder = Builder::from_shared_context(&self.sign_context).with_definition(json!({
             "title": format!("{}.png", record.job_id),
             "format": "image/png",
             "claim_generator_info": [{ "name": CLAIM_GENERATOR, "version": env!("CARGO_PKG_VERSION") }],
@@ -296,8 +301,9 @@ impl Credentials {
     pub fn verify(&self, bytes: &[u8], format: &str) -> anyhow::Result<Verification> {
         let xmp_ai = png::find_itxt(bytes, "XML:com.adobe.xmp")
             .is_some_and(|x| x.contains(TRAINED_ALGORITHMIC_MEDIA));
-        let context = Context::new().with_settings(self.verify_settings.clone())?;
-        let reader = match Reader::from_context(context).with_stream(format, Cursor::new(bytes)) {
+        let reader = match Reader::from_shared_context(&self.verify_context)
+            .with_stream(format, Cursor::new(bytes))
+        {
             Ok(r) => r,
             Err(c2pa::Error::JumbfNotFound) | Err(c2pa::Error::UnsupportedType) => {
                 return Ok(Verification::absent(xmp_ai));
