@@ -279,7 +279,7 @@ fn base64_png(w: u32, h: u32) -> Vec<u8> {
 /// The output checked by another C2PA implementation's command-line tool.
 /// Ignored in CI (c2patool is a separate build); run it with
 /// `cargo install c2patool@0.27.22` and
-/// `C2PATOOL=$(which c2patool) cargo test -p pingvas-tests --test credentials -- --ignored c2patool`.
+/// `C2PATOOL=$(which c2patool) cargo test -p pingvas-tests --test suite -- --ignored credentials::c2patool`.
 #[tokio::test]
 #[ignore = "needs c2patool (C2PATOOL=path)"]
 async fn c2patool_reads_and_trusts_what_the_studio_signs() {

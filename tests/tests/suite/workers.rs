@@ -254,7 +254,7 @@ async fn the_invokeai_backend_drives_the_session_queue() {
 
 /// Against a real InvokeAI server (6.14 runs on CPU; `img_scale` needs no
 /// model): `INVOKEAI_URL=http://127.0.0.1:9090 cargo test -p pingvas-tests
-/// --test workers -- --ignored real_invokeai`.
+/// --test suite -- --ignored workers::real_invokeai`.
 #[tokio::test]
 #[ignore = "needs a running InvokeAI server at INVOKEAI_URL"]
 async fn real_invokeai_upscales() {
