@@ -16,6 +16,9 @@ pub enum Period {
     Day,
     Week,
     Month,
+    /// The last 30 days (the studio's usage chart).
+    #[serde(rename = "30d")]
+    Days30,
 }
 
 impl Period {
@@ -24,17 +27,19 @@ impl Period {
             "day" => Some(Period::Day),
             "week" => Some(Period::Week),
             "month" => Some(Period::Month),
+            "30d" => Some(Period::Days30),
             _ => None,
         }
     }
 
     /// The first day of the period that ends `today` (UTC): today, the
-    /// last seven days, or this calendar month.
+    /// last seven days, this calendar month, or the last 30 days.
     pub fn start(self, today: NaiveDate) -> NaiveDate {
         match self {
             Period::Day => today,
             Period::Week => today - Duration::days(6),
             Period::Month => today.with_day(1).expect("day 1 exists"),
+            Period::Days30 => today - Duration::days(29),
         }
     }
 }
@@ -203,5 +208,13 @@ mod tests {
             Period::Week.start(today),
             NaiveDate::from_ymd_opt(2025, 11, 19).unwrap()
         );
+        // The last 30 days reach back into October, past the month's start.
+        let last30 = summarise(Period::Days30, today, &rows, 0);
+        assert_eq!(
+            last30.start_date,
+            NaiveDate::from_ymd_opt(2025, 10, 27).unwrap()
+        );
+        assert_eq!(last30.summary.total_credits_used, 95);
+        assert_eq!(Period::parse("30d"), Some(Period::Days30));
     }
 }

@@ -24,7 +24,7 @@ pub fn router() -> OpenApiRouter<SharedState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
-    /// day, week or month (default)
+    /// day, week, month (default: this calendar month) or 30d (the last 30 days)
     pub period: Option<String>,
 }
 
@@ -39,7 +39,7 @@ async fn get_usage(
     let period = match q.period.as_deref() {
         None | Some("") => crate::usage::Period::Month,
         Some(p) => crate::usage::Period::parse(p)
-            .ok_or_else(|| ApiError::invalid_param("period", "day, week or month"))?,
+            .ok_or_else(|| ApiError::invalid_param("period", "day, week, month or 30d"))?,
     };
     let usage = crate::usage::usage(&state.db, &user.id, period)
         .await
