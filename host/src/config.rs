@@ -186,6 +186,8 @@ pub struct Config {
     /// Generation needs a verified email address (`FORBIDDEN`,
     /// `details.code = EMAIL_NOT_VERIFIED` otherwise).
     pub require_verified_email: bool,
+    /// Serve the web studio at `/` (off: the host is an API only).
+    pub web_ui: bool,
     /// The certificate chain (PEM, signing certificate first) that signs
     /// the content credentials of every generated image; with
     /// `c2pa_private_key`. Both unset: a test CA and key generated into
@@ -312,6 +314,7 @@ impl Default for Config {
             smtp_url: None,
             mail_from: "Pingvas Studio <no-reply@pingvas.local>".into(),
             require_verified_email: false,
+            web_ui: true,
             c2pa_cert_chain_file: None,
             c2pa_private_key: None,
             c2pa_signing_alg: "es256".into(),

@@ -24,6 +24,7 @@ pub mod response;
 pub mod storage;
 pub mod subscriptions;
 pub mod users;
+pub mod web;
 pub mod webhooks;
 pub mod workflows;
 pub mod ws;
@@ -68,7 +69,8 @@ pub fn api() -> OpenApiRouter<SharedState> {
         .routes(utoipa_axum::routes!(ws::events))
 }
 
-/// The public listener's routes: the API, its docs, files and health;
+/// The public listener's routes: the API, its docs, files, health and
+/// the web studio;
 /// the internal worker API and `/metrics` too unless they have listeners
 /// of their own.
 pub fn router(state: SharedState) -> Router {
@@ -89,6 +91,9 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
+    if state.config.web_ui {
+        app = app.merge(web::router());
+    }
     if state.config.internal_addr.is_none() {
         app = app.nest("/internal/v1", internal::router());
     }

@@ -1,0 +1,101 @@
+// The studio's shell: the session, the navigation and the page of the path.
+import { render } from '../vendor/preact.js';
+import { useEffect, useRef, useState } from '../vendor/hooks.js';
+import { session, signOut } from './api.js';
+import './events.js';
+import { lang, t } from './i18n.js';
+import { AuthPage, ResetPassword, VerifyEmail } from './pages/auth.js';
+import { Credits } from './pages/credits.js';
+import { Gallery } from './pages/gallery.js';
+import { Generate } from './pages/generate.js';
+import { Plan } from './pages/plan.js';
+import { Plugins } from './pages/plugins.js';
+import { Queue } from './pages/queue.js';
+import { Workflows } from './pages/workflows.js';
+import { follow, navigate, useLocation } from './router.js';
+import { Toasts, html } from './ui.js';
+
+document.documentElement.lang = lang;
+
+// An OAuth sign-in comes back with the session (or the error) in the
+// fragment; it is read once and removed from the address bar.
+const fragment = new URLSearchParams(location.hash.slice(1));
+export const oauthError = fragment.get('error')
+  ? { code: fragment.get('error'), message: fragment.get('error_description') || fragment.get('error') }
+  : null;
+if (fragment.get('access_token')) {
+  session.set({
+    access_token: fragment.get('access_token'),
+    refresh_token: fragment.get('refresh_token'),
+  });
+}
+if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+
+const PAGES = {
+  '/generate': Generate,
+  '/queue': Queue,
+  '/gallery': Gallery,
+  '/workflows': Workflows,
+  '/credits': Credits,
+  '/plan': Plan,
+  '/plugins': Plugins,
+};
+const PUBLIC = { '/reset-password': ResetPassword, '/verify-email': VerifyEmail };
+const NAV = ['/generate', '/queue', '/gallery', '/workflows', '/credits', '/plan', '/plugins'];
+
+function Nav({ path }) {
+  const [open, setOpen] = useState(false);
+  return html`<header class="top">
+    <a class="brand" href="/generate" onClick=${follow}>Pingvas Studio</a>
+    <button class="menu" aria-expanded=${open} aria-controls="nav" onClick=${() => setOpen(!open)}>
+      ${t('nav.menu')}
+    </button>
+    <nav id="nav" class=${open ? 'open' : ''} aria-label=${t('nav.label')}>
+      ${NAV.map(
+        (p) => html`<a href=${p} onClick=${(e) => (setOpen(false), follow(e))}
+          aria-current=${path === p ? 'page' : undefined}>${t('nav.' + p.slice(1))}</a>`,
+      )}
+      <button class="link" onClick=${() => (signOut(), navigate('/sign-in'))}>${t('nav.sign_out')}</button>
+    </nav>
+  </header>`;
+}
+
+function App() {
+  const { path, query } = useLocation();
+  const [signedIn, setSignedIn] = useState(!!session.get());
+  useEffect(() => session.subscribe((s) => setSignedIn(!!s)), []);
+  useEffect(() => {
+    if (signedIn && ['/', '/sign-in', '/sign-up'].includes(path)) navigate('/generate', { replace: true });
+    if (!signedIn && (PAGES[path] || path === '/')) navigate('/sign-in', { replace: true });
+  }, [signedIn, path]);
+  // After a client-side navigation the focus starts at the new page's
+  // content, as after a page load (the old focus may be gone).
+  const firstRender = useRef(true);
+  useEffect(() => {
+    if (firstRender.current) firstRender.current = false;
+    else document.getElementById('main')?.focus({ preventScroll: true });
+  }, [path]);
+  useEffect(() => {
+    document.title = `${t('nav.' + (path.slice(1) || 'generate'), {}, 'Pingvas')} · Pingvas Studio`;
+    performance.mark('pingvas:page');
+  }, [path]);
+
+  let page;
+  if (PUBLIC[path]) {
+    const P = PUBLIC[path];
+    page = html`<${P} query=${query} />`;
+  } else if (!signedIn || !PAGES[path]) {
+    const mode = path === '/sign-up' ? 'sign-up' : path === '/forgot-password' ? 'forgot' : 'sign-in';
+    page = html`<${AuthPage} mode=${mode} oauthError=${oauthError} />`;
+  } else {
+    const P = PAGES[path];
+    page = html`<${P} query=${query} key=${path} />`;
+  }
+  return html`${signedIn && PAGES[path] ? html`<${Nav} path=${path} />` : ''}
+    <main id="main" tabindex="-1">${page}</main>
+    <${Toasts} />`;
+}
+
+const root = document.getElementById('app');
+root.textContent = ''; // the splash shown while the modules load
+render(html`<${App} />`, root);
