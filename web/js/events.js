@@ -1,6 +1,7 @@
 // The user's event socket (docs/websocket-events.md): one per tab, resumed
 // after a reload or a drop from the last event id handled, so no progress
-// is missed; `connected.complete === false` asks listeners to refetch.
+// is missed; a connection that could not replay everything since the last
+// one (the first, or `complete: false`) asks listeners to refetch.
 import { useEffect, useRef } from '../vendor/hooks.js';
 import { session, socketToken, wsUrl } from './api.js';
 
@@ -40,7 +41,9 @@ async function open() {
     }
     if (ev.type === 'connected') {
       retry = 0;
-      emit({ type: 'connected', resync: ev.complete === false });
+      // Only a complete resume replays what happened while no socket was
+      // open; otherwise (the first connection too) listeners refetch.
+      emit({ type: 'connected', resync: !(ev.complete && ev.resumed_from) });
       return;
     }
     if (ev.id) localStorage.setItem(LAST, ev.id);

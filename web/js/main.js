@@ -5,15 +5,8 @@ import { session, signOut } from './api.js';
 import './events.js';
 import { lang, t } from './i18n.js';
 import { AuthPage, ResetPassword, VerifyEmail } from './pages/auth.js';
-import { Credits } from './pages/credits.js';
-import { Gallery } from './pages/gallery.js';
-import { Generate } from './pages/generate.js';
-import { Plan } from './pages/plan.js';
-import { Plugins } from './pages/plugins.js';
-import { Queue } from './pages/queue.js';
-import { Workflows } from './pages/workflows.js';
 import { follow, navigate, useLocation } from './router.js';
-import { Toasts, html } from './ui.js';
+import { ErrorNote, Toasts, html } from './ui.js';
 
 document.documentElement.lang = lang;
 
@@ -31,15 +24,33 @@ if (fragment.get('access_token')) {
 }
 if (location.hash) history.replaceState(null, '', location.pathname + location.search);
 
+// The signed-in pages load on first use: the sign-in page's modules alone
+// are on the first paint's path (the host preloads exactly those).
 const PAGES = {
-  '/generate': Generate,
-  '/queue': Queue,
-  '/gallery': Gallery,
-  '/workflows': Workflows,
-  '/credits': Credits,
-  '/plan': Plan,
-  '/plugins': Plugins,
+  '/generate': () => import('./pages/generate.js').then((m) => m.Generate),
+  '/queue': () => import('./pages/queue.js').then((m) => m.Queue),
+  '/gallery': () => import('./pages/gallery.js').then((m) => m.Gallery),
+  '/workflows': () => import('./pages/workflows.js').then((m) => m.Workflows),
+  '/credits': () => import('./pages/credits.js').then((m) => m.Credits),
+  '/plan': () => import('./pages/plan.js').then((m) => m.Plan),
+  '/plugins': () => import('./pages/plugins.js').then((m) => m.Plugins),
 };
+
+function Lazy({ load, ...props }) {
+  const [state, setState] = useState({});
+  useEffect(() => {
+    let live = true;
+    load().then(
+      (Page) => live && setState({ Page }),
+      // A page of an older build the host no longer serves: reload.
+      () => live && setState({ error: { code: 'RELOAD', message: t('error.reload') } }),
+    );
+    return () => (live = false);
+  }, [load]);
+  if (state.error) return html`<${ErrorNote} error=${state.error} />`;
+  if (!state.Page) return html`<p class="muted" aria-busy="true">${t('loading')}</p>`;
+  return html`<${state.Page} ...${props} />`;
+}
 const PUBLIC = { '/reset-password': ResetPassword, '/verify-email': VerifyEmail };
 const NAV = ['/generate', '/queue', '/gallery', '/workflows', '/credits', '/plan', '/plugins'];
 
@@ -64,6 +75,10 @@ function App() {
   const { path, query } = useLocation();
   const [signedIn, setSignedIn] = useState(!!session.get());
   useEffect(() => session.subscribe((s) => setSignedIn(!!s)), []);
+  // Once signed in, fetch the other pages in the background.
+  useEffect(() => {
+    if (signedIn) setTimeout(() => Object.values(PAGES).forEach((load) => load().catch(() => {})), 0);
+  }, [signedIn]);
   useEffect(() => {
     if (signedIn && ['/', '/sign-in', '/sign-up'].includes(path)) navigate('/generate', { replace: true });
     if (!signedIn && (PAGES[path] || path === '/')) navigate('/sign-in', { replace: true });
@@ -88,8 +103,7 @@ function App() {
     const mode = path === '/sign-up' ? 'sign-up' : path === '/forgot-password' ? 'forgot' : 'sign-in';
     page = html`<${AuthPage} mode=${mode} oauthError=${oauthError} />`;
   } else {
-    const P = PAGES[path];
-    page = html`<${P} query=${query} key=${path} />`;
+    page = html`<${Lazy} load=${PAGES[path]} query=${query} key=${path} />`;
   }
   return html`${signedIn && PAGES[path] ? html`<${Nav} path=${path} />` : ''}
     <main id="main" tabindex="-1">${page}</main>

@@ -50,6 +50,9 @@ pub const PAGES: &[&str] = &[
     "/plugins",
 ];
 
+/// The page's module; with everything it imports statically, preloaded.
+const ENTRY: &str = "js/main.js";
+
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -98,11 +101,10 @@ fn assets() -> &'static Assets {
             );
         }
         let version = hex::encode(&version.finalize()[..8]);
-        // Every module preloaded from the page: the browser fetches them all
-        // at once instead of discovering imports one level at a time.
-        let mut modules: Vec<&String> = files.keys().filter(|n| n.ends_with(".js")).collect();
-        modules.sort();
-        let preload: String = modules
+        // The modules of the first paint preloaded from the page: the
+        // browser fetches them at once instead of discovering imports one
+        // level at a time (pages behind `import()` load when opened).
+        let preload: String = static_graph(&files, ENTRY)
             .iter()
             .map(|m| format!("<link rel=\"modulepreload\" href=\"/assets/{version}/{m}\">\n"))
             .collect();
@@ -129,6 +131,65 @@ fn mime_of(name: &str) -> &'static str {
         None => "text/plain; charset=utf-8",
         Some(_) => "application/octet-stream",
     }
+}
+
+/// `entry` and the modules it imports statically, transitively, sorted.
+fn static_graph(files: &HashMap<String, Asset>, entry: &str) -> Vec<String> {
+    let mut seen = vec![entry.to_owned()];
+    let mut next = 0;
+    while let Some(module) = seen.get(next).cloned() {
+        next += 1;
+        let Some(file) = files.get(&module) else {
+            continue;
+        };
+        for spec in static_imports(&String::from_utf8_lossy(&file.body)) {
+            if let Some(path) = resolve(&module, &spec)
+                && files.contains_key(&path)
+                && !seen.contains(&path)
+            {
+                seen.push(path);
+            }
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// The relative specifiers of `import … from "…"` and `import "…"` in a
+/// module (minified or not); `import(…)`, dynamic, is not one.
+fn static_imports(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for keyword in ["from", "import"] {
+        for (at, _) in source.match_indices(keyword) {
+            let rest = source[at + keyword.len()..].trim_start();
+            let Some(quote) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+                continue;
+            };
+            if let Some(end) = rest[1..].find(quote) {
+                let spec = &rest[1..=end];
+                if spec.starts_with("./") || spec.starts_with("../") {
+                    out.push(spec.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `spec` relative to the module `from` (`js/pages/a.js` + `../ui.js`).
+fn resolve(from: &str, spec: &str) -> Option<String> {
+    let mut parts: Vec<&str> = from.split('/').collect();
+    parts.pop();
+    for seg in spec.split('/') {
+        match seg {
+            "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// The gzip twin of a compressible file, when it is smaller.
@@ -250,6 +311,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn static_imports_are_found_and_resolved() {
+        let src = "import { h } from '../vendor/preact.js';\nimport './events.js';\n\
+                   import{options as n}from\"./preact.js\";const p = () => import('./pages/x.js');\n\
+                   const s = 'taken from a list'; import x from 'bare';";
+        assert_eq!(
+            static_imports(src),
+            vec!["../vendor/preact.js", "./preact.js", "./events.js"]
+        );
+        assert_eq!(
+            resolve("js/pages/a.js", "../ui.js").as_deref(),
+            Some("js/ui.js")
+        );
+        assert_eq!(
+            resolve("js/main.js", "./pages/a.js").as_deref(),
+            Some("js/pages/a.js")
+        );
+        assert_eq!(resolve("main.js", "../../x.js"), None);
+    }
+
+    #[test]
     fn gzip_is_taken_unless_refused() {
         let h = |v: &str| {
             let mut m = HeaderMap::new();
@@ -272,10 +353,18 @@ mod tests {
             a.index
                 .contains(&format!("<script type=\"module\" src=\"{main}\">"))
         );
-        assert!(a.index.contains(&format!(
-            "<link rel=\"modulepreload\" href=\"/assets/{}/js/pages/gallery.js\">",
-            a.version
-        )));
+        let preloads = |m: &str| {
+            a.index.contains(&format!(
+                "<link rel=\"modulepreload\" href=\"/assets/{}/{m}\">",
+                a.version
+            ))
+        };
+        assert!(
+            preloads("js/pages/auth.js")
+                && preloads("vendor/preact.js")
+                && preloads("vendor/hooks.js")
+        );
+        assert!(!preloads("js/pages/gallery.js"), "pages load when opened");
         assert!(!a.index.contains("%PRELOAD%") && !a.index.contains("%ASSETS%"));
         assert!(a.files.contains_key("js/main.js"));
         assert!(a.files.contains_key("vendor/preact.js"));
