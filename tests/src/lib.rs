@@ -20,6 +20,7 @@ pub use pingvas_host;
 
 pub mod bench;
 pub mod billing;
+pub mod browser;
 pub mod fakes;
 
 pub const PASSWORD: &str = "SecurePass123!";

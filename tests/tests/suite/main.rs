@@ -21,5 +21,6 @@ mod queue;
 mod ratelimit;
 mod sandbox;
 mod users;
+mod web;
 mod workers;
 mod workflows;
