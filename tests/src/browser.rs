@@ -238,6 +238,12 @@ impl Browser {
     }
 }
 
+/// Whether a command failed because the page navigated away under it.
+fn is_navigation(e: &anyhow::Error) -> bool {
+    let text = e.to_string();
+    text.contains("navigated or closed") || text.contains("Execution context was destroyed")
+}
+
 /// One tab.
 pub struct Page {
     conn: Arc<Conn>,
@@ -367,7 +373,23 @@ impl Page {
     }
 
     /// `wait_for` with a limit of its own.
+    /// A navigation (a redirect through another site, say) ends the wait's
+    /// page context; it starts again in the new page, within the same limit.
     pub async fn wait_for_within(&self, condition: &str, limit: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let mut events = self.conn.events.subscribe();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.wait_once(condition, left).await {
+                Err(e) if is_navigation(&e) && !left.is_zero() => {
+                    self.until_event(&mut events, "Page.loadEventFired").await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn wait_once(&self, condition: &str, limit: Duration) -> anyhow::Result<Value> {
         let js = format!(
             r#"new Promise((resolve, reject) => {{
                 const until = performance.now() + {ms};

@@ -369,7 +369,9 @@ struct Launched {
 }
 
 async fn launch(state: SharedState) -> Launched {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    // `127.0.0.1:0` unless a test chose the address (its public_url must
+    // name it).
+    let listener = tokio::net::TcpListener::bind(state.config.addr)
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().unwrap());

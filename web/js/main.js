@@ -4,19 +4,24 @@ import { useEffect, useRef, useState } from '../vendor/hooks.js';
 import { session, signOut } from './api.js';
 import './events.js';
 import { lang, t } from './i18n.js';
-import { AuthPage, ResetPassword, VerifyEmail } from './pages/auth.js';
+import { AuthPage, OAUTH_STARTED, ResetPassword, VerifyEmail } from './pages/auth.js';
 import { follow, navigate, useLocation } from './router.js';
 import { ErrorNote, Toasts, html } from './ui.js';
 
 document.documentElement.lang = lang;
 
 // An OAuth sign-in comes back with the session (or the error) in the
-// fragment; it is read once and removed from the address bar.
+// fragment; it is read once and removed from the address bar. Only a tab
+// that started a sign-in takes a session from a fragment: a link carrying
+// someone else's tokens must not sign this browser into their account.
 const fragment = new URLSearchParams(location.hash.slice(1));
+const started = Number(sessionStorage.getItem(OAUTH_STARTED) || 0);
+const expected = started > 0 && Date.now() - started < 15 * 60 * 1000;
+sessionStorage.removeItem(OAUTH_STARTED);
 export const oauthError = fragment.get('error')
   ? { code: fragment.get('error'), message: fragment.get('error_description') || fragment.get('error') }
   : null;
-if (fragment.get('access_token')) {
+if (fragment.get('access_token') && expected) {
   session.set({
     access_token: fragment.get('access_token'),
     refresh_token: fragment.get('refresh_token'),

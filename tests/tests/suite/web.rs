@@ -887,3 +887,92 @@ async fn upload_then_image_to_image_upscale_and_inpaint_with_the_mask_brush() {
     assert_eq!(srv.job(&user.access, &job).await["job_type"], "inpaint");
     assert_clean(&page).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_sign_in_through_the_browser_and_no_session_from_a_planted_link() {
+    let fake = pingvas_tests::fakes::FakeOAuth::start().await;
+    // public_url must name the server's own address: pick the port first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let srv = TestServer::start_with(|c| {
+        c.addr = format!("127.0.0.1:{port}").parse().unwrap();
+        c.public_url = Some(base.clone());
+        fake.configure(c, "google");
+    })
+    .await;
+    fake.sign_in_as(json!({ "sub": "g-web-1", "email": "kim@example.com", "email_verified": true,
+                            "name": "김구글", "picture": "https://lh3.googleusercontent.com/a/p.png" }));
+    let browser = Browser::launch().await.expect("chromium");
+    let page = browser.fresh_page("en-US", 1280, 800).await.unwrap();
+    page.goto(&format!("{base}/sign-in")).await.unwrap();
+    expect(&page, "document.querySelector('a[data-provider=google]')").await;
+    assert_eq!(
+        page.eval("document.querySelector('a[data-provider=discord]')")
+            .await
+            .unwrap(),
+        Value::Null,
+        "Discord is not configured"
+    );
+    page.click("a[data-provider=google]").await.unwrap();
+    // Provider, callback, then the studio with the session in the fragment,
+    // which it takes and removes from the address bar.
+    expect(
+        &page,
+        "location.pathname === '/generate' && document.querySelector('select[name=model] option')",
+    )
+    .await;
+    assert_eq!(page.eval("location.hash").await.unwrap(), "");
+    let token = access_token(&page).await;
+    let (_, me) = srv.get("/users/me", Some(&token)).await;
+    assert_eq!(me["data"]["email"], "kim@example.com");
+    let refresh = page
+        .eval("JSON.parse(localStorage.getItem('pingvas.session')).refresh_token")
+        .await
+        .unwrap();
+
+    // A link carrying someone's tokens, opened by a browser that started no
+    // sign-in, signs nobody in.
+    let victim = browser.fresh_page("en-US", 1280, 800).await.unwrap();
+    victim
+        .goto(&format!(
+            "{base}/#access_token={token}&refresh_token={}&token_type=Bearer&provider=google",
+            refresh.as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    expect(
+        &victim,
+        "location.pathname === '/sign-in' && document.querySelector('form[data-form=sign-in]')",
+    )
+    .await;
+    assert_eq!(
+        victim
+            .eval("localStorage.getItem('pingvas.session')")
+            .await
+            .unwrap(),
+        Value::Null
+    );
+    assert_eq!(
+        victim.eval("location.hash").await.unwrap(),
+        "",
+        "the tokens leave the address bar"
+    );
+
+    // A provider's refusal comes back as the error fragment, shown.
+    fake.sign_in_as(json!({ "sub": "g-web-2", "name": "No Mail" }));
+    page.eval("localStorage.clear()").await.unwrap();
+    page.goto(&format!("{base}/sign-in")).await.unwrap();
+    page.click("a[data-provider=google]").await.unwrap();
+    let code = expect(
+        &page,
+        "document.querySelector('[role=alert]')?.dataset.code",
+    )
+    .await;
+    assert_eq!(code, "email_missing");
+    assert_clean(&page).await;
+    assert_clean(&victim).await;
+}

@@ -5,6 +5,9 @@ import { t } from '../i18n.js';
 import { follow, navigate } from '../router.js';
 import { ErrorNote, Field, html, useAction } from '../ui.js';
 
+/// When this tab sent the browser to a sign-in provider (sessionStorage).
+export const OAUTH_STARTED = 'pingvas.oauth_started';
+
 const input = (type, value, set, extra = {}) => (id) =>
   html`<input id=${id} type=${type} value=${value} onInput=${(e) => set(e.target.value)} required ...${extra} />`;
 
@@ -57,7 +60,8 @@ export function AuthPage({ mode, oauthError }) {
     html`<div class="oauth">
       <p class="muted">${t('auth.or')}</p>
       ${boot.providers.map(
-        (p) => html`<a class="button" href=${`${boot.api}/auth/${p}`} data-provider=${p}>
+        (p) => html`<a class="button" href=${`${boot.api}/auth/${p}`} data-provider=${p}
+          onClick=${() => sessionStorage.setItem(OAUTH_STARTED, String(Date.now()))}>
           ${t('auth.with_' + p)}</a>`,
       )}
     </div>`}

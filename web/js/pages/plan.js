@@ -53,7 +53,9 @@ export function Plan() {
     act(async () => {
       if (!sub || ['cancelled', 'expired'].includes(sub.status)) {
         const env = await post('/subscriptions/checkout', { plan: plan.name, billing_cycle: cycle });
-        location.assign(env.data.checkout_url);
+        const url = new URL(env.data.checkout_url, location.href);
+        if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(t('plan.bad_checkout'));
+        location.assign(url.href);
         return;
       }
       const up = order.indexOf(plan.name) > order.indexOf(sub.plan.name);
