@@ -1,6 +1,6 @@
 // The studio's shell: the session, the navigation and the page of the path.
 import { render } from '../vendor/preact.js';
-import { useEffect, useRef, useState } from '../vendor/hooks.js';
+import { useEffect, useErrorBoundary, useRef, useState } from '../vendor/hooks.js';
 import { session, signOut } from './api.js';
 import './events.js';
 import { lang, t } from './i18n.js';
@@ -76,6 +76,16 @@ function Nav({ path }) {
   </header>`;
 }
 
+/// A page that throws while rendering shows what went wrong, not a blank
+/// screen; the rest of the studio stays usable.
+function Guarded({ children }) {
+  const [error, reset] = useErrorBoundary();
+  useEffect(() => error && console.error(error), [error]);
+  if (!error) return children;
+  return html`<${ErrorNote} error=${{ code: 'CLIENT_ERROR', message: t('error.client'), details: { message: String(error.message || error) } }} />
+    <button type="button" onClick=${reset}>${t('error.retry')}</button>`;
+}
+
 function App() {
   const { path, query } = useLocation();
   const [signedIn, setSignedIn] = useState(!!session.get());
@@ -111,7 +121,7 @@ function App() {
     page = html`<${Lazy} load=${PAGES[path]} query=${query} key=${path} />`;
   }
   return html`${signedIn && PAGES[path] ? html`<${Nav} path=${path} />` : ''}
-    <main id="main" tabindex="-1">${page}</main>
+    <main id="main" tabindex="-1"><${Guarded} key=${path}>${page}</${Guarded}></main>
     <${Toasts} />`;
 }
 

@@ -589,6 +589,20 @@ async fn job_end(page: &Page, job: &str) -> Value {
     }
 }
 
+/// Submits the generate form and waits for its job to complete; the job's
+/// REST view.
+async fn generate_until_done(page: &Page, srv: &TestServer, token: &str) -> Value {
+    page.click("form[data-form=generate] button[type=submit]")
+        .await
+        .unwrap();
+    let job = expect(page, "document.querySelector('.jobs .job')?.dataset.job").await;
+    let job = job.as_str().unwrap().to_owned();
+    let status = job_end(page, &job).await;
+    let detail = srv.job(token, &job).await;
+    assert_eq!(status, "completed", "{detail}");
+    detail
+}
+
 /// Signs `page` in as `session` (the sign-up flow is the first test's).
 async fn sign_in_as(page: &Page, srv: &TestServer, session: &pingvas_tests::Session) {
     page.goto(&srv.url_of("/sign-in")).await.unwrap();
@@ -650,19 +664,8 @@ async fn publish_a_node_use_it_with_its_form_then_yank_and_run_an_imported_workf
     page.fill("input[name=height]", "64").await.unwrap();
     page.fill("input[name=steps]", "4").await.unwrap();
     shot(&page, "generate-post-node").await;
-    page.click("form[data-form=generate] button[type=submit]")
-        .await
-        .unwrap();
-    let job = expect(&page, "document.querySelector('.jobs .job')?.dataset.job").await;
-    let job = job.as_str().unwrap().to_owned();
-    assert_eq!(
-        job_end(&page, &job).await,
-        "completed",
-        "{}",
-        srv.job(&user.access, &job).await
-    );
-    let detail = srv.job(&user.access, &job).await;
-    let image = detail["result"]["image_id"].as_str().unwrap().to_owned();
+    let job = generate_until_done(&page, &srv, &user.access).await;
+    let image = job["result"]["image_id"].as_str().unwrap().to_owned();
     let (_, creds) = srv
         .get(&format!("/images/{image}/credentials"), Some(&user.access))
         .await;
@@ -803,21 +806,8 @@ async fn upload_then_image_to_image_upscale_and_inpaint_with_the_mask_brush() {
         .await
         .unwrap();
     page.fill("input[name=steps]", "4").await.unwrap();
-    page.click("form[data-form=generate] button[type=submit]")
-        .await
-        .unwrap();
-    let job = expect(&page, "document.querySelector('.jobs .job')?.dataset.job").await;
-    let job = job.as_str().unwrap().to_owned();
-    assert_eq!(
-        job_end(&page, &job).await,
-        "completed",
-        "{}",
-        srv.job(&user.access, &job).await
-    );
-    assert_eq!(
-        srv.job(&user.access, &job).await["job_type"],
-        "image_to_image"
-    );
+    let job = generate_until_done(&page, &srv, &user.access).await;
+    assert_eq!(job["job_type"], "image_to_image");
 
     // Upscale ×2 of the upload.
     page.goto(&srv.url_of(&format!("/generate?mode=upscale&source={image}")))
@@ -829,19 +819,8 @@ async fn upload_then_image_to_image_upscale_and_inpaint_with_the_mask_brush() {
     )
     .await;
     shot(&page, "generate-upscale").await;
-    page.click("form[data-form=generate] button[type=submit]")
-        .await
-        .unwrap();
-    let job = expect(&page, "document.querySelector('.jobs .job')?.dataset.job").await;
-    let job = job.as_str().unwrap().to_owned();
-    assert_eq!(
-        job_end(&page, &job).await,
-        "completed",
-        "{}",
-        srv.job(&user.access, &job).await
-    );
-    let done = srv.job(&user.access, &job).await;
-    assert_eq!(done["result"]["images"][0]["width"], 128, "{done}");
+    let job = generate_until_done(&page, &srv, &user.access).await;
+    assert_eq!(job["result"]["images"][0]["width"], 128, "{job}");
 
     // Inpaint: a brush stroke across the middle is the mask.
     page.goto(&srv.url_of(&format!("/generate?mode=inpaint&source={image}")))
@@ -873,18 +852,8 @@ async fn upload_then_image_to_image_upscale_and_inpaint_with_the_mask_brush() {
         .unwrap();
     page.fill("input[name=steps]", "4").await.unwrap();
     shot(&page, "generate-inpaint").await;
-    page.click("form[data-form=generate] button[type=submit]")
-        .await
-        .unwrap();
-    let job = expect(&page, "document.querySelector('.jobs .job')?.dataset.job").await;
-    let job = job.as_str().unwrap().to_owned();
-    assert_eq!(
-        job_end(&page, &job).await,
-        "completed",
-        "{}",
-        srv.job(&user.access, &job).await
-    );
-    assert_eq!(srv.job(&user.access, &job).await["job_type"], "inpaint");
+    let job = generate_until_done(&page, &srv, &user.access).await;
+    assert_eq!(job["job_type"], "inpaint");
     assert_clean(&page).await;
 }
 
