@@ -259,6 +259,15 @@ async fn sign_up_generate_watch_progress_star_board_and_share() {
     ] {
         page.click(&format!("nav a[href='{path}']")).await.unwrap();
         expect(&page, &format!("location.pathname === '{path}' && {ready}")).await;
+        let text = page
+            .eval("document.querySelector('main').innerText")
+            .await
+            .unwrap();
+        let text = text.as_str().unwrap();
+        assert!(
+            !text.contains("NaN") && !text.contains("undefined"),
+            "{path}: {text}"
+        );
         shot(&page, &path[1..]).await;
     }
     assert_clean(&page).await;

@@ -78,8 +78,8 @@ export function Credits() {
     <h2>${t('credits.storage')}</h2>
     <${Loading} state=${storage}>
       ${storage.data &&
-      html`<p><progress max="100" value=${storage.data.percentage} aria-label=${t('credits.storage')}></progress>
-        ${bytes(storage.data.used_bytes)} / ${bytes(storage.data.quota_bytes)} (${Number(storage.data.percentage).toFixed(1)}%)</p>`}
+      html`<p><progress max="100" value=${Math.min(100, storage.data.used_percentage)} aria-label=${t('credits.storage')}></progress>
+        ${bytes(storage.data.used_bytes)} / ${bytes(storage.data.quota_bytes)} (${Number(storage.data.used_percentage).toFixed(1)}%)</p>`}
     </${Loading}>
     <h2>${t('credits.history')}</h2>
     ${c &&

@@ -43,12 +43,24 @@ function fromDetail(d) {
   };
 }
 
+const RANK = { queued: 0, processing: 1, completed: 2, failed: 2, cancelled: 2 };
+
+/// Folds a REST answer into a job the events may have moved on since the
+/// request left: an answer never takes a job back (a late "queued" must
+/// not undo the "completed" an event brought meanwhile).
+function withDetail(job, detail) {
+  const d = fromDetail(detail);
+  if ((RANK[d.status] ?? 0) < (RANK[job.status] ?? 0)) return job;
+  if (d.status === job.status && (job.progress || 0) > (d.progress || 0)) d.progress = job.progress;
+  return { ...job, ...d };
+}
+
 export function JobCard({ job: initial }) {
   const [job, setJob] = useState(initial);
   const { busy, error, act } = useAction();
   const refetch = () =>
     get(`/queue/items/${encodeURIComponent(initial.job_id)}`).then(
-      (env) => setJob((j) => ({ ...j, ...fromDetail(env.data) })),
+      (env) => setJob((j) => withDetail(j, env.data)),
       () => {},
     );
   // Events before this card mounted (a reload) come from the REST state.
