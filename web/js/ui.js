@@ -7,6 +7,9 @@ import { lang, t } from './i18n.js';
 
 export const html = htm.bind(h);
 
+/// What the host accepts as an uploaded or input image.
+export const IMAGE_TYPES = 'image/png,image/jpeg,image/webp';
+
 /// Runs `load` when `deps` change; `reload()` runs it again.
 export function useAsync(load, deps) {
   const [state, setState] = useState({ loading: true, data: null, error: null });

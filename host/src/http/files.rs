@@ -25,13 +25,31 @@ pub struct Signature {
 /// Longest a browser may keep a file without asking again.
 const MAX_CACHE_SECS: i64 = 3600;
 
-fn mime_of(key: &str) -> &'static str {
+/// The content type of a stored file or a web asset, by its extension.
+pub fn mime_of(key: &str) -> &'static str {
     match key.rsplit('.').next() {
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("json") => "application/json",
         _ => "application/octet-stream",
     }
+}
+
+/// Whether `If-None-Match` names `tag` (or `*`): the client's copy is current.
+pub fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim() == "*"
+                || v.split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == tag)
+        })
 }
 
 /// A blob never changes under its key (keys are unique per image), so key
@@ -106,15 +124,7 @@ async fn serve(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim() == "*"
-                || v.split(',')
-                    .any(|t| t.trim().trim_start_matches("W/") == tag)
-        });
-    if matches {
+    if if_none_match(headers, &tag) {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
     common.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_of(key)));

@@ -92,7 +92,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
     if state.config.web_ui {
-        app = app.merge(web::router());
+        app = app.merge(web::router(&state));
     }
     if state.config.internal_addr.is_none() {
         app = app.nest("/internal/v1", internal::router());

@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::app::SharedState;
 use crate::auth::oauth::Provider;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::files::{if_none_match, mime_of};
 
 #[derive(Embed)]
 #[folder = "../web"]
@@ -119,20 +120,6 @@ fn assets() -> &'static Assets {
     })
 }
 
-fn mime_of(name: &str) -> &'static str {
-    match name.rsplit_once('.').map(|(_, ext)| ext) {
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json") => "application/json",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("ico") => "image/x-icon",
-        Some("woff2") => "font/woff2",
-        None => "text/plain; charset=utf-8",
-        Some(_) => "application/octet-stream",
-    }
-}
-
 /// `entry` and the modules it imports statically, transitively, sorted.
 fn static_graph(files: &HashMap<String, Asset>, entry: &str) -> Vec<String> {
     let mut seen = vec![entry.to_owned()];
@@ -214,13 +201,26 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The page and asset routes.
-pub fn router() -> Router<SharedState> {
+/// The page and asset routes. The page is rendered here, once: what it
+/// carries (version, preloads, providers) is fixed for the process.
+pub fn router(state: &SharedState) -> Router<SharedState> {
+    let page = Arc::new(rendered_page(state));
     let mut r = Router::new().route("/assets/{version}/{*path}", get(asset));
-    for page in PAGES {
-        r = r.route(page, get(index));
+    for route in PAGES {
+        let page = Arc::clone(&page);
+        r = r.route(route, get(move |headers: HeaderMap| index(page, headers)));
     }
     r
+}
+
+/// `index.html` with the boot JSON filled in, and its gzip twin.
+fn rendered_page(state: &SharedState) -> Asset {
+    let body = Bytes::from(assets().index.replace("%BOOT%", &boot_json(state)));
+    Asset {
+        mime: HeaderValue::from_static("text/html; charset=utf-8"),
+        gzip: gzip(&body),
+        body,
+    }
 }
 
 /// What the page learns from the host before its first request.
@@ -239,33 +239,35 @@ fn boot_json(state: &SharedState) -> String {
     boot.to_string().replace('<', "\\u003c")
 }
 
-async fn index(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    let a = assets();
-    let page = a.index.replace("%BOOT%", &boot_json(&state));
-    let mut res = if accepts_gzip(&headers)
-        && let Some(z) = gzip(page.as_bytes())
-    {
-        let mut res = Body::from(z).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        res
-    } else {
-        Body::from(page).into_response()
+/// `file` as the client takes it: its gzip twin when there is one and
+/// gzip is accepted, else the bytes as they are.
+fn encoded(file: &Asset, headers: &HeaderMap) -> Response {
+    let mut res = match &file.gzip {
+        Some(z) if accepts_gzip(headers) => {
+            let mut res = Body::from(z.clone()).into_response();
+            res.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            res
+        }
+        _ => Body::from(file.body.clone()).into_response(),
     };
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_TYPE, file.mime.clone());
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+async fn index(page: Arc<Asset>, headers: HeaderMap) -> Response {
+    let mut res = encoded(&page, &headers);
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
     );
     h.insert(
         header::REFERRER_POLICY,
@@ -279,30 +281,17 @@ async fn asset(Path((version, path)): Path<(String, String)>, headers: HeaderMap
     let Some(file) = a.files.get(&path).filter(|_| version == a.version) else {
         return ApiError::new(ErrorCode::NotFound).into_response();
     };
-    let etag = HeaderValue::from_str(&format!("\"{}\"", a.version)).expect("hex is a header value");
-    if headers.get(header::IF_NONE_MATCH) == Some(&etag) {
+    let tag = format!("\"{}\"", a.version);
+    let etag = HeaderValue::from_str(&tag).expect("hex is a header value");
+    if if_none_match(&headers, &tag) {
         let mut res = StatusCode::NOT_MODIFIED.into_response();
         res.headers_mut().insert(header::ETAG, etag);
         return res;
     }
-    let mut res = match (&file.gzip, accepts_gzip(&headers)) {
-        (Some(z), true) => {
-            let mut res = Body::from(z.clone()).into_response();
-            res.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            res
-        }
-        _ => Body::from(file.body.clone()).into_response(),
-    };
+    let mut res = encoded(file, &headers);
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, file.mime.clone());
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     h.insert(header::ETAG, etag);
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     res
 }
 

@@ -6,7 +6,7 @@ import { del, get, patch, post } from '../api.js';
 import { useEvents } from '../events.js';
 import { t } from '../i18n.js';
 import { navigate } from '../router.js';
-import { ErrorNote, Field, Loading, bytes, html, toast, useAction, useAsync, when } from '../ui.js';
+import { ErrorNote, Field, Loading, bytes, html, toast, useAction, useAsync, when, IMAGE_TYPES } from '../ui.js';
 import { REUSE } from './generate.js';
 
 const PER_PAGE = 24;
@@ -168,7 +168,7 @@ function Upload({ onDone }) {
     });
   return html`<div class="upload">
     <label class="button">${busy ? t('working') : t('gallery.upload')}
-      <input type="file" accept="image/png,image/jpeg,image/webp" class="visually-hidden" onChange=${pick} /></label>
+      <input type="file" accept=${IMAGE_TYPES} class="visually-hidden" onChange=${pick} /></label>
     <${ErrorNote} error=${error} />
   </div>`;
 }

@@ -4,7 +4,7 @@ import { useEffect, useMemo, useRef, useState } from '../../vendor/hooks.js';
 import { boot, fileToBase64, get, post } from '../api.js';
 import { t } from '../i18n.js';
 import { SchemaForm, defaults } from '../schema_form.js';
-import { ErrorNote, Field, Loading, html, useAction, useAsync } from '../ui.js';
+import { ErrorNote, Field, Loading, html, useAction, useAsync, IMAGE_TYPES } from '../ui.js';
 import { JobCard } from './queue.js';
 
 const MODES = ['text-to-image', 'image-to-image', 'upscale', 'inpaint'];
@@ -27,7 +27,7 @@ function ModelSelect({ models, value, onChange }) {
 function SourcePicker({ source, onChange }) {
   return html`<div class="field">
     <label for="source-file">${t('gen.source')}</label>
-    <input id="source-file" type="file" accept="image/png,image/jpeg,image/webp"
+    <input id="source-file" type="file" accept=${IMAGE_TYPES}
       onChange=${async (e) => {
         const file = e.target.files[0];
         if (file) onChange({ data: await fileToBase64(file), preview: URL.createObjectURL(file) });

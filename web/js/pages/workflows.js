@@ -3,13 +3,13 @@
 import { useState } from '../../vendor/hooks.js';
 import { del, fileToBase64, get, post } from '../api.js';
 import { t } from '../i18n.js';
-import { ErrorNote, Field, Loading, html, toast, useAction, useAsync, when } from '../ui.js';
+import { ErrorNote, Field, Loading, html, toast, useAction, useAsync, when, IMAGE_TYPES } from '../ui.js';
 import { JobCard } from './queue.js';
 
 function InputControl({ input, value, onChange }) {
   return (id) => {
     if (input.type === 'image') {
-      return html`<input id=${id} name=${input.name} type="file" accept="image/png,image/jpeg,image/webp" required=${input.default == null}
+      return html`<input id=${id} name=${input.name} type="file" accept=${IMAGE_TYPES} required=${input.default == null}
         onChange=${async (e) => e.target.files[0] && onChange(await fileToBase64(e.target.files[0]))} />`;
     }
     if (input.type === 'integer' || input.type === 'number') {
