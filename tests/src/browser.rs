@@ -311,13 +311,6 @@ impl Page {
         self.until_event(&mut events, "Page.loadEventFired").await
     }
 
-    /// Reloads and waits for the load event.
-    pub async fn reload(&self) -> anyhow::Result<()> {
-        let mut events = self.conn.events.subscribe();
-        self.call("Page.reload", json!({})).await?;
-        self.until_event(&mut events, "Page.loadEventFired").await
-    }
-
     async fn until_event(
         &self,
         events: &mut broadcast::Receiver<Value>,

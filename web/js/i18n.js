@@ -164,4 +164,3 @@ export function t(key, vars = {}, fallback) {
   return s.replace(/\{(\w+)\}/g, (_, k) => (vars[k] ?? ''));
 }
 
-export const languages = { ko: KO, en: EN };

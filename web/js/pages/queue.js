@@ -11,7 +11,7 @@ import { ErrorNote, Loading, html, number, toast, useAction, useAsync, when } fr
 const ENDED = ['completed', 'failed', 'cancelled'];
 
 /// Folds one event into a job's view.
-export function applyEvent(job, ev) {
+function applyEvent(job, ev) {
   const d = ev.data || {};
   if (d.job_id !== job.job_id) return job;
   if (ENDED.includes(job.status) && ev.type === 'job.progress') return job;
