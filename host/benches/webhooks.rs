@@ -76,6 +76,7 @@ fn native_normalise(signature: &str, raw: &[u8]) -> Event {
             .as_str()
             .map(str::to_owned),
         invoice_id: None,
+        invoice_reason: None,
         subscription: Some(Subscription {
             id: v["data"]["id"].as_str().unwrap().to_owned(),
             customer_id: Some(a["customer_id"].to_string()),

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::TestServer;
-use crate::fakes::{FakeLemonSqueezy, hmac_hex, stripe_signature};
+use crate::fakes::{FakeLemonSqueezy, FakeStripe, hmac_hex, stripe_signature};
 use crate::plugin_path;
 
 pub const LS_KEY: &str = "ls-test-api-key";
@@ -75,6 +75,29 @@ pub async fn ls_server() -> (TestServer, FakeLemonSqueezy, tempfile::TempDir, Pa
     let (fake, base) = FakeLemonSqueezy::start(LS_KEY).await;
     let (srv, dir, path) = server_with(&ls_toml(&base, &plugin_path("lemon-squeezy"))).await;
     (srv, fake, dir, path)
+}
+
+pub async fn stripe_server() -> (TestServer, FakeStripe, tempfile::TempDir, PathBuf) {
+    let (fake, base) = FakeStripe::start(STRIPE_KEY).await;
+    let (srv, dir, path) = server_with(&stripe_toml(&base, &plugin_path("stripe"))).await;
+    (srv, fake, dir, path)
+}
+
+/// The user's balance, once every delivered webhook is applied, checked
+/// against the sum of their ledger.
+pub async fn settled_balance(srv: &TestServer, user_id: &str) -> i64 {
+    srv.state
+        .billing
+        .drain()
+        .await
+        .expect("apply the stored webhooks");
+    let balance = srv.credits(user_id).await.0;
+    assert_eq!(
+        srv.state.ledger.log_sum(user_id).await.unwrap(),
+        balance,
+        "the balance is the sum of the ledger"
+    );
+    balance
 }
 
 pub async fn deliver(

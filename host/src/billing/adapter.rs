@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, LimitsOverride, comma_list};
+use crate::plugins::bindings::v0_3_0;
 use crate::plugins::limits::{self, Limits};
 use crate::plugins::runtime::{BillingAnswer, BillingCall, WebhookError};
 use crate::plugins::state::Grants;
@@ -150,6 +151,15 @@ impl Adapters {
             .runtime
             .load(&name, &bytes, Some(PluginKind::Billing))
             .await?;
+        let abi = plugin.shape.abi_version();
+        if abi != v0_3_0::VERSION {
+            tracing::warn!(
+                adapter = %name,
+                abi,
+                "billing adapter of pingvas:plugin@{abi}: its invoices say no reason, so each paid one grants a month of credits, a plan change's too; rebuild it against @{}",
+                v0_3_0::VERSION
+            );
+        }
         Ok(Some(Arc::new(Adapter {
             provider: settings.provider.clone(),
             sha256: plugin.sha256.clone(),

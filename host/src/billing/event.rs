@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::runtime::{BillingEvent, EventKind, SubscriptionState};
+use crate::plugins::runtime::{BillingEvent, EventKind, InvoiceReason, SubscriptionState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +37,30 @@ impl From<EventKind> for Kind {
     }
 }
 
+/// Why a paid invoice was raised: what it grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A subscription's first invoice or a renewal: the plan's monthly
+    /// credits, once per invoice.
+    PeriodStart,
+    /// A plan change within the period, billed prorated: the difference of
+    /// the upgrade it pays, once per upgrade.
+    PlanChange,
+    /// Anything else: no credits.
+    Other,
+}
+
+impl From<InvoiceReason> for Reason {
+    fn from(r: InvoiceReason) -> Self {
+        match r {
+            InvoiceReason::PeriodStart => Reason::PeriodStart,
+            InvoiceReason::PlanChange => Reason::PlanChange,
+            InvoiceReason::Other => Reason::Other,
+        }
+    }
+}
+
 /// The provider's state of one subscription.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
@@ -60,7 +84,18 @@ pub struct Event {
     pub event_id: String,
     pub user_id: Option<String>,
     pub invoice_id: Option<String>,
+    /// Why the invoice was raised; `None` from 0.2.x adapters (and in
+    /// events stored before 0.3.0), which is taken as a period's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_reason: Option<Reason>,
     pub subscription: Option<Subscription>,
+}
+
+impl Event {
+    /// What a paid invoice of this event grants.
+    pub fn reason(&self) -> Reason {
+        self.invoice_reason.unwrap_or(Reason::PeriodStart)
+    }
 }
 
 /// Longest id or name taken from an adapter.
@@ -131,7 +166,29 @@ impl TryFrom<BillingEvent> for Event {
             event_id,
             user_id: opt_field("user-id", e.user_id)?,
             invoice_id: opt_field("invoice-id", e.invoice_id)?,
+            invoice_reason: e.invoice_reason.map(Reason::from),
             subscription: e.subscription.map(Subscription::try_from).transpose()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_stored_without_a_reason_start_a_period() {
+        // As 0.2.x adapters' events, and all stored before 0.3.0, read.
+        let stored = r#"{"kind":"payment_succeeded","provider_event":"invoice.paid","event_id":"evt_1","user_id":null,"invoice_id":"in_1","subscription":null}"#;
+        let e: Event = serde_json::from_str(stored).unwrap();
+        assert_eq!((e.invoice_reason, e.reason()), (None, Reason::PeriodStart));
+        let change = Event {
+            invoice_reason: Some(Reason::PlanChange),
+            ..e
+        };
+        let json = serde_json::to_string(&change).unwrap();
+        assert!(json.contains(r#""invoice_reason":"plan_change""#), "{json}");
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.reason(), Reason::PlanChange);
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Months, Utc};
 use serde::Serialize;
 
 use super::adapter::{Adapter, AdapterError, Adapters};
-use super::event::Subscription;
+use super::event::{Reason, Subscription};
 use super::ledger::{self, LedgerError, TxKind};
 use super::plans::{Catalogue, DEFAULT_TIER, Plan};
 use crate::hourly::HourlyAllowance;
@@ -17,7 +17,7 @@ use crate::plugins::PluginError;
 use crate::plugins::runtime::{
     BillingAnswer, BillingCall, ChangeTiming, Checkout, CheckoutRequest, PlanChange, WebhookError,
 };
-use crate::store::billing::{self as q, SubscriptionRow};
+use crate::store::billing::{self as q, SubscriptionRow, UpgradeRow, UpgradeStatus};
 use crate::store::users::{self as user_store, OperatorColumn};
 use crate::store::{Db, StoreError, Tx, new_id};
 
@@ -77,6 +77,9 @@ pub enum BillingError {
     NoSubscription,
     #[error("already subscribed to {0}")]
     AlreadySubscribed(String),
+    /// The last payment failed: nothing more is sold until it is collected.
+    #[error("the subscription's last payment failed")]
+    PastDue,
     #[error("too many checkouts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("the payment provider failed: {0}")]
@@ -131,7 +134,52 @@ fn row_grants_tier(row: &SubscriptionRow, now: DateTime<Utc>) -> bool {
 pub struct Upgraded {
     pub previous_plan: String,
     pub new_plan: String,
-    pub credits_granted: i64,
+    /// The difference in monthly credits, granted once the provider is paid
+    /// the change's prorated invoice.
+    pub credits_pending: i64,
+}
+
+/// What folding a provider's state into a subscription did.
+#[derive(Debug, Default)]
+pub(super) struct Merged {
+    pub notices: Vec<Notice>,
+    /// An upgrade within the period, recorded to be paid.
+    pub upgrade: Option<UpgradeRow>,
+}
+
+/// The ledger's idempotency key of each reason a subscription grants
+/// credits: one key per grant, so a replay never grants twice.
+enum GrantKey<'a> {
+    /// An invoice that starts a paid period: the month's credits.
+    Invoice { provider: &'a str, invoice: &'a str },
+    /// An upgrade's difference, once its invoice is paid.
+    Upgrade { id: &'a str },
+    /// A month of a yearly period (the first comes with the invoice).
+    YearlyMonth {
+        provider: &'a str,
+        subscription: &'a str,
+        period_start: DateTime<Utc>,
+        month: u32,
+    },
+}
+
+impl std::fmt::Display for GrantKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrantKey::Invoice { provider, invoice } => write!(f, "invoice:{provider}:{invoice}"),
+            GrantKey::Upgrade { id } => write!(f, "upgrade:{id}"),
+            GrantKey::YearlyMonth {
+                provider,
+                subscription,
+                period_start,
+                month,
+            } => write!(
+                f,
+                "month:{provider}:{subscription}:{}:{month}",
+                period_start.to_rfc3339()
+            ),
+        }
+    }
 }
 
 pub struct Billing {
@@ -287,8 +335,10 @@ impl Billing {
         }
     }
 
-    /// Moves to a higher plan at once and grants the difference in monthly
-    /// credits.
+    /// Moves to a higher plan at once. The difference in monthly credits
+    /// is granted when the provider is paid the change's prorated invoice
+    /// (see `settle_upgrade`), never before; a subscription whose last
+    /// payment failed is not upgraded.
     pub async fn upgrade(&self, user_id: &str, target: &str) -> Result<Upgraded, BillingError> {
         if self.plans.get(target).is_none() {
             return Err(invalid("target_plan", format!("unknown plan `{target}`")));
@@ -300,6 +350,9 @@ impl Billing {
                 "target_plan",
                 format!("not higher than the current plan `{}`", current.name),
             ));
+        }
+        if sub.status == "past_due" {
+            return Err(BillingError::PastDue);
         }
         let mut state = self
             .change(
@@ -313,32 +366,19 @@ impl Billing {
             )
             .await?;
         state.plan = Some(target.to_owned());
-        let granted = (plan.credits - current.credits).max(0);
         let mut tx = self.db.begin().await?;
         // An upgrade replaces a downgrade that was waiting.
         set_pending_plan(&mut tx, &sub, None).await?;
-        let mut notices = self
+        let merged = self
             .merge(&mut tx, &sub.provider, Some(user_id), &state, Utc::now())
             .await
             .map_err(apply_to_billing)?;
-        if granted > 0 {
-            let key = format!(
-                "upgrade:{}:{}:{}:{}",
-                sub.provider,
-                sub.provider_subscription_id,
-                target,
-                sub.current_period_start
-                    .map_or_else(String::new, |t| t.to_rfc3339())
-            );
-            let description = format!("{} upgrade: monthly credits difference", plan.display_name);
-            notices.extend(grant_once(&mut tx, user_id, granted, &key, &description).await?);
-        }
         tx.commit().await?;
-        self.tell(notices);
+        self.tell(merged.notices);
         Ok(Upgraded {
             previous_plan: current.name.clone(),
             new_plan: target.to_owned(),
-            credits_granted: granted,
+            credits_pending: merged.upgrade.map_or(0, |u| u.credits),
         })
     }
 
@@ -426,7 +466,8 @@ impl Billing {
                 Utc::now(),
             )
             .await
-            .map_err(apply_to_billing)?;
+            .map_err(apply_to_billing)?
+            .notices;
         let row = q::find_subscription_in(&mut tx, &sub.provider, &sub.provider_subscription_id)
             .await?
             .unwrap_or_else(|| sub.clone());
@@ -445,7 +486,9 @@ impl Billing {
 
     /// Folds a provider's state of a subscription into the row, unless the
     /// row already holds a newer one, and sets the owner's tier. The one
-    /// place subscription state changes.
+    /// place subscription state changes: a higher plan within the period
+    /// (through the API or at the provider) is recorded as an upgrade whose
+    /// invoice is to be paid, and a new period lapses the unpaid ones.
     pub(super) async fn merge(
         &self,
         tx: &mut Tx,
@@ -453,13 +496,13 @@ impl Billing {
         user_hint: Option<&str>,
         state: &Subscription,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Notice>, ApplyError> {
+    ) -> Result<Merged, ApplyError> {
         let existing = q::find_subscription_in(tx, provider, &state.id).await?;
         if let Some(row) = &existing
             && state.updated_at < row.provider_updated_at
         {
             tracing::info!(provider, subscription = %state.id, "older subscription state ignored");
-            return Ok(Vec::new());
+            return Ok(Merged::default());
         }
         let user_id = match (&existing, user_hint) {
             (Some(row), _) => row.user_id.clone(),
@@ -530,14 +573,70 @@ impl Billing {
         row.provider_updated_at = state.updated_at;
         row.updated_at = now;
         if existing.as_ref() == Some(&row) {
-            return Ok(Vec::new());
+            return Ok(Merged::default());
         }
         q::save_subscription_in(tx, &row).await?;
+        let mut upgrade = None;
+        if let Some(before) = &existing {
+            if new_period {
+                q::lapse_upgrades_in(tx, &row.id, now).await?;
+            } else if self.plans.tier(&row.plan).rank > self.plans.tier(&before.plan).rank {
+                upgrade = Some(self.record_upgrade(tx, before, &row, now).await?);
+            }
+        }
         let tier = self.settle_tier(tx, &user_id, now).await?;
-        Ok(vec![Notice::Subscription {
-            user_id,
-            update: SubscriptionUpdated::of(&row, tier),
-        }])
+        Ok(Merged {
+            notices: vec![Notice::Subscription {
+                user_id,
+                update: SubscriptionUpdated::of(&row, tier),
+            }],
+            upgrade,
+        })
+    }
+
+    /// Records `before` → `after` (a higher plan, the same period) as an
+    /// upgrade awaiting its invoice. It is to grant the higher plan's
+    /// monthly credits less what the period already has or may still get:
+    /// the plan it had, or a higher one an earlier upgrade of the period
+    /// reached (a downgrade and a return within one period grant nothing
+    /// more).
+    async fn record_upgrade(
+        &self,
+        tx: &mut Tx,
+        before: &SubscriptionRow,
+        after: &SubscriptionRow,
+        now: DateTime<Utc>,
+    ) -> Result<UpgradeRow, ApplyError> {
+        let period = after.current_period_start;
+        let reached = q::upgrades_in(tx, &after.id)
+            .await?
+            .into_iter()
+            .filter(|u| u.counts() && u.period_start == period)
+            .map(|u| self.plans.tier(&u.to_plan).credits)
+            .max()
+            .unwrap_or(0);
+        let had = self.plans.tier(&before.plan).credits.max(reached);
+        let upgrade = UpgradeRow {
+            id: new_id(),
+            subscription_id: after.id.clone(),
+            from_plan: before.plan.clone(),
+            to_plan: after.plan.clone(),
+            period_start: period,
+            credits: (self.plans.tier(&after.plan).credits - had).max(0),
+            status: UpgradeStatus::AwaitingPayment.as_str().to_owned(),
+            invoice_id: None,
+            created_at: now,
+            settled_at: None,
+        };
+        q::insert_upgrade_in(tx, &upgrade).await?;
+        tracing::info!(
+            subscription = %after.provider_subscription_id,
+            from = %upgrade.from_plan,
+            to = %upgrade.to_plan,
+            credits = upgrade.credits,
+            "upgrade recorded: its credits wait for the paid invoice"
+        );
+        Ok(upgrade)
     }
 
     /// Sets the user's tier to the best plan their subscriptions grant at
@@ -560,20 +659,78 @@ impl Billing {
         Ok(tier)
     }
 
-    /// Grants a paid invoice's monthly credits once (plan of the row).
-    pub(super) async fn grant_invoice(
+    /// What a paid invoice of `row` grants, by why it was raised: a
+    /// period's start, the month's credits (plan of the row) once per
+    /// invoice; a plan change, the difference of the upgrade it pays;
+    /// anything else, nothing.
+    pub(super) async fn grant_paid_invoice(
+        &self,
+        tx: &mut Tx,
+        row: &SubscriptionRow,
+        invoice_id: &str,
+        reason: Reason,
+    ) -> Result<Vec<Notice>, ApplyError> {
+        match reason {
+            Reason::PeriodStart => {
+                let plan = self.plans.tier(&row.plan);
+                if plan.credits == 0 {
+                    return Ok(Vec::new());
+                }
+                let key = GrantKey::Invoice {
+                    provider: &row.provider,
+                    invoice: invoice_id,
+                };
+                let description = format!("{} plan: monthly credits", plan.display_name);
+                Ok(grant_once(tx, &row.user_id, plan.credits, &key, &description).await?)
+            }
+            Reason::PlanChange => self.settle_upgrade(tx, row, invoice_id).await,
+            Reason::Other => {
+                tracing::info!(provider = %row.provider, invoice = invoice_id, "paid invoice neither starts a period nor changes the plan: no credits");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// A paid plan-change invoice pays the subscription's oldest upgrade
+    /// awaiting payment, whose difference is granted once (key per
+    /// upgrade). An invoice that paid an upgrade already pays no other; one
+    /// with no upgrade awaiting is not applied yet (its upgrade may still
+    /// be on its way) and is retried, then left for an operator.
+    async fn settle_upgrade(
         &self,
         tx: &mut Tx,
         row: &SubscriptionRow,
         invoice_id: &str,
     ) -> Result<Vec<Notice>, ApplyError> {
-        let plan = self.plans.tier(&row.plan);
-        if plan.credits == 0 {
+        let upgrades = q::upgrades_in(tx, &row.id).await?;
+        if upgrades
+            .iter()
+            .any(|u| u.invoice_id.as_deref() == Some(invoice_id))
+        {
             return Ok(Vec::new());
         }
-        let key = format!("invoice:{}:{invoice_id}", row.provider);
-        let description = format!("{} plan: monthly credits", plan.display_name);
-        Ok(grant_once(tx, &row.user_id, plan.credits, &key, &description).await?)
+        let Some(upgrade) = upgrades
+            .into_iter()
+            .find(|u| u.status == UpgradeStatus::AwaitingPayment.as_str())
+        else {
+            return Err(ApplyError::Unusable(format!(
+                "invoice {invoice_id} pays a plan change, but no upgrade of subscription {} awaits payment",
+                row.provider_subscription_id
+            )));
+        };
+        if !q::settle_upgrade_in(tx, &upgrade.id, invoice_id, Utc::now()).await? {
+            return Err(ApplyError::Unusable(format!(
+                "upgrade {} was settled meanwhile",
+                upgrade.id
+            )));
+        }
+        if upgrade.credits == 0 {
+            return Ok(Vec::new());
+        }
+        let plan = self.plans.tier(&upgrade.to_plan);
+        let description = format!("{} upgrade: monthly credits difference", plan.display_name);
+        let key = GrantKey::Upgrade { id: &upgrade.id };
+        Ok(grant_once(tx, &row.user_id, upgrade.credits, &key, &description).await?)
     }
 
     /// Monthly credits of yearly subscriptions for the months of the paid
@@ -595,12 +752,12 @@ impl Billing {
                 if begins > now || row.current_period_end.is_some_and(|end| begins >= end) {
                     break;
                 }
-                let key = format!(
-                    "month:{}:{}:{}:{month}",
-                    row.provider,
-                    row.provider_subscription_id,
-                    start.to_rfc3339()
-                );
+                let key = GrantKey::YearlyMonth {
+                    provider: &row.provider,
+                    subscription: &row.provider_subscription_id,
+                    period_start: start,
+                    month,
+                };
                 let description = format!(
                     "{} plan (yearly): credits of month {}",
                     plan.display_name,
@@ -654,7 +811,7 @@ async fn grant_once(
     tx: &mut Tx,
     user_id: &str,
     amount: i64,
-    key: &str,
+    key: &GrantKey<'_>,
     description: &str,
 ) -> Result<Vec<Notice>, LedgerError> {
     let posted = ledger::credit_in(
@@ -663,7 +820,7 @@ async fn grant_once(
         amount,
         TxKind::SubscriptionGrant,
         description,
-        Some(key),
+        Some(&key.to_string()),
     )
     .await?;
     Ok(if posted.replayed {
@@ -727,5 +884,27 @@ mod tests {
         assert!(grants_tier("cancelled", later, now));
         assert!(!grants_tier("cancelled", earlier, now));
         assert!(!grants_tier("cancelled", None, now));
+    }
+
+    #[test]
+    fn grant_keys_keep_their_text() {
+        // Keys of grants already in ledgers: a replay after an upgrade of
+        // the host must find them.
+        let invoice = GrantKey::Invoice {
+            provider: "stripe",
+            invoice: "in_1",
+        };
+        assert_eq!(invoice.to_string(), "invoice:stripe:in_1");
+        let month = GrantKey::YearlyMonth {
+            provider: "lemon-squeezy",
+            subscription: "1001",
+            period_start: at("2025-11-01T00:00:00Z"),
+            month: 3,
+        };
+        assert_eq!(
+            month.to_string(),
+            "month:lemon-squeezy:1001:2025-11-01T00:00:00+00:00:3"
+        );
+        assert_eq!(GrantKey::Upgrade { id: "u1" }.to_string(), "upgrade:u1");
     }
 }

@@ -208,7 +208,10 @@ impl Billing {
                 if event.kind == Kind::PaymentSucceeded
                     && let Some(invoice) = &event.invoice_id
                 {
-                    notices.extend(self.grant_invoice(&mut tx, &row, invoice).await?);
+                    notices.extend(
+                        self.grant_paid_invoice(&mut tx, &row, invoice, event.reason())
+                            .await?,
+                    );
                 }
                 if state.card_last_four.is_some() && state.card_last_four != row.card_last_four {
                     row.card_brand = state.card_brand.clone();
@@ -220,13 +223,17 @@ impl Billing {
             (_, Some(state)) => {
                 notices.extend(
                     self.merge(&mut tx, provider, event.user_id.as_deref(), state, now)
-                        .await?,
+                        .await?
+                        .notices,
                 );
                 if event.kind == Kind::SubscriptionRenewed
                     && let Some(invoice) = &event.invoice_id
                     && let Some(row) = q::find_subscription_in(&mut tx, provider, &state.id).await?
                 {
-                    notices.extend(self.grant_invoice(&mut tx, &row, invoice).await?);
+                    notices.extend(
+                        self.grant_paid_invoice(&mut tx, &row, invoice, event.reason())
+                            .await?,
+                    );
                 }
             }
             (_, None) => {

@@ -46,6 +46,10 @@ impl From<BillingError> for ApiError {
                 ErrorCode::Conflict,
                 json!({ "reason": "already_subscribed", "plan": plan }),
             ),
+            BillingError::PastDue => ApiError::with_details(
+                ErrorCode::Conflict,
+                json!({ "reason": "subscription_past_due", "status": "past_due" }),
+            ),
             BillingError::RateLimited { retry_after_secs } => ApiError::with_details(
                 ErrorCode::RateLimited,
                 json!({ "reason": "too many checkouts", "retry_after": retry_after_secs }),
@@ -249,8 +253,13 @@ pub struct UpgradeView {
     pub previous_plan: String,
     pub new_plan: String,
     pub effective_immediately: bool,
-    /// The difference in monthly credits between the plans, granted now.
+    /// Credits granted by this call: none. The difference comes with the
+    /// paid invoice (`credits_pending`).
     pub credits_granted: i64,
+    /// The difference in monthly credits between the plans (less what the
+    /// period already had), granted once the provider has been paid the
+    /// change's prorated invoice.
+    pub credits_pending: i64,
     pub message: String,
 }
 
@@ -258,12 +267,13 @@ fn display_name(state: &SharedState, plan: &str) -> String {
     state.billing.plans().tier(plan).display_name.clone()
 }
 
-/// 구독 업그레이드 — a higher plan, at once.
+/// 구독 업그레이드 — a higher plan, at once; its credits once it is paid.
 #[utoipa::path(post, path = "/subscriptions/upgrade", tag = "subscriptions", security(("bearer" = [])),
     request_body = ChangeBody,
     responses(
         (status = 200, body = Envelope<UpgradeView>),
         (status = 400, description = "INVALID_PARAMETERS: unknown, same or lower plan; no paid subscription", body = ErrorEnvelope),
+        (status = 409, description = "CONFLICT: subscription_past_due (the last payment failed)", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorEnvelope),
     ))]
 async fn upgrade(
@@ -274,15 +284,25 @@ async fn upgrade(
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let up = state.billing.upgrade(&user.id, &body.target_plan).await?;
     let name = display_name(&state, &up.new_plan);
-    let message = match lang {
-        Lang::Ko => format!("{name} 플랜으로 업그레이드되었습니다."),
-        Lang::En => format!("Upgraded to the {name} plan."),
+    let pending = up.credits_pending;
+    let message = match (lang, pending) {
+        (Lang::Ko, 0) => format!("{name} 플랜으로 업그레이드되었습니다."),
+        (Lang::En, 0) => format!("Upgraded to the {name} plan."),
+        (Lang::Ko, n) => format!(
+            "{name} 플랜으로 업그레이드되었습니다. 결제가 완료되면 크레딧 {n}이 추가됩니다."
+        ),
+        (Lang::En, n) => {
+            format!(
+                "Upgraded to the {name} plan. {n} credits are added once the payment is collected."
+            )
+        }
     };
     Ok(ok(UpgradeView {
         previous_plan: up.previous_plan,
         new_plan: up.new_plan,
         effective_immediately: true,
-        credits_granted: up.credits_granted,
+        credits_granted: 0,
+        credits_pending: pending,
         message,
     }))
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::bindings::ABI_VERSIONS;
+use super::bindings::{BILLING_VERSIONS, NODE_VERSIONS, WORKFLOW_VERSIONS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,12 +54,14 @@ impl PluginKind {
     }
 
     /// The `pingvas:plugin` versions a component of this kind may speak:
-    /// nodes all; billing adapters and workflows 0.2.x (0.2.0 changed the
-    /// billing world; workflows run from 0.2.0, and 0.2.1 links 0.2.0).
+    /// nodes 0.1.0 to 0.2.1; workflows 0.2.x (they run from 0.2.0, and
+    /// 0.2.1 links 0.2.0); billing adapters 0.2.x and 0.3.0 (0.2.0 changed
+    /// the billing world, 0.3.0 again — it holds that world alone).
     pub fn abi_versions(self) -> &'static [&'static str] {
         match self {
-            PluginKind::Node => ABI_VERSIONS,
-            PluginKind::Workflow | PluginKind::Billing => &ABI_VERSIONS[..2],
+            PluginKind::Node => NODE_VERSIONS,
+            PluginKind::Workflow => WORKFLOW_VERSIONS,
+            PluginKind::Billing => BILLING_VERSIONS,
         }
     }
 
@@ -113,14 +115,14 @@ impl Shape {
         }
     }
 
-    /// The `pingvas:plugin` version the component imports (the newest this
-    /// host speaks when it imports none).
+    /// The `pingvas:plugin` version the component imports (when it imports
+    /// none, the newest version every world has).
     pub fn abi_version(&self) -> &str {
         self.imports
             .iter()
             .filter_map(|i| i.strip_prefix("pingvas:plugin/"))
             .find_map(|rest| rest.split_once('@').map(|(_, v)| v))
-            .unwrap_or(ABI_VERSIONS[0])
+            .unwrap_or(WORKFLOW_VERSIONS[0])
     }
 
     /// Checks the component against `kind`'s world; the reason it does not
@@ -202,12 +204,23 @@ mod tests {
                 assert_eq!(shape(v, kind).check(kind), Ok(()), "{v} {kind:?}");
             }
         }
+        // 0.3.0 holds the billing world alone.
+        let billing = shape("0.3.0", PluginKind::Billing);
+        assert_eq!(billing.check(PluginKind::Billing), Ok(()));
+        assert_eq!(billing.abi_version(), "0.3.0");
+        for kind in [PluginKind::Node, PluginKind::Workflow] {
+            assert!(shape("0.3.0", kind).check(kind).is_err(), "{kind:?}");
+        }
         let old = shape("0.1.0", PluginKind::Billing).check(PluginKind::Billing);
-        assert!(old.is_err_and(|e| e.contains("billing plugins of pingvas:plugin@0.2.1, @0.2.0")));
+        assert!(
+            old.is_err_and(
+                |e| e.contains("billing plugins of pingvas:plugin@0.3.0, @0.2.1, @0.2.0")
+            )
+        );
         let old = shape("0.1.0", PluginKind::Workflow).check(PluginKind::Workflow);
         assert!(old.is_err_and(|e| e.contains("workflow plugins of pingvas:plugin@0.2.1")));
         assert!(
-            shape("0.3.0", PluginKind::Node)
+            shape("0.4.0", PluginKind::Node)
                 .check(PluginKind::Node)
                 .is_err()
         );

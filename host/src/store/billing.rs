@@ -1,4 +1,4 @@
-//! The `subscriptions` and `billing_events` tables.
+//! The `subscriptions`, `subscription_upgrades` and `billing_events` tables.
 
 use chrono::{DateTime, Utc};
 
@@ -120,6 +120,118 @@ pub async fn lapsed(db: &Db, now: DateTime<Utc>) -> StoreResult<Vec<Subscription
          AND status NOT IN {ENDED} AND current_period_end IS NOT NULL AND current_period_end < $1"
     );
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(now).fetch_all(p).await)?)
+}
+
+/// Where an upgrade's grant stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeStatus {
+    /// Its prorated invoice is not paid yet.
+    AwaitingPayment,
+    /// Paid: its credits were granted.
+    Granted,
+    /// A new period started before it was paid: it grants nothing.
+    Lapsed,
+}
+
+impl UpgradeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeStatus::AwaitingPayment => "awaiting_payment",
+            UpgradeStatus::Granted => "granted",
+            UpgradeStatus::Lapsed => "lapsed",
+        }
+    }
+}
+
+/// An upgrade within a paid period and the credits it grants once paid.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UpgradeRow {
+    pub id: String,
+    /// `subscriptions.id`.
+    pub subscription_id: String,
+    pub from_plan: String,
+    pub to_plan: String,
+    pub period_start: Option<DateTime<Utc>>,
+    pub credits: i64,
+    pub status: String,
+    pub invoice_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+impl UpgradeRow {
+    /// Paid, or still may be.
+    pub fn counts(&self) -> bool {
+        self.status != UpgradeStatus::Lapsed.as_str()
+    }
+}
+
+const UPGRADE_COLUMNS: &str = "id, subscription_id, from_plan, to_plan, period_start, credits, \
+     status, invoice_id, created_at, settled_at";
+
+pub async fn insert_upgrade_in(tx: &mut Tx, u: &UpgradeRow) -> StoreResult<()> {
+    on_tx!(tx, c => exec!(c, sqlx::query(
+        "INSERT INTO subscription_upgrades (id, subscription_id, from_plan, to_plan, period_start, \
+         credits, status, invoice_id, created_at, settled_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&u.id)
+    .bind(&u.subscription_id)
+    .bind(&u.from_plan)
+    .bind(&u.to_plan)
+    .bind(u.period_start)
+    .bind(u.credits)
+    .bind(&u.status)
+    .bind(&u.invoice_id)
+    .bind(u.created_at)
+    .bind(u.settled_at)))?;
+    Ok(())
+}
+
+/// A subscription's upgrades, oldest first (inside the transaction that
+/// holds its row).
+pub async fn upgrades_in(tx: &mut Tx, subscription_id: &str) -> StoreResult<Vec<UpgradeRow>> {
+    let sql = format!(
+        "SELECT {UPGRADE_COLUMNS} FROM subscription_upgrades WHERE subscription_id = $1 \
+         ORDER BY created_at, id"
+    );
+    Ok(on_tx!(tx, c => sqlx::query_as(&sql).bind(subscription_id).fetch_all(c).await)?)
+}
+
+/// Marks an upgrade awaiting payment as paid by `invoice_id`; false when
+/// it was not awaiting payment.
+pub async fn settle_upgrade_in(
+    tx: &mut Tx,
+    id: &str,
+    invoice_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
+        "UPDATE subscription_upgrades SET status = $2, invoice_id = $3, settled_at = $4 \
+         WHERE id = $1 AND status = $5",
+    )
+    .bind(id)
+    .bind(UpgradeStatus::Granted.as_str())
+    .bind(invoice_id)
+    .bind(now)
+    .bind(UpgradeStatus::AwaitingPayment.as_str())))?)
+}
+
+/// A new period started: the subscription's unpaid upgrades grant nothing.
+pub async fn lapse_upgrades_in(
+    tx: &mut Tx,
+    subscription_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    on_tx!(tx, c => exec!(c, sqlx::query(
+        "UPDATE subscription_upgrades SET status = $2, settled_at = $3 \
+         WHERE subscription_id = $1 AND status = $4",
+    )
+    .bind(subscription_id)
+    .bind(UpgradeStatus::Lapsed.as_str())
+    .bind(now)
+    .bind(UpgradeStatus::AwaitingPayment.as_str())))?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -1,7 +1,7 @@
 //! Helpers the billing adapters share, free of any WIT bindings so each
 //! adapter keeps its own world: HMAC checks in constant time, header and
 //! JSON lookups, plan ↔ provider-id mapping through the operator's
-//! settings, and RFC 3339 times.
+//! settings, RFC 3339 times, and what a provider's invoice pays.
 
 use chrono::{DateTime, Months, TimeZone, Utc};
 use hmac::{Hmac, Mac};
@@ -92,6 +92,40 @@ pub fn period_start(end: DateTime<Utc>, cycle: &str) -> Option<DateTime<Utc>> {
     end.checked_sub_months(Months::new(months))
 }
 
+/// What a paid invoice pays for, read from the provider's billing reason
+/// (each adapter maps it to its world's `invoice-reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoicePays {
+    /// A period from its start: a first invoice or a renewal.
+    PeriodStart,
+    /// A plan change within the period, prorated.
+    PlanChange,
+    /// Anything else: a manual invoice, a usage threshold, a reason not
+    /// known (never taken for a period: that would grant a month).
+    Other,
+}
+
+impl InvoicePays {
+    /// Stripe's `invoice.billing_reason` (API versions from 2018-10-31:
+    /// older ones call a first invoice `subscription_update`).
+    pub fn stripe(billing_reason: Option<&str>) -> Self {
+        match billing_reason {
+            Some("subscription_create" | "subscription_cycle") => InvoicePays::PeriodStart,
+            Some("subscription_update") => InvoicePays::PlanChange,
+            _ => InvoicePays::Other,
+        }
+    }
+
+    /// Lemon Squeezy's `subscription-invoices` `billing_reason`.
+    pub fn lemon_squeezy(billing_reason: Option<&str>) -> Self {
+        match billing_reason {
+            Some("initial" | "renewal") => InvoicePays::PeriodStart,
+            Some("updated") => InvoicePays::PlanChange,
+            _ => InvoicePays::Other,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch, from the WASI clock.
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -130,6 +164,38 @@ mod tests {
             Some(("studio".into(), "monthly".into()))
         );
         assert_eq!(plan_of(get, "variant", "44"), None);
+    }
+
+    #[test]
+    fn invoices_pay_a_period_a_plan_change_or_nothing() {
+        use InvoicePays::*;
+        for (reason, pays) in [
+            ("subscription_create", PeriodStart),
+            ("subscription_cycle", PeriodStart),
+            ("subscription_update", PlanChange),
+            ("manual", Other),
+            ("subscription_threshold", Other),
+            ("subscription", Other),
+            ("upcoming", Other),
+        ] {
+            assert_eq!(InvoicePays::stripe(Some(reason)), pays, "{reason}");
+        }
+        for (reason, pays) in [
+            ("initial", PeriodStart),
+            ("renewal", PeriodStart),
+            ("updated", PlanChange),
+            ("refund", Other),
+        ] {
+            assert_eq!(InvoicePays::lemon_squeezy(Some(reason)), pays, "{reason}");
+        }
+        assert_eq!(InvoicePays::stripe(None), Other);
+        assert_eq!(InvoicePays::lemon_squeezy(None), Other);
+        // One provider's words mean nothing to the other.
+        assert_eq!(InvoicePays::stripe(Some("renewal")), Other);
+        assert_eq!(
+            InvoicePays::lemon_squeezy(Some("subscription_cycle")),
+            Other
+        );
     }
 
     #[test]

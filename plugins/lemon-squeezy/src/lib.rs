@@ -1,4 +1,4 @@
-//! Lemon Squeezy as a Pingvas billing adapter (`pingvas:plugin@0.2.0`).
+//! Lemon Squeezy as a Pingvas billing adapter (`pingvas:plugin@0.3.0`).
 //!
 //! Settings (`[billing_settings]`): `store_id`, `api_base` (default
 //! `https://api.lemonsqueezy.com`), `redirect_url`, and
@@ -9,11 +9,17 @@
 //! spec writes `sha256=<hex>`: both are accepted). Bodies carry no event
 //! id, so the event id is the body's SHA-256: a retried delivery is the
 //! same event.
+//!
+//! A subscription invoice's `billing_reason` says what it pays: `initial`
+//! and `renewal` a period from its start, `updated` a plan change billed at
+//! once (`invoice_immediately`), anything else no credits.
 
-wit_bindgen::generate!({ path: "../../wit/plugin@0.2.0", world: "billing-adapter" });
+// wit-bindgen lifts `billing-event` (8 fields) through one function.
+#![allow(clippy::too_many_arguments)]
+wit_bindgen::generate!({ path: "../../wit/plugin@0.3.0", world: "billing-adapter" });
 
 use billing_common as common;
-use pingvas::plugin::billing_types::{ChangeTiming, EventKind};
+use pingvas::plugin::billing_types::{ChangeTiming, EventKind, InvoiceReason};
 use pingvas::plugin::{config, http};
 use serde_json::{Value, json};
 
@@ -127,6 +133,15 @@ fn invoice_state(data: &Value) -> Result<SubscriptionState, PluginError> {
     })
 }
 
+/// Why Lemon Squeezy raised a subscription invoice.
+fn invoice_reason(invoice: &Value) -> InvoiceReason {
+    match common::InvoicePays::lemon_squeezy(invoice["attributes"]["billing_reason"].as_str()) {
+        common::InvoicePays::PeriodStart => InvoiceReason::PeriodStart,
+        common::InvoicePays::PlanChange => InvoiceReason::PlanChange,
+        common::InvoicePays::Other => InvoiceReason::Other,
+    }
+}
+
 fn kind_of(event: &str) -> EventKind {
     match event {
         "subscription_created" => EventKind::SubscriptionCreated,
@@ -173,12 +188,14 @@ impl Guest for LemonSqueezy {
             .to_owned();
         let data = &body["data"];
         let kind = kind_of(&name);
-        let (subscription, invoice_id) = match data["type"].as_str() {
-            Some("subscriptions") => (Some(subscription_state(data)?), None),
-            Some("subscription-invoices") => {
-                (Some(invoice_state(data)?), common::text(&data["id"]))
-            }
-            _ => (None, None),
+        let (subscription, invoice_id, reason) = match data["type"].as_str() {
+            Some("subscriptions") => (Some(subscription_state(data)?), None, None),
+            Some("subscription-invoices") => (
+                Some(invoice_state(data)?),
+                common::text(&data["id"]),
+                Some(invoice_reason(data)),
+            ),
+            _ => (None, None, None),
         };
         Ok(BillingEvent {
             kind,
@@ -186,6 +203,7 @@ impl Guest for LemonSqueezy {
             event_id: common::sha256_hex(&hook.body),
             user_id: common::text(&body["meta"]["custom_data"]["user_id"]),
             invoice_id,
+            invoice_reason: reason,
             subscription,
         })
     }

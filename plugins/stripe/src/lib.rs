@@ -1,4 +1,4 @@
-//! Stripe as a Pingvas billing adapter (`pingvas:plugin@0.2.0`).
+//! Stripe as a Pingvas billing adapter (`pingvas:plugin@0.3.0`).
 //!
 //! Settings (`[billing_settings]`): `api_base` (default
 //! `https://api.stripe.com`), `success_url`, `cancel_url`, and
@@ -10,11 +10,20 @@
 //! (secret rolls), other schemes are ignored, and a timestamp more than
 //! 300 s old is refused (replays). The user id travels in the
 //! subscription's `metadata.user_id`, set at checkout.
+//!
+//! An invoice's `billing_reason` says what it pays: `subscription_create`
+//! and `subscription_cycle` a period from its start, `subscription_update`
+//! a plan change (prorated: `proration_behavior=always_invoice`), anything
+//! else (`manual`, `subscription_threshold` …) no credits. Endpoints must
+//! send API version 2018-10-31 or later: older ones call a first invoice
+//! `subscription_update`.
 
-wit_bindgen::generate!({ path: "../../wit/plugin@0.2.0", world: "billing-adapter" });
+// wit-bindgen lifts `billing-event` (8 fields) through one function.
+#![allow(clippy::too_many_arguments)]
+wit_bindgen::generate!({ path: "../../wit/plugin@0.3.0", world: "billing-adapter" });
 
 use billing_common as common;
-use pingvas::plugin::billing_types::{ChangeTiming, EventKind};
+use pingvas::plugin::billing_types::{ChangeTiming, EventKind, InvoiceReason};
 use pingvas::plugin::{config, http};
 use serde_json::Value;
 
@@ -145,6 +154,15 @@ fn invoice_state(invoice: &Value, updated_at: String) -> Option<SubscriptionStat
     })
 }
 
+/// Why Stripe raised an invoice.
+fn invoice_reason(invoice: &Value) -> InvoiceReason {
+    match common::InvoicePays::stripe(invoice["billing_reason"].as_str()) {
+        common::InvoicePays::PeriodStart => InvoiceReason::PeriodStart,
+        common::InvoicePays::PlanChange => InvoiceReason::PlanChange,
+        common::InvoicePays::Other => InvoiceReason::Other,
+    }
+}
+
 fn now() -> String {
     common::unix_rfc3339(common::now_unix()).unwrap_or_default()
 }
@@ -239,6 +257,7 @@ impl Guest for Stripe {
             provider_event: name,
             event_id: id,
             user_id,
+            invoice_reason: invoice_id.as_ref().map(|_| invoice_reason(object)),
             invoice_id,
             subscription,
         })

@@ -1,7 +1,9 @@
 //! Fake Lemon Squeezy and Stripe APIs: the endpoints the billing adapters
 //! call, answering in the providers' documented shapes
-//! (`shared/fixtures/billing/`), keeping the subscriptions they manage, and
-//! writing webhook bodies for them signed the providers' ways.
+//! (`shared/fixtures/billing/`), keeping the subscriptions they manage and
+//! the invoices a plan change billed at once, and writing webhook bodies
+//! for them signed the providers' ways (invoices from the templates in
+//! `tests/fixtures/billing/`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,23 @@ pub fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
     let mut signed = format!("{t}.").into_bytes();
     signed.extend_from_slice(body);
     format!("t={t},v1={}", hmac_hex(secret, &signed))
+}
+
+/// The invoice webhook templates (see `tests/fixtures/billing/README.md`).
+const STRIPE_INVOICE: &str =
+    include_str!("../../fixtures/billing/stripe/invoice.paid.subscription_update.json");
+const LS_INVOICE: &str =
+    include_str!("../../fixtures/billing/lemon-squeezy/subscription_payment_success.updated.json");
+
+/// An invoice a fake provider raised for a plan change billed at once
+/// (Stripe `always_invoice`, Lemon Squeezy `invoice_immediately`): what a
+/// test delivers as paid, failed, or never.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaisedInvoice {
+    pub id: String,
+    pub subscription: String,
+    /// The provider's `billing_reason`.
+    pub reason: String,
 }
 
 fn ls_time(t: DateTime<Utc>) -> String {
@@ -84,6 +103,8 @@ pub struct LsSubscription {
 #[derive(Default)]
 pub struct LsState {
     pub subscriptions: HashMap<String, LsSubscription>,
+    /// Invoices raised by plan changes, oldest first.
+    pub invoices: Vec<RaisedInvoice>,
     next_id: u64,
     /// The fake's clock for `updated_at`: one second later each change.
     clock: Option<DateTime<Utc>>,
@@ -160,6 +181,16 @@ impl FakeLemonSqueezy {
         sub.updated_at = now;
     }
 
+    /// Starts the subscription's next period: `renews_at` a month on.
+    pub fn renew(&self, id: &str) {
+        self.update(id, |s| {
+            s.renews_at = s
+                .renews_at
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap()
+        });
+    }
+
     pub fn subscription(&self, id: &str) -> LsSubscription {
         self.state.lock().unwrap().subscriptions[id].clone()
     }
@@ -215,39 +246,48 @@ impl FakeLemonSqueezy {
         .unwrap()
     }
 
-    /// A `subscription_payment_*` webhook body for invoice `invoice_id`.
+    /// A `subscription_payment_*` webhook body for invoice `invoice_id`
+    /// raised for `reason` (`billing_reason`: initial, renewal, updated).
     pub fn invoice_event(&self, event: &str, id: &str, invoice_id: u64, reason: &str) -> Vec<u8> {
         let sub = self.subscription(id);
         let now = ls_time(self.state.lock().unwrap().tick());
-        serde_json::to_vec(&json!({
-            "meta": { "event_name": event, "custom_data": { "user_id": sub.user_id } },
-            "data": {
-                "type": "subscription-invoices",
-                "id": invoice_id.to_string(),
-                "attributes": {
-                    "store_id": 12345,
-                    "subscription_id": sub.id.parse::<u64>().unwrap(),
-                    "customer_id": 67890,
-                    "user_name": "Dan R",
-                    "user_email": "dan@lemonsqueezy.com",
-                    "billing_reason": reason,
-                    "card_brand": "visa",
-                    "card_last_four": "4242",
-                    "currency": "USD",
-                    "status": if event.ends_with("failed") { "pending" } else { "paid" },
-                    "refunded": false,
-                    "subtotal": 7500,
-                    "total": 7500,
-                    "created_at": now,
-                    "updated_at": now,
-                    "test_mode": true
-                },
-                "relationships": {
-                    "subscription": { "links": { "related": format!("https://api.lemonsqueezy.com/v1/subscription-invoices/{invoice_id}/subscription") } }
-                }
+        let mut body: Value = serde_json::from_str(LS_INVOICE).expect("the template is JSON");
+        body["meta"]["event_name"] = json!(event);
+        body["meta"]["custom_data"]["user_id"] = json!(sub.user_id);
+        let data = &mut body["data"];
+        data["id"] = json!(invoice_id.to_string());
+        data["links"]["self"] = json!(format!(
+            "https://api.lemonsqueezy.com/v1/subscription-invoices/{invoice_id}"
+        ));
+        let a = &mut data["attributes"];
+        a["subscription_id"] = json!(sub.id.parse::<u64>().unwrap());
+        a["billing_reason"] = json!(reason);
+        a["status"] = json!(if event.ends_with("failed") {
+            "pending"
+        } else {
+            "paid"
+        });
+        a["status_formatted"] = json!(if event.ends_with("failed") {
+            "Pending"
+        } else {
+            "Paid"
+        });
+        if reason != "updated" {
+            // A period's whole price.
+            for k in ["subtotal", "total", "subtotal_usd", "total_usd"] {
+                a[k] = json!(7500);
             }
-        }))
-        .unwrap()
+            a["subtotal_formatted"] = json!("$75.00");
+            a["total_formatted"] = json!("$75.00");
+        }
+        a["created_at"] = json!(now);
+        a["updated_at"] = json!(now);
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    /// The invoices plan changes raised, oldest first.
+    pub fn invoices(&self) -> Vec<RaisedInvoice> {
+        self.state.lock().unwrap().invoices.clone()
     }
 }
 
@@ -372,6 +412,19 @@ async fn ls_patch(
         return ls_error(StatusCode::NOT_FOUND, "Not found");
     }
     let a = req["data"]["attributes"].clone();
+    let before = fake.subscription(&id).variant_id;
+    if a["invoice_immediately"] == json!(true)
+        && a["variant_id"].as_u64().is_some_and(|v| v != before)
+    {
+        // The prorated difference is billed now, in an invoice of its own.
+        let mut state = fake.state.lock().unwrap();
+        let n = 5000 + state.invoices.len();
+        state.invoices.push(RaisedInvoice {
+            id: n.to_string(),
+            subscription: id.clone(),
+            reason: "updated".into(),
+        });
+    }
     fake.update(&id, |sub| {
         if let Some(v) = a["variant_id"].as_u64() {
             sub.variant_id = v;
@@ -429,6 +482,8 @@ pub struct StripeSubscription {
 pub struct FakeStripe {
     pub api_key: String,
     pub subscriptions: Arc<Mutex<HashMap<String, StripeSubscription>>>,
+    /// Invoices raised by plan changes, oldest first.
+    invoices: Arc<Mutex<Vec<RaisedInvoice>>>,
     calls: Arc<Mutex<Vec<Call>>>,
 }
 
@@ -437,6 +492,7 @@ impl FakeStripe {
         let fake = FakeStripe {
             api_key: api_key.to_owned(),
             subscriptions: Arc::default(),
+            invoices: Arc::default(),
             calls: Arc::default(),
         };
         let app = Router::new()
@@ -522,26 +578,72 @@ impl FakeStripe {
         self.event(kind, Self::object(&sub), created)
     }
 
-    /// An `invoice.*` event, in the newer invoice shape (the subscription
-    /// under `parent.subscription_details`).
-    pub fn invoice_event(&self, kind: &str, id: &str, invoice: &str, created: i64) -> Vec<u8> {
-        self.event(
-            kind,
-            json!({
-                "id": invoice,
-                "object": "invoice",
-                "amount_paid": 7500,
-                "billing_reason": "subscription_cycle",
-                "customer": "cus_IhGfebO16cMIGN",
-                "parent": {
-                    "quote_details": null,
-                    "subscription_details": { "metadata": {}, "subscription": id },
-                    "type": "subscription_details"
-                },
-                "status": if kind.ends_with("failed") { "open" } else { "paid" }
-            }),
-            created,
-        )
+    /// An `invoice.*` event for invoice `invoice` of subscription `id`,
+    /// raised for `reason` (`billing_reason`: subscription_create,
+    /// subscription_cycle, subscription_update …), in the newer invoice
+    /// shape (the subscription under `parent.subscription_details`).
+    pub fn invoice_event(
+        &self,
+        kind: &str,
+        id: &str,
+        invoice: &str,
+        reason: &str,
+        created: i64,
+    ) -> Vec<u8> {
+        let sub = self.subscriptions.lock().unwrap()[id].clone();
+        let template: Value = serde_json::from_str(STRIPE_INVOICE).expect("the template is JSON");
+        let mut object = template["data"]["object"].clone();
+        let failed = kind.ends_with("failed");
+        object["id"] = json!(invoice);
+        object["billing_reason"] = json!(reason);
+        object["created"] = json!(created);
+        object["parent"]["subscription_details"]["subscription"] = json!(sub.id);
+        object["status"] = json!(if failed { "open" } else { "paid" });
+        object["status_transitions"]["paid_at"] = if failed { Value::Null } else { json!(created) };
+        if failed {
+            object["amount_paid"] = json!(0);
+            object["amount_remaining"] = object["amount_due"].clone();
+        }
+        let item = format!("si_{}", &sub.id[4..]);
+        let mut lines = object["lines"]["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if reason != "subscription_update" {
+            // A period's whole price: one line, no proration.
+            lines.truncate(1);
+            let line = &mut lines[0];
+            line["amount"] = json!(7500);
+            line["description"] = json!("1 × Pingvas (at $75.00 / month)");
+            line["parent"]["subscription_item_details"]["proration"] = json!(false);
+            line["parent"]["subscription_item_details"]["invoice_item"] = Value::Null;
+            line["pricing"]["price_details"]["price"] = json!(sub.price);
+            line["period"] = json!({ "start": sub.period_start, "end": sub.period_end });
+            for k in ["amount_due", "amount_paid", "subtotal", "total"] {
+                object[k] = json!(if failed && k == "amount_paid" {
+                    0
+                } else {
+                    7500
+                });
+            }
+        } else {
+            // The new price from now to the period's end.
+            lines[1]["pricing"]["price_details"]["price"] = json!(sub.price);
+        }
+        for line in &mut lines {
+            line["invoice"] = json!(invoice);
+            line["parent"]["subscription_item_details"]["subscription"] = json!(sub.id);
+            line["parent"]["subscription_item_details"]["subscription_item"] = json!(item);
+        }
+        object["lines"]["total_count"] = json!(lines.len());
+        object["lines"]["data"] = Value::Array(lines);
+        object["lines"]["url"] = json!(format!("/v1/invoices/{invoice}/lines"));
+        self.event(kind, object, created)
+    }
+
+    /// The invoices plan changes raised, oldest first.
+    pub fn invoices(&self) -> Vec<RaisedInvoice> {
+        self.invoices.lock().unwrap().clone()
     }
 }
 
@@ -644,6 +746,16 @@ async fn stripe_update(
         return stripe_error(StatusCode::NOT_FOUND, "No such subscription");
     };
     if let Some(p) = f.get("items[0][price]") {
+        if *p != sub.price
+            && f.get("proration_behavior").map(String::as_str) == Some("always_invoice")
+        {
+            // The prorated difference is invoiced (and charged) now.
+            fake.invoices.lock().unwrap().push(RaisedInvoice {
+                id: format!("in_{}", uuid::Uuid::new_v4().simple()),
+                subscription: id.clone(),
+                reason: "subscription_update".into(),
+            });
+        }
         sub.price = p.clone();
     }
     if let Some(c) = f.get("cancel_at_period_end") {

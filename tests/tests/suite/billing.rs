@@ -122,12 +122,7 @@ async fn lemon_squeezy_lifecycle_from_checkout_to_expiry() {
     assert_eq!(credits["data"]["balance"], before + 15000);
     ls_deliver(&srv, &paid).await; // a replay
     // Renewal: a new period and a new invoice.
-    fake.update(&sub, |s| {
-        s.renews_at = s
-            .renews_at
-            .checked_add_months(chrono::Months::new(1))
-            .unwrap()
-    });
+    fake.renew(&sub);
     ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
     ls_deliver(
         &srv,
@@ -211,7 +206,8 @@ async fn lemon_squeezy_lifecycle_from_checkout_to_expiry() {
 }
 
 #[tokio::test]
-async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
+async fn upgrade_grants_the_difference_once_its_invoice_is_paid_and_downgrade_waits_for_the_period()
+{
     let (srv, fake, _dir, _path) = ls_server().await;
     let user = srv.signup("upgrader@example.com").await;
     let mut events = srv.events(&user.access, None).await;
@@ -241,7 +237,12 @@ async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
         );
     }
 
-    let before = srv.credits(&user.user_id).await.0;
+    ls_deliver(
+        &srv,
+        &fake.invoice_event("subscription_payment_success", &sub, 9100, "initial"),
+    )
+    .await;
+    let before = settled_balance(&srv, &user.user_id).await;
     let (status, body) = srv
         .post(
             "/subscriptions/upgrade",
@@ -254,10 +255,18 @@ async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
     assert_eq!(body["data"]["new_plan"], "studio");
     assert_eq!(body["data"]["effective_immediately"], true);
     assert_eq!(
-        body["data"]["credits_granted"], 15000,
-        "studio 30000 − pro 15000"
+        (
+            body["data"]["credits_granted"].as_i64(),
+            body["data"]["credits_pending"].as_i64()
+        ),
+        (Some(0), Some(15000)),
+        "studio 30000 − pro 15000, once the provider is paid"
     );
-    assert_eq!(srv.credits(&user.user_id).await.0, before + 15000);
+    assert_eq!(
+        settled_balance(&srv, &user.user_id).await,
+        before,
+        "nothing before the money"
+    );
     assert_eq!(me(&srv, &user).await["tier"], "studio");
     let patch: Value = serde_json::from_str(&fake.calls().pop().unwrap().body).unwrap();
     assert_eq!(
@@ -266,6 +275,22 @@ async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
     );
     // The provider's webhook of the same change changes nothing more.
     ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    // Its prorated invoice (`billing_reason: updated`) grants the
+    // difference, once.
+    let [invoice] = &fake.invoices()[..] else {
+        panic!("one invoice for the change: {:?}", fake.invoices())
+    };
+    assert_eq!(invoice.reason, "updated");
+    let paid = fake.invoice_event(
+        "subscription_payment_success",
+        &sub,
+        invoice.id.parse().unwrap(),
+        "updated",
+    );
+    ls_deliver(&srv, &paid).await;
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before + 15000);
+    ls_deliver(&srv, &paid).await; // a replay
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before + 15000);
 
     // Downgrade: the provider may switch the variant now; the tier waits.
     let (status, body) = srv
@@ -293,12 +318,7 @@ async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
     );
     assert_eq!(me(&srv, &user).await["tier"], "studio");
     // The next period starts on the lower plan.
-    fake.update(&sub, |s| {
-        s.renews_at = s
-            .renews_at
-            .checked_add_months(chrono::Months::new(1))
-            .unwrap()
-    });
+    fake.renew(&sub);
     ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
     loop {
         let e = events.until_type("subscription.updated").await;
@@ -335,6 +355,233 @@ async fn upgrade_grants_the_difference_and_downgrade_waits_for_the_period() {
         ),
         (Some("studio"), &Value::Null)
     );
+    assert_eq!(me(&srv, &user).await["tier"], "studio");
+}
+
+async fn upgrade(srv: &TestServer, s: &Session, target: &str) -> Value {
+    let (status, body) = srv
+        .post(
+            "/subscriptions/upgrade",
+            Some(&s.access),
+            json!({ "target_plan": target }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"].clone()
+}
+
+/// A Lemon Squeezy Pro subscription whose first invoice is paid; the
+/// balance then.
+async fn ls_pro(srv: &TestServer, fake: &FakeLemonSqueezy, user: &Session) -> (String, i64) {
+    let sub = fake.subscribe(&user.user_id, PRO_MONTHLY);
+    ls_deliver(srv, &fake.subscription_event("subscription_created", &sub)).await;
+    ls_deliver(
+        srv,
+        &fake.invoice_event("subscription_payment_success", &sub, 9200, "initial"),
+    )
+    .await;
+    (sub, settled_balance(srv, &user.user_id).await)
+}
+
+#[tokio::test]
+async fn a_stripe_upgrade_grants_the_difference_once_when_its_prorated_invoice_is_paid() {
+    let (srv, fake, _dir, _path) = stripe_server().await;
+    let user = srv.signup("stripe-upgrade@example.com").await;
+    let sub = fake.subscribe(&user.user_id, "price_pro_monthly");
+    let now = || chrono::Utc::now().timestamp();
+    let created = fake.subscription_event("customer.subscription.created", &sub, now());
+    assert_eq!(stripe_deliver(&srv, &created).await.0, StatusCode::OK);
+    let signed_up = settled_balance(&srv, &user.user_id).await;
+    let first = fake.invoice_event(
+        "invoice.paid",
+        &sub,
+        "in_first",
+        "subscription_create",
+        now(),
+    );
+    assert_eq!(stripe_deliver(&srv, &first).await.0, StatusCode::OK);
+    let before = settled_balance(&srv, &user.user_id).await;
+    assert_eq!(before, signed_up + 15000, "the first invoice: Pro's month");
+
+    // Pro → Studio: the difference waits for the prorated invoice.
+    let up = upgrade(&srv, &user, "studio").await;
+    assert_eq!(
+        (
+            up["credits_granted"].as_i64(),
+            up["credits_pending"].as_i64()
+        ),
+        (Some(0), Some(15000))
+    );
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before);
+    assert_eq!(me(&srv, &user).await["tier"], "studio");
+
+    // Stripe tells the change, then the invoice it raised
+    // (`billing_reason: subscription_update`) is paid: the difference, once.
+    let updated = fake.subscription_event("customer.subscription.updated", &sub, now());
+    assert_eq!(stripe_deliver(&srv, &updated).await.0, StatusCode::OK);
+    let [invoice] = &fake.invoices()[..] else {
+        panic!("one invoice for the change: {:?}", fake.invoices())
+    };
+    assert_eq!(invoice.reason, "subscription_update");
+    let paid = fake.invoice_event(
+        "invoice.paid",
+        &sub,
+        &invoice.id,
+        "subscription_update",
+        now(),
+    );
+    assert_eq!(stripe_deliver(&srv, &paid).await.0, StatusCode::OK);
+    assert_eq!(
+        settled_balance(&srv, &user.user_id).await,
+        before + 15000,
+        "15 000, not a month of Studio on top"
+    );
+    // The same delivery again, and Stripe's other event of the same
+    // invoice: nothing more.
+    assert_eq!(stripe_deliver(&srv, &paid).await.0, StatusCode::OK);
+    let succeeded = fake.invoice_event(
+        "invoice.payment_succeeded",
+        &sub,
+        &invoice.id,
+        "subscription_update",
+        now(),
+    );
+    assert_eq!(stripe_deliver(&srv, &succeeded).await.0, StatusCode::OK);
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before + 15000);
+
+    // A renewal still grants the month, Studio's now.
+    {
+        let mut subs = fake.subscriptions.lock().unwrap();
+        let s = subs.get_mut(&sub).unwrap();
+        s.period_start = s.period_end;
+        s.period_end += 30 * 86_400;
+    }
+    let renewed = fake.subscription_event("customer.subscription.updated", &sub, now());
+    assert_eq!(stripe_deliver(&srv, &renewed).await.0, StatusCode::OK);
+    let cycle = fake.invoice_event(
+        "invoice.paid",
+        &sub,
+        "in_renewal",
+        "subscription_cycle",
+        now(),
+    );
+    assert_eq!(stripe_deliver(&srv, &cycle).await.0, StatusCode::OK);
+    assert_eq!(
+        settled_balance(&srv, &user.user_id).await,
+        before + 15000 + 30000
+    );
+    // An invoice for anything else (a one-off charge) grants nothing.
+    let manual = fake.invoice_event("invoice.paid", &sub, "in_manual", "manual", now());
+    assert_eq!(stripe_deliver(&srv, &manual).await.0, StatusCode::OK);
+    assert_eq!(
+        settled_balance(&srv, &user.user_id).await,
+        before + 15000 + 30000
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_is_refused_while_the_last_payment_failed() {
+    let (srv, fake, _dir, _path) = ls_server().await;
+    let user = srv.signup("past-due@example.com").await;
+    let (sub, before) = ls_pro(&srv, &fake, &user).await;
+    fake.update(&sub, |s| s.status = "past_due".into());
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    settled_balance(&srv, &user.user_id).await;
+
+    let calls = fake.calls().len();
+    let got = srv
+        .post(
+            "/subscriptions/upgrade",
+            Some(&user.access),
+            json!({ "target_plan": "studio" }),
+        )
+        .await;
+    let details = assert_error(&got, StatusCode::CONFLICT, "CONFLICT")["details"].clone();
+    assert_eq!(details["reason"], "subscription_past_due", "{details}");
+    assert_eq!(fake.calls().len(), calls, "the provider was not asked");
+    assert!(fake.invoices().is_empty());
+    assert_eq!(me(&srv, &user).await["tier"], "pro");
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before);
+
+    // Once the payment is collected, upgrades go through again.
+    fake.update(&sub, |s| s.status = "active".into());
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    settled_balance(&srv, &user.user_id).await;
+    assert_eq!(
+        upgrade(&srv, &user, "studio").await["credits_pending"],
+        15000
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_whose_invoice_is_never_paid_grants_nothing() {
+    let (srv, fake, _dir, _path) = ls_server().await;
+    let user = srv.signup("never-paid@example.com").await;
+    let (sub, before) = ls_pro(&srv, &fake, &user).await;
+    assert_eq!(
+        upgrade(&srv, &user, "studio").await["credits_pending"],
+        15000
+    );
+    let [invoice] = &fake.invoices()[..] else {
+        panic!("one invoice for the change: {:?}", fake.invoices())
+    };
+    let invoice: u64 = invoice.id.parse().unwrap();
+    // Its payment fails.
+    ls_deliver(
+        &srv,
+        &fake.invoice_event("subscription_payment_failed", &sub, invoice, "updated"),
+    )
+    .await;
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before);
+
+    // The next period starts (on Studio) and is paid: its month only.
+    fake.renew(&sub);
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    ls_deliver(
+        &srv,
+        &fake.invoice_event("subscription_payment_success", &sub, 9301, "renewal"),
+    )
+    .await;
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before + 30000);
+    // Paid after its period ended, the change grants nothing: the period
+    // it was for is over, and Studio's month is granted.
+    ls_deliver(
+        &srv,
+        &fake.invoice_event("subscription_payment_success", &sub, invoice, "updated"),
+    )
+    .await;
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before + 30000);
+}
+
+#[tokio::test]
+async fn a_return_to_a_higher_plan_within_the_period_grants_nothing_more() {
+    let (srv, fake, _dir, _path) = ls_server().await;
+    let user = srv.signup("yo-yo@example.com").await;
+    let (sub, before) = ls_pro(&srv, &fake, &user).await;
+    upgrade(&srv, &user, "studio").await;
+    let paid = |fake: &FakeLemonSqueezy, n: usize| {
+        let invoice = &fake.invoices()[n];
+        fake.invoice_event(
+            "subscription_payment_success",
+            &invoice.subscription,
+            invoice.id.parse().unwrap(),
+            "updated",
+        )
+    };
+    ls_deliver(&srv, &paid(&fake, 0)).await;
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before + 15000);
+
+    // Back to Pro at the provider (not through the studio), then up again
+    // within the same period: Studio's month is granted already.
+    fake.update(&sub, |s| s.variant_id = PRO_MONTHLY);
+    ls_deliver(&srv, &fake.subscription_event("subscription_updated", &sub)).await;
+    settled_balance(&srv, &user.user_id).await;
+    assert_eq!(me(&srv, &user).await["tier"], "pro");
+    let up = upgrade(&srv, &user, "studio").await;
+    assert_eq!(up["credits_pending"], 0, "{up}");
+    assert_eq!(fake.invoices().len(), 2);
+    ls_deliver(&srv, &paid(&fake, 1)).await;
+    assert_eq!(settled_balance(&srv, &user.user_id).await, before + 15000);
     assert_eq!(me(&srv, &user).await["tier"], "studio");
 }
 
@@ -508,7 +755,7 @@ async fn stripe_checkout_signatures_and_lifecycle() {
     );
 
     let before = srv.credits(&user.user_id).await.0;
-    let paid = fake.invoice_event("invoice.paid", &sub, "in_1234", now);
+    let paid = fake.invoice_event("invoice.paid", &sub, "in_1234", "subscription_create", now);
     assert_eq!(stripe_deliver(&srv, &paid).await.0, StatusCode::OK);
     assert_eq!(
         events.until_type("credits.updated").await["data"]["balance"],

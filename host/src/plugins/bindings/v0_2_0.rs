@@ -3,8 +3,9 @@
 //! next to 0.1.0's (one linker serves both), each call delegating to the
 //! one host implementation, and their exports are called through the
 //! 0.1.0 bindings — export names carry no version and component types are
-//! structural, so one set of calls runs both. Billing adapters speak 0.2.0
-//! only.
+//! structural, so one set of calls runs both. Billing adapters of 0.2.x
+//! keep this binding of their world; the host's billing types are 0.3.0's,
+//! and the conversions at the end of this file map between them.
 
 use wasmtime::component::Resource;
 
@@ -113,6 +114,100 @@ impl From<v2::types::PluginError> for v1::types::PluginError {
             v2::types::PluginError::InvalidInput(m) => Self::InvalidInput(m),
             v2::types::PluginError::Rejected(m) => Self::Rejected(m),
             v2::types::PluginError::Failed(m) => Self::Failed(m),
+        }
+    }
+}
+
+/// 0.2.x billing adapters, called with the host's (0.3.0) billing types.
+mod billing_types {
+    use super::billing::pingvas::plugin::billing_types as b2;
+    use crate::plugins::bindings::v0_3_0::billing::pingvas::plugin::billing_types as host;
+
+    impl From<host::Webhook> for b2::Webhook {
+        fn from(h: host::Webhook) -> Self {
+            b2::Webhook {
+                headers: h.headers,
+                body: h.body,
+            }
+        }
+    }
+
+    impl From<host::CheckoutRequest> for b2::CheckoutRequest {
+        fn from(r: host::CheckoutRequest) -> Self {
+            b2::CheckoutRequest {
+                user_id: r.user_id,
+                email: r.email,
+                plan: r.plan,
+                billing_cycle: r.billing_cycle,
+            }
+        }
+    }
+
+    impl From<host::PlanChange> for b2::PlanChange {
+        fn from(c: host::PlanChange) -> Self {
+            b2::PlanChange {
+                subscription_id: c.subscription_id,
+                plan: c.plan,
+                billing_cycle: c.billing_cycle,
+                effective: match c.effective {
+                    host::ChangeTiming::Immediately => b2::ChangeTiming::Immediately,
+                    host::ChangeTiming::AtPeriodEnd => b2::ChangeTiming::AtPeriodEnd,
+                },
+            }
+        }
+    }
+
+    impl From<b2::Checkout> for host::Checkout {
+        fn from(c: b2::Checkout) -> Self {
+            host::Checkout {
+                url: c.url,
+                expires_at: c.expires_at,
+            }
+        }
+    }
+
+    impl From<b2::SubscriptionState> for host::SubscriptionState {
+        fn from(s: b2::SubscriptionState) -> Self {
+            host::SubscriptionState {
+                subscription_id: s.subscription_id,
+                customer_id: s.customer_id,
+                plan: s.plan,
+                billing_cycle: s.billing_cycle,
+                status: s.status,
+                current_period_start: s.current_period_start,
+                current_period_end: s.current_period_end,
+                cancel_at_period_end: s.cancel_at_period_end,
+                card_brand: s.card_brand,
+                card_last_four: s.card_last_four,
+                updated_at: s.updated_at,
+            }
+        }
+    }
+
+    /// A 0.2.x event says no invoice reason.
+    impl From<b2::BillingEvent> for host::BillingEvent {
+        fn from(e: b2::BillingEvent) -> Self {
+            use b2::EventKind as K2;
+            use host::EventKind as K;
+            host::BillingEvent {
+                kind: match e.kind {
+                    K2::SubscriptionCreated => K::SubscriptionCreated,
+                    K2::SubscriptionUpdated => K::SubscriptionUpdated,
+                    K2::SubscriptionRenewed => K::SubscriptionRenewed,
+                    K2::SubscriptionCancelled => K::SubscriptionCancelled,
+                    K2::SubscriptionExpired => K::SubscriptionExpired,
+                    K2::PaymentSucceeded => K::PaymentSucceeded,
+                    K2::PaymentFailed => K::PaymentFailed,
+                    K2::Refunded => K::Refunded,
+                    K2::Other => K::Other,
+                },
+                provider_event: e.provider_event,
+                event_id: e.event_id,
+                user_id: e.user_id,
+                invoice_id: e.invoice_id,
+                invoice_reason: None,
+                subscription: e.subscription.map(Into::into),
+            }
         }
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use super::{Compiled, Linked, LoadedPlugin, PluginRuntime, wasmparser_is_component};
+use super::{BillingPre, Compiled, Linked, LoadedPlugin, PluginRuntime, wasmparser_is_component};
 use crate::plugins::bindings::v0_1_0::node::NodePre;
-use crate::plugins::bindings::v0_2_0::billing::BillingAdapterPre;
 use crate::plugins::bindings::v0_2_1::workflow::WorkflowPre;
+use crate::plugins::bindings::{v0_2_0, v0_3_0};
 use crate::plugins::error::PluginError;
 use crate::plugins::world::{PluginKind, Shape};
 
@@ -128,7 +128,12 @@ impl PluginRuntime {
                     .billing_linker
                     .instantiate_pre(component)
                     .map_err(wrong)?;
-                Linked::Billing(BillingAdapterPre::new(pre).map_err(wrong)?)
+                // Each billing world's exports through its own binding.
+                Linked::Billing(if shape.abi_version() == v0_3_0::VERSION {
+                    BillingPre::V0_3(v0_3_0::billing::BillingAdapterPre::new(pre).map_err(wrong)?)
+                } else {
+                    BillingPre::V0_2(v0_2_0::billing::BillingAdapterPre::new(pre).map_err(wrong)?)
+                })
             }
             PluginKind::Workflow => {
                 let pre = self

@@ -14,7 +14,6 @@ use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
 };
 use super::bindings::v0_1_0::node::pingvas::plugin::types::GenerationParams;
 use super::bindings::v0_1_0::node::{Node, NodePre};
-use super::bindings::v0_2_0::billing::{BillingAdapter, BillingAdapterPre};
 use super::bindings::v0_2_1::workflow::{Workflow, WorkflowPre};
 use super::cache::{self, DiskCache, LinkedCache};
 use super::engine::{EngineOptions, PluginEngine};
@@ -26,14 +25,17 @@ use super::state::{Grants, PluginState};
 use super::world::{PluginKind, Shape};
 
 pub use super::bindings::v0_1_0::node::pingvas::plugin::types::Lora;
-pub use super::bindings::v0_2_0::billing::pingvas::plugin::billing_types::{
-    BillingEvent, ChangeTiming, Checkout, CheckoutRequest, EventKind, PlanChange,
+// The host's billing types are the newest billing world's; older adapters'
+// are mapped to them by their binding.
+pub use super::bindings::v0_3_0::billing::pingvas::plugin::billing_types::{
+    BillingEvent, ChangeTiming, Checkout, CheckoutRequest, EventKind, InvoiceReason, PlanChange,
     SubscriptionState, Webhook,
 };
 pub type NodeDescriptor = Descriptor;
 pub type Params = GenerationParams;
 
 mod billing;
+use billing::BillingPre;
 pub use billing::{BillingAnswer, BillingCall, WebhookError};
 mod load;
 
@@ -44,7 +46,7 @@ use super::output::{
 
 enum Linked {
     Node(NodePre<PluginState>),
-    Billing(BillingAdapterPre<PluginState>),
+    Billing(BillingPre),
     Workflow(WorkflowPre<PluginState>),
 }
 
@@ -112,12 +114,19 @@ impl PluginRuntime {
             |s| s,
         )
         .map_err(link_err)?;
+        // Both billing worlds' imports: 0.2.x adapters find 0.2.0's, 0.3.0
+        // adapters their own (0.3 is not semver-compatible with 0.2).
         let mut billing_linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut billing_linker).map_err(link_err)?;
-        BillingAdapter::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut billing_linker,
-            |s| s,
-        )
+        super::bindings::v0_2_0::billing::BillingAdapter::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut billing_linker, |s| s)
+        .map_err(link_err)?;
+        super::bindings::v0_3_0::billing::BillingAdapter::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut billing_linker, |s| s)
         .map_err(link_err)?;
         // 0.2.1's imports; components built against 0.2.0 link to them too
         // (the linker matches semver-compatible versions).
