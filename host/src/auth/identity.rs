@@ -1,13 +1,16 @@
 //! Which account a provider sign-in opens. A provider account already
-//! linked opens its user. Otherwise the provider's address decides: no
-//! account with it — a new one (verified when the provider says so); an
-//! account with it — linked only when the provider has verified the
-//! address, never taken over on an unverified one.
+//! linked opens its user. Otherwise only an address the provider has
+//! verified counts (`email_not_verified` else): no account with it — a new,
+//! verified one; an account with it — linked. An unverified provider
+//! address never makes an account nor takes one over: whoever holds it
+//! may not own it, and the real owner would later verify or reset their
+//! way into an account the provider account still opens.
 //!
 //! Linking to an account whose own address was never verified also drops
-//! its password and ends its sessions: whoever registered it may not have
-//! owned the address (account pre-hijacking), and the owner who just
-//! proved it gets the account alone (a password comes back through
+//! its password, unlinks identities linked on an unverified address and
+//! ends its sessions (access tokens included): whoever registered it may
+//! not have owned the address (account pre-hijacking), and the owner who
+//! just proved it gets the account alone (a password comes back through
 //! password reset).
 
 use chrono::Utc;
@@ -16,7 +19,6 @@ use super::oauth::{OAuthError, Profile, Provider};
 use super::{AuthService, TokenPair, clean_name};
 use crate::billing::ledger;
 use crate::billing::plans::DEFAULT_TIER;
-use crate::i18n::Lang;
 use crate::store::identities::{self, IdentityFacts};
 use crate::store::users::{self as user_store, NewUser, UserRow};
 use crate::store::{new_id, tokens as token_store};
@@ -40,7 +42,6 @@ impl AuthService {
         &self,
         provider: Provider,
         profile: &Profile,
-        lang: Lang,
     ) -> Result<SignedIn, OAuthError> {
         let facts = IdentityFacts {
             provider: provider.as_str(),
@@ -52,7 +53,7 @@ impl AuthService {
         // the same account makes the first try's insert collide, and the
         // second finds what the other made.
         for _ in 0..2 {
-            match self.open_for(&facts, profile, lang).await {
+            match self.open_for(&facts, profile).await {
                 Err(OAuthError::Internal(e))
                     if e.downcast_ref::<crate::store::StoreError>()
                         .is_some_and(|s| s.is_unique_violation()) =>
@@ -71,7 +72,6 @@ impl AuthService {
         &self,
         facts: &IdentityFacts<'_>,
         profile: &Profile,
-        lang: Lang,
     ) -> Result<SignedIn, OAuthError> {
         let now = Utc::now();
         if let Some(user_id) =
@@ -89,20 +89,23 @@ impl AuthService {
             });
         }
         let email = profile.email.as_deref().ok_or(OAuthError::NoEmail)?;
+        if !profile.email_verified {
+            return Err(OAuthError::EmailNotVerified);
+        }
         let existing = user_store::find_by_email(&self.db, email).await?;
         let mut tx = self.db.begin().await?;
+        let mut claimed = None;
         let (user_id, created) = match existing {
             Some(existing) => {
-                if !profile.email_verified {
-                    return Err(OAuthError::EmailNotVerified);
-                }
                 if !existing.email_verified {
                     user_store::set_password_in(&mut tx, &existing.id, None, now).await?;
                     token_store::revoke_user_families(&mut tx, &existing.id, "oauth_claim", now)
                         .await?;
                     user_store::mark_email_verified_in(&mut tx, &existing.id, email, now).await?;
+                    identities::unlink_never_verified(&mut tx, &existing.id).await?;
                     tracing::warn!(user = %existing.id, provider = facts.provider,
                         "unverified account claimed by a verified provider address: password removed, sessions ended");
+                    claimed = Some(existing.id.clone());
                 }
                 (existing.id, false)
             }
@@ -123,7 +126,7 @@ impl AuthService {
                     name: &name,
                     password_hash: None,
                     avatar_url: avatar.as_deref(),
-                    email_verified: profile.email_verified,
+                    email_verified: true,
                     tier: DEFAULT_TIER,
                     now,
                 };
@@ -136,12 +139,13 @@ impl AuthService {
         };
         identities::link(&mut tx, &new_id(), &user_id, facts, now).await?;
         tx.commit().await?;
+        if let Some(id) = claimed {
+            // Before the new session: its token is issued after the cutoff.
+            self.cutoffs.end_sessions(&id).await;
+        }
         let user = user_store::find_by_id(&self.db, &user_id)
             .await?
             .ok_or_else(|| OAuthError::Internal(anyhow::anyhow!("user vanished after linking")))?;
-        if created && !user.email_verified {
-            self.links.send_verification(&user, lang).await?;
-        }
         let tokens = self.open_session(&user.id).await?;
         Ok(SignedIn {
             user,

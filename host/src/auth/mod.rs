@@ -1,7 +1,9 @@
 //! Accounts and sessions: register, login, refresh-token rotation with reuse
 //! detection, logout; email verification and password reset by mailed
-//! links; sign-in through OAuth providers (`identity`, `oauth`).
+//! links; sign-in through OAuth providers (`identity`, `oauth`); the
+//! per-user "not before" of access tokens (`cutoffs`).
 
+pub mod cutoffs;
 pub mod email;
 pub mod email_links;
 pub mod identity;
@@ -20,11 +22,14 @@ use crate::billing::plans::DEFAULT_TIER;
 use crate::i18n::Lang;
 use crate::store::email_tokens::{self, Purpose};
 use crate::store::users::{NewUser, UserRow};
-use crate::store::{Db, StoreError, new_id, tokens as token_store, users as user_store};
+use crate::store::{
+    Db, StoreError, Tx, identities, new_id, tokens as token_store, users as user_store,
+};
+use cutoffs::SessionCutoffs;
 use email_links::MailLinks;
 use passwords::{HashError, HashGate};
 use throttle::LoginThrottle;
-use tokens::AccessTokens;
+use tokens::{AccessTokens, Claims, TokenError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -91,6 +96,9 @@ pub struct AuthService {
     hashing: HashGate,
     throttle: LoginThrottle,
     pub links: MailLinks,
+    /// When each user's sessions last ended: earlier access tokens are
+    /// refused.
+    pub cutoffs: SessionCutoffs,
 }
 
 /// What `resend_verification` did.
@@ -118,6 +126,7 @@ impl AuthService {
         signup_grant: i64,
         hashing: HashGate,
         links: MailLinks,
+        cutoffs: SessionCutoffs,
     ) -> Self {
         Self {
             db,
@@ -127,7 +136,38 @@ impl AuthService {
             hashing,
             throttle: LoginThrottle::default(),
             links,
+            cutoffs,
         }
+    }
+
+    /// The claims of a valid access token whose sessions were not ended
+    /// after it was issued (no database read: `cutoffs`).
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = self.access.validate(token)?;
+        if !self.cutoffs.allows(&claims.sub, claims.issued_us()).await {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// Unlinks the provider accounts of `user_id` linked on an address the
+    /// provider had not verified (they may be someone else's: account
+    /// takeover through an unverified provider address); when there were
+    /// any, every session of the account is revoked too. True when
+    /// something was unlinked: the caller ends the access tokens after
+    /// committing (`cutoffs`).
+    async fn unlink_untrusted(
+        tx: &mut Tx,
+        user_id: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> AuthResult<bool> {
+        let unlinked = identities::unlink_never_verified(tx, user_id).await?;
+        if unlinked > 0 {
+            token_store::revoke_user_families(tx, user_id, "identity_unlinked", now).await?;
+            tracing::warn!(user = %user_id, unlinked,
+                "provider identities linked on an unverified address removed: sessions ended");
+        }
+        Ok(unlinked > 0)
     }
 
     /// Creates an account and mails it a verification link.
@@ -254,7 +294,11 @@ impl AuthService {
         if !user_store::mark_email_verified_in(&mut tx, &spent.user_id, &spent.email, now).await? {
             return Err(AuthError::InvalidToken);
         }
+        let unlinked = Self::unlink_untrusted(&mut tx, &spent.user_id, now).await?;
         tx.commit().await?;
+        if unlinked {
+            self.cutoffs.end_sessions(&spent.user_id).await;
+        }
         user_store::find_by_id(&self.db, &spent.user_id)
             .await?
             .ok_or(AuthError::InvalidToken)
@@ -269,7 +313,9 @@ impl AuthService {
     }
 
     /// Spends a reset token and sets the new password; every session of
-    /// the account ends. The link proved the address, so it is verified.
+    /// the account ends, its access tokens included. The link proved the
+    /// address, so it is verified, and identities linked on an unverified
+    /// address are unlinked.
     pub async fn reset_password(&self, token: &str, new_password: &str) -> AuthResult<()> {
         let hash = tokens::hash_opaque_token(token);
         // Checked before hashing, without spending the token: a weak
@@ -294,7 +340,9 @@ impl AuthService {
         email_tokens::spend_all(&mut tx, &spent.user_id, Purpose::ResetPassword, now).await?;
         token_store::revoke_user_families(&mut tx, &spent.user_id, "password_reset", now).await?;
         user_store::mark_email_verified_in(&mut tx, &spent.user_id, &spent.email, now).await?;
+        Self::unlink_untrusted(&mut tx, &spent.user_id, now).await?;
         tx.commit().await?;
+        self.cutoffs.end_sessions(&spent.user_id).await;
         self.throttle.succeeded(&spent.email);
         tracing::info!(user = %spent.user_id, "password reset: every session revoked");
         Ok(())

@@ -16,7 +16,6 @@ use super::response::ErrorEnvelope;
 use crate::app::SharedState;
 use crate::auth::oauth::{Callback, OAuthError, Provider, STATE_TTL_MINUTES};
 use crate::error::{ApiError, ErrorCode};
-use crate::i18n::Lang;
 
 pub fn router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -93,7 +92,6 @@ async fn finish(
     p: Provider,
     headers: &HeaderMap,
     query: Option<String>,
-    lang: Lang,
 ) -> Response {
     let front = state.config.frontend_base();
     let clear = format!(
@@ -103,7 +101,7 @@ async fn finish(
     let cb = Callback::parse(query.as_deref().unwrap_or_default());
     let cookie = cookie_state(headers);
     let outcome = match state.oauth.finish(p, &cb, cookie.as_deref()).await {
-        Ok(profile) => state.auth.sign_in_with(p, &profile, lang).await,
+        Ok(profile) => state.auth.sign_in_with(p, &profile).await,
         Err(e) => Err(e),
     };
     let fragment: Vec<(&str, String)> = match outcome {
@@ -162,10 +160,9 @@ async fn google(State(state): State<SharedState>) -> Response {
 async fn google_callback(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    lang: Lang,
     RawQuery(query): RawQuery,
 ) -> Response {
-    finish(&state, Provider::Google, &headers, query, lang).await
+    finish(&state, Provider::Google, &headers, query).await
 }
 
 /// Discord 로그인 시작 — a redirect to Discord, with the state cookie.
@@ -185,8 +182,7 @@ async fn discord(State(state): State<SharedState>) -> Response {
 async fn discord_callback(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    lang: Lang,
     RawQuery(query): RawQuery,
 ) -> Response {
-    finish(&state, Provider::Discord, &headers, query, lang).await
+    finish(&state, Provider::Discord, &headers, query).await
 }

@@ -1,15 +1,16 @@
 //! The per-tier limits on the API (`ratelimit`). The bearer is validated
 //! once here and its claims handed to `AuthUser` through the request's
 //! extensions; the user's tier comes from a short cache. Without a valid
-//! bearer, the auth routes (login, register, refresh …) are limited per
-//! client address at the default tier's rate; other routes pass on (their
-//! extractor answers them).
+//! bearer — none, a bad one, one issued before its user's sessions ended,
+//! or one of an account that no longer exists — the auth routes (login,
+//! register, refresh …) are limited per client address at the default
+//! tier's rate; other routes pass on (their extractor answers them).
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -21,9 +22,9 @@ use crate::billing::plans::DEFAULT_TIER;
 use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::Decision;
 
-fn bearer_claims(state: &SharedState, req: &Request) -> Option<Claims> {
-    let token = bearer_token(req.headers()).ok()?;
-    state.auth.access.validate(token).ok()
+async fn bearer_claims(state: &SharedState, headers: &HeaderMap) -> Option<Claims> {
+    let token = bearer_token(headers).ok()?;
+    state.auth.authenticate(token).await.ok()
 }
 
 async fn tier_of(state: &SharedState, user_id: &str) -> Option<String> {
@@ -48,7 +49,7 @@ fn set_headers(resp: &mut Response, d: &Decision) {
 
 /// The client's address: the peer, or — when the peer is a trusted proxy —
 /// the last address of `X-Forwarded-For` that is not one.
-fn client_ip(state: &SharedState, req: &Request) -> Option<IpAddr> {
+pub(crate) fn client_ip(state: &SharedState, req: &Request) -> Option<IpAddr> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
     let is_trusted = |ip: &IpAddr| state.trusted_proxies.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
@@ -102,13 +103,16 @@ pub async fn limit(State(state): State<SharedState>, mut req: Request, next: Nex
     if !state.config.rate_limits_enabled {
         return next.run(req).await;
     }
-    let Some(claims) = bearer_claims(&state, &req) else {
+    let user = match bearer_claims(&state, req.headers()).await {
+        Some(claims) => tier_of(&state, &claims.sub)
+            .await
+            .map(|tier| (claims, tier)),
+        None => None,
+    };
+    let Some((claims, tier)) = user else {
         if req.uri().path().contains("/auth/") {
             return limit_client(&state, req, next).await;
         }
-        return next.run(req).await;
-    };
-    let Some(tier) = tier_of(&state, &claims.sub).await else {
         return next.run(req).await;
     };
     let plan = state.plans.tier(&tier);

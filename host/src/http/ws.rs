@@ -68,7 +68,7 @@ pub async fn events(
         .filter(|t| !t.is_empty())
         .or_else(|| protocol_token(&headers))
         .ok_or(ErrorCode::Unauthorized)?;
-    let claims = state.auth.access.validate(&token).map_err(|e| match e {
+    let claims = state.auth.authenticate(&token).await.map_err(|e| match e {
         TokenError::Expired => ErrorCode::TokenExpired,
         TokenError::Invalid => ErrorCode::InvalidToken,
     })?;

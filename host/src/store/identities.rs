@@ -27,7 +27,9 @@ pub async fn find_user(db: &Db, provider: &str, subject: &str) -> StoreResult<Op
 }
 
 /// Links a provider account to `user_id`; a unique violation when the
-/// account is linked already (a concurrent first sign-in).
+/// account is linked already (a concurrent first sign-in). Whether the
+/// provider had verified the address is kept as it was at linking
+/// (`linked_verified`; later sign-ins do not change it).
 pub async fn link(
     tx: &mut Tx,
     id: &str,
@@ -37,8 +39,9 @@ pub async fn link(
 ) -> StoreResult<()> {
     on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO user_identities \
-           (id, provider, subject, user_id, email, email_verified, created_at, last_login_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+           (id, provider, subject, user_id, email, email_verified, linked_verified, \
+            created_at, last_login_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $7)",
     )
     .bind(id)
     .bind(facts.provider)
@@ -48,6 +51,19 @@ pub async fn link(
     .bind(facts.email_verified)
     .bind(now)))?;
     Ok(())
+}
+
+/// Unlinks every provider account of `user_id` whose address the provider
+/// had not verified when it was linked (it may not be the owner's); how
+/// many there were.
+pub async fn unlink_never_verified(tx: &mut Tx, user_id: &str) -> StoreResult<u64> {
+    Ok(on_tx!(tx, c => sqlx::query(
+        "DELETE FROM user_identities WHERE user_id = $1 AND NOT linked_verified",
+    )
+    .bind(user_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?)
 }
 
 /// Records a later sign-in with what the provider says now.

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
+use serde_json::json;
+
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc};
@@ -71,6 +74,20 @@ impl SmtpSink {
             .await
             .expect("a mail within 20 s")
             .expect("the sink is running")
+    }
+
+    /// Resets `email`'s password through the mailed link, as its owner
+    /// would; fails the test unless the new password is taken.
+    pub async fn reset_password(&self, srv: &crate::TestServer, email: &str, new_password: &str) {
+        let asked = json!({ "email": email });
+        let (s, body) = srv.post("/auth/password-reset", None, asked).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let token = self.next().await.token("/reset-password");
+        let confirm = json!({ "token": token, "new_password": new_password });
+        let (s, body) = srv
+            .post("/auth/password-reset/confirm", None, confirm)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
     }
 }
 

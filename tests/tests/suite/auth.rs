@@ -372,3 +372,45 @@ async fn a_flood_of_logins_is_turned_away_with_retry_after_not_queued() {
     // Health never waits behind the hashing.
     assert_eq!(srv.get("/healthz", None).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_bearer_of_a_deleted_account_on_auth_routes_is_limited_like_no_bearer() {
+    let srv = TestServer::start_with(|c| c.rate_limits_enabled = true).await;
+    // A valid signature for an account that is not there (any more).
+    let ghost = srv
+        .state
+        .auth
+        .access
+        .issue("0192d1c4-dead-7000-8000-000000000000");
+    let login = |bearer: Option<String>| {
+        let mut req = srv
+            .client
+            .post(srv.url("/auth/login"))
+            .json(&json!({ "email": "nobody@example.com", "password": "wrong-password-1" }));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        req.send()
+    };
+    let remaining = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-ratelimit-remaining")
+            .map(|v| v.to_str().unwrap().parse::<i64>().unwrap())
+    };
+    let first = login(None).await.unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let left = remaining(&first).expect("limited per client address");
+    // The ghost's requests count against the same client allowance.
+    let r = login(Some(ghost.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(remaining(&r), Some(left - 1), "the ghost is limited");
+    for _ in 0..left {
+        login(Some(ghost.clone())).await.unwrap();
+    }
+    let refused = login(Some(ghost)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        login(None).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}

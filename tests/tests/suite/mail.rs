@@ -298,3 +298,94 @@ async fn without_smtp_mail_is_written_to_the_outbox() {
     assert!(raw.contains("To: outbox@example.com"), "{raw}");
     srv.stop().await;
 }
+
+/// `GET /users/me` with `token` at `base` (this host or another).
+async fn me_status(srv: &TestServer, base: &str, token: &str) -> (StatusCode, Value) {
+    let r = srv
+        .client
+        .get(format!("{base}/api/v1/users/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_earlier_access_tokens_at_once_on_every_host() {
+    let sink = SmtpSink::start().await;
+    let srv = start(&sink, |_| {}).await;
+    // With Redis a second host shares what ended; without, each host is
+    // alone (and this one is checked).
+    let other = match srv.state.config.redis_url {
+        Some(_) => Some(srv.another_host().await),
+        None => None,
+    };
+    register(&srv, "stolen@example.com", "en").await;
+    sink.next().await;
+    let stolen = srv.login("stolen@example.com").await;
+    for base in std::iter::once(&srv.base).chain(other.as_ref().map(|o| &o.base)) {
+        assert_eq!(
+            me_status(&srv, base, &stolen.access).await.0,
+            StatusCode::OK
+        );
+    }
+
+    srv.post(
+        "/auth/password-reset",
+        None,
+        json!({ "email": "stolen@example.com" }),
+    )
+    .await;
+    let token = sink.next().await.token("/reset-password");
+    // Issued in the very second of the reset, just before it.
+    let same_second = srv.state.auth.access.issue(&stolen.user_id);
+    let (s, body) = srv
+        .post(
+            "/auth/password-reset/confirm",
+            None,
+            json!({ "token": token, "new_password": "FreshStart456!" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    for old in [&stolen.access, &same_second] {
+        assert_error(
+            &me_status(&srv, &srv.base, old).await,
+            StatusCode::UNAUTHORIZED,
+            "INVALID_TOKEN",
+        );
+    }
+    if let Some(other) = &other {
+        // The other host hears of it through Redis within moments.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let got = me_status(&srv, &other.base, &stolen.access).await;
+            if got.0 == StatusCode::UNAUTHORIZED {
+                assert_error(&got, StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+                break;
+            }
+            assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other host still takes the old token"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    // The session opened right after works everywhere.
+    let (s, body) = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "stolen@example.com", "password": "FreshStart456!" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let fresh = body["data"]["access_token"].as_str().unwrap().to_owned();
+    for base in std::iter::once(&srv.base).chain(other.as_ref().map(|o| &o.base)) {
+        assert_eq!(me_status(&srv, base, &fresh).await.0, StatusCode::OK);
+    }
+    srv.stop().await;
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pingvas_tests::fakes::FakeOAuth;
+use pingvas_tests::fakes::{FakeOAuth, SmtpSink};
 use pingvas_tests::{PASSWORD, TestServer, assert_error};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
@@ -236,11 +236,19 @@ async fn claiming_an_unverified_account_removes_the_password_it_was_registered_w
         )
         .await;
     assert_error(&(s, body), StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+    // … and so is the access token the squatter holds, at once.
+    assert_error(
+        &srv.get("/users/me", Some(&squatter.access)).await,
+        StatusCode::UNAUTHORIZED,
+        "INVALID_TOKEN",
+    );
+    // The owner's own session, issued right after, works.
+    assert_eq!(me(&srv, &f["access_token"]).await["id"], squatter.user_id);
     srv.stop().await;
 }
 
 #[tokio::test]
-async fn an_unverified_provider_email_never_takes_over_an_account() {
+async fn an_unverified_provider_email_neither_makes_nor_takes_over_an_account() {
     let fake = FakeOAuth::start().await;
     let srv = start(&fake, |_| {}).await;
     let owner = srv.signup("victim@example.com").await;
@@ -255,17 +263,18 @@ async fn an_unverified_provider_email_never_takes_over_an_account() {
     let (s, _) = srv.get("/users/me", Some(&owner.access)).await;
     assert_eq!(s, StatusCode::OK);
 
-    // A new address that the provider has not verified makes an account
-    // that is not verified either (and gets the verification mail).
+    // A new address that the provider has not verified makes no account:
+    // whoever holds it may not own it, and the owner would later verify
+    // or reset their way into an account the provider account opens.
     fake.sign_in_as(discord("d-new", "fresh@example.com", false));
     let f = sign_in(&srv, "discord").await;
-    assert_eq!(f["new_user"], "true");
-    let user = me(&srv, &f["access_token"]).await;
-    assert_eq!(user["email_verified"], false);
-    assert_eq!(user["name"], "Nelly");
+    assert_eq!(f["error"], "email_not_verified");
+    assert!(!f.contains_key("access_token"));
+    assert_eq!(srv.count("SELECT COUNT(*) FROM users").await, 1);
+    assert_eq!(srv.count("SELECT COUNT(*) FROM user_identities").await, 0);
     let outbox = srv.db.data_dir.join("outbox");
     let mails = std::fs::read_dir(&outbox).unwrap().count();
-    assert_eq!(mails, 2, "two verification mails: the owner's and fresh@'s");
+    assert_eq!(mails, 1, "only the owner's verification mail");
 
     // A profile without an address cannot make an account.
     fake.sign_in_as(json!({ "id": "d-noemail", "username": "ghost", "verified": false }));
@@ -422,5 +431,135 @@ async fn an_unconfigured_provider_is_unavailable_with_the_reason() {
             .unwrap()
             .contains("public_url")
     );
+    srv.stop().await;
+}
+
+/// An account with a Discord identity linked on an address Discord had not
+/// verified, as sign-ins before that was refused left them: the attacker
+/// who linked it can still sign in. Returns the account's session and the
+/// attacker's sign-in.
+async fn with_an_identity_linked_on_an_unverified_address(
+    srv: &TestServer,
+    fake: &FakeOAuth,
+    sink: &SmtpSink,
+) -> (pingvas_tests::Session, String, HashMap<String, String>) {
+    let account = srv.signup("victim@example.com").await;
+    let verify = sink.next().await.token("/verify-email");
+    srv.sql(&format!(
+        "INSERT INTO user_identities \
+           (id, provider, subject, user_id, email, email_verified, created_at, last_login_at) \
+         VALUES ('legacy-1', 'discord', 'd-evil', '{}', 'victim@example.com', FALSE, \
+                 CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        account.user_id
+    ))
+    .await;
+    fake.sign_in_as(discord("d-evil", "victim@example.com", false));
+    let attacker = sign_in(srv, "discord").await;
+    assert_eq!(
+        me(srv, &attacker["access_token"]).await["id"],
+        account.user_id
+    );
+    (account, verify, attacker)
+}
+
+/// What the attacker is left with once the owner has proved the address:
+/// no access token, no session, no sign-in; the identity is gone.
+async fn assert_locked_out(srv: &TestServer, fake: &FakeOAuth, attacker: &HashMap<String, String>) {
+    assert_error(
+        &srv.get("/users/me", Some(&attacker["access_token"])).await,
+        StatusCode::UNAUTHORIZED,
+        "INVALID_TOKEN",
+    );
+    let (s, body) = srv
+        .post(
+            "/auth/refresh",
+            None,
+            json!({ "refresh_token": attacker["refresh_token"] }),
+        )
+        .await;
+    assert_error(&(s, body), StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+    fake.sign_in_as(discord("d-evil", "victim@example.com", false));
+    let again = sign_in(srv, "discord").await;
+    assert_eq!(again["error"], "email_not_verified", "{again:?}");
+    assert!(!again.contains_key("access_token"));
+    assert_eq!(srv.count("SELECT COUNT(*) FROM user_identities").await, 0);
+    assert_eq!(srv.count("SELECT COUNT(*) FROM users").await, 1);
+}
+
+async fn start_with_mail(fake: &FakeOAuth, sink: &SmtpSink) -> TestServer {
+    let url = sink.url.clone();
+    start(fake, move |c| c.smtp_url = Some(url.into())).await
+}
+
+#[tokio::test]
+async fn a_password_reset_unlinks_a_discord_identity_linked_on_an_unverified_address() {
+    let fake = FakeOAuth::start().await;
+    let sink = SmtpSink::start().await;
+    let srv = start_with_mail(&fake, &sink).await;
+    let (account, _, attacker) =
+        with_an_identity_linked_on_an_unverified_address(&srv, &fake, &sink).await;
+
+    // The owner of the address resets the password by the mailed link.
+    let new_password = "OwnersOwnPass456!";
+    sink.reset_password(&srv, "victim@example.com", new_password)
+        .await;
+
+    assert_locked_out(&srv, &fake, &attacker).await;
+    // The owner alone is in the account.
+    let (s, body) = srv
+        .post(
+            "/auth/login",
+            None,
+            json!({ "email": "victim@example.com", "password": new_password }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let owner = me(&srv, body["data"]["access_token"].as_str().unwrap()).await;
+    assert_eq!(owner["id"], account.user_id);
+    assert_eq!(owner["email_verified"], true);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn verifying_the_address_unlinks_a_discord_identity_linked_on_an_unverified_one() {
+    let fake = FakeOAuth::start().await;
+    let sink = SmtpSink::start().await;
+    let srv = start_with_mail(&fake, &sink).await;
+    let (account, verify, attacker) =
+        with_an_identity_linked_on_an_unverified_address(&srv, &fake, &sink).await;
+
+    // The owner follows the verification link that went to the address.
+    let (s, body) = srv
+        .post("/auth/verify-email", None, json!({ "token": verify }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    assert_locked_out(&srv, &fake, &attacker).await;
+    let owner = srv.login("victim@example.com").await;
+    assert_eq!(me(&srv, &owner.access).await["id"], account.user_id);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_verified_link_survives_a_password_reset() {
+    let fake = FakeOAuth::start().await;
+    let sink = SmtpSink::start().await;
+    let srv = start_with_mail(&fake, &sink).await;
+    fake.sign_in_as(google("g-keep", "keep@example.com", true));
+    let first = sign_in(&srv, "google").await;
+    assert_eq!(first["new_user"], "true");
+    sink.reset_password(&srv, "keep@example.com", "KeepItSafe456!")
+        .await;
+    // The sessions ended, the identity stays: Google opens the account.
+    assert_error(
+        &srv.get("/users/me", Some(&first["access_token"])).await,
+        StatusCode::UNAUTHORIZED,
+        "INVALID_TOKEN",
+    );
+    fake.sign_in_as(google("g-keep", "keep@example.com", true));
+    let again = sign_in(&srv, "google").await;
+    assert_eq!(again["new_user"], "false");
+    let user = me(&srv, &again["access_token"]).await;
+    assert_eq!(user["email"], "keep@example.com");
     srv.stop().await;
 }
