@@ -199,7 +199,7 @@ impl Workflows {
         if !invokeai::is_export(&new.definition) {
             return self.insert(caller, new, None).await;
         }
-        let imported = invokeai::import(&new.definition, &self.generator.models)?;
+        let imported = self.convert(std::mem::take(&mut new.definition)).await?;
         new.definition = imported.definition.clone();
         self.insert_imported(caller, new, imported).await
     }
@@ -232,7 +232,7 @@ impl Workflows {
             )
             .into());
         }
-        let imported = invokeai::import(&export, &self.generator.models)?;
+        let imported = self.convert(export).await?;
         let new = NewWorkflow {
             name: imported.name.chars().take(100).collect(),
             description: imported.description.chars().take(2000).collect(),
@@ -241,6 +241,20 @@ impl Workflows {
             tags: imported.tags.clone(),
         };
         self.insert_imported(caller, new, imported).await
+    }
+
+    /// Converts an InvokeAI export on the blocking pool: CPU-bound work,
+    /// bounded in time by `invokeai::IMPORT_TIME_LIMIT`, that must not hold
+    /// up the async runtime (or `/healthz`) while it runs.
+    async fn convert(&self, export: Value) -> WorkflowResult<invokeai::Imported> {
+        let generator = Arc::clone(&self.generator);
+        let imported =
+            tokio::task::spawn_blocking(move || invokeai::import(&export, &generator.models))
+                .await
+                .map_err(|e| {
+                    GenerationError::Internal(anyhow::anyhow!("InvokeAI import: {e}"))
+                })??;
+        Ok(imported)
     }
 
     async fn insert(
@@ -300,16 +314,14 @@ impl Workflows {
             row.is_public = p;
         }
         let tags = patch.tags.as_deref().map(check_tags).transpose()?;
-        if let Some(def) = &patch.definition {
-            let converted;
-            let def = if invokeai::is_export(def) {
-                converted = invokeai::import(def, &self.generator.models)?.definition;
-                &converted
+        if let Some(def) = patch.definition {
+            let def = if invokeai::is_export(&def) {
+                self.convert(def).await?.definition
             } else {
                 def
             };
             (row.kind, row.definition) = self
-                .check_definition(caller, def)
+                .check_definition(caller, &def)
                 .await
                 .map(|(k, d)| (k.to_owned(), d))?;
             row.definition_bytes = row.definition.len() as i64;
