@@ -45,6 +45,9 @@ pub struct Config {
     pub header_timeout_ms: u64,
     /// Open connections per listener at most.
     pub max_connections: usize,
+    /// A connection whose client takes none of a response's bytes for this
+    /// long is closed (a stalled reader holds no buffers or file for more).
+    pub write_timeout_ms: u64,
     /// Directory for the SQLite file, blobs and generated secrets.
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; default: `<data_dir>/pingvas.db`.
@@ -140,6 +143,12 @@ pub struct Config {
     /// How long the signed links to image files the API hands out stay
     /// valid.
     pub file_link_ttl_secs: i64,
+    /// Files (`/files/…`, `/shared/…`) one client address may be reading
+    /// at once; more answer `RATE_LIMITED`.
+    pub file_reads_per_client: usize,
+    /// Largest side of an uploaded image, read from its header before
+    /// anything is decoded (at most 8192).
+    pub upload_max_side: u32,
     /// Memory for rendered gallery list pages, reused until the user's
     /// gallery changes or the link window turns; 0 turns the cache off.
     pub gallery_page_cache_mib: u64,
@@ -253,6 +262,7 @@ impl Default for Config {
             metrics_token: None,
             header_timeout_ms: 10_000,
             max_connections: 1000,
+            write_timeout_ms: 30_000,
             data_dir: PathBuf::from("./data"),
             database_url: None,
             db_max_connections: None,
@@ -289,6 +299,8 @@ impl Default for Config {
             queue_tier_headroom: 0.2,
             worker_offline_secs: 60,
             file_link_ttl_secs: 21_600,
+            file_reads_per_client: 16,
+            upload_max_side: 2048,
             gallery_page_cache_mib: 64,
             rate_limits_enabled: true,
             redis_url: None,

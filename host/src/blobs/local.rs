@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
 
-use super::{BlobInfo, BlobStore};
+use super::{BlobInfo, BlobStore, ByteStream, STREAM_CHUNK};
 
 pub struct LocalBlobs {
     root: Arc<Dir>,
@@ -77,10 +80,17 @@ fn list(root: &Dir, prefix: &str) -> std::io::Result<Vec<BlobInfo>> {
     Ok(out)
 }
 
-fn read_range(root: &Dir, key: &str, range: Range<u64>) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
+/// The file of `key`, opened at `start`.
+fn open_at(root: &Dir, key: &str, start: u64) -> std::io::Result<cap_std::fs::File> {
+    use std::io::{Seek, SeekFrom};
     let mut f = root.open(key)?;
-    f.seek(SeekFrom::Start(range.start))?;
+    f.seek(SeekFrom::Start(start))?;
+    Ok(f)
+}
+
+fn read_range(root: &Dir, key: &str, range: Range<u64>) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_at(root, key, range.start)?;
     let mut out = Vec::new();
     f.take(range.end.saturating_sub(range.start))
         .read_to_end(&mut out)?;
@@ -117,6 +127,15 @@ impl BlobStore for LocalBlobs {
         self.on_dir(move |d| read_range(d, &key, range)).await
     }
 
+    async fn stream(&self, key: &str, range: Range<u64>) -> std::io::Result<ByteStream> {
+        let key = key.to_owned();
+        let start = range.start;
+        let file = self.on_dir(move |d| open_at(d, &key, start)).await?;
+        let part =
+            tokio::fs::File::from_std(file.into_std()).take(range.end.saturating_sub(range.start));
+        Ok(ReaderStream::with_capacity(part, STREAM_CHUNK).boxed())
+    }
+
     async fn head(&self, key: &str) -> std::io::Result<Option<u64>> {
         let key = key.to_owned();
         self.on_dir(move |d| match d.metadata(&key) {
@@ -150,6 +169,18 @@ impl BlobStore for LocalBlobs {
 mod tests {
     use super::LocalBlobs;
     use crate::blobs::BlobStore;
+    use futures::TryStreamExt;
+
+    async fn streamed(blobs: &LocalBlobs, key: &str, range: std::ops::Range<u64>) -> Vec<u8> {
+        let chunks: Vec<_> = blobs
+            .stream(key, range)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        chunks.concat()
+    }
 
     #[tokio::test]
     async fn keys_cannot_escape_the_root() {
@@ -173,6 +204,9 @@ mod tests {
             b"ell"
         );
         assert_eq!(blobs.head("plugins/abc.wasm").await.unwrap(), Some(5));
+        assert_eq!(streamed(&blobs, "plugins/abc.wasm", 1..4).await, b"ell");
+        assert_eq!(streamed(&blobs, "plugins/abc.wasm", 0..5).await, b"hello");
+        assert!(blobs.stream("../outside", 0..1).await.is_err());
         assert_eq!(blobs.head("plugins/none.wasm").await.unwrap(), None);
         assert!(blobs.put("../outside", b"x".to_vec()).await.is_err());
         assert!(blobs.get("/etc/passwd").await.is_err());

@@ -25,6 +25,13 @@ pub struct BlobInfo {
 
 pub type Blobs = Arc<dyn BlobStore>;
 
+/// A blob's bytes as chunks, read from the store as the consumer takes
+/// them: a slow consumer holds one chunk, never the whole blob.
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// Chunks a stream reads at most at once.
+pub const STREAM_CHUNK: usize = 64 << 10;
+
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Writes `bytes` under `key` unless a blob of that key exists (keys
@@ -35,6 +42,9 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// `range` of the blob's bytes (within its length).
     async fn get_range(&self, key: &str, range: Range<u64>) -> std::io::Result<Vec<u8>>;
+
+    /// `range` of the blob's bytes (within its length) as a stream.
+    async fn stream(&self, key: &str, range: Range<u64>) -> std::io::Result<ByteStream>;
 
     /// The blob's length; `None` when there is none.
     async fn head(&self, key: &str) -> std::io::Result<Option<u64>>;

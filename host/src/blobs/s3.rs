@@ -5,13 +5,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
 use secrecy::ExposeSecret;
 
-use super::{BlobInfo, BlobStore};
+use super::{BlobInfo, BlobStore, ByteStream};
 
 /// Where the bucket is and how to sign for it.
 #[derive(Debug, Clone)]
@@ -151,6 +151,21 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(io)?
             .to_vec())
+    }
+
+    /// The object's body as the S3 client receives it: nothing is read
+    /// ahead of the consumer past the connection's own buffers.
+    async fn stream(&self, key: &str, range: Range<u64>) -> std::io::Result<ByteStream> {
+        let path = self.path(key)?;
+        if range.is_empty() {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let got = self.store.get_opts(&path, opts).await.map_err(io)?;
+        Ok(got.into_stream().map_err(io).boxed())
     }
 
     async fn head(&self, key: &str) -> std::io::Result<Option<u64>> {

@@ -3,13 +3,15 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Gallery, GalleryError, GalleryResult, invalid, storage};
-use crate::imaging;
+use crate::imaging::gate::{self, GateError};
 use crate::queue::results;
 use crate::store::images::{self as img, ImageFilter, ImageRow};
 use crate::store::{Page, new_id};
 
 /// Largest upload taken (bytes of the encoded file).
 pub const MAX_UPLOAD_BYTES: usize = 20 << 20;
+/// Largest side of an upload unless configured (`upload_max_side`).
+pub const DEFAULT_UPLOAD_MAX_SIDE: u32 = 2048;
 /// Longest share a link may be made for.
 pub const MAX_SHARE_HOURS: u32 = 24 * 365;
 
@@ -127,8 +129,10 @@ impl Gallery {
         Ok(())
     }
 
-    /// Stores an uploaded PNG, JPEG or WebP as a gallery image (decoded
-    /// with limits and re-encoded as PNG), counted against storage.
+    /// Stores an uploaded PNG, JPEG or WebP as a gallery image, counted
+    /// against storage. Its size is read from its header first (at most
+    /// `upload_max_side` a side); then it is decoded once, through the
+    /// decode gate, into the stored PNG and its thumbnail.
     pub async fn upload(
         &self,
         user_id: &str,
@@ -141,14 +145,16 @@ impl Gallery {
         if upload_format(&bytes).is_none() {
             return Err(invalid("file", "PNG, JPEG or WebP only"));
         }
+        let refused = |e: GateError| invalid("file", e.to_string());
+        let (width, height) = gate::measure(&bytes, self.upload_max_side).map_err(refused)?;
         storage::check_quota(&self.db, &self.plans, user_id, tier).await?;
         let id = new_id();
-        let png =
-            tokio::task::spawn_blocking(move || imaging::encode_png(&imaging::decode(&bytes)?))
-                .await
-                .map_err(anyhow::Error::from)?
-                .map_err(|e| invalid("file", format!("not a readable image: {e}")))?;
-        let stored = results::store_png(&self.blobs, user_id, &id, png)
+        let encoded = self
+            .decoding
+            .run(move || gate::reencode(&bytes, width, height))
+            .await?
+            .map_err(|e| refused(GateError::Unreadable(e)))?;
+        let stored = results::store_encoded(&self.blobs, user_id, &id, encoded)
             .await
             .map_err(|e| GalleryError::Internal(anyhow::anyhow!(e)))?;
         let row = ImageRow {

@@ -11,6 +11,7 @@ pub mod sweep;
 
 use crate::billing::plans::Catalogue;
 use crate::blobs::Blobs;
+use crate::imaging::DecodeGate;
 use crate::store::{Db, StoreError};
 use revisions::Revisions;
 
@@ -45,6 +46,10 @@ pub struct Gallery {
     blobs: Blobs,
     plans: Catalogue,
     revisions: Revisions,
+    /// Uploads are decoded through this gate, at most `upload_max_side` a
+    /// side (`with_uploads`).
+    decoding: DecodeGate,
+    upload_max_side: u32,
 }
 
 impl Gallery {
@@ -55,7 +60,17 @@ impl Gallery {
             blobs,
             plans,
             revisions,
+            decoding: DecodeGate::for_cores(),
+            upload_max_side: images::DEFAULT_UPLOAD_MAX_SIDE,
         }
+    }
+
+    /// Uploads decoded through `gate` (the one generation inputs pass), at
+    /// most `max_side` pixels a side.
+    pub fn with_uploads(mut self, gate: DecodeGate, max_side: u32) -> Self {
+        self.decoding = gate;
+        self.upload_max_side = max_side.clamp(1, crate::imaging::MAX_DECODED_SIDE);
+        self
     }
 
     /// The user's gallery revision: read it before listing, and a page

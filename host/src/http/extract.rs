@@ -155,7 +155,9 @@ impl FromRequestParts<SharedState> for AuthUser {
             });
         }
         let token = bearer_token(&parts.headers)?;
-        let claims = state.auth.access.validate(token).map_err(|e| match e {
+        // A token issued before its user's sessions were ended (password
+        // reset, claim) is invalid.
+        let claims = state.auth.authenticate(token).await.map_err(|e| match e {
             TokenError::Expired => ErrorCode::TokenExpired,
             TokenError::Invalid => ErrorCode::InvalidToken,
         })?;

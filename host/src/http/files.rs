@@ -1,19 +1,31 @@
 //! Stored images: `GET /api/v1/files/<key>?expires=…&sig=…` behind the
 //! signed, expiring links the API hands out, and `GET /api/v1/shared/<token>`
 //! for images their owner shared. Both answer `ETag` / `If-None-Match`
-//! (304) and single byte ranges (206).
+//! (304) and single byte ranges (206), and stream the file from the blob
+//! store as the client reads it (a slow reader holds a chunk, not the
+//! file; one that reads nothing for `write_timeout_ms` is cut off by the
+//! listener). One client address reads at most `file_reads_per_client`
+//! files at once.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::extract::ApiQuery;
 use crate::app::SharedState;
-use crate::blobs::Blobs;
+use crate::blobs::ByteStream;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +36,81 @@ pub struct Signature {
 
 /// Longest a browser may keep a file without asking again.
 const MAX_CACHE_SECS: i64 = 3600;
+/// What a client over its file reads is told to wait, seconds.
+const READERS_RETRY_AFTER: u64 = 1;
+
+/// The files each client address is reading now.
+pub struct Readers {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One file being read; its address's count drops when it is dropped
+/// (the body ended, or the connection closed).
+pub struct Reading {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Readers {
+    /// At most `max` files at once per address (at least one).
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            open: Arc::default(),
+        }
+    }
+
+    /// A read for `ip`, unless it has `max` open already.
+    pub fn begin(&self, ip: IpAddr) -> Option<Reading> {
+        let mut open = self.open.lock().expect("readers");
+        let n = open.entry(ip).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Reading {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+
+    /// Files `ip` is reading now.
+    pub fn of(&self, ip: IpAddr) -> usize {
+        self.open
+            .lock()
+            .expect("readers")
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("readers");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A file's bytes holding its reader's place until they end or are dropped.
+struct Counted {
+    bytes: ByteStream,
+    _reading: Option<Reading>,
+}
+
+impl Stream for Counted {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.bytes.poll_next_unpin(cx)
+    }
+}
 
 /// The content type of a stored file or a web asset, by its extension.
 pub fn mime_of(key: &str) -> &'static str {
@@ -100,19 +187,22 @@ fn range_of(headers: &HeaderMap, len: usize) -> Option<Result<(usize, usize), ()
 }
 
 /// Answers with the blob of `key`: 304 when the client has it, 206 for a
-/// range (only those bytes are read), 416 for a range past the end.
+/// range (only those bytes are read), 416 for a range past the end; the
+/// bytes streamed from the store as the client takes them.
 async fn serve(
-    blobs: &Blobs,
+    state: &SharedState,
+    client: &Client,
     key: &str,
-    headers: &HeaderMap,
     cache_control: &str,
 ) -> ApiResult<Response> {
-    let len = blobs
+    let headers = &client.headers;
+    let len = state
+        .blobs
         .head(key)
         .await
         .map_err(ApiError::internal)?
-        .ok_or(ErrorCode::NotFound)? as usize;
-    let tag = etag(key, len);
+        .ok_or(ErrorCode::NotFound)?;
+    let tag = etag(key, len as usize);
     let mut common = HeaderMap::new();
     common.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex tag"));
     common.insert(
@@ -128,26 +218,15 @@ async fn serve(
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
     common.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime_of(key)));
-    let missing = |e: std::io::Error| -> ApiError {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ErrorCode::NotFound.into()
-        } else {
-            ApiError::internal(e)
-        }
-    };
-    Ok(match range_of(headers, len) {
-        None => (common, blobs.get(key).await.map_err(missing)?).into_response(),
+    let (status, range) = match range_of(headers, len as usize) {
+        None => (StatusCode::OK, 0..len),
         Some(Ok((start, end))) => {
             let range = format!("bytes {start}-{end}/{len}");
             common.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&range).expect("ascii"),
             );
-            let part = blobs
-                .get_range(key, start as u64..end as u64 + 1)
-                .await
-                .map_err(missing)?;
-            (StatusCode::PARTIAL_CONTENT, common, Body::from(part)).into_response()
+            (StatusCode::PARTIAL_CONTENT, start as u64..end as u64 + 1)
         }
         Some(Err(())) => {
             let mut r = ApiError::invalid_param("range", format!("the file has {len} bytes"))
@@ -157,16 +236,71 @@ async fn serve(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
             );
-            r
+            return Ok(r);
         }
-    })
+    };
+    let reading = match client.ip {
+        Some(ip) => Some(
+            state
+                .file_readers
+                .begin(ip)
+                .ok_or_else(|| too_many_reads(state))?,
+        ),
+        None => None,
+    };
+    common.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(range.end - range.start),
+    );
+    let bytes = state
+        .blobs
+        .stream(key, range)
+        .await
+        .map_err(|e| -> ApiError {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorCode::NotFound.into()
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
+    let body = Body::from_stream(Counted {
+        bytes,
+        _reading: reading,
+    });
+    Ok((status, common, body).into_response())
+}
+
+/// What `serve` needs of the request: its headers and the client's
+/// address (as the rate limits determine it).
+struct Client {
+    headers: HeaderMap,
+    ip: Option<IpAddr>,
+}
+
+impl Client {
+    fn of(state: &SharedState, req: &Request) -> Self {
+        Self {
+            headers: req.headers().clone(),
+            ip: super::ratelimit::client_ip(state, req),
+        }
+    }
+}
+
+/// The refusal of a client already reading its most files at once.
+fn too_many_reads(state: &SharedState) -> ApiError {
+    let max = state.config.file_reads_per_client.max(1);
+    ApiError::with_details(
+        ErrorCode::RateLimited,
+        json!({ "limit": "file_reads", "max": max, "retry_after": READERS_RETRY_AFTER }),
+    )
+    .retry_after(READERS_RETRY_AFTER)
 }
 
 pub async fn file(
     State(state): State<SharedState>,
     Path(key): Path<String>,
     ApiQuery(s): ApiQuery<Signature>,
-    headers: HeaderMap,
+    req: Request,
 ) -> ApiResult<Response> {
     let servable = key.starts_with("images/") || key.starts_with("thumbnails/");
     if !servable || !state.links.verify(&key, s.expires, &s.sig) {
@@ -174,10 +308,11 @@ pub async fn file(
     }
     // Never cached past the link's own life.
     let max_age = (s.expires - Utc::now().timestamp()).clamp(0, MAX_CACHE_SECS);
+    let client = Client::of(&state, &req);
     serve(
-        &state.blobs,
+        &state,
+        &client,
         &key,
-        &headers,
         &format!("private, max-age={max_age}"),
     )
     .await
@@ -187,11 +322,12 @@ pub async fn file(
 pub async fn shared(
     State(state): State<SharedState>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    req: Request,
 ) -> ApiResult<Response> {
+    let client = Client::of(&state, &req);
     let row = state.gallery.shared(&token).await?;
     // Revalidated every time, so a revoked link stops at once.
-    serve(&state.blobs, &row.blob_key, &headers, "public, no-cache").await
+    serve(&state, &client, &row.blob_key, "public, no-cache").await
 }
 
 #[cfg(test)]
@@ -202,6 +338,21 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, HeaderValue::from_str(v).unwrap());
         range_of(&h, len)
+    }
+
+    #[test]
+    fn each_address_reads_at_most_its_share_of_files_at_once() {
+        let readers = Readers::new(2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = readers.begin(a).unwrap();
+        let second = readers.begin(a).unwrap();
+        assert!(readers.begin(a).is_none(), "a third at once");
+        assert!(readers.begin(b).is_some(), "another address has its own");
+        drop(first);
+        assert_eq!(readers.of(a), 1);
+        let _third = readers.begin(a).unwrap();
+        drop(second);
+        assert_eq!(readers.of(a), 1);
     }
 
     #[test]

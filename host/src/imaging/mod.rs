@@ -1,7 +1,12 @@
 //! Image codecs at the bottom of the host: decoding with limits (a
 //! decompression bomb fails instead of eating memory), PNG encoding and
-//! JPEG thumbnails. Everything above uses these; nothing here knows jobs,
+//! JPEG thumbnails; and the one gate every decode of untrusted bytes
+//! passes (`gate`). Everything above uses these; nothing here knows jobs,
 //! plugins or HTTP.
+
+pub mod gate;
+
+pub use gate::{DecodeGate, Encoded};
 
 use std::io::Cursor;
 
@@ -14,43 +19,61 @@ pub const MAX_DECODE_ALLOC: u64 = 512 << 20;
 /// Longest side of a thumbnail.
 pub const THUMBNAIL_SIZE: u32 = 256;
 
-fn limits() -> Limits {
+/// Decoder limits for an image of at most `width` x `height`: the
+/// decoder refuses a larger one before allocating, and may allocate the
+/// pixels at 16 bits a channel plus room for its own buffers, never more.
+fn limits(width: u32, height: u32) -> Limits {
+    let (width, height) = (width.min(MAX_DECODED_SIDE), height.min(MAX_DECODED_SIDE));
+    let pixels = u64::from(width) * u64::from(height);
     let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_DECODED_SIDE);
-    limits.max_image_height = Some(MAX_DECODED_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some((pixels * 8 + (16 << 20)).min(MAX_DECODE_ALLOC));
     limits
 }
 
-fn decode_with(reader: ImageReader<Cursor<&[u8]>>) -> Result<DynamicImage, String> {
+fn decode_with(
+    reader: ImageReader<Cursor<&[u8]>>,
+    (width, height): (u32, u32),
+) -> Result<DynamicImage, String> {
     let mut reader = reader;
-    reader.limits(limits());
+    reader.limits(limits(width, height));
     reader.decode().map_err(|e| e.to_string())
+}
+
+fn guessed(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, String> {
+    ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())
 }
 
 /// Decodes an image (PNG, JPEG or WebP, by its bytes) into RGBA.
 pub fn decode(bytes: &[u8]) -> Result<RgbaImage, String> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    Ok(decode_with(reader)?.to_rgba8())
+    Ok(decode_with(guessed(bytes)?, (MAX_DECODED_SIDE, MAX_DECODED_SIDE))?.to_rgba8())
+}
+
+/// Decodes an image whose header said `width` x `height`: the decoder may
+/// allocate only what an image of that size needs, and pixels that do not
+/// match the header are refused.
+pub fn decode_sized(bytes: &[u8], width: u32, height: u32) -> Result<DynamicImage, String> {
+    let decoded = decode_with(guessed(bytes)?, (width, height))?;
+    if (decoded.width(), decoded.height()) != (width, height) {
+        return Err("its pixels do not match its header".into());
+    }
+    Ok(decoded)
 }
 
 /// Width and height from the image's header, without decoding pixels.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
-    ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .into_dimensions()
-        .map_err(|e| e.to_string())
+    guessed(bytes)?.into_dimensions().map_err(|e| e.to_string())
 }
 
 /// Decodes bytes that must be a PNG.
 pub fn decode_png(bytes: &[u8]) -> Result<DynamicImage, String> {
-    decode_with(ImageReader::with_format(
-        Cursor::new(bytes),
-        ImageFormat::Png,
-    ))
+    decode_with(
+        ImageReader::with_format(Cursor::new(bytes), ImageFormat::Png),
+        (MAX_DECODED_SIDE, MAX_DECODED_SIDE),
+    )
     .map_err(|e| format!("not a PNG image: {e}"))
 }
 
@@ -59,6 +82,21 @@ pub fn encode_png(img: &RgbaImage) -> Result<Vec<u8>, String> {
     img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
         .map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// A decoded image as PNG, in its own colour type where PNG has it (no
+/// RGBA copy of a grey or RGB image), else as RGBA.
+pub fn encode_png_of(img: &DynamicImage) -> Result<Vec<u8>, String> {
+    use image::ColorType as C;
+    match img.color() {
+        C::L8 | C::La8 | C::Rgb8 | C::Rgba8 | C::L16 | C::La16 | C::Rgb16 | C::Rgba16 => {
+            let mut out = Vec::new();
+            img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+                .map_err(|e| e.to_string())?;
+            Ok(out)
+        }
+        _ => encode_png(&img.to_rgba8()),
+    }
 }
 
 /// A JPEG of at most `THUMBNAIL_SIZE` on its longer side.

@@ -3,7 +3,7 @@
 //! its `images` row.
 
 use crate::blobs::Blobs;
-use crate::imaging;
+use crate::imaging::{self, Encoded};
 
 #[derive(Debug, Clone)]
 pub struct StoredImage {
@@ -16,29 +16,42 @@ pub struct StoredImage {
     pub thumb_size: usize,
 }
 
-/// Stores one PNG with its thumbnail (decoding and scaling on the
-/// blocking pool, then the two writes).
+/// Stores one PNG with its thumbnail (one decode, on the blocking pool,
+/// gives the thumbnail and the size; then the two writes).
 pub async fn store_png(
     blobs: &Blobs,
     user_id: &str,
     image_id: &str,
     png: Vec<u8>,
 ) -> Result<StoredImage, String> {
-    let (png, thumb, width, height) = tokio::task::spawn_blocking(move || {
-        let decoded = imaging::decode_png(&png)?;
-        let thumb = imaging::thumbnail_jpeg(&decoded)?;
-        Ok::<_, String>((png, thumb, decoded.width(), decoded.height()))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
+    let encoded = tokio::task::spawn_blocking(move || imaging::gate::with_thumbnail(png))
+        .await
+        .map_err(|e| e.to_string())??;
+    store_encoded(blobs, user_id, image_id, encoded).await
+}
+
+/// Writes an image decoded once (`imaging::Encoded`) and its thumbnail
+/// under the keys of `image_id`; neither stays when one write fails.
+pub async fn store_encoded(
+    blobs: &Blobs,
+    user_id: &str,
+    image_id: &str,
+    encoded: Encoded,
+) -> Result<StoredImage, String> {
+    let Encoded {
+        png,
+        thumbnail,
+        width,
+        height,
+    } = encoded;
     let blob_key = format!("images/{user_id}/{image_id}.png");
     let thumb_key = format!("thumbnails/{user_id}/{image_id}.jpg");
-    let (file_size, thumb_size) = (png.len(), thumb.len());
+    let (file_size, thumb_size) = (png.len(), thumbnail.len());
     blobs
         .put(&blob_key, png)
         .await
         .map_err(|e| format!("writing image: {e}"))?;
-    if let Err(e) = blobs.put(&thumb_key, thumb).await {
+    if let Err(e) = blobs.put(&thumb_key, thumbnail).await {
         let _ = blobs.delete(&blob_key).await;
         return Err(format!("writing thumbnail: {e}"));
     }

@@ -850,3 +850,30 @@ async fn a_listed_page_shows_every_change_at_once() {
     let ids_again: Vec<_> = listed(&srv, &alice, all).await.0;
     assert_eq!(ids_again, rows);
 }
+
+#[tokio::test]
+async fn uploads_past_the_side_limit_are_refused_from_their_header() {
+    use base64::Engine;
+    let srv = TestServer::start_with(|c| c.upload_max_side = 64).await;
+    let alice = srv.signup("alice@example.com").await;
+    let png = |w, h| {
+        base64::engine::general_purpose::STANDARD
+            .decode(png_base64(w, h, [9, 9, 9]))
+            .unwrap()
+    };
+    let (status, up) = upload(&srv, &alice, png(64, 64)).await;
+    assert_eq!(status, StatusCode::CREATED, "{up}");
+    for (bytes, what) in [
+        (png(65, 10), "one side too long"),
+        (pingvas_tests::images::bomb_png(8192), "a bomb"),
+    ] {
+        let got = upload(&srv, &alice, bytes).await;
+        let e = assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
+        assert_eq!(e["details"]["field"], "file", "{what}: {e}");
+        let reason = e["details"]["reason"].as_str().unwrap();
+        assert!(reason.contains("at most 64x64"), "{what}: {reason}");
+    }
+    let (_, images) = srv.get("/images", Some(&alice.access)).await;
+    assert_eq!(images["meta"]["total"], 1);
+    assert_storage_agrees(&srv, &alice).await;
+}
