@@ -57,6 +57,8 @@ pub struct AppState {
     pub gallery: Gallery,
     /// Rendered `GET /images` pages (`http::page_cache`).
     pub image_pages: PageCache,
+    /// Files each client address is reading now (`file_reads_per_client`).
+    pub file_readers: crate::http::files::Readers,
     /// Per-tier request limits and the tier cache they read.
     pub rate_limits: crate::ratelimit::RateLimits,
     pub tiers: Arc<crate::ratelimit::TierCache>,
@@ -72,6 +74,22 @@ pub type SharedState = Arc<AppState>;
 
 /// The shortest worker token the host accepts: it guards the internal API.
 pub const MIN_WORKER_TOKEN_BYTES: usize = 32;
+
+/// Per-user "not before" times of access tokens: shared through Redis when
+/// `redis_url` is set, else this host's own.
+async fn session_cutoffs(config: &Config) -> anyhow::Result<crate::auth::cutoffs::SessionCutoffs> {
+    use crate::auth::cutoffs::SessionCutoffs;
+    Ok(match &config.redis_url {
+        Some(url) => SessionCutoffs::shared(
+            url.expose_secret(),
+            &config.redis_prefix,
+            config.access_token_ttl_secs,
+        )
+        .await
+        .context("connecting to redis_url (session cutoffs)")?,
+        None => SessionCutoffs::local(config.access_token_ttl_secs),
+    })
+}
 
 /// Connects to the database and runs the migrations.
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
@@ -117,6 +135,7 @@ impl AppState {
                 config.password_hash_queue,
             ),
             MailLinks::new(db.clone(), mailer, &config.frontend_base()),
+            session_cutoffs(&config).await?,
         );
         let oauth = crate::auth::oauth::OAuth::from_config(db.clone(), &config)?;
         let plans = Catalogue::load(config.plans_file.as_deref())?;
@@ -163,6 +182,8 @@ impl AppState {
             },
             queue_settings.clone(),
         ));
+        // One gate for every decode of outside bytes: inputs and uploads.
+        let decode_gate = crate::imaging::DecodeGate::for_cores();
         let generator = Arc::new(Generator {
             db: db.clone(),
             models: models.clone(),
@@ -170,9 +191,8 @@ impl AppState {
             registry: registry.clone(),
             blobs: blobs.clone(),
             queue: queue.clone(),
-            decoding: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            )),
+            plugin_limits: config.plugin_limits.clone(),
+            decoding: decode_gate.semaphore(),
         });
         let workflows = Workflows::new(db.clone(), generator.clone());
         let tiers = Arc::new(crate::ratelimit::TierCache::default());
@@ -207,11 +227,13 @@ impl AppState {
             ),
             None => crate::ratelimit::RateLimits::local(),
         };
-        let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone(), revisions);
+        let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone(), revisions)
+            .with_uploads(decode_gate, config.upload_max_side);
         Ok(Arc::new(AppState {
             billing,
             gallery,
             image_pages: PageCache::new(config.gallery_page_cache_mib << 20),
+            file_readers: crate::http::files::Readers::new(config.file_reads_per_client),
             rate_limits,
             tiers,
             trusted_proxies,

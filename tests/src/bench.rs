@@ -2,8 +2,10 @@
 //! process on a fresh SQLite data dir and a free loopback port, their
 //! command line, clients driving requests back to back, and quantiles.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
+
+use crate::process::{free_port, serve_command, wait_healthy};
 
 /// A running server process, killed and reaped when dropped.
 pub struct ServerProcess {
@@ -30,22 +32,10 @@ pub async fn start_serve(
     env: impl FnOnce(&std::path::Path) -> Vec<(String, String)>,
 ) -> ServerProcess {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let bin = sibling_pingvas();
-    let child = Command::new(&bin)
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("PINGVAS_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        // Benchmarks measure the paths, not the per-tier limits.
-        .env("PINGVAS_RATE_LIMITS_ENABLED", "false")
+    let child = serve_command(&bin, dir.path(), port)
         .envs(env(dir.path()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
     // From here on, dropping `server` kills and reaps the child.
@@ -54,19 +44,8 @@ pub async fn start_serve(
         base: format!("http://127.0.0.1:{port}"),
         dir,
     };
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .is_ok()
-        {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
+    wait_healthy(&reqwest::Client::new(), &server.base).await;
+    server
 }
 
 /// The load scripts' command line: `[--seconds N] [--connections N]`.
@@ -202,7 +181,7 @@ pub async fn drive(
 }
 
 /// Sends `req`; its JSON answer.
-async fn answer(req: reqwest::RequestBuilder) -> serde_json::Value {
+pub async fn answer(req: reqwest::RequestBuilder) -> serde_json::Value {
     req.send().await.unwrap().json().await.unwrap()
 }
 
@@ -237,9 +216,21 @@ pub async fn enqueue(
     token: &str,
     body: &serde_json::Value,
 ) -> String {
-    let url = format!("{base}/api/v1/generate/text-to-image");
-    let r = answer(client.post(url).bearer_auth(token).json(body)).await;
+    let r = generate(client, base, token, "text-to-image", body).await;
     r["data"]["job_id"].as_str().expect("accepted").to_owned()
+}
+
+/// `POST /generate/{kind}`; the answer (`data.job_id`,
+/// `data.estimated_credits` when accepted).
+pub async fn generate(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    kind: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let url = format!("{base}/api/v1/generate/{kind}");
+    answer(client.post(url).bearer_auth(token).json(body)).await
 }
 
 /// A job as its owner sees it.

@@ -22,6 +22,8 @@ pub mod bench;
 pub mod billing;
 pub mod browser;
 pub mod fakes;
+pub mod images;
+pub mod process;
 
 pub const PASSWORD: &str = "SecurePass123!";
 /// The worker token of tests that run remote workers (32 bytes or more,
@@ -125,7 +127,7 @@ impl Drop for TestDatabase {
 /// S3-compatible server such as moto, which `.ci/run` starts), blobs go to
 /// that bucket under a prefix of their own per server; the bucket is made
 /// when missing.
-async fn s3_blob_url() -> Option<String> {
+pub async fn s3_blob_url() -> Option<String> {
     let url = std::env::var("TEST_BLOB_URL")
         .ok()
         .filter(|u| u.starts_with("s3://"))?;
@@ -245,12 +247,7 @@ impl TestServer {
     /// Full URL of `path`: API paths are relative to `/api/v1`; the ops
     /// endpoints and paths already under `/api` are taken as they are.
     pub fn url(&self, path: &str) -> String {
-        const ROOT_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/docs", "/api/"];
-        if ROOT_PATHS.iter().any(|p| path.starts_with(p)) {
-            format!("{}{}", self.base, path)
-        } else {
-            format!("{}/api/v1{}", self.base, path)
-        }
+        api_url(&self.base, path)
     }
 
     /// A link the API handed out (relative to the host), made absolute.
@@ -283,17 +280,7 @@ impl TestServer {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        send_json(self.client.request(method, self.url(path)), token, body).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -336,12 +323,7 @@ impl TestServer {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "login {email}: {body}");
-        let d = &body["data"];
-        Session {
-            user_id: d["user"]["id"].as_str().unwrap().to_owned(),
-            access: d["access_token"].as_str().unwrap().to_owned(),
-            refresh: d["refresh_token"].as_str().unwrap().to_owned(),
-        }
+        Session::of(&body)
     }
 
     /// Stops the server and waits for it to finish.
@@ -437,6 +419,18 @@ pub struct Session {
     pub refresh: String,
 }
 
+impl Session {
+    /// The session of a login's (or refresh's) answer.
+    pub fn of(answer: &Value) -> Session {
+        let d = &answer["data"];
+        Session {
+            user_id: d["user"]["id"].as_str().unwrap().to_owned(),
+            access: d["access_token"].as_str().unwrap().to_owned(),
+            refresh: d["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
 /// Asserts the spec's error envelope with `code` and `status`; returns the
 /// error object.
 pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) -> Value {
@@ -459,6 +453,36 @@ pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) -
 
 /// The `pingvas` binary next to this test executable (built by
 /// `cargo test --workspace`).
+/// Full URL on the server at `base` of an API path: relative to
+/// `/api/v1`, or a root path (`/healthz`, `/api/…` …) as it is.
+pub fn api_url(base: &str, path: &str) -> String {
+    const ROOT_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/docs", "/api/"];
+    if ROOT_PATHS.iter().any(|p| path.starts_with(p)) {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/api/v1{path}")
+    }
+}
+
+/// Sends `req` with the bearer `token` and the JSON `body` when given.
+/// Returns status and the JSON answer (`Null` when the body is not JSON).
+pub async fn send_json(
+    mut req: reqwest::RequestBuilder,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 pub fn pingvas_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
@@ -708,6 +732,31 @@ impl Events {
             .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
             .collect()
     }
+}
+
+/// A graph workflow: source + mask inputs → params (64×64 on paper) →
+/// inpaint → output; priced from the source it really gets.
+pub fn graph_inpaint(steps: u32, batch: u32) -> Value {
+    json!({
+        "kind": "graph",
+        "inputs": [
+            { "name": "source", "type": "image" },
+            { "name": "mask", "type": "image" },
+        ],
+        "nodes": [
+            { "id": "p", "type": "params",
+              "values": { "model": "stable-diffusion-1.5", "prompt": "a door",
+                          "width": 64, "height": 64, "steps": steps, "batch_size": batch, "seed": 3 } },
+            { "id": "paint", "type": "inpaint" },
+            { "id": "out", "type": "output" },
+        ],
+        "edges": [
+            { "from": "p.params", "to": "paint.params" },
+            { "from": "inputs.source", "to": "paint.source" },
+            { "from": "inputs.mask", "to": "paint.mask" },
+            { "from": "paint.images", "to": "out.images" },
+        ],
+    })
 }
 
 /// A small PNG, base64, for image inputs.

@@ -14,7 +14,9 @@ use crate::billing::plans::Catalogue as Plans;
 use crate::blobs::Blobs;
 use crate::inference::Generation;
 use crate::models::{Model, ModelCatalogue};
+use crate::plugins::limits;
 use crate::plugins::registry::{Registry, RegistryError};
+use crate::plugins::world::PluginKind;
 use crate::queue::job::{
     ControlNetSpec, JobSpec, JobType, LoraSpec, MAX_LORAS, MAX_PROMPT_CHARS, NodeSpec, SAMPLERS,
 };
@@ -39,6 +41,9 @@ pub struct Generator {
     pub registry: Arc<Registry>,
     pub blobs: Blobs,
     pub queue: Arc<Queue>,
+    /// The operator's plugin limits: a job reserves each plugin's time
+    /// limit.
+    pub plugin_limits: std::collections::HashMap<String, crate::config::LimitsOverride>,
     /// Bounds image decoding to the cores.
     pub decoding: Arc<Semaphore>,
 }
@@ -81,7 +86,8 @@ impl Generator {
         caller: &Caller,
         prepared: Prepared,
     ) -> GenResult<Enqueued> {
-        let Prepared { spec, inputs } = prepared;
+        let Prepared { mut spec, inputs } = prepared;
+        self.reserve_plugin_time(&mut spec);
         self.queue.preflight(&caller.id, &spec).await?;
         crate::gallery::storage::check_quota(&self.db, &self.plans, &caller.id, &caller.tier)
             .await
@@ -103,6 +109,23 @@ impl Generator {
                 Err(e.into())
             }
         }
+    }
+
+    /// Pins each node plugin's time limit into the job: the time it
+    /// reserves, and the most a worker lets it run. (A workflow's
+    /// component is pinned when the run is compiled.)
+    fn reserve_plugin_time(&self, spec: &mut JobSpec) {
+        for plugin in spec.plugins_mut() {
+            if plugin.reserved_ms.is_none() {
+                plugin.reserved_ms = Some(self.plugin_time_ms(PluginKind::Node, &plugin.name));
+            }
+        }
+    }
+
+    /// A plugin's time limit, milliseconds, as this host's operator set it.
+    pub(crate) fn plugin_time_ms(&self, kind: PluginKind, name: &str) -> u64 {
+        let limit = limits::resolve(kind, name, &self.plugin_limits).timeout;
+        u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A catalogue model of one of `kinds` that the caller's tier allows.
@@ -192,11 +215,11 @@ impl Generator {
                     format!("not a {want}-node plugin"),
                 ));
             }
-            out.push(NodeSpec {
-                name: runnable.plugin.name,
-                version: runnable.version.version,
+            out.push(NodeSpec::new(
+                runnable.plugin.name,
+                runnable.version.version,
                 parameters,
-            });
+            ));
         }
         Ok(out)
     }

@@ -60,6 +60,15 @@ impl Limits {
         }
     }
 
+    /// With the deadline cut to `reserved_ms` when that is shorter: the
+    /// time a job paid for.
+    pub fn within(self, reserved_ms: Option<u64>) -> Self {
+        let timeout = reserved_ms.map_or(self.timeout, |ms| {
+            self.timeout.min(Duration::from_millis(ms))
+        });
+        Self { timeout, ..self }
+    }
+
     /// The budget of a `describe()` call: it needs no images.
     pub fn for_describe(self) -> Self {
         Self {

@@ -67,29 +67,23 @@ impl Queue {
         })
     }
 
-    /// Each image with its credentials, signed on the blocking pool; an
-    /// image that is no PNG fails the lot.
+    /// An image with its credentials, signed on the blocking pool; an
+    /// image that is no PNG is refused.
     pub(super) async fn with_credentials(
         &self,
-        record: GenerationRecord,
-        images: &[Vec<u8>],
-    ) -> Result<Vec<Vec<u8>>, String> {
-        let mut out = Vec::with_capacity(images.len());
-        for png in images {
-            let (width, height) = crate::imaging::dimensions(png)?;
-            let record = GenerationRecord {
-                width,
-                height,
-                ..record.clone()
-            };
-            let creds = self.parts.credentials.clone();
-            let png = png.clone();
-            let signed = tokio::task::spawn_blocking(move || creds.sign_png(&png, &record))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{e:#}"))?;
-            out.push(signed);
-        }
-        Ok(out)
+        record: &GenerationRecord,
+        png: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let (width, height) = crate::imaging::dimensions(&png)?;
+        let record = GenerationRecord {
+            width,
+            height,
+            ..record.clone()
+        };
+        let creds = self.parts.credentials.clone();
+        tokio::task::spawn_blocking(move || creds.sign_png(&png, &record))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e:#}"))
     }
 }

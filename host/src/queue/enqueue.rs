@@ -4,7 +4,7 @@
 use chrono::Utc;
 
 use super::events::{JobQueued, UserEvent};
-use super::job::{JobSpec, JobStatus, credits_for, estimate_credits};
+use super::job::{JobSpec, JobStatus, credits_for, estimate_credits, node_credits};
 use super::scheduler;
 use super::{Queue, QueueError, QueueResult};
 use crate::billing::ledger;
@@ -61,6 +61,9 @@ impl Queue {
                     p.credits += credits_for(secs, self.model(name)?);
                     p.gpu_seconds += secs;
                 }
+                // Its plugins' time, at its first model's rate (as settled).
+                let first = plan.models().into_iter().next().unwrap_or_default();
+                p.credits += node_credits(spec, self.model(&first)?);
                 Ok(p)
             }
         }

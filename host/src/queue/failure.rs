@@ -13,6 +13,10 @@ pub enum FailureCode {
     /// A pre- or post-node trapped, timed out, ran out of memory or refused
     /// its input.
     PluginFailed,
+    /// A step's real input would cost more than the job reserved for it
+    /// (an image a node enlarged, a workflow call past its price): refused
+    /// before it ran.
+    InsufficientCredits,
     /// The backend failed.
     InferenceFailed,
     /// The worker could not run the job (a node could not be loaded, the
@@ -36,11 +40,15 @@ impl FailureCode {
         self.into()
     }
 
-    /// Failures of the code the user chose to run (their nodes): the work
-    /// done until then is charged. Every other failure — the backend, the
-    /// host, a lost worker — is refunded in full.
+    /// Failures of the code the user chose to run (their nodes, their
+    /// graph asking for more than it paid for): the work done until then
+    /// is charged. Every other failure — the backend, the host, a lost
+    /// worker — is refunded in full.
     pub fn is_users_doing(self) -> bool {
-        self == FailureCode::PluginFailed
+        matches!(
+            self,
+            FailureCode::PluginFailed | FailureCode::InsufficientCredits
+        )
     }
 
     /// The fixed message users are shown for this failure.
@@ -50,6 +58,10 @@ impl FailureCode {
             PluginFailed => lang.pick(
                 "플러그인 노드 실행에 실패했습니다.",
                 "A plugin node failed.",
+            ),
+            InsufficientCredits => lang.pick(
+                "작업 단계가 예약된 크레딧보다 많은 작업을 요청했습니다.",
+                "A step of the job needed more credits than were reserved for it.",
             ),
             InferenceFailed => lang.pick(
                 "이미지 생성 중 오류가 발생했습니다.",

@@ -25,6 +25,15 @@ pub const SAMPLERS: &[&str] = &[
 ];
 pub const MAX_PROMPT_CHARS: usize = 4000;
 pub const MAX_LORAS: usize = 5;
+/// Most images one job may hand back.
+pub const MAX_OUTPUT_IMAGES: usize = 64;
+/// Most pixels of all of one job's output images together (64 Mi: one
+/// 8192² upscale, or two batches of 8 at 2048²): what a worker holds and
+/// encodes and the host signs and stores for one job, 256 MiB as RGBA.
+pub const MAX_OUTPUT_PIXELS: u64 = 64 << 20;
+/// Most PNG bytes of one job's images together, as the host takes them
+/// from a worker (an image's PNG can be somewhat larger than its pixels).
+pub const MAX_OUTPUT_BYTES: u64 = MAX_OUTPUT_PIXELS * 4 + (16 << 20);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraSpec {
@@ -47,6 +56,28 @@ pub struct NodeSpec {
     pub version: String,
     /// The node's parameters (JSON object), handed to it as its config.
     pub parameters: serde_json::Value,
+    /// The time the job reserved for this plugin, milliseconds: its time
+    /// limit when the job was queued. A worker never lets it run longer
+    /// (whatever its own limits say), so node time never passes what was
+    /// paid for. Pinned by `Queue::enqueue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_ms: Option<u64>,
+}
+
+impl NodeSpec {
+    pub fn new(name: String, version: String, parameters: serde_json::Value) -> Self {
+        Self {
+            name,
+            version,
+            parameters,
+            reserved_ms: None,
+        }
+    }
+
+    /// The seconds reserved for it (none before it is pinned).
+    pub fn reserved_seconds(&self) -> f64 {
+        self.reserved_ms.unwrap_or(0) as f64 / 1000.0
+    }
 }
 
 /// The validated request: everything a worker needs to run the job.
@@ -131,13 +162,80 @@ impl JobSpec {
         .collect()
     }
 
-    /// Expected GPU seconds on a GPU of the model's catalogue speed.
+    /// Expected GPU seconds on a GPU of the model's catalogue speed. A
+    /// request's sizes are those it runs at (an inpaint's are its
+    /// source's, an upscale's its result's).
     pub fn expected_gpu_seconds(&self, model: &Model) -> f64 {
         let g = &self.generation;
-        let megapixels = f64::from(g.width) * f64::from(g.height) / 1e6;
+        let megapixels = megapixels(g.width, g.height);
         let work = match self.job_type {
             JobType::Upscale => megapixels,
             _ => megapixels * f64::from(g.steps.max(1)) * f64::from(g.batch_size.max(1)),
+        };
+        work * model.gpu_seconds_per_megapixel_step
+    }
+
+    /// Every plugin the job runs (its nodes, a workflow's nodes and
+    /// component), to pin and price their time.
+    pub fn plugins_mut(&mut self) -> impl Iterator<Item = &mut NodeSpec> {
+        let plan = self.workflow.iter_mut().flat_map(|p| p.plugins_mut());
+        self.pre_nodes
+            .iter_mut()
+            .chain(self.post_nodes.iter_mut())
+            .chain(plan)
+    }
+
+    /// The plugin seconds the job reserved: each plugin's pinned time.
+    pub fn reserved_node_seconds(&self) -> f64 {
+        let plan = self.workflow.iter().flat_map(|p| p.plugins());
+        self.pre_nodes
+            .iter()
+            .chain(&self.post_nodes)
+            .chain(plan)
+            .map(NodeSpec::reserved_seconds)
+            .sum()
+    }
+}
+
+fn megapixels(width: u32, height: u32) -> f64 {
+    f64::from(width) * f64::from(height) / 1e6
+}
+
+/// What one inference operation really processes, to price it: its
+/// kind, its diffusion parameters, the sizes of the source images it is
+/// given, and an upscale's factor.
+#[derive(Debug, Clone, Copy)]
+pub struct Work<'a> {
+    pub job_type: JobType,
+    pub generation: &'a Generation,
+    pub sources: &'a [(u32, u32)],
+    pub scale: u32,
+}
+
+impl Work<'_> {
+    /// Expected GPU seconds on `model`: image-to-image runs once per
+    /// source at the requested size; inpaint runs at its (first)
+    /// source's size; upscale costs each result megapixel once.
+    pub fn gpu_seconds(&self, model: &Model) -> f64 {
+        let g = self.generation;
+        let per_run = f64::from(g.steps.max(1)) * f64::from(g.batch_size.max(1));
+        let work = match self.job_type {
+            JobType::TextToImage => megapixels(g.width, g.height) * per_run,
+            JobType::ImageToImage => {
+                self.sources.len().max(1) as f64 * megapixels(g.width, g.height) * per_run
+            }
+            JobType::Inpaint => {
+                let (w, h) = self.sources.first().copied().unwrap_or((g.width, g.height));
+                megapixels(w, h) * per_run
+            }
+            JobType::Upscale => {
+                let s = self.scale.max(1);
+                self.sources
+                    .iter()
+                    .map(|&(w, h)| megapixels(w * s, h * s))
+                    .sum()
+            }
+            JobType::Workflow => 0.0,
         };
         work * model.gpu_seconds_per_megapixel_step
     }
@@ -242,9 +340,22 @@ pub fn credits_for(gpu_seconds: f64, model: &Model) -> i64 {
     (raw as i64).max(1)
 }
 
-/// The up-front estimate, reserved at enqueue: the most the job can cost.
+/// The up-front estimate, reserved at enqueue: the most the job can cost —
+/// its expected GPU time, and the time reserved for its plugins, at the
+/// model's rate.
 pub fn estimate_credits(spec: &JobSpec, model: &Model) -> i64 {
-    credits_for(spec.expected_gpu_seconds(model), model)
+    credits_for(spec.expected_gpu_seconds(model), model) + node_credits(spec, model)
+}
+
+/// The credits that pay for a job's reserved plugin time at `model`'s
+/// rate (none without plugins).
+pub fn node_credits(spec: &JobSpec, model: &Model) -> i64 {
+    let secs = spec.reserved_node_seconds();
+    if secs > 0.0 {
+        credits_for(secs, model)
+    } else {
+        0
+    }
 }
 
 /// What a job that used `gpu_seconds` is charged out of a reservation of
@@ -259,17 +370,20 @@ pub fn charge_for(gpu_seconds: f64, model: &Model, reserved: i64) -> i64 {
 
 /// What a completed workflow is charged: each inference step's GPU
 /// seconds at its model's rate, the node time at `nodes`' model's rate,
-/// capped by the reservation.
+/// rounded up once for the whole job (as one REST job of the same work is;
+/// not once per step), at least one credit when anything ran, capped by
+/// the reservation.
 pub fn workflow_charge(steps: &[(&Model, f64)], nodes: (&Model, f64), reserved: i64) -> i64 {
-    let charged = |(model, secs): (&Model, f64)| {
-        if secs > 0.0 {
-            credits_for(secs, model)
-        } else {
-            0
-        }
-    };
-    let total: i64 = steps.iter().copied().map(charged).sum::<i64>() + charged(nodes);
-    total.min(reserved)
+    let exact: f64 = steps
+        .iter()
+        .copied()
+        .chain(std::iter::once(nodes))
+        .map(|(model, secs)| secs.max(0.0) * model.credits_per_gpu_second)
+        .sum();
+    if exact <= 0.0 {
+        return 0;
+    }
+    ((exact.ceil() as i64).max(1)).min(reserved)
 }
 
 #[cfg(test)]
@@ -288,8 +402,16 @@ mod tests {
         };
         // 2 s on the cheap model, 2 s on the dear one, 0.5 s of nodes.
         let steps = [(&cheap, 2.0), (&dear, 2.0)];
-        assert_eq!(workflow_charge(&steps, (&cheap, 0.5), 100), 2 + 6 + 1);
+        assert_eq!(workflow_charge(&steps, (&cheap, 0.5), 100), 9);
         assert_eq!(workflow_charge(&steps, (&cheap, 0.0), 100), 8);
+        // Rounded up once for the job, not per step: 0.6 s of steps and
+        // 0.1 s of nodes are one credit, as the same REST job's 0.7 s.
+        let short = [(&cheap, 0.2), (&cheap, 0.2), (&cheap, 0.2)];
+        assert_eq!(workflow_charge(&short, (&cheap, 0.1), 100), 1);
+        assert_eq!(
+            workflow_charge(&short, (&cheap, 0.1), 100),
+            charge_for(0.7, &cheap, 100)
+        );
         // Never above the reservation.
         assert_eq!(workflow_charge(&steps, (&cheap, 0.5), 7), 7);
         // A step that never ran costs nothing.

@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::events::{JobCancelled, JobCompleted, JobError, JobFailed, UserEvent};
 use super::failure::{Failure, FailureCode};
-use super::job::{ImageMetadata, JobSpec, JobStatus, JobType, charge_for, workflow_charge};
+use super::job::{
+    ImageMetadata, JobSpec, JobStatus, JobType, MAX_OUTPUT_BYTES, MAX_OUTPUT_IMAGES, charge_for,
+    workflow_charge,
+};
 use super::results::{StoredImage, store_png};
 use super::views::ResultImage;
 use super::{Queue, QueueError, QueueResult};
@@ -128,7 +131,7 @@ impl Queue {
         &self,
         job_id: &str,
         token: &str,
-        done: Finished,
+        mut done: Finished,
     ) -> QueueResult<Settled> {
         if done.images.is_empty() {
             tracing::warn!(job = job_id, "the worker returned no images");
@@ -142,32 +145,47 @@ impl Queue {
             .ok_or(QueueError::NotFound)?;
         let owner = row.user_id.clone();
         let record = self.generation_record(&row, &done).await?;
-        let credentialed = match self.with_credentials(record, &done.images).await {
-            Ok(images) => images,
-            Err(reason) => {
-                tracing::warn!(job = job_id, %reason, "the worker's images cannot carry credentials");
-                let failure = Failure::new(FailureCode::InvalidOutput);
-                return self.fail(job_id, token, &failure).await;
-            }
-        };
-        let mut stored = Ok(Vec::new());
-        for png in credentialed {
-            match store_png(&self.parts.blobs, &owner, &new_id(), png).await {
-                Ok(s) => stored.as_mut().expect("no error yet").push(s),
+        // A worker keeps to the job's output bound; one that does not
+        // gets nothing stored.
+        let bytes: usize = done.images.iter().map(Vec::len).sum();
+        if done.images.len() > MAX_OUTPUT_IMAGES || bytes as u64 > MAX_OUTPUT_BYTES {
+            tracing::warn!(
+                job = job_id,
+                images = done.images.len(),
+                bytes,
+                "the worker's images pass the job's output bound"
+            );
+            let failure = Failure::new(FailureCode::InvalidOutput);
+            return self.fail(job_id, token, &failure).await;
+        }
+        // One image at a time: signed, stored, let go of.
+        let mut stored = Vec::with_capacity(done.images.len());
+        let mut refused = None;
+        for png in std::mem::take(&mut done.images) {
+            let signed = match self.with_credentials(&record, png).await {
+                Ok(signed) => signed,
                 Err(reason) => {
-                    stored = Err(reason);
+                    refused = Some(format!("cannot carry credentials: {reason}"));
+                    break;
+                }
+            };
+            match store_png(&self.parts.blobs, &owner, &new_id(), signed).await {
+                Ok(s) => stored.push(s),
+                Err(reason) => {
+                    refused = Some(reason);
                     break;
                 }
             }
         }
-        let stored = match stored {
-            Ok(s) => s,
-            Err(reason) => {
-                tracing::warn!(job = job_id, %reason, "the worker's images are unusable");
-                let failure = Failure::new(FailureCode::InvalidOutput);
-                return self.fail(job_id, token, &failure).await;
+        if let Some(reason) = refused {
+            tracing::warn!(job = job_id, %reason, "the worker's images are unusable");
+            for s in &stored {
+                let _ = self.parts.blobs.delete(&s.blob_key).await;
+                let _ = self.parts.blobs.delete(&s.thumb_key).await;
             }
-        };
+            let failure = Failure::new(FailureCode::InvalidOutput);
+            return self.fail(job_id, token, &failure).await;
+        }
         let outcome = Outcome::Completed {
             images: &stored,
             finished: &done,

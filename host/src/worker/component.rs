@@ -22,6 +22,7 @@ use image::RgbaImage;
 use rand::Rng;
 
 use super::{JobSource, Worker, pipeline};
+use crate::generation::validate::MAX_SOURCE_SIDE;
 use crate::inference::{Generation, InferenceError};
 use crate::models::Model;
 use crate::plugins::bindings::v0_1_0::node::pingvas::plugin::types::{
@@ -31,7 +32,9 @@ use crate::plugins::host::images::ImageHandle;
 use crate::plugins::host::workflow::{CallError, Inference, WorkflowHost};
 use crate::plugins::limits;
 use crate::plugins::world::PluginKind;
-use crate::queue::job::{JobSpec, JobType, LoraSpec, MAX_PROMPT_CHARS, SAMPLERS, credits_for};
+use crate::queue::job::{
+    JobSpec, JobType, LoraSpec, MAX_PROMPT_CHARS, SAMPLERS, Work, credits_for,
+};
 use crate::queue::{Lease, StepProgress};
 use crate::workflows::plan::Declared;
 
@@ -53,6 +56,11 @@ pub(super) struct ComponentHost<S: JobSource> {
     pub inputs: HashMap<String, ImageHandle>,
     pub declared: Vec<Declared>,
     pub reserved: i64,
+    /// When it started, and its own reserved time (its clock stops
+    /// during inference calls): the nodes it calls get no more than what
+    /// is left of it.
+    pub started: Instant,
+    pub budget: std::time::Duration,
     account: Mutex<Account>,
 }
 
@@ -68,6 +76,7 @@ impl<S: JobSource> ComponentHost<S> {
         progress: tokio::sync::watch::Sender<super::keeper::JobProgress>,
         inputs: HashMap<String, ImageHandle>,
         declared: Vec<Declared>,
+        (started, budget): (Instant, std::time::Duration),
     ) -> Self {
         let reserved = declared
             .iter()
@@ -90,6 +99,8 @@ impl<S: JobSource> ComponentHost<S> {
             inputs,
             declared,
             reserved,
+            started,
+            budget,
             account: Mutex::new(account),
         }
     }
@@ -187,6 +198,16 @@ impl<S: JobSource> ComponentHost<S> {
                 (spec, Some(s), None)
             }
             Inference::Inpaint(p, src, m) => {
+                // It runs at its source's size, whatever the call says.
+                let side = 64..=MAX_SOURCE_SIDE;
+                if !side.contains(&src.width) || !side.contains(&src.height) {
+                    return Err(guest(format!(
+                        "inpaint sources are 64 to {MAX_SOURCE_SIDE} pixels a side"
+                    )));
+                }
+                if (m.width, m.height) != (src.width, src.height) {
+                    return Err(guest("the mask must have the source's size"));
+                }
                 let spec = self.spec(JobType::Inpaint, p)?;
                 (spec, Some(image(&src)?), Some(image(&m)?))
             }
@@ -229,9 +250,17 @@ impl<S: JobSource> ComponentHost<S> {
                 model.name
             )));
         }
-        // Priced before it runs, as the reservation was: the calls never
-        // ask for more than the run was priced at.
-        let cost = credits_for(spec.expected_gpu_seconds(&model), &model);
+        // Priced before it runs from what it really processes (an
+        // inpaint at its source's size): the calls never ask for more than
+        // the run was priced at.
+        let sizes: Vec<(u32, u32)> = source.iter().map(RgbaImage::dimensions).collect();
+        let work = Work {
+            job_type: spec.job_type,
+            generation: &spec.generation,
+            sources: &sizes,
+            scale: spec.scale.unwrap_or(1),
+        };
+        let cost = credits_for(work.gpu_seconds(&model), &model);
         {
             let mut a = self.account.lock().expect("account");
             if a.committed + cost > self.reserved {
@@ -278,9 +307,21 @@ impl<S: JobSource> ComponentHost<S> {
             .map_err(|e| guest(format!("node {node}: {e}")))
     }
 
-    fn node_limits(&self, node: &str) -> limits::Limits {
+    /// A node's limits, its time cut to what is left of the component's.
+    fn node_limits(&self, node: &str) -> Result<limits::Limits, CallError> {
         let name = node.split('@').next().unwrap_or(node);
-        limits::resolve(PluginKind::Node, name, &self.worker.limits)
+        let gpu = self.account.lock().expect("account").gpu_seconds;
+        let own = (self.started.elapsed().as_secs_f64() - gpu).max(0.0);
+        let left = self
+            .budget
+            .saturating_sub(std::time::Duration::from_secs_f64(own));
+        if left.is_zero() {
+            return Err(CallError::Abort(
+                "the workflow's reserved time is used up".into(),
+            ));
+        }
+        let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        Ok(limits::resolve(PluginKind::Node, name, &self.worker.limits).within(Some(left_ms)))
     }
 }
 
@@ -304,7 +345,7 @@ impl<S: JobSource> WorkflowHost for ComponentHost<S> {
             let run = self
                 .worker
                 .runtime
-                .run_pre(&node, &plugin, self.node_limits(&node), params, &config)
+                .run_pre(&node, &plugin, self.node_limits(&node)?, params, &config)
                 .await
                 .map_err(|e| node_failed(&e))?;
             Ok(run.output)
@@ -327,7 +368,7 @@ impl<S: JobSource> WorkflowHost for ComponentHost<S> {
                 .run_post(
                     &node,
                     &plugin,
-                    self.node_limits(&node),
+                    self.node_limits(&node)?,
                     params,
                     images,
                     &config,

@@ -37,6 +37,12 @@ impl JobFailure {
         }
     }
 
+    /// With a reason the user is shown.
+    pub fn because(mut self, reason: &str) -> Self {
+        self.failure = self.failure.because(reason);
+        self
+    }
+
     /// The user's chosen work took `seconds` of the worker before this.
     pub fn after(mut self, seconds: f64) -> Self {
         self.failure = self.failure.after(seconds);
@@ -69,8 +75,10 @@ impl<S: JobSource> Worker<S> {
             })
     }
 
-    fn node_limits(&self, name: &str) -> limits::Limits {
-        limits::resolve(PluginKind::Node, name, &self.limits)
+    /// A node's limits: this worker's, its time cut to what the job
+    /// reserved for it.
+    fn node_limits(&self, node: &NodeSpec) -> limits::Limits {
+        limits::resolve(PluginKind::Node, &node.name, &self.limits).within(node.reserved_ms)
     }
 
     pub(super) async fn run_pre_nodes(&self, lease: &Lease) -> Result<JobSpec, JobFailure> {
@@ -94,7 +102,7 @@ impl<S: JobSource> Worker<S> {
             .run_pre(
                 &node.name,
                 &plugin,
-                self.node_limits(&node.name),
+                self.node_limits(node),
                 Params::from(spec),
                 &node.parameters.to_string(),
             )
@@ -124,7 +132,7 @@ impl<S: JobSource> Worker<S> {
             .run_post(
                 &node.name,
                 &plugin,
-                self.node_limits(&node.name),
+                self.node_limits(node),
                 Params::from(spec),
                 handles,
                 &node.parameters.to_string(),
@@ -138,7 +146,8 @@ impl<S: JobSource> Worker<S> {
             .map_err(|e| JobFailure::plugin(&bad_output(&node.name, &e)))
     }
 
-    /// Post-nodes, then PNG encoding (blocking work off the async threads).
+    /// Post-nodes, then PNG encoding (blocking work off the async threads),
+    /// one image at a time: each is let go of once encoded.
     pub(super) async fn finish(
         &self,
         lease: &Lease,
@@ -148,11 +157,13 @@ impl<S: JobSource> Worker<S> {
         let mut images = images;
         for node in &spec.post_nodes {
             images = self.run_post_node(lease, node, spec, images).await?;
+            pipeline::check_outputs(&images)
+                .map_err(|e| JobFailure::plugin(&bad_output(&node.name, &e)))?;
         }
         tokio::task::spawn_blocking(move || {
             images
-                .iter()
-                .map(imaging::encode_png)
+                .into_iter()
+                .map(|img| imaging::encode_png(&img))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await

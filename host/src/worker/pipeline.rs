@@ -6,7 +6,7 @@ use image::RgbaImage;
 
 use crate::inference::Operation;
 use crate::plugins::host::images::ImageHandle;
-use crate::queue::job::{JobSpec, JobType};
+use crate::queue::job::{JobSpec, JobType, MAX_OUTPUT_IMAGES, MAX_OUTPUT_PIXELS};
 
 /// The backend operation of a job, given its decoded input images.
 pub fn operation(
@@ -45,4 +45,22 @@ pub fn to_handle(img: RgbaImage) -> Result<ImageHandle, String> {
 pub fn from_handle(h: &ImageHandle) -> Result<RgbaImage, String> {
     RgbaImage::from_raw(h.width, h.height, h.rgba.as_ref().clone())
         .ok_or_else(|| "image buffer does not match its size".to_owned())
+}
+
+/// Whether `images` stay within one job's output bound (count and
+/// pixels), and why not.
+pub fn check_outputs(images: &[RgbaImage]) -> Result<(), String> {
+    let pixels: u64 = images
+        .iter()
+        .map(|i| u64::from(i.width()) * u64::from(i.height()))
+        .sum();
+    if images.len() > MAX_OUTPUT_IMAGES || pixels > MAX_OUTPUT_PIXELS {
+        return Err(format!(
+            "{} images of {} megapixels; a job outputs at most {MAX_OUTPUT_IMAGES} images of {} megapixels together",
+            images.len(),
+            pixels / 1_000_000,
+            MAX_OUTPUT_PIXELS / 1_000_000
+        ));
+    }
+    Ok(())
 }

@@ -21,7 +21,7 @@ use crate::imaging;
 use crate::inference::{InferenceError, Operation, Progress};
 use crate::plugins::limits;
 use crate::plugins::world::PluginKind;
-use crate::queue::job::{JobSpec, JobType};
+use crate::queue::job::{JobSpec, JobType, Work, credits_for};
 use crate::queue::{FailureCode, StepProgress};
 use crate::workflows::plan::{StepOp, WorkflowPlan};
 
@@ -127,7 +127,7 @@ impl<S: JobSource> Worker<S> {
                     mask,
                     scale,
                     model,
-                    ..
+                    expected_gpu_seconds,
                 } => {
                     let mut spec = match p {
                         Some(p) => params(*p).map_err(failed)?,
@@ -153,6 +153,11 @@ impl<S: JobSource> Worker<S> {
                         }
                         _ => vec![sources.into_iter().next()],
                     };
+                    // Priced again from what it really got: more than the
+                    // reservation priced (images a node enlarged or added)
+                    // is refused before it runs.
+                    self.within_price(&step.node, &spec, &runs, model, *expected_gpu_seconds)
+                        .map_err(failed)?;
                     let t = Instant::now();
                     let mut made = Vec::new();
                     for src in runs {
@@ -202,6 +207,9 @@ impl<S: JobSource> Worker<S> {
                             given.insert(name.clone(), handle);
                         }
                     }
+                    // Its own time is what the job reserved, at most.
+                    let limits = limits::resolve(PluginKind::Workflow, &plugin.name, &self.limits)
+                        .within(plugin.reserved_ms);
                     let host = Arc::new(ComponentHost::new(
                         self.clone(),
                         lease.clone(),
@@ -209,8 +217,8 @@ impl<S: JobSource> Worker<S> {
                         job.progress.clone(),
                         given,
                         declared.clone(),
+                        (t, limits.timeout),
                     ));
-                    let limits = limits::resolve(PluginKind::Workflow, &plugin.name, &self.limits);
                     let run = self
                         .runtime
                         .run_workflow(&plugin.name, &loaded, limits, host.clone(), inputs)
@@ -248,6 +256,10 @@ impl<S: JobSource> Worker<S> {
                     out.1
                         .extend(std::iter::repeat_n(step.node.clone(), imgs.len()));
                     out.0.extend(imgs);
+                    // Nodes may have enlarged what the plan bounded.
+                    pipeline::check_outputs(&out.0).map_err(|e| {
+                        failed(JobFailure::new(FailureCode::PluginFailed, e.clone()).because(&e))
+                    })?;
                     Flow::Nothing
                 }
             };
@@ -275,6 +287,41 @@ impl<S: JobSource> Worker<S> {
             started_at,
             finished_at,
         })
+    }
+
+    /// Whether an inference step's real inputs stay within what the
+    /// reservation priced it at.
+    fn within_price(
+        &self,
+        node: &str,
+        spec: &JobSpec,
+        runs: &[Option<RgbaImage>],
+        model: &str,
+        expected_gpu_seconds: f64,
+    ) -> Result<(), JobFailure> {
+        let m = self.catalogue.get(model).ok_or_else(|| {
+            JobFailure::new(
+                FailureCode::InferenceFailed,
+                format!("unknown model {model}"),
+            )
+        })?;
+        let sizes: Vec<(u32, u32)> = runs.iter().flatten().map(RgbaImage::dimensions).collect();
+        let real = Work {
+            job_type: spec.job_type,
+            generation: &spec.generation,
+            sources: &sizes,
+            scale: spec.scale.unwrap_or(1),
+        }
+        .gpu_seconds(m);
+        // Float sums of the same terms: allow for rounding only.
+        if real <= expected_gpu_seconds * (1.0 + 1e-9) + 1e-9 {
+            return Ok(());
+        }
+        let (need, have) = (credits_for(real, m), credits_for(expected_gpu_seconds, m));
+        let reason = format!(
+            "step {node} needs {need} credits for the images it got; {have} were reserved for it"
+        );
+        Err(JobFailure::new(FailureCode::InsufficientCredits, reason.clone()).because(&reason))
     }
 
     /// One operation on the backend, stoppable by the job's cancel.

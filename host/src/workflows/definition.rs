@@ -288,7 +288,15 @@ pub struct Component {
     #[serde(default)]
     pub inputs: Vec<InputDecl>,
     pub steps: Vec<DeclaredStep>,
+    /// The most seconds its run may take besides its inference calls
+    /// (reserved and charged as node time); unset: the workflow kind's
+    /// time limit. Never more than that limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seconds: Option<u32>,
 }
+
+/// The most a component may declare as `max_seconds`.
+pub const MAX_COMPONENT_SECONDS: u32 = 3600;
 
 /// A workflow definition of either kind.
 #[derive(Debug, Clone)]
@@ -330,6 +338,15 @@ pub fn parse_any(v: &Value) -> DefResult<Definition> {
     let c: Component = serde_json::from_value(v.clone())
         .map_err(|e| DefinitionError::whole(format!("component: {e}")))?;
     check_inputs(&c.inputs, true)?;
+    if c.max_seconds
+        .is_some_and(|s| !(1..=MAX_COMPONENT_SECONDS).contains(&s))
+    {
+        return Err(DefinitionError::port(
+            "component",
+            "max_seconds",
+            format!("1 to {MAX_COMPONENT_SECONDS}"),
+        ));
+    }
     if c.steps.is_empty() || c.steps.len() > MAX_DECLARED_STEPS {
         return Err(DefinitionError::port(
             "component",

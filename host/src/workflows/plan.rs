@@ -47,7 +47,9 @@ pub enum StepOp {
         scale: Option<u32>,
         /// The model it runs on.
         model: String,
-        /// GPU seconds expected at enqueue (what the reservation prices).
+        /// GPU seconds expected at enqueue from the images it will get
+        /// (what the reservation prices); a worker refuses to run it on
+        /// inputs that would take more.
         expected_gpu_seconds: f64,
     },
     /// A workflow component's `run`, with the job's scalar inputs as JSON
@@ -117,6 +119,15 @@ impl WorkflowPlan {
     /// Its plugins (nodes and a component), as pinned.
     pub fn plugins(&self) -> impl Iterator<Item = &NodeSpec> {
         self.steps.iter().filter_map(|s| match &s.op {
+            StepOp::Pre { plugin, .. }
+            | StepOp::Post { plugin, .. }
+            | StepOp::Component { plugin, .. } => Some(plugin),
+            _ => None,
+        })
+    }
+
+    pub fn plugins_mut(&mut self) -> impl Iterator<Item = &mut NodeSpec> {
+        self.steps.iter_mut().filter_map(|s| match &mut s.op {
             StepOp::Pre { plugin, .. }
             | StepOp::Post { plugin, .. }
             | StepOp::Component { plugin, .. } => Some(plugin),

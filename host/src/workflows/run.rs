@@ -15,7 +15,8 @@ use crate::generation::GenerationError;
 use crate::generation::inputs::{self, Input};
 use crate::generation::validate::{MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, Prepared};
 use crate::inference::Generation;
-use crate::queue::job::{JobSpec, JobType, NodeSpec};
+use crate::plugins::world::PluginKind;
+use crate::queue::job::{JobSpec, JobType, MAX_OUTPUT_IMAGES, MAX_OUTPUT_PIXELS, NodeSpec, Work};
 use crate::users::Caller;
 
 /// A value that validates in place of an input with no default, at save.
@@ -84,6 +85,8 @@ struct Builder {
     expect: HashMap<usize, Expect>,
     /// Steps that hand on parameters → those parameters.
     specs: HashMap<usize, JobSpec>,
+    /// Output images so far, and their pixels.
+    outputs: (usize, u64),
 }
 
 impl Builder {
@@ -126,6 +129,38 @@ impl Builder {
 
     fn next(&self) -> usize {
         self.steps.len()
+    }
+
+    /// What step `at` hands on, as priced.
+    fn expected(&self, at: usize, node: &str) -> Result<Expect, DefinitionError> {
+        self.expect.get(&at).copied().ok_or_else(|| {
+            DefinitionError::node(node, "the size of its input images cannot be known")
+        })
+    }
+
+    /// Counts an output node's images against the job's output bound.
+    fn output(&mut self, e: Expect, node: &str) -> Result<(), DefinitionError> {
+        self.outputs.0 += e.count as usize;
+        self.outputs.1 += u64::from(e.count) * u64::from(e.width) * u64::from(e.height);
+        if self.outputs.0 > MAX_OUTPUT_IMAGES || self.outputs.1 > MAX_OUTPUT_PIXELS {
+            return Err(DefinitionError::node(
+                node,
+                format!(
+                    "the run's outputs come to {} images of {} megapixels; a run may output at most {MAX_OUTPUT_IMAGES} images of {} megapixels together",
+                    self.outputs.0,
+                    self.outputs.1 / 1_000_000,
+                    MAX_OUTPUT_PIXELS / 1_000_000
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Expect {
+    /// The size of each image.
+    fn sizes(self) -> Vec<(u32, u32)> {
+        vec![(self.width, self.height); self.count as usize]
     }
 }
 
@@ -267,11 +302,7 @@ impl Workflows {
                     let (model, scale) =
                         self.upscale_model(caller, &node.id, *scale, model.as_deref())?;
                     let source = b.source_of(&checked, images, i, "source").expect("checked");
-                    let from = b.expect.get(&source).copied().unwrap_or(Expect {
-                        count: 1,
-                        width: 1024,
-                        height: 1024,
-                    });
+                    let from = b.expected(source, &node.id)?;
                     let (w, h) = (from.width * scale, from.height * scale);
                     if w > MAX_UPSCALED_SIDE || h > MAX_UPSCALED_SIDE {
                         return Err(DefinitionError::node(
@@ -283,8 +314,14 @@ impl Workflows {
                         .into());
                     }
                     let m = self.generator.models.get(&model).expect("resolved");
-                    let secs = f64::from(from.count) * f64::from(w) * f64::from(h) / 1e6
-                        * m.gpu_seconds_per_megapixel_step;
+                    let generation = Generation::default();
+                    let secs = Work {
+                        job_type: JobType::Upscale,
+                        generation: &generation,
+                        sources: &from.sizes(),
+                        scale,
+                    }
+                    .gpu_seconds(m);
                     b.expect.insert(
                         b.next(),
                         Expect {
@@ -316,20 +353,54 @@ impl Workflows {
                         DefinitionError::port(&node.id, "params", "no parameters")
                     })?;
                     spec.job_type = job_type;
-                    let runs = match (job_type, source) {
-                        (JobType::ImageToImage, Some(s)) => b.expect.get(&s).map_or(1, |e| e.count),
-                        _ => 1,
+                    // What the step really processes: image-to-image runs
+                    // once per source image, inpaint at its source's size.
+                    let sources = match (job_type, source) {
+                        (JobType::TextToImage, _) | (_, None) => Vec::new(),
+                        (_, Some(s)) => b.expected(s, &node.id)?.sizes(),
+                    };
+                    let (count, width, height) = match job_type {
+                        JobType::Inpaint => {
+                            let &(w, h) = sources.first().ok_or_else(|| {
+                                DefinitionError::port(&node.id, "source", "no source image")
+                            })?;
+                            if !(64..=MAX_SOURCE_SIDE).contains(&w)
+                                || !(64..=MAX_SOURCE_SIDE).contains(&h)
+                            {
+                                return Err(DefinitionError::port(
+                                    &node.id,
+                                    "source",
+                                    format!(
+                                        "a {w}x{h} source; inpaint takes 64 to {MAX_SOURCE_SIDE} pixels a side"
+                                    ),
+                                )
+                                .into());
+                            }
+                            (1, w, h)
+                        }
+                        JobType::ImageToImage => (
+                            sources.len().max(1) as u32,
+                            spec.generation.width,
+                            spec.generation.height,
+                        ),
+                        _ => (1, spec.generation.width, spec.generation.height),
                     };
                     let m = self.generator.models.get(spec.model()).ok_or_else(|| {
                         DefinitionError::port(&node.id, "params", "unknown model")
                     })?;
-                    let secs = f64::from(runs) * spec.expected_gpu_seconds(m);
+                    let secs = Work {
+                        job_type,
+                        generation: &spec.generation,
+                        sources: &sources,
+                        scale: 1,
+                    }
+                    .gpu_seconds(m);
                     b.expect.insert(
                         b.next(),
                         Expect {
-                            count: runs * spec.generation.batch_size,
-                            width: spec.generation.width,
-                            height: spec.generation.height,
+                            count: count * spec.generation.batch_size,
+                            width,
+                            height,
                         },
                     );
                     StepOp::Infer {
@@ -342,9 +413,11 @@ impl Workflows {
                         expected_gpu_seconds: secs,
                     }
                 }
-                NodeOp::Output => StepOp::Output {
-                    images: b.source_of(&checked, images, i, "images").expect("checked"),
-                },
+                NodeOp::Output => {
+                    let from = b.source_of(&checked, images, i, "images").expect("checked");
+                    b.output(b.expected(from, &node.id)?, &node.id)?;
+                    StepOp::Output { images: from }
+                }
             };
             b.steps.push(Step {
                 node: node.id.clone(),
@@ -406,14 +479,17 @@ impl Workflows {
             });
         }
         let scalars: Map<String, Value> = values.clone().into_iter().collect();
+        // Its own time is reserved: what it declared, at most its limit.
+        let limit_ms = self.generator.plugin_time_ms(PluginKind::Workflow, &r.name);
+        let mut plugin = NodeSpec::new(r.name, r.version, json!({}));
+        plugin.reserved_ms = Some(
+            c.max_seconds
+                .map_or(limit_ms, |s| limit_ms.min(u64::from(s) * 1000)),
+        );
         steps.push(Step {
             node: "component".into(),
             op: StepOp::Component {
-                plugin: NodeSpec {
-                    name: r.name,
-                    version: r.version,
-                    parameters: json!({}),
-                },
+                plugin,
                 inputs: Value::Object(scalars).to_string(),
                 images: named,
                 declared,
@@ -454,11 +530,11 @@ impl Workflows {
             sides.insert(node.id.clone(), side);
             specs.insert(
                 node.id.clone(),
-                NodeSpec {
-                    name: r.name,
-                    version: r.version,
-                    parameters: config.clone().unwrap_or_else(|| json!({})),
-                },
+                NodeSpec::new(
+                    r.name,
+                    r.version,
+                    config.clone().unwrap_or_else(|| json!({})),
+                ),
             );
         }
         Ok((specs, sides))

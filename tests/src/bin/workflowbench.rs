@@ -11,12 +11,22 @@
 //!
 //! `cargo build --release -p pingvas-host -p pingvas-tests --bins &&
 //!  target/release/workflowbench [--runs 50]`
+//!
+//! `workflowbench --pricing STEPS` instead runs the same inpaint — a
+//! 1024² source and mask, STEPS steps — through `POST /generate/inpaint`
+//! and through a graph whose params say 64×64, and prints the credits each
+//! was charged per GPU second (the graph must not be cheaper). It prices
+//! stable-diffusion-1.5 at 4 expected GPU s per megapixel-step, so that
+//! the reservation (the cap) stays above the time the cpu-reference
+//! backend really takes, even in a debug build.
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use pingvas_tests::bench::{detail, percentile, sibling_pingvas, sign_in, start_serve, wait_end};
+use pingvas_tests::bench::{
+    answer, detail, generate, percentile, sibling_pingvas, sign_in, start_serve, wait_end,
+};
 use serde_json::{Value, json};
 
 const CHAIN: usize = 18;
@@ -56,16 +66,7 @@ async fn one(
     body: &Value,
 ) -> (f64, f64, f64) {
     let t = Instant::now();
-    let r: Value = client
-        .post(format!("{base}/api/v1/generate/{path}"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = generate(client, base, token, path, body).await;
     let enqueue = t.elapsed().as_secs_f64() * 1e3;
     let id = r["data"]["job_id"]
         .as_str()
@@ -97,20 +98,100 @@ fn row(name: &str, runs: &mut [(f64, f64, f64)]) -> f64 {
     t
 }
 
+/// `POST /workflows`; the new workflow's id.
+async fn create_workflow(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+    definition: Value,
+) -> String {
+    let created = answer(
+        client
+            .post(format!("{base}/api/v1/workflows"))
+            .bearer_auth(token)
+            .json(&json!({ "name": name, "definition": definition })),
+    )
+    .await;
+    created["data"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned()
+}
+
+/// REST inpaint against graph inpaint of the same work: credits, GPU
+/// seconds and credits per GPU second of each.
+async fn pricing(client: &reqwest::Client, base: &str, token: &str, steps: u32) {
+    let source = pingvas_tests::png_base64(1024, 1024, [90, 120, 160]);
+    let mask = pingvas_tests::png_base64(1024, 1024, [255, 255, 255]);
+    let graph = pingvas_tests::graph_inpaint(steps, 1);
+    let id = create_workflow(client, base, token, "inpaint", graph).await;
+    let rest = json!({ "prompt": "a door", "model": "stable-diffusion-1.5", "steps": steps,
+        "seed": 3, "source_image": source, "mask_image": mask });
+    let run = json!({ "workflow_id": id, "inputs": { "source": source, "mask": mask } });
+    println!("inpaint of a 1024² source, {steps} steps, stable-diffusion-1.5 (1 credit/s):");
+    println!();
+    println!("| path | estimated | charged | GPU s | node s | credits per GPU s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut per_second = Vec::new();
+    for (name, path, body) in [
+        ("POST /generate/inpaint", "inpaint", &rest),
+        ("graph: params 64×64 → inpaint", "workflow", &run),
+    ] {
+        let r = generate(client, base, token, path, body).await;
+        let job = r["data"]["job_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"));
+        let d = wait_end(client, base, token, job).await;
+        assert_eq!(d["status"], "completed", "{d}");
+        let d = detail(client, base, token, job).await;
+        let charged = d["credits_used"].as_i64().unwrap();
+        let gpu = d["gpu_seconds"].as_f64().unwrap();
+        let node = d["node_seconds"].as_f64().unwrap_or(0.0);
+        let rate = charged as f64 / gpu;
+        per_second.push(rate);
+        println!(
+            "| {name} | {} | {charged} | {gpu:.2} | {node:.2} | {rate:.3} |",
+            r["data"]["estimated_credits"]
+        );
+    }
+    println!();
+    println!(
+        "graph / REST credits per GPU second: {:.3}",
+        per_second[1] / per_second[0]
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let mut runs = 50usize;
+    let mut pricing_steps = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match (a.as_str(), it.next().and_then(|v| v.parse().ok())) {
             ("--runs", Some(n)) => runs = n,
+            ("--pricing", Some(n)) => pricing_steps = Some(n),
             _ => {
-                eprintln!("usage: workflowbench [--runs N]");
+                eprintln!("usage: workflowbench [--runs N] [--pricing STEPS]");
                 std::process::exit(2);
             }
         }
     }
-    let server = start_serve(|_| Vec::new()).await;
+    let server = start_serve(|dir| match pricing_steps {
+        // Priced so that the reservation never caps the charge: what each
+        // path is charged is then its measured GPU time at the rate.
+        Some(_) => {
+            let models = dir.join("models.toml");
+            let catalogue = include_str!("../../../host/src/models/models.default.toml").replace(
+                "gpu_seconds_per_megapixel_step = 0.08",
+                "gpu_seconds_per_megapixel_step = 4.0",
+            );
+            std::fs::write(&models, catalogue).unwrap();
+            vec![("PINGVAS_MODELS_FILE".into(), models.display().to_string())]
+        }
+        None => Vec::new(),
+    })
+    .await;
     let email = "bench@example.com";
     let token = sign_in(&server.base, email, || {
         for args in [
@@ -129,6 +210,11 @@ async fn main() {
     })
     .await;
     let client = reqwest::Client::new();
+    if let Some(steps) = pricing_steps {
+        let steps = u32::try_from(steps).expect("steps");
+        pricing(&client, &server.base, &token, steps).await;
+        return;
+    }
     let wasm = pingvas_tests::plugin_wasm("prompt-style");
     let form = reqwest::multipart::Form::new()
         .text(
@@ -147,20 +233,7 @@ async fn main() {
         .await
         .unwrap();
     assert!(published.status().is_success(), "publish");
-    let created: Value = client
-        .post(format!("{}/api/v1/workflows", server.base))
-        .bearer_auth(&token)
-        .json(&json!({ "name": "bench", "definition": graph() }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["data"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let id = create_workflow(&client, &server.base, &token, "bench", graph()).await;
     let plain = json!({ "prompt": "a lighthouse", "model": "stable-diffusion-1.5",
         "width": 64, "height": 64, "steps": 1, "seed": 3 });
     let run_body = json!({ "workflow_id": id });

@@ -77,9 +77,10 @@ async fn bomb_uploads_are_refused_from_their_header_without_taking_memory() {
     assert_eq!(images["meta"]["total"], 1, "no bomb was stored");
 }
 
-/// Uploads a ~16 MB image of noise for `s`, shares it; its share path.
-async fn shared_noise(srv: &ServerProcess, s: &Session) -> String {
-    let (status, up) = upload(srv, s, noisy_png(2040)).await;
+/// Uploads an image of noise `side` pixels square for `s` (2040: ~16 MB),
+/// shares it; its share path.
+async fn shared_noise(srv: &ServerProcess, s: &Session, side: u32) -> String {
+    let (status, up) = upload(srv, s, noisy_png(side)).await;
     assert_eq!(status, StatusCode::CREATED, "{up}");
     let id = up["data"]["id"].as_str().unwrap();
     let (status, shared) = srv
@@ -99,14 +100,20 @@ async fn shared_noise(srv: &ServerProcess, s: &Session) -> String {
 
 #[tokio::test]
 async fn slow_readers_of_a_large_share_do_not_hold_it_in_memory() {
-    let srv = server(&[("PINGVAS_FILE_READS_PER_CLIENT", "64")]).await;
+    // A 20 MB share (2280² of noise): uploads that large need an operator
+    // who allows them.
+    let srv = server(&[
+        ("PINGVAS_FILE_READS_PER_CLIENT", "64"),
+        ("PINGVAS_UPLOAD_MAX_SIDE", "2280"),
+    ])
+    .await;
     let alice = srv.signup("alice@example.com").await;
-    let path = shared_noise(&srv, &alice).await;
+    let path = shared_noise(&srv, &alice, 2280).await;
     // One whole read first: the serving path is warm and the file is good.
     let mut whole = SlowReader::open(&srv.base, &path, 0).await;
     assert_eq!(whole.status(), 200, "{}", whole.head);
     let len = whole.content_length();
-    assert!(len > 15_000_000, "a {len}-byte share");
+    assert!(len > 20_000_000, "a {len}-byte share");
     assert_eq!(
         whole.read_rest(std::time::Duration::from_secs(60)).await,
         len
@@ -143,7 +150,7 @@ async fn a_reader_that_stalls_past_the_write_timeout_is_cut_off() {
     use std::time::Duration;
     let srv = server(&[("PINGVAS_WRITE_TIMEOUT_MS", "500")]).await;
     let alice = srv.signup("alice@example.com").await;
-    let path = shared_noise(&srv, &alice).await;
+    let path = shared_noise(&srv, &alice, 2040).await;
     // A reader that keeps reading gets the whole file.
     let mut steady = SlowReader::open(&srv.base, &path, 0).await;
     let len = steady.content_length();
@@ -165,7 +172,7 @@ async fn a_reader_that_stalls_past_the_write_timeout_is_cut_off() {
 async fn each_client_reads_at_most_its_share_of_files_at_once() {
     let srv = server(&[("PINGVAS_FILE_READS_PER_CLIENT", "2")]).await;
     let alice = srv.signup("alice@example.com").await;
-    let path = shared_noise(&srv, &alice).await;
+    let path = shared_noise(&srv, &alice, 2040).await;
     let first = SlowReader::open(&srv.base, &path, 4096).await;
     let second = SlowReader::open(&srv.base, &path, 4096).await;
     assert_eq!((first.status(), second.status()), (200, 200));

@@ -924,6 +924,9 @@ fn hires_fix(base: u32, refine_steps: u32) -> Value {
             { "type": "upscale", "model": "real-esrgan", "width": big, "height": big },
             { "type": "image_to_image", "model": "stable-diffusion-1.5", "width": big, "height": big, "steps": refine_steps },
         ],
+        // Its own time, reserved with the run (the workflow limit, 300 s,
+        // otherwise).
+        "max_seconds": 20,
     })
 }
 
@@ -1330,4 +1333,174 @@ async fn what_one_account_may_store_and_import_is_bounded() {
         "CONFLICT",
     );
     assert_eq!(e["details"]["reason"], "too_many_workflows");
+}
+
+/// The SD 1.5 sample with its positive prompt fed by `depth` layers of
+/// `width` `string_join` nodes: each join takes both sides from the next
+/// layer (nodes `i` and `i + 1`), so the paths to the last layer double at
+/// every layer; the last layer joins `leaf` with itself, and the first
+/// adds "a lighthouse" on the right.
+fn join_chain(depth: usize, width: usize, leaf: &str) -> Value {
+    let positive = "7d8bf987-284f-413a-b2fd-d825445a5d6c";
+    let mut export = invokeai_export("Text_to_Image_-_SD1.5.json");
+    export["exposedFields"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| !(f["nodeId"] == positive && f["fieldName"] == "prompt"));
+    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+    for layer in 0..depth {
+        let last = layer + 1 == depth;
+        for i in 0..width {
+            let id = format!("j{layer}_{i}");
+            let inputs = if last {
+                json!({ "string_left": { "value": leaf }, "string_right": { "value": leaf } })
+            } else if layer == 0 {
+                json!({ "string_right": { "value": "a lighthouse" } })
+            } else {
+                json!({})
+            };
+            nodes.push(json!({
+                "id": id, "type": "invocation",
+                "data": { "id": id, "type": "string_join", "inputs": inputs }
+            }));
+            if last {
+                continue;
+            }
+            for (side, from) in [("string_left", i), ("string_right", (i + 1) % width)] {
+                if layer == 0 && side == "string_right" {
+                    continue;
+                }
+                edges.push(json!({
+                    "id": format!("{id}_{side}"), "type": "default",
+                    "source": format!("j{}_{from}", layer + 1), "sourceHandle": "value",
+                    "target": id, "targetHandle": side
+                }));
+            }
+        }
+    }
+    edges.push(json!({
+        "id": "joined", "type": "default", "source": "j0_0", "sourceHandle": "value",
+        "target": positive, "targetHandle": "prompt"
+    }));
+    export["nodes"].as_array_mut().unwrap().extend(nodes);
+    export["edges"].as_array_mut().unwrap().extend(edges);
+    export
+}
+
+/// How long an import may take here. The server's own work is a few
+/// milliseconds (and at most its 2 s time limit); 1 s of wall time leaves
+/// a loaded 2-core CI machine room, while the unbounded resolver took
+/// over 10 s at depth 24 and doubles every level beyond.
+const QUICK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Resident memory an import may add to the server.
+const SMALL_GROWTH: u64 = 50 << 20;
+
+/// An import on the server process, its answer and wall time; a client
+/// timeout turns a runaway import into a failure, not a hung test.
+async fn timed_import(
+    srv: &pingvas_tests::process::ServerProcess,
+    s: &Session,
+    export: &Value,
+) -> (StatusCode, Value, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let res = srv
+        .client
+        .post(srv.url("/workflows/import/invokeai"))
+        .bearer_auth(&s.access)
+        .json(export)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the import answers within 30 s");
+    let status = res.status();
+    let body = res.json().await.unwrap_or(Value::Null);
+    (status, body, started.elapsed())
+}
+
+#[tokio::test]
+async fn invokeai_imports_resolve_each_field_once_in_bounded_time_and_memory() {
+    let srv = pingvas_tests::process::ServerProcess::start(&[]).await;
+    let alice = srv.signup("alice@example.com").await;
+    // Warm up: the first import loads what every import uses.
+    let (s, b, _) =
+        timed_import(&srv, &alice, &invokeai_export("Text_to_Image_-_SD1.5.json")).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let peak_before = srv.peak_rss_bytes();
+
+    // The deepest chain the resolver follows (31 joins, 2^30 paths to the
+    // last), and a wide one (30 layers of 16): each field is resolved once.
+    for (what, export) in [
+        ("deep", join_chain(31, 1, "")),
+        ("wide", join_chain(30, 16, "")),
+    ] {
+        let (s, b, took) = timed_import(&srv, &alice, &export).await;
+        assert_eq!(s, StatusCode::CREATED, "{what}: {b}");
+        assert!(took < QUICK, "{what}: {took:?}");
+        let params = node_of(&b["data"], "params");
+        assert_eq!(
+            params["values"]["prompt"], "a lighthouse",
+            "{what}: {params}"
+        );
+    }
+
+    // Joined past the prompt limit (2^31 characters if built), and a
+    // 256 KiB text joined ten levels down: refused, naming the field and
+    // the limit, without building the text.
+    for (what, export, named) in [
+        ("doubling", join_chain(31, 1, "ab"), None),
+        (
+            "big leaf",
+            join_chain(10, 1, &"x".repeat(256 << 10)),
+            Some(("j9_0", "string_left")),
+        ),
+    ] {
+        let (s, b, took) = timed_import(&srv, &alice, &export).await;
+        let e = assert_error(&(s, b), StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert!(took < QUICK, "{what}: {took:?}");
+        let reason = e["details"]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("4000 characters (the prompt limit)"),
+            "{what}: {e}"
+        );
+        assert!(e["details"]["port"].is_string(), "{what}: {e}");
+        if let Some((node, port)) = named {
+            assert_eq!(
+                (&e["details"]["node"], &e["details"]["port"]),
+                (&json!(node), &json!(port)),
+                "{what}: {e}"
+            );
+        }
+    }
+    let grew = srv.peak_rss_bytes().saturating_sub(peak_before);
+    assert!(grew < SMALL_GROWTH, "peak RSS grew {} MiB", grew >> 20);
+
+    // Two at once leave the runtime free: /healthz answers quickly while
+    // they run, probed until both are done.
+    let alice = std::sync::Arc::new(alice);
+    let srv = std::sync::Arc::new(srv);
+    let imports: Vec<_> = [join_chain(31, 1, "ab"), join_chain(30, 16, "a")]
+        .into_iter()
+        .map(|export| {
+            let (srv, alice) = (srv.clone(), alice.clone());
+            tokio::spawn(async move { timed_import(&srv, &alice, &export).await })
+        })
+        .collect();
+    loop {
+        let started = std::time::Instant::now();
+        let (s, _) = srv.call(Method::GET, "/healthz", None, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            started.elapsed() < QUICK,
+            "/healthz took {:?}",
+            started.elapsed()
+        );
+        if imports.iter().all(|i| i.is_finished()) {
+            break;
+        }
+    }
+    for i in imports {
+        let (s, b, took) = i.await.unwrap();
+        assert_error(&(s, b), StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert!(took < QUICK, "{took:?}");
+    }
 }

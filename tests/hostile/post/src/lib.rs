@@ -2,8 +2,9 @@
 //! `hoard` (creates 2048×2048 images and keeps every handle), `handles`
 //! (a flood of tiny images), `outputs` (returns 64 images for one),
 //! `log-flood` (logs 1 MiB lines in a loop), `panic-pixels` (panics with
-//! the image's pixels in its message); `ok` returns its input. The config
-//! is `{"mode": "…"}`.
+//! the image's pixels in its message), `spin` (busy for 80 ms, then returns
+//! its input), `enlarge` (returns each image four times as wide and high);
+//! `ok` returns its input. The config is `{"mode": "…"}`.
 
 wit_bindgen::generate!({ path: "../../../wit/plugin@0.1.0", world: "node" });
 
@@ -62,6 +63,25 @@ impl Guest for HostilePost {
                 for _ in 0..63 {
                     images.push(create(8, 8, &[9u8; 8 * 8 * 4]).map_err(PluginError::Failed)?);
                 }
+            }
+            // Busy for 80 ms of wall time, then returns its input: a slow
+            // node that succeeds.
+            "spin" => {
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_millis(80) {
+                    std::hint::spin_loop();
+                }
+            }
+            // Every image comes back four times as wide and high.
+            "enlarge" => {
+                images = images
+                    .iter()
+                    .map(|i| {
+                        let (w, h) = (i.width() * 4, i.height() * 4);
+                        create(w, h, &vec![200u8; (w * h * 4) as usize])
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(PluginError::Failed)?;
             }
             "log-flood" => {
                 let line = "x".repeat(1 << 20);
