@@ -14,10 +14,98 @@ use crate::error::{ApiError, ErrorCode};
 use crate::i18n::Lang;
 use crate::users::{self, Caller};
 
-/// `axum::Json` with enveloped rejections.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` with enveloped rejections, and a bound on how many values
+/// a body may hold: a JSON value costs the parser tens of bytes, so 20 MiB
+/// of `[0,0,…]` would take ~800 MiB and seconds of a runtime thread.
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+/// The most values (arrays, objects and their elements) a JSON body may
+/// hold: the largest InvokeAI export we import (512 nodes, 2048 edges)
+/// holds ~30 000.
+pub const MAX_JSON_VALUES: usize = 100_000;
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !json_content_type(req.headers()) {
+            return Err(JsonRejection::from(
+                axum::extract::rejection::MissingJsonContentType::default(),
+            )
+            .into());
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(ErrorCode::PayloadTooLarge)
+                } else {
+                    ApiError::with_details(
+                        ErrorCode::ValidationError,
+                        json!({ "reason": "unreadable_body", "message": r.body_text() }),
+                    )
+                }
+            })?;
+        if json_values_over(&bytes, MAX_JSON_VALUES) {
+            return Err(ApiError::with_details(
+                ErrorCode::PayloadTooLarge,
+                json!({ "reason": format!("a body holds at most {MAX_JSON_VALUES} JSON values") }),
+            ));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// `application/json` or `application/…+json`, as `axum::Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Whether `body` holds more than `limit` JSON values, counted without
+/// parsing: every `[`, `{` and `,` outside strings starts one.
+fn json_values_over(body: &[u8], limit: usize) -> bool {
+    let (mut count, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' | b',' => {
+                    count += 1;
+                    if count > limit {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    false
+}
 
 /// `axum::extract::Query` with enveloped rejections.
 #[derive(Debug, FromRequestParts)]
@@ -208,4 +296,36 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
             json!({ "reason": "invalid_body", "message": e.to_string() }),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_are_counted_outside_strings() {
+        assert!(!json_values_over(br#"{"a":[1,2,3]}"#, 5));
+        assert!(json_values_over(br#"{"a":[1,2,3],"b":{}}"#, 5));
+        // Brackets, commas and escaped quotes inside strings are text.
+        let text = br#"{"prompt":"[a, {b}, \"c, [d]\"]"}"#;
+        assert!(!json_values_over(text, 1));
+        assert!(json_values_over(&[b'['; 11], 10));
+    }
+
+    #[test]
+    fn json_content_types_are_axums() {
+        let ok = |ct: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::CONTENT_TYPE, ct.parse().unwrap());
+            json_content_type(&h)
+        };
+        assert!(ok("application/json"));
+        assert!(ok("application/json; charset=utf-8"));
+        assert!(ok("Application/JSON"));
+        assert!(ok("application/vnd.api+json"));
+        assert!(!ok("text/json"));
+        assert!(!ok("application/jsonx"));
+        assert!(!ok("+json"));
+        assert!(!json_content_type(&axum::http::HeaderMap::new()));
+    }
 }

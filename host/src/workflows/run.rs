@@ -87,7 +87,14 @@ struct Builder {
     specs: HashMap<usize, JobSpec>,
     /// Output images so far, and their pixels.
     outputs: (usize, u64),
+    /// Pixels of every step's images together: at worst a worker holds
+    /// them all at once.
+    held: u64,
 }
+
+/// The most pixels a graph's steps may hand on in all: four times the
+/// outputs' bound, 1 GiB of RGBA.
+const MAX_HELD_PIXELS: u64 = 4 * MAX_OUTPUT_PIXELS;
 
 impl Builder {
     /// The step node `i`'s in-port `port` takes from; an image input gets
@@ -136,6 +143,37 @@ impl Builder {
         self.expect.get(&at).copied().ok_or_else(|| {
             DefinitionError::node(node, "the size of its input images cannot be known")
         })
+    }
+
+    /// Records what the next step hands on, held to the bound of one
+    /// step's images (the outputs' bound) and of all steps' together:
+    /// refused here, before anything is built or reserved for it.
+    fn produce(&mut self, e: Expect, node: &str) -> Result<(), DefinitionError> {
+        let pixels = u64::from(e.count) * u64::from(e.width) * u64::from(e.height);
+        if e.count as usize > MAX_OUTPUT_IMAGES || pixels > MAX_OUTPUT_PIXELS {
+            return Err(DefinitionError::node(
+                node,
+                format!(
+                    "it hands on {} images of {} megapixels; a step may hand on at most {MAX_OUTPUT_IMAGES} images of {} megapixels",
+                    e.count,
+                    pixels / 1_000_000,
+                    MAX_OUTPUT_PIXELS / 1_000_000
+                ),
+            ));
+        }
+        self.held += pixels;
+        if self.held > MAX_HELD_PIXELS {
+            return Err(DefinitionError::node(
+                node,
+                format!(
+                    "the run's steps come to {} megapixels of images; at most {} in all",
+                    self.held / 1_000_000,
+                    MAX_HELD_PIXELS / 1_000_000
+                ),
+            ));
+        }
+        self.expect.insert(self.next(), e);
+        Ok(())
     }
 
     /// Counts an output node's images against the job's output bound.
@@ -288,7 +326,7 @@ impl Workflows {
                         PluginSide::Post => {
                             let from = b.source_of(&checked, images, i, "images").expect("checked");
                             if let Some(e) = b.expect.get(&from).copied() {
-                                b.expect.insert(b.next(), e);
+                                b.produce(e, &node.id)?;
                             }
                             StepOp::Post {
                                 plugin,
@@ -322,14 +360,14 @@ impl Workflows {
                         scale,
                     }
                     .gpu_seconds(m);
-                    b.expect.insert(
-                        b.next(),
+                    b.produce(
                         Expect {
                             count: from.count,
                             width: w,
                             height: h,
                         },
-                    );
+                        &node.id,
+                    )?;
                     StepOp::Infer {
                         job_type: JobType::Upscale,
                         params: None,
@@ -395,14 +433,14 @@ impl Workflows {
                         scale: 1,
                     }
                     .gpu_seconds(m);
-                    b.expect.insert(
-                        b.next(),
+                    b.produce(
                         Expect {
-                            count: count * spec.generation.batch_size,
+                            count: count.saturating_mul(spec.generation.batch_size),
                             width,
                             height,
                         },
-                    );
+                        &node.id,
+                    )?;
                     StepOp::Infer {
                         job_type,
                         params: Some(params),

@@ -136,6 +136,53 @@ async fn malformed_bodies_of_every_kind() {
 }
 
 #[tokio::test]
+async fn a_body_of_too_many_json_values_is_refused_before_it_is_parsed() {
+    use reqwest::Method;
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    // ~200 KB of zeros: 100 001 values, each tens of bytes once parsed (20
+    // MiB of them took 780 MiB and seconds of a runtime thread).
+    let zeros = |n: usize| format!("{{\"nodes\":[{}]}}", vec!["0"; n].join(","));
+    let many = zeros(100_001);
+    for (path, token) in [
+        ("/workflows/import/invokeai", Some(alice.access.as_str())),
+        ("/auth/register", None),
+    ] {
+        let req = srv
+            .client
+            .request(Method::POST, srv.url(path))
+            .header("content-type", "application/json")
+            .body(many.clone());
+        let req = match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let res = req.send().await.unwrap();
+        let got = (res.status(), res.json().await.unwrap_or_default());
+        let e = assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+        assert!(
+            e["details"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("100000 JSON values"),
+            "{path}: {e}"
+        );
+    }
+    // Within the bound, the route's own answer.
+    let res = srv
+        .client
+        .post(srv.url("/workflows/import/invokeai"))
+        .bearer_auth(&alice.access)
+        .header("content-type", "application/json")
+        .body(zeros(99_000))
+        .send()
+        .await
+        .unwrap();
+    let got = (res.status(), res.json().await.unwrap_or_default());
+    assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+}
+
+#[tokio::test]
 async fn unknown_routes_and_wrong_methods() {
     let srv = TestServer::start().await;
     use reqwest::Method;

@@ -130,6 +130,58 @@ async fn a_graph_whose_outputs_pass_the_jobs_bound_is_refused() {
     assert!(e.to_string().contains("at most"), "{e}");
 }
 
+#[tokio::test]
+async fn a_graph_that_multiplies_its_images_between_steps_is_refused_before_it_builds_them() {
+    let srv = TestServer::start_with(|c| c.worker_paused = true).await;
+    let alice = srv.signup("alice@example.com").await;
+    srv.set_credits(&alice.user_id, 1_000_000).await;
+    // Batch 8 at every step: 8 images, 64 after one image-to-image, 512
+    // after the second (and 8^10 after ten, which the compiler once
+    // listed size by size before pricing), collapsed by an inpaint into
+    // one output: the output bound alone never sees them.
+    let mut nodes = vec![
+        json!({ "id": "p", "type": "params",
+                "values": { "model": "stable-diffusion-1.5", "prompt": "a", "width": 64,
+                            "height": 64, "steps": 1, "batch_size": 8 } }),
+        json!({ "id": "one", "type": "params",
+                "values": { "model": "stable-diffusion-1.5", "prompt": "a", "width": 64,
+                            "height": 64, "steps": 1, "batch_size": 1 } }),
+        json!({ "id": "gen", "type": "text_to_image" }),
+        json!({ "id": "paint", "type": "inpaint" }),
+        json!({ "id": "out", "type": "output" }),
+    ];
+    let mut edges = vec![json!({ "from": "p.params", "to": "gen.params" })];
+    let mut last = "gen".to_owned();
+    for i in 0..10 {
+        let id = format!("i2i{i}");
+        nodes.push(json!({ "id": id, "type": "image_to_image" }));
+        edges.push(json!({ "from": "p.params", "to": format!("{id}.params") }));
+        edges.push(json!({ "from": format!("{last}.images"), "to": format!("{id}.source") }));
+        last = id;
+    }
+    edges.extend([
+        json!({ "from": "one.params", "to": "paint.params" }),
+        json!({ "from": format!("{last}.images"), "to": "paint.source" }),
+        json!({ "from": "gen.images", "to": "paint.mask" }),
+        json!({ "from": "paint.images", "to": "out.images" }),
+    ]);
+    let id = workflow(
+        &srv,
+        &alice,
+        json!({ "kind": "graph", "nodes": nodes, "edges": edges }),
+    )
+    .await;
+    let got = srv
+        .generate("workflow", &alice.access, json!({ "workflow_id": id }))
+        .await;
+    let e = assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert_eq!(e["details"]["node"], "i2i1", "{e}");
+    let reason = e["details"]["reason"].as_str().unwrap();
+    assert!(reason.contains("512 images"), "{reason}");
+    let (balance, reserved, _) = srv.credits(&alice.user_id).await;
+    assert_eq!((balance, reserved), (1_000_000, 0), "nothing reserved");
+}
+
 /// params → text-to-image → `nodes` hostile-post nodes in a chain, each in
 /// `mode` → `tail` (an extra step fed by the last node, or none) → output.
 fn chain(nodes: usize, mode: &str, tail: Option<Value>) -> Value {
