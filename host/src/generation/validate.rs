@@ -312,8 +312,8 @@ impl Generator {
                 sampler,
                 seed,
                 batch_size,
+                loras: lora_specs,
             },
-            loras: lora_specs,
             pre_nodes: self.nodes(caller, "pre_nodes", "pre", c.pre_nodes).await?,
             post_nodes: self
                 .nodes(caller, "post_nodes", "post", c.post_nodes)

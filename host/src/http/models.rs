@@ -69,8 +69,12 @@ async fn list_models(
     one_of("base", q.base.as_deref(), &MODEL_BASES)?;
     let mut views = Vec::new();
     for m in state.models.filter(q.kind.as_deref(), q.base.as_deref()) {
+        // Whether a live worker has the model: a checkpoint or upscaler to
+        // run, a LoRA or ControlNet to apply. VAEs are not asked for.
         let can_run_now = match m.kind.as_str() {
-            "main" | "upscaler" => Some(state.queue.is_served(&m.name).await?),
+            "main" | "upscaler" | "lora" | "controlnet" => {
+                Some(state.queue.is_served(&m.name).await?)
+            }
             _ => None,
         };
         views.push(ModelView {

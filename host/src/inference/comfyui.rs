@@ -11,8 +11,8 @@
 //! 5. `GET /history/{prompt_id}` names the saved images, `GET /view` serves
 //!    them.
 //!
-//! Checkpoints are looked up as `<model name>.safetensors`. A stopped job
-//! calls `POST /interrupt`.
+//! Checkpoints, LoRAs and ControlNets are looked up as
+//! `<model name>.safetensors`. A stopped job calls `POST /interrupt`.
 
 use futures::StreamExt;
 use image::RgbaImage;
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::gpu_server::{GpuServer, gpu_server_backend, unavailable};
-use super::{Generation, InferenceError, Operation, Progress, ProgressSink};
+use super::{Generation, InferenceError, Operation, Progress, ProgressSink, decimal};
 use crate::models::ModelCatalogue;
 
 pub const NAME: &str = "comfyui";
@@ -48,13 +48,24 @@ fn scheduler_of(sampler: &str) -> &str {
     }
 }
 
+/// A ControlNet as the prompt takes it: the model's file stem, the
+/// uploaded guide image's name, its weight.
+struct ControlNet<'a> {
+    model: &'a str,
+    image: &'a str,
+    weight: f32,
+}
+
 /// The API-format graph of a denoising job. `source`/`mask` are uploaded
-/// image names.
+/// image names. The generation's LoRAs are a `LoraLoader` chain between
+/// the checkpoint and its users (model and CLIP at the LoRA's weight); a
+/// ControlNet conditions both prompts through `ControlNetApplyAdvanced`.
 fn denoise_prompt(
     g: &Generation,
     source: Option<&str>,
     mask: Option<&str>,
     strength: f32,
+    control: Option<ControlNet<'_>>,
 ) -> Value {
     let mut p = json!({
         "ckpt": { "class_type": "CheckpointLoaderSimple",
@@ -69,6 +80,28 @@ fn denoise_prompt(
         "decode": { "class_type": "VAEDecode", "inputs": { "samples": ["sampler", 0], "vae": ["ckpt", 2] } },
         SAVE: { "class_type": "SaveImage", "inputs": { "filename_prefix": "pingvas", "images": ["decode", 0] } },
     });
+    let (mut model, mut clip) = (json!(["ckpt", 0]), json!(["ckpt", 1]));
+    for (i, l) in g.loras.iter().enumerate() {
+        let id = format!("lora{i}");
+        p[&id] = json!({ "class_type": "LoraLoader", "inputs": {
+            "model": model, "clip": clip, "lora_name": format!("{}.safetensors", l.name),
+            "strength_model": decimal(l.weight), "strength_clip": decimal(l.weight) } });
+        (model, clip) = (json!([id, 0]), json!([id, 1]));
+    }
+    p["sampler"]["inputs"]["model"] = model;
+    p["positive"]["inputs"]["clip"] = clip.clone();
+    p["negative"]["inputs"]["clip"] = clip;
+    if let Some(c) = control {
+        p["control_model"] = json!({ "class_type": "ControlNetLoader",
+            "inputs": { "control_net_name": format!("{}.safetensors", c.model) } });
+        p["control_image"] = json!({ "class_type": "LoadImage", "inputs": { "image": c.image } });
+        p["control"] = json!({ "class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["positive", 0], "negative": ["negative", 0],
+            "control_net": ["control_model", 0], "image": ["control_image", 0],
+            "strength": decimal(c.weight), "start_percent": 0.0, "end_percent": 1.0 } });
+        p["sampler"]["inputs"]["positive"] = json!(["control", 0]);
+        p["sampler"]["inputs"]["negative"] = json!(["control", 1]);
+    }
     match (source, mask) {
         (None, _) => {
             p["latent"] = json!({ "class_type": "EmptyLatentImage",
@@ -92,27 +125,36 @@ fn denoise_prompt(
 }
 
 impl ComfyUi {
-    /// The catalogue's models this server has: checkpoints named
-    /// `<catalogue name>.<extension>` in `GET /models/checkpoints`.
+    /// The catalogue's models this server has: files named
+    /// `<catalogue name>.<extension>` in `GET /models/checkpoints` (main
+    /// models), `/models/loras` and `/models/controlnet`.
     async fn models_of(&self, catalogue: &ModelCatalogue) -> Result<Vec<String>, InferenceError> {
-        let resp = self
-            .server
-            .http
-            .get(self.server.url("/models/checkpoints"))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        if !resp.status().is_success() {
-            return Err(InferenceError::Unavailable(format!(
-                "listing checkpoints: {}",
-                resp.status()
-            )));
+        let mut files = Vec::new();
+        for (folder, kind) in [
+            ("checkpoints", "main"),
+            ("loras", "lora"),
+            ("controlnet", "controlnet"),
+        ] {
+            let resp = self
+                .server
+                .http
+                .get(self.server.url(&format!("/models/{folder}")))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if !resp.status().is_success() {
+                return Err(InferenceError::Unavailable(format!(
+                    "listing {folder}: {}",
+                    resp.status()
+                )));
+            }
+            let listed: Vec<String> = resp.json().await.map_err(unavailable)?;
+            files.extend(listed.into_iter().map(|f| (kind, f)));
         }
-        let files: Vec<String> = resp.json().await.map_err(unavailable)?;
         Ok(GpuServer::matched(catalogue, |m| {
-            files
-                .iter()
-                .any(|f| f.rsplit_once('.').is_some_and(|(stem, _)| stem == m.name))
+            files.iter().any(|(kind, f)| {
+                *kind == m.kind && f.rsplit_once('.').is_some_and(|(stem, _)| stem == m.name)
+            })
         }))
     }
 
@@ -166,14 +208,28 @@ impl ComfyUi {
             .await
             .map_err(unavailable)?;
         let prompt = match &op {
-            Operation::TextToImage(g) => denoise_prompt(g, None, None, 1.0),
+            Operation::TextToImage {
+                generation,
+                control,
+            } => match control {
+                Some(c) => {
+                    let guide = self.upload(&c.image).await?;
+                    let control = ControlNet {
+                        model: &c.model,
+                        image: &guide,
+                        weight: c.weight,
+                    };
+                    denoise_prompt(generation, None, None, 1.0, Some(control))
+                }
+                None => denoise_prompt(generation, None, None, 1.0, None),
+            },
             Operation::ImageToImage {
                 generation,
                 source,
                 strength,
             } => {
                 let src = self.upload(source).await?;
-                denoise_prompt(generation, Some(&src), None, *strength)
+                denoise_prompt(generation, Some(&src), None, *strength, None)
             }
             Operation::Inpaint {
                 generation,
@@ -182,7 +238,7 @@ impl ComfyUi {
             } => {
                 let src = self.upload(source).await?;
                 let mask = self.upload(mask).await?;
-                denoise_prompt(generation, Some(&src), Some(&mask), 1.0)
+                denoise_prompt(generation, Some(&src), Some(&mask), 1.0, None)
             }
             Operation::Upscale { source, scale } => {
                 let src = self.upload(source).await?;

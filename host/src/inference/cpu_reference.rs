@@ -4,7 +4,11 @@
 //! inputs give equal bytes; it refines the picture over `steps` passes over
 //! every pixel (time grows with steps × pixels, and progress is real), it
 //! really resamples for upscale (Lanczos3) and really composites inside the
-//! mask for inpaint.
+//! mask for inpaint. LoRAs and a ControlNet change the picture in ways a
+//! test can measure: each LoRA pulls every pixel towards a colour of its
+//! own (its name's hash; a negative weight towards the opposite colour) by
+//! a share that grows with its weight, and a ControlNet pulls the picture's
+//! brightness towards the guide image's, by its weight.
 
 use std::sync::Arc;
 
@@ -13,7 +17,9 @@ use futures::future::BoxFuture;
 use image::imageops::{self, FilterType};
 use image::{Rgba, RgbaImage};
 
-use super::{Generation, InferenceBackend, InferenceError, Operation, Progress, ProgressSink};
+use super::{
+    Control, Generation, InferenceBackend, InferenceError, Lora, Operation, Progress, ProgressSink,
+};
 
 pub const NAME: &str = "cpu-reference";
 const BLOBS: usize = 6;
@@ -54,6 +60,44 @@ fn picture_seed(g: &Generation, index: u32) -> u64 {
     h ^ g.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(index).rotate_left(32)
 }
 
+/// A LoRA's pull: the colour it pulls towards and how far (0–0.6).
+fn lora_pull(l: &Lora) -> ([f32; 3], f32) {
+    let mut state = l.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let colour = [unit(&mut state), unit(&mut state), unit(&mut state)];
+    let colour = if l.weight < 0.0 {
+        colour.map(|c| 1.0 - c)
+    } else {
+        colour
+    };
+    (colour, (l.weight.abs() * 0.3).min(0.6))
+}
+
+/// A ControlNet's guide at the output's size, as brightness 0–1, and how
+/// far it pulls (0–0.8).
+struct Guide {
+    luma: Vec<f32>,
+    pull: f32,
+}
+
+impl Guide {
+    fn new(c: &Control, w: u32, h: u32) -> Guide {
+        let resized = imageops::resize(&c.image, w, h, FilterType::Triangle);
+        let luma = resized
+            .pixels()
+            .map(|p| {
+                (0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
+                    / 255.0
+            })
+            .collect();
+        Guide {
+            luma,
+            pull: (c.weight.clamp(0.0, 2.0) * 0.4).min(0.8),
+        }
+    }
+}
+
 struct Blob {
     x: f32,
     y: f32,
@@ -66,9 +110,11 @@ struct Blob {
 fn render(
     g: &Generation,
     index: u32,
+    guide: Option<&Guide>,
     progress: &dyn Fn(Progress) -> bool,
 ) -> Result<RgbaImage, InferenceError> {
     let (w, h) = (g.width as usize, g.height as usize);
+    let loras: Vec<([f32; 3], f32)> = g.loras.iter().map(lora_pull).collect();
     let mut state = picture_seed(g, index);
     let base = [unit(&mut state), unit(&mut state), unit(&mut state)];
     let blobs: Vec<Blob> = (0..BLOBS)
@@ -105,6 +151,19 @@ fn render(
                     let k = (1.0 - d2 / (b.radius * b.radius)).max(0.0);
                     for (cv, bv) in c.iter_mut().zip(b.color) {
                         *cv += (bv - *cv) * k;
+                    }
+                }
+                for (colour, k) in &loras {
+                    for (cv, lv) in c.iter_mut().zip(colour) {
+                        *cv += (lv - *cv) * k;
+                    }
+                }
+                if let Some(guide) = guide {
+                    let target = guide.luma[py * w + px];
+                    let luma = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
+                    let shift = (target - luma) * guide.pull;
+                    for cv in &mut c {
+                        *cv += shift;
                     }
                 }
                 let i = (py * w + px) * 3;
@@ -151,10 +210,14 @@ impl CpuReference {
         progress: &dyn Fn(Progress) -> bool,
     ) -> Result<Vec<RgbaImage>, InferenceError> {
         match op {
-            Operation::TextToImage(g) => {
+            Operation::TextToImage {
+                generation: g,
+                control,
+            } => {
                 check_size(g.width, g.height)?;
+                let guide = control.map(|c| Guide::new(&c, g.width, g.height));
                 (0..g.batch_size.max(1))
-                    .map(|i| render(&g, i, progress))
+                    .map(|i| render(&g, i, guide.as_ref(), progress))
                     .collect()
             }
             Operation::ImageToImage {
@@ -171,7 +234,13 @@ impl CpuReference {
                 );
                 let k = strength.clamp(0.0, 1.0);
                 (0..generation.batch_size.max(1))
-                    .map(|i| Ok(blend(&source, &render(&generation, i, progress)?, |_, _| k)))
+                    .map(|i| {
+                        Ok(blend(
+                            &source,
+                            &render(&generation, i, None, progress)?,
+                            |_, _| k,
+                        ))
+                    })
                     .collect()
             }
             Operation::Upscale { source, scale } => {
@@ -210,7 +279,13 @@ impl CpuReference {
                         / 255.0
                 };
                 (0..generation.batch_size.max(1))
-                    .map(|i| Ok(blend(&source, &render(&generation, i, progress)?, coverage)))
+                    .map(|i| {
+                        Ok(blend(
+                            &source,
+                            &render(&generation, i, None, progress)?,
+                            coverage,
+                        ))
+                    })
                     .collect()
             }
         }
@@ -262,7 +337,108 @@ mod tests {
             sampler: "euler".into(),
             seed,
             batch_size: 1,
+            loras: Vec::new(),
         }
+    }
+
+    fn t2i(generation: Generation) -> Operation {
+        Operation::TextToImage {
+            generation,
+            control: None,
+        }
+    }
+
+    /// Mean absolute difference per channel value.
+    fn distance(a: &RgbaImage, b: &RgbaImage) -> f64 {
+        let sum: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        sum as f64 / a.as_raw().len() as f64
+    }
+
+    #[tokio::test]
+    async fn loras_change_the_picture_by_their_weight_and_name() {
+        let with = |loras: &[(&str, f32)]| {
+            t2i(Generation {
+                loras: loras
+                    .iter()
+                    .map(|&(name, weight)| Lora {
+                        name: name.into(),
+                        weight,
+                    })
+                    .collect(),
+                ..generation(7)
+            })
+        };
+        let (plain, _) = run(with(&[])).await;
+        let (zero, _) = run(with(&[("add-detail", 0.0)])).await;
+        let (light, _) = run(with(&[("add-detail", 0.5)])).await;
+        let (full, _) = run(with(&[("add-detail", 1.5)])).await;
+        let (again, _) = run(with(&[("add-detail", 1.5)])).await;
+        let (other, _) = run(with(&[("film-grain", 1.5)])).await;
+        let (two, _) = run(with(&[("add-detail", 1.5), ("film-grain", 1.5)])).await;
+        assert_eq!(zero[0].as_raw(), plain[0].as_raw(), "weight 0 is no LoRA");
+        assert_eq!(full[0].as_raw(), again[0].as_raw(), "deterministic");
+        let (d_light, d_full) = (
+            distance(&plain[0], &light[0]),
+            distance(&plain[0], &full[0]),
+        );
+        assert!(d_light > 3.0, "visible at 0.5: {d_light}");
+        assert!(
+            d_full > d_light * 1.5,
+            "more weight, more change: {d_light} → {d_full}"
+        );
+        assert!(distance(&full[0], &other[0]) > 3.0, "each LoRA its own");
+        assert!(distance(&full[0], &two[0]) > 3.0, "two apply both");
+    }
+
+    #[tokio::test]
+    async fn a_controlnet_pulls_the_picture_towards_its_guide() {
+        // Dark left half, bright right half.
+        let guide = RgbaImage::from_fn(32, 32, |x, _| {
+            if x < 16 {
+                Rgba([0, 0, 0, 255])
+            } else {
+                Rgba([255, 255, 255, 255])
+            }
+        });
+        let controlled = |weight: f32| Operation::TextToImage {
+            generation: generation(7),
+            control: Some(Control {
+                model: "canny".into(),
+                image: guide.clone(),
+                weight,
+            }),
+        };
+        let (plain, _) = run(t2i(generation(7))).await;
+        let (none, _) = run(controlled(0.0)).await;
+        let (guided, _) = run(controlled(1.0)).await;
+        assert_eq!(
+            none[0].as_raw(),
+            plain[0].as_raw(),
+            "weight 0 guides nothing"
+        );
+        // Left-to-right brightness contrast, against the plain picture's.
+        let contrast = |img: &RgbaImage| {
+            let half = |range: std::ops::Range<u32>| {
+                let mut sum = 0f64;
+                for y in 0..img.height() {
+                    for x in range.clone() {
+                        sum += f64::from(img.get_pixel(x, y)[1]);
+                    }
+                }
+                sum / f64::from(img.height() * range.len() as u32)
+            };
+            half(32..64) - half(0..32)
+        };
+        let (c_plain, c_guided) = (contrast(&plain[0]), contrast(&guided[0]));
+        assert!(
+            c_guided > c_plain + 40.0,
+            "the guide's bright right half shows: {c_plain} → {c_guided}"
+        );
     }
 
     async fn run(op: Operation) -> (Vec<RgbaImage>, Vec<Progress>) {
@@ -284,9 +460,9 @@ mod tests {
 
     #[tokio::test]
     async fn text_to_image_is_deterministic_with_step_progress() {
-        let (a, progress) = run(Operation::TextToImage(generation(7))).await;
-        let (b, _) = run(Operation::TextToImage(generation(7))).await;
-        let (c, _) = run(Operation::TextToImage(generation(8))).await;
+        let (a, progress) = run(t2i(generation(7))).await;
+        let (b, _) = run(t2i(generation(7))).await;
+        let (c, _) = run(t2i(generation(8))).await;
         assert_eq!(a[0].dimensions(), (64, 48));
         assert_eq!(a[0].as_raw(), b[0].as_raw(), "equal inputs, equal bytes");
         assert_ne!(
@@ -298,7 +474,7 @@ mod tests {
             progress.iter().map(|p| p.step).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5]
         );
-        let (batch, progress) = run(Operation::TextToImage(Generation {
+        let (batch, progress) = run(t2i(Generation {
             batch_size: 3,
             ..generation(7)
         }))
@@ -392,7 +568,7 @@ mod tests {
             strength: 1.0,
         })
         .await;
-        let (t2i, _) = run(Operation::TextToImage(generation(3))).await;
+        let (t2i, _) = run(t2i(generation(3))).await;
         assert_eq!(fresh[0].as_raw(), t2i[0].as_raw());
     }
 
@@ -402,7 +578,7 @@ mod tests {
         let seen = steps.clone();
         let out = CpuReference
             .run(
-                Operation::TextToImage(Generation {
+                t2i(Generation {
                     steps: 50,
                     ..generation(1)
                 }),

@@ -74,15 +74,16 @@ impl GpuServer {
         format!("{}{path}", self.base)
     }
 
-    /// The catalogue names a server has, from what it lists: main models
-    /// whose name or hash `has` recognises, and every upscaler (both
+    /// The catalogue names a server has, from what it lists: main models,
+    /// LoRAs and ControlNets whose name or hash `has` recognises, and every
+    /// upscaler (both
     /// adapters upscale by resampling, without weights).
     pub fn matched(catalogue: &ModelCatalogue, has: impl Fn(&Model) -> bool) -> Vec<String> {
         catalogue
             .all()
             .iter()
             .filter(|m| match m.kind.as_str() {
-                "main" => has(m),
+                "main" | "lora" | "controlnet" => has(m),
                 "upscaler" => true,
                 _ => false,
             })

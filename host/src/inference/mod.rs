@@ -30,12 +30,43 @@ pub struct Generation {
     /// Already resolved (never -1 here).
     pub seed: u64,
     pub batch_size: u32,
+    /// LoRAs to apply, in order, each by the catalogue's name with its
+    /// weight (checked against the model's base and the user's tier at
+    /// enqueue).
+    #[serde(default)]
+    pub loras: Vec<Lora>,
+}
+
+/// One LoRA of a generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lora {
+    pub name: String,
+    pub weight: f32,
+}
+
+/// A weight as a backend's JSON takes it: the decimal the user wrote
+/// (0.8, not the f32's 0.800000011920929).
+pub fn decimal(weight: f32) -> f64 {
+    (f64::from(weight) * 1e4).round() / 1e4
+}
+
+/// A ControlNet guiding a text-to-image generation: the catalogue's
+/// model, the guide image (any size: it is resized to the output), and
+/// how strongly it guides (0–2).
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub model: String,
+    pub image: RgbaImage,
+    pub weight: f32,
 }
 
 /// One unit of GPU work.
 #[derive(Debug, Clone)]
 pub enum Operation {
-    TextToImage(Generation),
+    TextToImage {
+        generation: Generation,
+        control: Option<Control>,
+    },
     /// `strength` 0..1: how far the result may move away from `source`.
     ImageToImage {
         generation: Generation,

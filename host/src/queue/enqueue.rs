@@ -33,10 +33,16 @@ impl Queue {
     /// serves them all.
     async fn servable(&self, spec: &JobSpec) -> QueueResult<Priced> {
         let priced = self.priced(spec)?;
-        if !self.is_served(spec.model()).await? {
-            return Err(QueueError::NoWorker {
-                model: spec.model().to_owned(),
-            });
+        // The checkpoint(s), and the LoRAs and ControlNet the job applies:
+        // a backend without them could not apply what the job is charged.
+        let adapters = spec.generation.loras.iter().map(|l| l.name.as_str());
+        let control = spec.controlnet.as_ref().map(|c| c.model.as_str());
+        for model in std::iter::once(spec.model()).chain(adapters).chain(control) {
+            if !self.is_served(model).await? {
+                return Err(QueueError::NoWorker {
+                    model: model.to_owned(),
+                });
+            }
         }
         Ok(priced)
     }

@@ -35,11 +35,8 @@ pub const MAX_OUTPUT_PIXELS: u64 = 64 << 20;
 /// from a worker (an image's PNG can be somewhat larger than its pixels).
 pub const MAX_OUTPUT_BYTES: u64 = MAX_OUTPUT_PIXELS * 4 + (16 << 20);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoraSpec {
-    pub name: String,
-    pub weight: f32,
-}
+/// A LoRA of a job: the backend's own `Lora` (in `generation.loras`).
+pub use crate::inference::Lora as LoraSpec;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ControlNetSpec {
@@ -91,8 +88,6 @@ pub struct JobSpec {
     /// seed (a request's -1 is replaced by the seed used), batch size.
     #[serde(flatten)]
     pub generation: Generation,
-    #[serde(default)]
-    pub loras: Vec<LoraSpec>,
     #[serde(default)]
     pub controlnet: Option<ControlNetSpec>,
     #[serde(default)]
@@ -263,11 +258,11 @@ impl JobSpec {
         if g.seed > u64::from(u32::MAX) {
             return Err("seed: 0 to 4294967295".into());
         }
-        if self.loras.len() > MAX_LORAS {
+        if self.generation.loras.len() > MAX_LORAS {
             return Err(format!("loras: at most {MAX_LORAS}"));
         }
-        for l in &self.loras {
-            if !original.loras.iter().any(|o| o.name == l.name) {
+        for l in &self.generation.loras {
+            if !original.generation.loras.iter().any(|o| o.name == l.name) {
                 return Err(format!("loras: {} was not in the request", l.name));
             }
             if !(l.weight.is_finite() && (-2.0..=2.0).contains(&l.weight)) {
@@ -324,7 +319,7 @@ impl<'a> ImageMetadata<'a> {
                 cfg_scale: s.generation.cfg_scale,
                 seed: s.generation.seed,
                 sampler: &s.generation.sampler,
-                loras: &s.loras,
+                loras: &s.generation.loras,
                 strength: s.strength,
                 scale: s.scale,
                 backend,
@@ -516,7 +511,7 @@ mod tests {
     #[test]
     fn a_pre_node_rewrite_keeps_the_request_rules() {
         let mut original = spec(JobType::TextToImage, 64, 64, 4, 1);
-        original.loras = vec![LoraSpec {
+        original.generation.loras = vec![LoraSpec {
             name: "detail".into(),
             weight: 0.5,
         }];
@@ -526,12 +521,12 @@ mod tests {
             s.check_rewrite_of(&original)
         };
         assert!(ok(&|s| s.generation.prompt = "another".into()).is_ok());
-        assert!(ok(&|s| s.loras[0].weight = 1.5).is_ok());
-        assert!(ok(&|s| s.loras.clear()).is_ok());
+        assert!(ok(&|s| s.generation.loras[0].weight = 1.5).is_ok());
+        assert!(ok(&|s| s.generation.loras.clear()).is_ok());
         assert!(ok(&|s| s.generation.sampler = "warp".into()).is_err());
         assert!(ok(&|s| s.generation.cfg_scale = f32::NAN).is_err());
-        assert!(ok(&|s| s.loras[0].weight = f32::INFINITY).is_err());
-        assert!(ok(&|s| s.loras[0].name = "premium-only".into()).is_err());
+        assert!(ok(&|s| s.generation.loras[0].weight = f32::INFINITY).is_err());
+        assert!(ok(&|s| s.generation.loras[0].name = "premium-only".into()).is_err());
         assert!(ok(&|s| s.generation.prompt = "x".repeat(MAX_PROMPT_CHARS + 1)).is_err());
         assert!(ok(&|s| s.strength = Some(2.0)).is_err());
     }

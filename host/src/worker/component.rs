@@ -171,15 +171,15 @@ impl<S: JobSource> ComponentHost<S> {
                 sampler: p.sampler,
                 seed,
                 batch_size: p.batch_size,
+                loras: p
+                    .loras
+                    .into_iter()
+                    .map(|l| LoraSpec {
+                        name: l.name,
+                        weight: l.weight,
+                    })
+                    .collect(),
             },
-            loras: p
-                .loras
-                .into_iter()
-                .map(|l| LoraSpec {
-                    name: l.name,
-                    weight: l.weight,
-                })
-                .collect(),
             strength: p.strength,
             ..JobSpec::default()
         })
@@ -271,7 +271,7 @@ impl<S: JobSource> ComponentHost<S> {
             }
             a.committed += cost;
         }
-        let op = pipeline::operation(&spec, source, mask).map_err(guest)?;
+        let op = pipeline::operation(&spec, source, mask, None).map_err(guest)?;
         let stop = self.stop.clone();
         let sink = Arc::new(move |_: crate::inference::Progress| !stop.is_cancelled());
         let started = Instant::now();

@@ -293,9 +293,14 @@ impl<S: JobSource> Worker<S> {
                     })
                     .transpose()
             };
-            let op =
-                pipeline::operation(&spec, input(&spec.source_image)?, input(&spec.mask_image)?)
-                    .map_err(|e| JobFailure::new(FailureCode::InvalidInput, e))?;
+            let guide = spec.controlnet.as_ref().map(|c| c.image.clone());
+            let op = pipeline::operation(
+                &spec,
+                input(&spec.source_image)?,
+                input(&spec.mask_image)?,
+                input(&guide)?,
+            )
+            .map_err(|e| JobFailure::new(FailureCode::InvalidInput, e))?;
             let stop = job.stop.clone();
             let tx = job.progress.clone();
             let started_at = Utc::now();

@@ -4,7 +4,7 @@
 
 use image::RgbaImage;
 
-use crate::inference::Operation;
+use crate::inference::{Control, Operation};
 use crate::plugins::host::images::ImageHandle;
 use crate::queue::job::{JobSpec, JobType, MAX_OUTPUT_IMAGES, MAX_OUTPUT_PIXELS};
 
@@ -13,11 +13,22 @@ pub fn operation(
     spec: &JobSpec,
     source: Option<RgbaImage>,
     mask: Option<RgbaImage>,
+    guide: Option<RgbaImage>,
 ) -> Result<Operation, String> {
     let need = |img: Option<RgbaImage>, what: &str| img.ok_or_else(|| format!("missing {what}"));
     let generation = spec.generation.clone();
     Ok(match spec.job_type {
-        JobType::TextToImage => Operation::TextToImage(generation),
+        JobType::TextToImage => Operation::TextToImage {
+            generation,
+            control: match &spec.controlnet {
+                Some(c) => Some(Control {
+                    model: c.model.clone(),
+                    image: need(guide, "ControlNet image")?,
+                    weight: c.weight,
+                }),
+                None => None,
+            },
+        },
         JobType::ImageToImage => Operation::ImageToImage {
             generation,
             source: need(source, "source image")?,

@@ -161,13 +161,14 @@ impl<S: JobSource> Worker<S> {
                     let t = Instant::now();
                     let mut made = Vec::new();
                     for src in runs {
-                        let op =
-                            pipeline::operation(&spec, src, mask_img.clone()).map_err(|e| {
+                        let op = pipeline::operation(&spec, src, mask_img.clone(), None).map_err(
+                            |e| {
                                 failed(JobFailure::new(
                                     FailureCode::InvalidInput,
                                     format!("{}: {e}", step.node),
                                 ))
-                            })?;
+                            },
+                        )?;
                         let r = self.infer(job, op).await;
                         let secs = t.elapsed().as_secs_f64();
                         match r {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 pub mod billing;
+pub mod comfy_info;
 pub mod oauth;
 pub mod smtp;
 pub use billing::{FakeLemonSqueezy, FakeStripe, hmac_hex, stripe_signature};
@@ -90,6 +91,14 @@ impl FakeComfy {
                     ]))
                 }),
             )
+            .route(
+                "/models/loras",
+                get(|| async { axum::Json(json!(["add_detail.safetensors"])) }),
+            )
+            .route(
+                "/models/controlnet",
+                get(|| async { axum::Json(json!(["canny.safetensors"])) }),
+            )
             .with_state(fake.clone());
         (fake.clone(), serve(app).await)
     }
@@ -132,6 +141,17 @@ async fn comfy_prompt(
     let client = body["client_id"].as_str().unwrap_or_default().to_owned();
     let mut st = fake.state.lock().unwrap();
     st.prompts.push(body.clone());
+    // As ComfyUI validates a prompt before it queues it.
+    if let Err(e) = comfy_info::check_prompt(&graph, &st.uploads) {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(
+                json!({ "error": { "type": "prompt_outputs_failed_validation",
+                                          "message": e }, "node_errors": {} }),
+            ),
+        )
+            .into_response();
+    }
     // The size of the output: the empty latent's, or the loaded image's
     // (scaled for ImageScaleBy).
     let nodes = graph.as_object().cloned().unwrap_or_default();
@@ -227,6 +247,8 @@ pub struct InvokeState {
     /// Every `enqueue_batch` body.
     pub batches: Vec<Value>,
     pub uploads: usize,
+    /// socket.io clients subscribed to the queue (Engine.IO text frames).
+    subscribers: Vec<mpsc::UnboundedSender<String>>,
     images: HashMap<String, Vec<u8>>,
     items: HashMap<i64, Item>,
     next_item: i64,
@@ -235,22 +257,48 @@ pub struct InvokeState {
 #[derive(Clone, Default)]
 pub struct FakeInvoke {
     pub state: Arc<Mutex<InvokeState>>,
-    /// The main models it lists (by default SD 1.5 and SDXL).
+    /// The models it lists (by default SD 1.5, SDXL, the `add_detail`
+    /// LoRA and the `canny` ControlNet).
     pub models: Arc<Vec<&'static str>>,
+    /// Whether it speaks socket.io at `/ws/socket.io/` (6.x does).
+    pub socket_io: bool,
+}
+
+impl InvokeState {
+    /// The bytes of an uploaded or rendered image.
+    pub fn image(&self, name: &str) -> Vec<u8> {
+        self.images[name].clone()
+    }
 }
 
 impl FakeInvoke {
     pub async fn start() -> (Self, String) {
-        Self::with_models(&["stable-diffusion-1.5", "stable-diffusion-xl"]).await
+        Self::with_models(&[
+            "stable-diffusion-1.5",
+            "stable-diffusion-xl",
+            "add_detail",
+            "canny",
+        ])
+        .await
     }
 
     /// A fake that has only `models`.
     pub async fn with_models(models: &[&'static str]) -> (Self, String) {
+        Self::serving(models, true).await
+    }
+
+    /// A fake of an InvokeAI without a socket.io feed.
+    pub async fn without_socket_io() -> (Self, String) {
+        Self::serving(&["stable-diffusion-1.5"], false).await
+    }
+
+    async fn serving(models: &[&'static str], socket_io: bool) -> (Self, String) {
         let fake = FakeInvoke {
             models: Arc::new(models.to_vec()),
+            socket_io,
             ..FakeInvoke::default()
         };
-        let app = Router::new()
+        let mut app = Router::new()
             .route("/api/v2/models/", get(invoke_models))
             .route("/api/v1/images/upload", post(invoke_upload))
             .route("/api/v1/queue/{queue}/enqueue_batch", post(invoke_enqueue))
@@ -259,25 +307,65 @@ impl FakeInvoke {
                 "/api/v1/queue/{queue}/i/{id}/cancel",
                 put(|| async { "{}" }),
             )
-            .route("/api/v1/images/i/{name}/full", get(invoke_full))
-            .with_state(fake.clone());
-        (fake.clone(), serve(app).await)
+            .route("/api/v1/images/i/{name}/full", get(invoke_full));
+        if socket_io {
+            app = app.route("/ws/socket.io/", get(invoke_socket_io));
+        }
+        (fake.clone(), serve(app.with_state(fake.clone())).await)
     }
 }
 
-/// `GET /api/v2/models/`: every model, or those of `model_name`.
+/// socket.io over a WebSocket, as InvokeAI 6.14 speaks it: the Engine.IO
+/// open packet, `40` answered with the namespace's `40{sid}`, then a
+/// `subscribe_queue` event; from then on the client hears the queue's
+/// events.
+async fn invoke_socket_io(State(fake): State<FakeInvoke>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |mut socket: WebSocket| async move {
+        let open = r#"0{"sid":"fake","upgrades":[],"pingTimeout":20000,"pingInterval":25000,"maxPayload":1000000}"#;
+        if socket.send(Message::Text(open.into())).await.is_err() {
+            return;
+        }
+        while let Some(Ok(msg)) = socket.recv().await {
+            let Message::Text(text) = msg else { continue };
+            if text.as_str() == "40" {
+                let _ = socket.send(Message::Text(r#"40{"sid":"ns"}"#.into())).await;
+            } else if text.starts_with("42[\"subscribe_queue\"") {
+                break;
+            }
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        fake.state.lock().unwrap().subscribers.push(tx);
+        while let Some(frame) = rx.recv().await {
+            if socket.send(Message::Text(frame.into())).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// `GET /api/v2/models/`: every model, or those of `model_name` and
+/// `model_type`. The catalogue's LoRAs (`add_detail`, `detail-tweaker`)
+/// and ControlNet (`canny`) are of those types, the rest main models.
 async fn invoke_models(
     State(fake): State<FakeInvoke>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    let kind_of = |n: &str| match n {
+        "add_detail" | "detail-tweaker" => "lora",
+        "canny" => "controlnet",
+        _ => "main",
+    };
     let name = q.get("model_name");
+    let kind = q.get("model_type");
     let models: Vec<Value> = fake
         .models
         .iter()
         .filter(|n| name.is_none_or(|want| *n == want))
+        .filter(|n| kind.is_none_or(|want| kind_of(n) == want))
         .map(|n| {
             let base = if n.ends_with("xl") { "sdxl" } else { "sd-1" };
-            json!({ "key": format!("key-{n}"), "hash": format!("blake3:{n}"), "name": n, "base": base, "type": "main" })
+            json!({ "key": format!("key-{n}"), "hash": format!("blake3:{n}"), "name": n,
+                    "base": base, "type": kind_of(n) })
         })
         .collect();
     axum::Json(json!({ "models": models })).into_response()
@@ -323,6 +411,15 @@ async fn invoke_enqueue(
         let id = st.next_item;
         st.items.insert(id, (graph.clone(), seed, 0, size));
         ids.push(id);
+        // A denoise's steps as 6.14 tells them: a percentage per step.
+        if nodes.contains_key("denoise") {
+            for pct in [0.0, 0.5] {
+                let event = json!(["invocation_progress", { "queue_id": "default", "item_id": id,
+                    "invocation_source_id": "denoise", "message": "Denoising", "percentage": pct }]);
+                st.subscribers
+                    .retain(|tx| tx.send(format!("42{event}")).is_ok());
+            }
+        }
     }
     axum::Json(
         json!({ "queue_id": "default", "enqueued": ids.len(), "requested": ids.len(),

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::inference::Generation;
+use crate::inference::{Generation, decimal};
 
 /// The node whose image is the result.
 pub(super) const OUTPUT: &str = "output";
@@ -58,6 +58,9 @@ impl Graph {
         o.insert("id".into(), json!(id));
         o.insert("type".into(), json!(kind));
         o.entry("is_intermediate").or_insert(json!(true));
+        // InvokeAI otherwise answers a repeated node from its cache: a
+        // job is run, and timed, as asked.
+        o.entry("use_cache").or_insert(json!(false));
         self.nodes.insert(id.into(), fields);
     }
 
@@ -74,24 +77,75 @@ impl Graph {
 }
 
 /// Inputs of a denoising graph besides the generation parameters.
+#[derive(Clone)]
 pub(super) struct Latents<'a> {
     pub source: Option<&'a str>,
     pub mask: Option<&'a str>,
     pub strength: f32,
 }
 
-/// Text/image-to-image or inpaint graph for a main model of `identifier`.
-pub(super) fn denoise_graph(g: &Generation, identifier: &Value, from: Latents<'_>) -> Graph {
+/// What a denoising graph applies besides the main model: LoRAs (their
+/// InvokeAI identifiers and weights, in order) and a ControlNet.
+#[derive(Default)]
+pub(super) struct Adapters<'a> {
+    pub loras: Vec<(Value, f32)>,
+    pub control: Option<ControlNet<'a>>,
+}
+
+/// A ControlNet as the graph takes it: the model's identifier, the guide
+/// image uploaded to InvokeAI, its weight.
+pub(super) struct ControlNet<'a> {
+    pub model: Value,
+    pub image: &'a str,
+    pub weight: f32,
+}
+
+/// Text/image-to-image or inpaint graph for a main model of `identifier`,
+/// applying `adapters`.
+pub(super) fn denoise_graph(
+    g: &Generation,
+    identifier: &Value,
+    from: Latents<'_>,
+    adapters: &Adapters<'_>,
+) -> Graph {
     let mut graph = Graph::default();
     let sdxl = identifier["base"] == "sdxl";
-    let (unet, clip, vae) = (("loader", "unet"), ("loader", "clip"), ("loader", "vae"));
-    if sdxl {
+    let loader = if sdxl {
+        "sdxl_model_loader"
+    } else {
+        "main_model_loader"
+    };
+    graph.node("loader", loader, json!({ "model": identifier }));
+    // The LoRAs in a chain between the loader and its users: each takes
+    // the UNet and text encoder(s) of the one before.
+    let (mut unet, mut clip, mut clip2) = (
+        ("loader".to_owned(), "unet"),
+        ("loader".to_owned(), "clip"),
+        ("loader".to_owned(), "clip2"),
+    );
+    for (i, (lora, weight)) in adapters.loras.iter().enumerate() {
+        let id = format!("lora{i}");
+        let kind = if sdxl {
+            "sdxl_lora_loader"
+        } else {
+            "lora_loader"
+        };
         graph.node(
-            "loader",
-            "sdxl_model_loader",
-            json!({ "model": identifier }),
+            &id,
+            kind,
+            json!({ "lora": lora, "weight": decimal(*weight) }),
         );
-        for (id, text) in [("positive", &g.prompt), ("negative", &g.negative_prompt)] {
+        graph.edge((&unet.0, unet.1), (&id, "unet"));
+        graph.edge((&clip.0, clip.1), (&id, "clip"));
+        if sdxl {
+            graph.edge((&clip2.0, clip2.1), (&id, "clip2"));
+        }
+        (unet, clip, clip2) = ((id.clone(), "unet"), (id.clone(), "clip"), (id, "clip2"));
+    }
+    let unet = (unet.0.as_str(), unet.1);
+    let vae = ("loader", "vae");
+    for (id, text) in [("positive", &g.prompt), ("negative", &g.negative_prompt)] {
+        if sdxl {
             graph.node(
                 id,
                 "sdxl_compel_prompt",
@@ -99,19 +153,11 @@ pub(super) fn denoise_graph(g: &Generation, identifier: &Value, from: Latents<'_
                         "original_height": g.height, "target_width": g.width,
                         "target_height": g.height }),
             );
-            graph.edge(clip, (id, "clip"));
-            graph.edge(("loader", "clip2"), (id, "clip2"));
-        }
-    } else {
-        graph.node(
-            "loader",
-            "main_model_loader",
-            json!({ "model": identifier }),
-        );
-        for (id, text) in [("positive", &g.prompt), ("negative", &g.negative_prompt)] {
+            graph.edge((&clip2.0, clip2.1), (id, "clip2"));
+        } else {
             graph.node(id, "compel", json!({ "prompt": text }));
-            graph.edge(clip, (id, "clip"));
         }
+        graph.edge((&clip.0, clip.1), (id, "clip"));
     }
     graph.node(
         "noise",
@@ -139,18 +185,53 @@ pub(super) fn denoise_graph(g: &Generation, identifier: &Value, from: Latents<'_
         ("denoise", "negative_conditioning"),
     );
     graph.edge(("noise", "noise"), ("denoise", "noise"));
+    if let Some(c) = &adapters.control {
+        graph.node(
+            "control",
+            "controlnet",
+            json!({ "image": { "image_name": c.image }, "control_model": c.model,
+                    "control_weight": decimal(c.weight), "begin_step_percent": 0.0,
+                    "end_step_percent": 1.0, "control_mode": "balanced",
+                    "resize_mode": "just_resize" }),
+        );
+        graph.edge(("control", "control"), ("denoise", "control"));
+    }
     if let Some(source) = from.source {
         graph.node("i2l", "i2l", json!({ "image": { "image_name": source } }));
         graph.edge(vae, ("i2l", "vae"));
         graph.edge(("i2l", "latents"), ("denoise", "latents"));
         if let Some(mask) = from.mask {
+            // As InvokeAI 6.14's own canvas wires an inpaint: a gradient
+            // mask (black repaints) guides the denoise, and the decoded
+            // image is blended into the source through the mask's
+            // expanded, faded area, so pixels outside it stay the source's.
             graph.node(
                 "mask",
-                "create_denoise_mask",
-                json!({ "image": { "image_name": source }, "mask": { "image_name": mask } }),
+                "create_gradient_mask",
+                json!({ "mask": { "image_name": mask }, "image": { "image_name": source },
+                        "edge_radius": 8, "coherence_mode": "Gaussian Blur",
+                        "minimum_denoise": 0.0 }),
             );
             graph.edge(vae, ("mask", "vae"));
+            graph.edge(unet, ("mask", "unet"));
             graph.edge(("mask", "denoise_mask"), ("denoise", "denoise_mask"));
+            graph.node("decode", "l2i", json!({}));
+            graph.edge(("denoise", "latents"), ("decode", "latents"));
+            graph.edge(vae, ("decode", "vae"));
+            graph.node(
+                "fade",
+                "expand_mask_with_fade",
+                json!({ "fade_size_px": 8 }),
+            );
+            graph.edge(("mask", "expanded_mask_area"), ("fade", "mask"));
+            graph.node(
+                OUTPUT,
+                "invokeai_img_blend",
+                json!({ "layer_base": { "image_name": source }, "is_intermediate": false }),
+            );
+            graph.edge(("decode", "image"), (OUTPUT, "layer_upper"));
+            graph.edge(("fade", "image"), (OUTPUT, "mask"));
+            return graph;
         }
     }
     graph.node(OUTPUT, "l2i", json!({ "is_intermediate": false }));
@@ -196,6 +277,82 @@ pub(super) mod tests {
             sampler: "dpmpp_2m_karras".into(),
             seed: 7,
             batch_size: 1,
+            loras: Vec::new(),
+        }
+    }
+
+    /// Two LoRAs and a ControlNet of `base`.
+    pub(in crate::inference::invokeai) fn adapters(base: &str) -> Adapters<'static> {
+        let id = |name: &str, kind: &str| {
+            json!({ "key": format!("key-{name}"), "hash": "h", "name": name, "base": base,
+                    "type": kind })
+        };
+        Adapters {
+            loras: vec![(id("add_detail", "lora"), 0.8), (id("film", "lora"), -0.5)],
+            control: Some(ControlNet {
+                model: id("canny", "controlnet"),
+                image: "guide.png",
+                weight: 1.2,
+            }),
+        }
+    }
+
+    /// The node and field an edge into `(node, field)` comes from.
+    fn source_of<'g>(graph: &'g Graph, node: &str, field: &str) -> (&'g str, &'g str) {
+        let e = graph
+            .edges
+            .iter()
+            .find(|e| e["destination"]["node_id"] == node && e["destination"]["field"] == field)
+            .unwrap_or_else(|| panic!("nothing into {node}.{field}"));
+        (
+            e["source"]["node_id"].as_str().unwrap(),
+            e["source"]["field"].as_str().unwrap(),
+        )
+    }
+
+    #[test]
+    fn loras_chain_between_the_loader_and_its_users_and_a_controlnet_guides_the_denoise() {
+        for base in ["sd-1", "sdxl"] {
+            let id = json!({ "key": "k", "hash": "h", "name": "n", "base": base, "type": "main" });
+            let cases = latents_cases();
+            let graph = denoise_graph(&generation("m"), &id, cases[0].clone(), &adapters(base));
+            let kind = if base == "sdxl" {
+                "sdxl_lora_loader"
+            } else {
+                "lora_loader"
+            };
+            assert_eq!(graph.nodes["lora0"]["type"], kind);
+            assert_eq!(graph.nodes["lora0"]["weight"], 0.8);
+            assert_eq!(graph.nodes["lora1"]["lora"]["key"], "key-film");
+            assert_eq!(source_of(&graph, "lora0", "unet"), ("loader", "unet"));
+            assert_eq!(source_of(&graph, "lora1", "clip"), ("lora0", "clip"));
+            assert_eq!(source_of(&graph, "denoise", "unet"), ("lora1", "unet"));
+            for prompt in ["positive", "negative"] {
+                assert_eq!(source_of(&graph, prompt, "clip"), ("lora1", "clip"));
+                if base == "sdxl" {
+                    assert_eq!(source_of(&graph, prompt, "clip2"), ("lora1", "clip2"));
+                }
+            }
+            // The VAE stays the checkpoint's.
+            assert_eq!(source_of(&graph, OUTPUT, "vae"), ("loader", "vae"));
+            let control = &graph.nodes["control"];
+            assert_eq!(control["type"], "controlnet");
+            assert_eq!(control["control_weight"], 1.2);
+            assert_eq!(control["control_model"]["key"], "key-canny");
+            assert_eq!(control["image"]["image_name"], "guide.png");
+            assert_eq!(
+                source_of(&graph, "denoise", "control"),
+                ("control", "control")
+            );
+            // Without adapters, the loader feeds everything.
+            let plain = denoise_graph(
+                &generation("m"),
+                &id,
+                cases[0].clone(),
+                &Adapters::default(),
+            );
+            assert_eq!(source_of(&plain, "denoise", "unet"), ("loader", "unet"));
+            assert!(!plain.nodes.contains_key("control"));
         }
     }
 
@@ -221,7 +378,18 @@ pub(super) mod tests {
         for base in ["sd-1", "sdxl"] {
             let id = json!({ "key": "k", "hash": "h", "name": "n", "base": base, "type": "main" });
             for latents in latents_cases() {
-                graphs.push(denoise_graph(&generation("m"), &id, latents));
+                graphs.push(denoise_graph(
+                    &generation("m"),
+                    &id,
+                    latents.clone(),
+                    &Adapters::default(),
+                ));
+                graphs.push(denoise_graph(
+                    &generation("m"),
+                    &id,
+                    latents,
+                    &adapters(base),
+                ));
             }
         }
         for graph in &graphs {

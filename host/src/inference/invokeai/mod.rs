@@ -7,8 +7,9 @@
 //! 3. a graph (loader → prompts → noise → denoise → decode, or `img_scale`
 //!    for upscaling) is enqueued with `POST /api/v1/queue/default/enqueue_batch`,
 //!    one queue item per image of the batch (seeds from a batch datum);
-//! 4. each item is followed with `GET /api/v1/queue/default/i/{item_id}`
-//!    (progress: executed nodes of the session's graph);
+//! 4. each item is followed with `GET /api/v1/queue/default/i/{item_id}`;
+//!    step progress comes from its socket.io feed (`events`), opened
+//!    before the enqueue (without one: executed nodes of the session);
 //! 5. the output node's image comes from `GET /api/v1/images/i/{name}/full`.
 //!
 //! A stopped job cancels its items (`PUT …/i/{item_id}/cancel`).
@@ -18,10 +19,13 @@ use std::time::Duration;
 use image::RgbaImage;
 use serde_json::{Value, json};
 
+mod events;
 mod graph;
 pub use graph::sampler_of;
 
-use graph::{Graph, Latents, OUTPUT, denoise_graph};
+use events::Feed;
+
+use graph::{Adapters, ControlNet, Graph, Latents, OUTPUT, denoise_graph};
 
 use super::gpu_server::{GpuServer, gpu_server_backend, unavailable};
 use super::{Generation, InferenceError, Operation, Progress, ProgressSink};
@@ -30,6 +34,29 @@ use crate::models::ModelCatalogue;
 pub const NAME: &str = "invokeai";
 const QUEUE: &str = "default";
 const POLL: Duration = Duration::from_millis(200);
+
+/// `img` at `w`×`h` (Lanczos), or as it is when it has that size.
+fn sized(img: &RgbaImage, w: u32, h: u32) -> std::borrow::Cow<'_, RgbaImage> {
+    if img.dimensions() == (w, h) {
+        std::borrow::Cow::Borrowed(img)
+    } else {
+        std::borrow::Cow::Owned(image::imageops::resize(
+            img,
+            w,
+            h,
+            image::imageops::FilterType::Lanczos3,
+        ))
+    }
+}
+
+/// Our masks repaint where they are white, InvokeAI's where black: the
+/// mask inverted, opaque.
+fn repaint_black(mask: &RgbaImage) -> RgbaImage {
+    RgbaImage::from_fn(mask.width(), mask.height(), |x, y| {
+        let p = mask.get_pixel(x, y);
+        image::Rgba([255 - p[0], 255 - p[1], 255 - p[2], 255])
+    })
+}
 
 pub struct InvokeAi {
     server: GpuServer,
@@ -42,17 +69,12 @@ impl InvokeAi {
         })
     }
 
-    /// The catalogue's models this server has: `GET /api/v2/models/` of
-    /// type `main`, matched by name or by hash (InvokeAI prefixes its
-    /// hashes with the algorithm, `blake3:…`).
+    /// The catalogue's models this server has (main models, LoRAs,
+    /// ControlNets): `GET /api/v2/models/`, matched by name or by hash
+    /// (InvokeAI prefixes its hashes with the algorithm, `blake3:…`).
     async fn models_of(&self, catalogue: &ModelCatalogue) -> Result<Vec<String>, InferenceError> {
         let list = self
-            .json(
-                self.server
-                    .http
-                    .get(self.server.url("/api/v2/models/"))
-                    .query(&[("model_type", "main")]),
-            )
+            .json(self.server.http.get(self.server.url("/api/v2/models/")))
             .await?;
         let listed: Vec<(String, String)> = list["models"]
             .as_array()
@@ -89,14 +111,15 @@ impl InvokeAi {
         serde_json::from_str(&body).map_err(|e| InferenceError::Failed(format!("bad JSON: {e}")))
     }
 
-    /// The model's identifier (key, hash, name, base, type).
-    async fn model(&self, name: &str) -> Result<Value, InferenceError> {
+    /// The identifier (key, hash, name, base, type) of the model `name` of
+    /// InvokeAI's type `kind` (`main`, `lora`, `controlnet`).
+    async fn model(&self, name: &str, kind: &str) -> Result<Value, InferenceError> {
         let list = self
             .json(
                 self.server
                     .http
                     .get(self.server.url("/api/v2/models/"))
-                    .query(&[("model_name", name), ("model_type", "main")]),
+                    .query(&[("model_name", name), ("model_type", kind)]),
             )
             .await?;
         let m = list["models"]
@@ -107,6 +130,18 @@ impl InvokeAi {
             json!({ "key": m["key"], "hash": m["hash"], "name": m["name"],
                    "base": m["base"], "type": m["type"] }),
         )
+    }
+
+    /// The generation's LoRAs as InvokeAI identifiers, in order.
+    async fn adapters<'a>(&self, g: &Generation) -> Result<Adapters<'a>, InferenceError> {
+        let mut loras = Vec::with_capacity(g.loras.len());
+        for l in &g.loras {
+            loras.push((self.model(&l.name, "lora").await?, l.weight));
+        }
+        Ok(Adapters {
+            loras,
+            control: None,
+        })
     }
 
     async fn upload(&self, img: &RgbaImage) -> Result<String, InferenceError> {
@@ -174,17 +209,22 @@ impl InvokeAi {
         }
     }
 
-    /// Follows the items to the end, reporting executed nodes as steps,
-    /// and fetches each one's output image.
+    /// Follows the items to the end, reporting progress, and fetches each
+    /// one's output image. Progress is the denoise's steps (`steps` an
+    /// item) as the socket.io `feed` tells them, or without a feed the
+    /// session's executed nodes.
     async fn follow(
         &self,
         ids: &[i64],
+        feed: Option<&Feed>,
+        steps: u32,
         progress: &ProgressSink,
     ) -> Result<Vec<RgbaImage>, InferenceError> {
         let mut images = Vec::with_capacity(ids.len());
-        let mut last = 0;
+        let mut last = None;
         for (i, id) in ids.iter().enumerate() {
             let item = loop {
+                let heard = feed.map_or(0, Feed::heard);
                 let item = self
                     .json(
                         self.server
@@ -193,15 +233,31 @@ impl InvokeAi {
                     )
                     .await?;
                 let session = &item["session"];
-                let total = session["graph"]["nodes"].as_object().map_or(1, |n| n.len()) as u32;
-                let done = session["executed"].as_array().map_or(0, |e| e.len()) as u32;
-                let step = i as u32 * total + done.min(total);
-                if step != last {
-                    last = step;
-                    if !progress(Progress {
-                        step,
-                        total_steps: total * ids.len() as u32,
-                    }) {
+                let done = item["status"] == "completed";
+                let (per_item, at) = match feed {
+                    Some(feed) => {
+                        let per_item = steps.max(1);
+                        let pct = if done {
+                            1.0
+                        } else {
+                            feed.percentage(*id).unwrap_or(0.0)
+                        };
+                        (per_item, (pct * per_item as f32).round() as u32)
+                    }
+                    None => {
+                        let total =
+                            session["graph"]["nodes"].as_object().map_or(1, |n| n.len()) as u32;
+                        let ran = session["executed"].as_array().map_or(0, |e| e.len()) as u32;
+                        (total, ran)
+                    }
+                };
+                let now = Progress {
+                    step: i as u32 * per_item + at.min(per_item),
+                    total_steps: per_item * ids.len() as u32,
+                };
+                if last != Some(now) {
+                    last = Some(now);
+                    if !progress(now) {
                         self.cancel(&ids[i..]).await;
                         return Err(InferenceError::Cancelled);
                     }
@@ -218,7 +274,12 @@ impl InvokeAi {
                     Some("canceled") => {
                         return Err(InferenceError::Failed("canceled on InvokeAI".into()));
                     }
-                    _ => tokio::time::sleep(POLL).await,
+                    // The feed wakes the follower as the item moves; the
+                    // poll stays the truth (and the fallback).
+                    _ => match feed {
+                        Some(feed) => feed.changed(heard, POLL).await,
+                        None => tokio::time::sleep(POLL).await,
+                    },
                 }
             };
             let name = item["session"]["results"]
@@ -258,27 +319,53 @@ impl InvokeAi {
                 .map(|i| g.seed + u64::from(i))
                 .collect::<Vec<_>>()
         };
+        let mut restore = None;
+        // The denoise's steps an item (img2img runs fewer: InvokeAI's
+        // percentage counts those it runs, so the share is the same).
+        let steps = match &op {
+            Operation::TextToImage { generation, .. }
+            | Operation::ImageToImage { generation, .. }
+            | Operation::Inpaint { generation, .. } => generation.steps,
+            Operation::Upscale { .. } => 1,
+        };
         let (graph, seeds) = match &op {
-            Operation::TextToImage(g) => {
-                let id = self.model(&g.model).await?;
+            Operation::TextToImage {
+                generation,
+                control,
+            } => {
+                let id = self.model(&generation.model, "main").await?;
+                let mut adapters = self.adapters(generation).await?;
+                let guide;
+                if let Some(c) = control {
+                    guide = self.upload(&c.image).await?;
+                    adapters.control = Some(ControlNet {
+                        model: self.model(&c.model, "controlnet").await?,
+                        image: &guide,
+                        weight: c.weight,
+                    });
+                }
                 let graph = denoise_graph(
-                    g,
+                    generation,
                     &id,
                     Latents {
                         source: None,
                         mask: None,
                         strength: 1.0,
                     },
+                    &adapters,
                 );
-                (graph, seeds(g))
+                (graph, seeds(generation))
             }
             Operation::ImageToImage {
                 generation,
                 source,
                 strength,
             } => {
-                let id = self.model(&generation.model).await?;
-                let name = self.upload(source).await?;
+                let id = self.model(&generation.model, "main").await?;
+                let adapters = self.adapters(generation).await?;
+                // InvokeAI's noise and the source's latents must agree.
+                let source = sized(source, generation.width, generation.height);
+                let name = self.upload(&source).await?;
                 let graph = denoise_graph(
                     generation,
                     &id,
@@ -287,6 +374,7 @@ impl InvokeAi {
                         mask: None,
                         strength: *strength,
                     },
+                    &adapters,
                 );
                 (graph, seeds(generation))
             }
@@ -295,9 +383,19 @@ impl InvokeAi {
                 source,
                 mask,
             } => {
-                let id = self.model(&generation.model).await?;
-                let src = self.upload(source).await?;
-                let mask = self.upload(mask).await?;
+                // At the source's size, in whole latents (8 pixels); the
+                // result goes back to the source's size.
+                let (w, h) = (source.width() / 8 * 8, source.height() / 8 * 8);
+                restore = Some(source.dimensions()).filter(|&d| d != (w, h));
+                let generation = &Generation {
+                    width: w,
+                    height: h,
+                    ..generation.clone()
+                };
+                let id = self.model(&generation.model, "main").await?;
+                let adapters = self.adapters(generation).await?;
+                let src = self.upload(&sized(source, w, h)).await?;
+                let mask = self.upload(&repaint_black(&sized(mask, w, h))).await?;
                 let graph = denoise_graph(
                     generation,
                     &id,
@@ -306,6 +404,7 @@ impl InvokeAi {
                         mask: Some(&mask),
                         strength: 1.0,
                     },
+                    &adapters,
                 );
                 (graph, seeds(generation))
             }
@@ -321,8 +420,14 @@ impl InvokeAi {
                 (graph, vec![])
             }
         };
+        // Subscribed before the enqueue, so no step goes unheard.
+        let feed = Feed::open(self.server.base(), QUEUE).await;
         let ids = self.enqueue(graph.build(), &seeds).await?;
-        self.follow(&ids, &progress).await
+        let images = self.follow(&ids, feed.as_ref(), steps, &progress).await?;
+        Ok(match restore {
+            Some((w, h)) => images.iter().map(|i| sized(i, w, h).into_owned()).collect(),
+            None => images,
+        })
     }
 }
 
@@ -346,7 +451,9 @@ mod tests {
             let id = json!({ "key": "missing", "hash": "blake3:missing", "name": "missing",
                              "base": base, "type": "main" });
             for latents in latents_cases() {
-                let graph = denoise_graph(&generation("missing"), &id, latents).build();
+                let graph =
+                    denoise_graph(&generation("missing"), &id, latents, &Adapters::default())
+                        .build();
                 let ids = backend.enqueue(graph, &[7, 8]).await;
                 let ids = ids.unwrap_or_else(|e| panic!("{base}: InvokeAI refused the graph: {e}"));
                 assert_eq!(ids.len(), 2);

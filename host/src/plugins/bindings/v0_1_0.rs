@@ -58,6 +58,7 @@ impl From<&JobSpec> for GenerationParams {
             seed: i64::try_from(g.seed).unwrap_or(i64::MAX),
             batch_size: g.batch_size,
             loras: spec
+                .generation
                 .loras
                 .iter()
                 .map(|l| Lora {
@@ -84,7 +85,7 @@ impl GenerationParams {
         g.cfg_scale = self.cfg_scale;
         g.sampler = self.sampler;
         g.seed = u64::try_from(self.seed).map_err(|_| "seed: 0 to 4294967295".to_owned())?;
-        out.loras = self
+        g.loras = self
             .loras
             .into_iter()
             .map(|l| LoraSpec {
