@@ -103,6 +103,19 @@ impl Feed {
         })
     }
 
+    /// Whether the feed still reads its socket.
+    pub fn is_open(&self) -> bool {
+        !self.reader.is_finished()
+    }
+
+    /// Forgets what it heard of items that ended.
+    pub fn forget(&self, ids: &[i64]) {
+        let mut progress = self.progress.lock().expect("progress lock");
+        for id in ids {
+            progress.remove(id);
+        }
+    }
+
     /// How many steps and status changes the feed has heard.
     pub fn heard(&self) -> u64 {
         self.heard.load(std::sync::atomic::Ordering::SeqCst)

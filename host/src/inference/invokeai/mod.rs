@@ -34,6 +34,15 @@ use crate::models::ModelCatalogue;
 pub const NAME: &str = "invokeai";
 const QUEUE: &str = "default";
 const POLL: Duration = Duration::from_millis(200);
+/// How long a server whose socket.io feed could not be opened is followed
+/// by polling alone before the feed is tried again.
+const FEED_RETRY: Duration = Duration::from_secs(60);
+
+/// A model as graphs name it: InvokeAI's key, hash, name, base, type.
+fn identifier(m: &Value) -> Value {
+    json!({ "key": m["key"], "hash": m["hash"], "name": m["name"],
+            "base": m["base"], "type": m["type"] })
+}
 
 /// `img` at `w`×`h` (Lanczos), or as it is when it has that size.
 fn sized(img: &RgbaImage, w: u32, h: u32) -> std::borrow::Cow<'_, RgbaImage> {
@@ -60,12 +69,20 @@ fn repaint_black(mask: &RgbaImage) -> RgbaImage {
 
 pub struct InvokeAi {
     server: GpuServer,
+    /// The identifier of each catalogue model the last discovery matched
+    /// (by name or hash), so a job looks none up.
+    known: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+    /// The socket.io feed, kept open from job to job (opened again when
+    /// it closed), and when opening it last failed.
+    feed: tokio::sync::Mutex<(Option<std::sync::Arc<Feed>>, Option<std::time::Instant>)>,
 }
 
 impl InvokeAi {
     pub fn new(base: &str) -> anyhow::Result<Self> {
         Ok(Self {
             server: GpuServer::new(base)?,
+            known: Default::default(),
+            feed: Default::default(),
         })
     }
 
@@ -76,27 +93,29 @@ impl InvokeAi {
         let list = self
             .json(self.server.http.get(self.server.url("/api/v2/models/")))
             .await?;
-        let listed: Vec<(String, String)> = list["models"]
+        let listed: Vec<&Value> = list["models"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|m| {
-                        let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
-                        (text("name"), text("hash"))
-                    })
-                    .collect()
-            })
+            .map(|a| a.iter().collect())
             .unwrap_or_default();
-        Ok(GpuServer::matched(catalogue, |m| {
-            listed.iter().any(|(name, hash)| {
-                *name == m.name
+        let text = |m: &Value, k: &str| m[k].as_str().unwrap_or_default().to_owned();
+        let find = |m: &crate::models::Model| {
+            listed.iter().copied().find(|l| {
+                text(l, "name") == m.name
                     || (!m.hash.is_empty()
-                        && hash
+                        && text(l, "hash")
                             .rsplit(':')
                             .next()
                             .is_some_and(|h| h.starts_with(&m.hash)))
             })
-        }))
+        };
+        let matched = GpuServer::matched(catalogue, |m| find(m).is_some());
+        let known = catalogue
+            .all()
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), identifier(find(m)?))))
+            .collect();
+        *self.known.lock().expect("known models lock") = known;
+        Ok(matched)
     }
 
     async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, InferenceError> {
@@ -112,8 +131,18 @@ impl InvokeAi {
     }
 
     /// The identifier (key, hash, name, base, type) of the model `name` of
-    /// InvokeAI's type `kind` (`main`, `lora`, `controlnet`).
+    /// InvokeAI's type `kind` (`main`, `lora`, `controlnet`): as the last
+    /// discovery matched it, else looked up by name.
     async fn model(&self, name: &str, kind: &str) -> Result<Value, InferenceError> {
+        let known = self
+            .known
+            .lock()
+            .expect("known models lock")
+            .get(name)
+            .cloned();
+        if let Some(id) = known.filter(|id| id["type"] == kind) {
+            return Ok(id);
+        }
         let list = self
             .json(
                 self.server
@@ -126,10 +155,25 @@ impl InvokeAi {
             .as_array()
             .and_then(|a| a.iter().find(|m| m["name"] == name))
             .ok_or_else(|| InferenceError::UnknownModel(name.to_owned()))?;
-        Ok(
-            json!({ "key": m["key"], "hash": m["hash"], "name": m["name"],
-                   "base": m["base"], "type": m["type"] }),
-        )
+        Ok(identifier(m))
+    }
+
+    /// The open socket.io feed, opened (again) when there is none.
+    /// A server without one is asked again after a minute, not per job.
+    async fn feed(&self) -> Option<std::sync::Arc<Feed>> {
+        let mut slot = self.feed.lock().await;
+        let (feed, failed) = &mut *slot;
+        if let Some(open) = feed.as_ref().filter(|f| f.is_open()) {
+            return Some(open.clone());
+        }
+        if failed.is_some_and(|at| at.elapsed() < FEED_RETRY) {
+            return None;
+        }
+        *feed = Feed::open(self.server.base(), QUEUE)
+            .await
+            .map(std::sync::Arc::new);
+        *failed = feed.is_none().then(std::time::Instant::now);
+        feed.clone()
     }
 
     /// The generation's LoRAs as InvokeAI identifiers, in order.
@@ -421,9 +465,13 @@ impl InvokeAi {
             }
         };
         // Subscribed before the enqueue, so no step goes unheard.
-        let feed = Feed::open(self.server.base(), QUEUE).await;
+        let feed = self.feed().await;
         let ids = self.enqueue(graph.build(), &seeds).await?;
-        let images = self.follow(&ids, feed.as_ref(), steps, &progress).await?;
+        let images = self.follow(&ids, feed.as_deref(), steps, &progress).await;
+        if let Some(feed) = &feed {
+            feed.forget(&ids);
+        }
+        let images = images?;
         Ok(match restore {
             Some((w, h)) => images.iter().map(|i| sized(i, w, h).into_owned()).collect(),
             None => images,
