@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Our worker's overhead per job around a real InvokeAI (the rig's).
+
+    scripts/invokeai-rig start
+    python3 scripts/invokeai_rig/overhead.py target/release/pingvas [RUNS]
+
+Starts `pingvas serve` (the given binary: build it with `cargo build
+--release -p pingvas-host --bin pingvas`) on a fresh data dir with its
+in-process worker on the `invokeai` backend at the rig's URL
+(target/invokeai/rig.json), then runs each operation RUNS times (after one
+warm-up) and prints, per job kind, the medians of: InvokeAI's own time
+(queue item created_at -> completed_at), our time before it (job
+started_at, the lease -> item created_at) and after it (item completed_at
+-> job completed_at). Standard library only.
+"""
+
+import base64
+import io
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+from datetime import datetime, timezone
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RIG = json.load(open(os.environ.get("INVOKEAI_RIG_JSON", os.path.join(REPO, "target/invokeai/rig.json"))))
+INVOKE = RIG["url"]
+
+MODELS = """
+[[models]]
+id = "rig-sd1"
+name = "rig-sd1"
+display_name = "Rig SD-1"
+type = "main"
+base = "sd-1"
+description = "tiny"
+min_tier = "free"
+hash = "06a024f44c"
+credits_per_gpu_second = 1.0
+gpu_seconds_per_megapixel_step = 0.08
+
+[[models]]
+id = "rig-sd1-lora"
+name = "rig-sd1-lora"
+display_name = "Rig LoRA"
+type = "lora"
+base = "sd-1"
+description = "tiny"
+min_tier = "free"
+hash = "05728e69bb"
+credits_per_gpu_second = 1.0
+gpu_seconds_per_megapixel_step = 0.05
+
+[[models]]
+id = "rig-sd1-controlnet"
+name = "rig-sd1-controlnet"
+display_name = "Rig ControlNet"
+type = "controlnet"
+base = "sd-1"
+description = "tiny"
+min_tier = "free"
+hash = "41bd428d76"
+credits_per_gpu_second = 1.0
+gpu_seconds_per_megapixel_step = 0.05
+
+[[models]]
+id = "model-real-esrgan"
+name = "real-esrgan"
+display_name = "Real-ESRGAN"
+type = "upscaler"
+description = "2x/4x upscaler"
+min_tier = "free"
+hash = "4fa3d5f7e2"
+credits_per_gpu_second = 1.0
+gpu_seconds_per_megapixel_step = 0.5
+"""
+
+
+def png(w, h, rgb):
+    """A flat PNG, base64."""
+    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    data += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return base64.b64encode(data).decode()
+
+
+def call(method, url, body=None, token=None):
+    req = urllib.request.Request(url, method=method)
+    if body is not None:
+        req.data = json.dumps(body).encode()
+        req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{method} {url}: {e.code} {e.read()[:300]}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rfc3339(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def invoke_time(text):
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+
+
+def newest_item():
+    ids = call("GET", f"{INVOKE}/api/v1/queue/default/item_ids")
+    ids = ids["item_ids"] if isinstance(ids, dict) else ids
+    return call("GET", f"{INVOKE}/api/v1/queue/default/i/{max(ids)}")
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    data = tempfile.mkdtemp(prefix="pingvas-overhead-")
+    models = os.path.join(data, "models.toml")
+    open(models, "w").write(MODELS)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PINGVAS_ADDR=f"127.0.0.1:{port}", PINGVAS_DATA_DIR=data,
+               PINGVAS_MODELS_FILE=models, PINGVAS_WORKER_BACKEND="invokeai",
+               PINGVAS_WORKER_BACKEND_URL=INVOKE, PINGVAS_RATE_LIMITS_ENABLED="false",
+               PINGVAS_WORKER_MODELS="rig-sd1,rig-sd1-lora,rig-sd1-controlnet,real-esrgan",
+               RUST_LOG="warn")
+    server = subprocess.Popen([binary, "serve"], cwd=data, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{base}/healthz")
+                break
+            except OSError:
+                time.sleep(0.05)
+        email = "bench@example.com"
+        creds = {"email": email, "password": "SecurePass123!"}
+        call("POST", f"{base}/api/v1/auth/register", creds)
+        subprocess.run([binary, "admin", "grant-credits", email, "100000"], cwd=data, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        token = call("POST", f"{base}/api/v1/auth/login", creds)["data"]["access_token"]
+        t2i = {"prompt": "a red cat", "model": "rig-sd1", "width": 64, "height": 64, "steps": 4, "seed": 7}
+        cases = [
+            ("text-to-image", "text-to-image", t2i),
+            ("+LoRA", "text-to-image", dict(t2i, loras=[{"name": "rig-sd1-lora", "weight": 1.0}])),
+            ("image-to-image", "image-to-image", dict(t2i, source_image=png(64, 64, (200, 40, 40)), strength=0.6)),
+            ("inpaint", "inpaint", {"prompt": "a red cat", "model": "rig-sd1", "steps": 4, "seed": 7,
+                                    "source_image": png(64, 64, (200, 40, 40)),
+                                    "mask_image": png(64, 64, (255, 255, 255))}),
+            ("+ControlNet", "text-to-image",
+             dict(t2i, controlnet={"model": "rig-sd1-controlnet", "image": png(64, 64, (250, 250, 250)), "weight": 1.0})),
+            ("upscale", "upscale", {"image": png(64, 64, (200, 40, 40)), "scale": 2}),
+        ]
+        print(f"medians of {runs} runs each (after one warm-up), {binary}")
+        print("| job | InvokeAI | lease → enqueue | done → stored | overhead | overhead ÷ InvokeAI |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, kind, body in cases:
+            rows = []
+            for i in range(runs + 1):
+                job = call("POST", f"{base}/api/v1/generate/{kind}", body, token)["data"]["job_id"]
+                while True:
+                    d = call("GET", f"{base}/api/v1/queue/items/{job}", token=token)["data"]
+                    if d["status"] in ("completed", "failed", "cancelled"):
+                        break
+                    time.sleep(0.02)
+                assert d["status"] == "completed", d
+                item = newest_item()
+                assert item["status"] == "completed", item
+                ms = lambda delta: delta.total_seconds() * 1e3
+                before = ms(invoke_time(item["created_at"]) - rfc3339(d["started_at"]))
+                after = ms(rfc3339(d["completed_at"]) - invoke_time(item["completed_at"]))
+                invoke = ms(invoke_time(item["completed_at"]) - invoke_time(item["created_at"]))
+                if i > 0:
+                    rows.append((invoke, before, after))
+            med = lambda k: statistics.median(r[k] for r in rows)
+            inv, bef, aft = med(0), med(1), med(2)
+            print(f"| {name} | {inv:.0f} ms | {bef:.1f} ms | {aft:.1f} ms | {bef + aft:.1f} ms | {(bef + aft) / inv:.3f} |")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
