@@ -33,54 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RIG = json.load(open(os.environ.get("INVOKEAI_RIG_JSON", os.path.join(REPO, "target/invokeai/rig.json"))))
 INVOKE = RIG["url"]
 
-MODELS = """
-[[models]]
-id = "rig-sd1"
-name = "rig-sd1"
-display_name = "Rig SD-1"
-type = "main"
-base = "sd-1"
-description = "tiny"
-min_tier = "free"
-hash = "06a024f44c"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.08
-
-[[models]]
-id = "rig-sd1-lora"
-name = "rig-sd1-lora"
-display_name = "Rig LoRA"
-type = "lora"
-base = "sd-1"
-description = "tiny"
-min_tier = "free"
-hash = "05728e69bb"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.05
-
-[[models]]
-id = "rig-sd1-controlnet"
-name = "rig-sd1-controlnet"
-display_name = "Rig ControlNet"
-type = "controlnet"
-base = "sd-1"
-description = "tiny"
-min_tier = "free"
-hash = "41bd428d76"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.05
-
-[[models]]
-id = "model-real-esrgan"
-name = "real-esrgan"
-display_name = "Real-ESRGAN"
-type = "upscaler"
-description = "2x/4x upscaler"
-min_tier = "free"
-hash = "4fa3d5f7e2"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.5
-"""
+MODELS = os.path.join(REPO, "scripts/invokeai_rig/models.toml")
 
 
 def png(w, h, rgb):
@@ -134,12 +87,10 @@ def main():
     binary = os.path.abspath(sys.argv[1])
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     data = tempfile.mkdtemp(prefix="pingvas-overhead-")
-    models = os.path.join(data, "models.toml")
-    open(models, "w").write(MODELS)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PINGVAS_ADDR=f"127.0.0.1:{port}", PINGVAS_DATA_DIR=data,
-               PINGVAS_MODELS_FILE=models, PINGVAS_WORKER_BACKEND="invokeai",
+               PINGVAS_MODELS_FILE=MODELS, PINGVAS_WORKER_BACKEND="invokeai",
                PINGVAS_WORKER_BACKEND_URL=INVOKE, PINGVAS_RATE_LIMITS_ENABLED="false",
                PINGVAS_WORKER_MODELS="rig-sd1,rig-sd1-lora,rig-sd1-controlnet,real-esrgan",
                RUST_LOG="warn")

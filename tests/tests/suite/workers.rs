@@ -520,54 +520,10 @@ async fn invokeai_inpaints_as_its_canvas_does_at_whole_latents() {
 
 /// The rig's tiny SD-1 model, LoRA and ControlNet (`scripts/invokeai-rig`)
 /// as a catalogue, with the upscaler.
-const RIG_MODELS: &str = r#"
-[[models]]
-id = "rig-sd1"
-name = "rig-sd1"
-display_name = "Rig SD-1"
-type = "main"
-base = "sd-1"
-description = "tiny random-weight SD-1 (scripts/invokeai-rig)"
-min_tier = "free"
-hash = "06a024f44c"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.08
-
-[[models]]
-id = "rig-sd1-lora"
-name = "rig-sd1-lora"
-display_name = "Rig LoRA"
-type = "lora"
-base = "sd-1"
-description = "its LoRA"
-min_tier = "free"
-hash = "05728e69bb"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.05
-
-[[models]]
-id = "rig-sd1-controlnet"
-name = "rig-sd1-controlnet"
-display_name = "Rig ControlNet"
-type = "controlnet"
-base = "sd-1"
-description = "its ControlNet"
-min_tier = "free"
-hash = "41bd428d76"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.05
-
-[[models]]
-id = "model-real-esrgan"
-name = "real-esrgan"
-display_name = "Real-ESRGAN"
-type = "upscaler"
-description = "2x/4x upscaler"
-min_tier = "free"
-hash = "4fa3d5f7e2"
-credits_per_gpu_second = 1.0
-gpu_seconds_per_megapixel_step = 0.5
-"#;
+const RIG_MODELS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../scripts/invokeai_rig/models.toml"
+);
 
 /// InvokeAI's queue item our job became: the newest one.
 async fn newest_item(client: &reqwest::Client, url: &str) -> Value {
@@ -611,9 +567,7 @@ fn invoke_time(v: &Value) -> chrono::DateTime<chrono::Utc> {
 #[ignore = "needs the rig's InvokeAI at INVOKEAI_URL (scripts/invokeai-rig)"]
 async fn real_invokeai() {
     let url = std::env::var("INVOKEAI_URL").expect("INVOKEAI_URL");
-    let dir = tempfile::tempdir().unwrap();
-    let models = dir.path().join("models.toml");
-    std::fs::write(&models, RIG_MODELS).unwrap();
+    let models = std::path::PathBuf::from(RIG_MODELS);
     let backend_url = url.clone();
     let srv = TestServer::start_with(move |c| {
         c.models_file = Some(models);
