@@ -52,10 +52,10 @@ impl Queue {
     fn priced(&self, spec: &JobSpec) -> QueueResult<Priced> {
         match &spec.workflow {
             None => {
-                let model = self.model(spec.model())?;
+                let (model, catalogue) = (self.model(spec.model())?, &self.parts.models);
                 Ok(Priced {
-                    credits: estimate_credits(spec, model),
-                    gpu_seconds: spec.expected_gpu_seconds(model),
+                    credits: estimate_credits(spec, model, catalogue),
+                    gpu_seconds: spec.expected_gpu_seconds(model, catalogue),
                 })
             }
             Some(plan) => {

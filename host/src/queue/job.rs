@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::inference::Generation;
-use crate::models::Model;
+use crate::models::{Model, ModelCatalogue};
 pub use crate::store::jobs::{JobStatus, JobType};
 use crate::workflows::plan::WorkflowPlan;
 
@@ -157,17 +157,29 @@ impl JobSpec {
         .collect()
     }
 
-    /// Expected GPU seconds on a GPU of the model's catalogue speed. A
-    /// request's sizes are those it runs at (an inpaint's are its
-    /// source's, an upscale's its result's).
-    pub fn expected_gpu_seconds(&self, model: &Model) -> f64 {
+    /// Expected GPU seconds on a GPU of the catalogue's speeds: the
+    /// model's, and each LoRA's and the ControlNet's for every step they
+    /// add to. A request's sizes are those it runs at (an inpaint's are
+    /// its source's, an upscale's its result's).
+    pub fn expected_gpu_seconds(&self, model: &Model, catalogue: &ModelCatalogue) -> f64 {
         let g = &self.generation;
         let megapixels = megapixels(g.width, g.height);
-        let work = match self.job_type {
-            JobType::Upscale => megapixels,
-            _ => megapixels * f64::from(g.steps.max(1)) * f64::from(g.batch_size.max(1)),
-        };
-        work * model.gpu_seconds_per_megapixel_step
+        match self.job_type {
+            JobType::Upscale => megapixels * model.gpu_seconds_per_megapixel_step,
+            _ => {
+                megapixels
+                    * f64::from(g.steps.max(1))
+                    * f64::from(g.batch_size.max(1))
+                    * diffusion_speed(model, self.adapters(), catalogue)
+            }
+        }
+    }
+
+    /// The LoRAs and the ControlNet a diffusion job applies, by name (a
+    /// LoRA named twice is applied, and counted, twice).
+    pub fn adapters(&self) -> impl Iterator<Item = &str> {
+        let loras = self.generation.loras.iter().map(|l| l.name.as_str());
+        loras.chain(self.controlnet.as_ref().map(|c| c.model.as_str()))
     }
 
     /// Every plugin the job runs (its nodes, a workflow's nodes and
@@ -196,6 +208,27 @@ fn megapixels(width: u32, height: u32) -> f64 {
     f64::from(width) * f64::from(height) / 1e6
 }
 
+/// GPU seconds per megapixel-step of a diffusion run on `model` with
+/// `adapters` (LoRAs, a ControlNet): the model's own speed plus each
+/// adapter's, as each adds its own work to every UNet step. An adapter the
+/// catalogue lacks counts at the model's speed (enqueue refuses one).
+pub fn diffusion_speed<'a>(
+    model: &Model,
+    adapters: impl IntoIterator<Item = &'a str>,
+    catalogue: &ModelCatalogue,
+) -> f64 {
+    let own = model.gpu_seconds_per_megapixel_step;
+    let added: f64 = adapters
+        .into_iter()
+        .map(|a| {
+            catalogue
+                .get(a)
+                .map_or(own, |m| m.gpu_seconds_per_megapixel_step)
+        })
+        .sum();
+    own + added
+}
+
 /// What one inference operation really processes, to price it: its
 /// kind, its diffusion parameters, the sizes of the source images it is
 /// given, and an upscale's factor.
@@ -203,36 +236,48 @@ fn megapixels(width: u32, height: u32) -> f64 {
 pub struct Work<'a> {
     pub job_type: JobType,
     pub generation: &'a Generation,
+    /// The ControlNet model it applies, if any.
+    pub controlnet: Option<&'a str>,
     pub sources: &'a [(u32, u32)],
     pub scale: u32,
 }
 
 impl Work<'_> {
-    /// Expected GPU seconds on `model`: image-to-image runs once per
-    /// source at the requested size; inpaint runs at its (first)
-    /// source's size; upscale costs each result megapixel once.
-    pub fn gpu_seconds(&self, model: &Model) -> f64 {
+    /// Expected GPU seconds on `model` with the run's LoRAs and ControlNet
+    /// (`diffusion_speed`): image-to-image runs once per source at the
+    /// requested size; inpaint runs at its (first) source's size; upscale
+    /// costs each result megapixel once.
+    pub fn gpu_seconds(&self, model: &Model, catalogue: &ModelCatalogue) -> f64 {
         let g = self.generation;
         let per_run = f64::from(g.steps.max(1)) * f64::from(g.batch_size.max(1));
-        let work = match self.job_type {
-            JobType::TextToImage => megapixels(g.width, g.height) * per_run,
+        let diffusion = |megapixels: f64| {
+            let adapters = g
+                .loras
+                .iter()
+                .map(|l| l.name.as_str())
+                .chain(self.controlnet);
+            megapixels * per_run * diffusion_speed(model, adapters, catalogue)
+        };
+        match self.job_type {
+            JobType::TextToImage => diffusion(megapixels(g.width, g.height)),
             JobType::ImageToImage => {
-                self.sources.len().max(1) as f64 * megapixels(g.width, g.height) * per_run
+                diffusion(self.sources.len().max(1) as f64 * megapixels(g.width, g.height))
             }
             JobType::Inpaint => {
                 let (w, h) = self.sources.first().copied().unwrap_or((g.width, g.height));
-                megapixels(w, h) * per_run
+                diffusion(megapixels(w, h))
             }
             JobType::Upscale => {
                 let s = self.scale.max(1);
-                self.sources
+                let mp: f64 = self
+                    .sources
                     .iter()
                     .map(|&(w, h)| megapixels(w * s, h * s))
-                    .sum()
+                    .sum();
+                mp * model.gpu_seconds_per_megapixel_step
             }
             JobType::Workflow => 0.0,
-        };
-        work * model.gpu_seconds_per_megapixel_step
+        }
     }
 }
 
@@ -240,7 +285,8 @@ impl JobSpec {
     /// Checks what a pre-node may rewrite against the rules a request
     /// keeps: prompt lengths, guidance, a known sampler, the seed range,
     /// LoRA weights, strength — and LoRAs only among those the request
-    /// named (checked against the catalogue and the tier at enqueue).
+    /// named (checked against the catalogue and the tier at enqueue), each
+    /// no more often than it named it (each use was priced).
     /// The field that breaks a rule, and why.
     pub fn check_rewrite_of(&self, original: &JobSpec) -> Result<(), String> {
         let g = &self.generation;
@@ -261,9 +307,15 @@ impl JobSpec {
         if self.generation.loras.len() > MAX_LORAS {
             return Err(format!("loras: at most {MAX_LORAS}"));
         }
+        let uses = |loras: &[LoraSpec], name: &str| loras.iter().filter(|l| l.name == name).count();
         for l in &self.generation.loras {
-            if !original.generation.loras.iter().any(|o| o.name == l.name) {
+            // Each use of a LoRA was priced: never more uses than asked.
+            let asked = uses(&original.generation.loras, &l.name);
+            if asked == 0 {
                 return Err(format!("loras: {} was not in the request", l.name));
+            }
+            if uses(&self.generation.loras, &l.name) > asked {
+                return Err(format!("loras: {} more often than the request", l.name));
             }
             if !(l.weight.is_finite() && (-2.0..=2.0).contains(&l.weight)) {
                 return Err(format!("loras: weight of {} between -2 and 2", l.name));
@@ -336,10 +388,10 @@ pub fn credits_for(gpu_seconds: f64, model: &Model) -> i64 {
 }
 
 /// The up-front estimate, reserved at enqueue: the most the job can cost —
-/// its expected GPU time, and the time reserved for its plugins, at the
-/// model's rate.
-pub fn estimate_credits(spec: &JobSpec, model: &Model) -> i64 {
-    credits_for(spec.expected_gpu_seconds(model), model) + node_credits(spec, model)
+/// its expected GPU time (its LoRAs' and ControlNet's included), and the
+/// time reserved for its plugins, at the model's rate.
+pub fn estimate_credits(spec: &JobSpec, model: &Model, catalogue: &ModelCatalogue) -> i64 {
+    credits_for(spec.expected_gpu_seconds(model, catalogue), model) + node_credits(spec, model)
 }
 
 /// The credits that pay for a job's reserved plugin time at `model`'s
@@ -426,7 +478,26 @@ mod tests {
             hash: String::new(),
             credits_per_gpu_second: 2.0,
             gpu_seconds_per_megapixel_step: 0.1,
+            feature: None,
         }
+    }
+
+    /// The model of `model()`, a LoRA and a ControlNet for it.
+    fn catalogue() -> ModelCatalogue {
+        let entry = |name: &str, kind: &str, speed: f64| {
+            format!(
+                "[[models]]\nid = \"{name}\"\nname = \"{name}\"\ndisplay_name = \"{name}\"\n\
+                 type = \"{kind}\"\nbase = \"sdxl\"\nmin_tier = \"free\"\n\
+                 credits_per_gpu_second = 2.0\ngpu_seconds_per_megapixel_step = {speed}\n"
+            )
+        };
+        let text = [
+            entry("sdxl", "main", 0.1),
+            entry("detail", "lora", 0.02),
+            entry("canny", "controlnet", 0.04),
+        ]
+        .join("\n");
+        ModelCatalogue::parse(&text, &crate::billing::plans::Catalogue::builtin()).unwrap()
     }
 
     fn spec(job_type: JobType, w: u32, h: u32, steps: u32, batch: u32) -> JobSpec {
@@ -448,34 +519,80 @@ mod tests {
         }
     }
 
+    fn estimate_credits_of(spec: &JobSpec, m: &Model) -> i64 {
+        estimate_credits(spec, m, &catalogue())
+    }
+
     #[test]
     fn estimate_grows_with_size_steps_and_batch() {
         let m = model();
         // 1 MP x 30 steps x 0.1 s = 3 s x 2 credits/s = 6.
-        let base = estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 30, 1), &m);
+        let base = estimate_credits_of(&spec(JobType::TextToImage, 1000, 1000, 30, 1), &m);
         assert_eq!(base, 6);
         assert_eq!(
-            estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 30, 4), &m),
+            estimate_credits_of(&spec(JobType::TextToImage, 1000, 1000, 30, 4), &m),
             24
         );
         assert_eq!(
-            estimate_credits(&spec(JobType::TextToImage, 1000, 1000, 60, 1), &m),
+            estimate_credits_of(&spec(JobType::TextToImage, 1000, 1000, 60, 1), &m),
             12
         );
         assert_eq!(
-            estimate_credits(&spec(JobType::TextToImage, 2000, 1000, 30, 1), &m),
+            estimate_credits_of(&spec(JobType::TextToImage, 2000, 1000, 30, 1), &m),
             12
         );
         // Upscale: per output megapixel, no steps.
         assert_eq!(
-            estimate_credits(&spec(JobType::Upscale, 2000, 2000, 30, 1), &m),
+            estimate_credits_of(&spec(JobType::Upscale, 2000, 2000, 30, 1), &m),
             1
         );
         // Tiny jobs still cost one credit.
         assert_eq!(
-            estimate_credits(&spec(JobType::TextToImage, 64, 64, 1, 1), &m),
+            estimate_credits_of(&spec(JobType::TextToImage, 64, 64, 1, 1), &m),
             1
         );
+    }
+
+    #[test]
+    fn loras_and_a_controlnet_are_priced_for_every_step() {
+        let (m, c) = (model(), catalogue());
+        let plain = spec(JobType::TextToImage, 1000, 1000, 30, 2);
+        // 1 MP x 30 steps x 2 images x 0.1 s = 6 s.
+        assert!((plain.expected_gpu_seconds(&m, &c) - 6.0).abs() < 1e-9);
+        let mut with = plain.clone();
+        with.generation.loras = vec![
+            LoraSpec {
+                name: "detail".into(),
+                weight: 0.5,
+            };
+            2
+        ];
+        with.controlnet = Some(ControlNetSpec {
+            model: "canny".into(),
+            image: "inputs/guide.png".into(),
+            weight: 1.0,
+        });
+        // + 2 x 0.02 (each use of the LoRA) + 0.04 (the ControlNet) per MP-step.
+        let expected = 60.0 * (0.1 + 0.04 + 0.04);
+        assert!((with.expected_gpu_seconds(&m, &c) - expected).abs() < 1e-9);
+        assert_eq!(
+            estimate_credits(&with, &m, &c),
+            (expected * 2.0).ceil() as i64
+        );
+        assert!(estimate_credits(&with, &m, &c) > estimate_credits(&plain, &m, &c));
+        // A step's real work prices the same adapters the same way.
+        let work = Work {
+            job_type: JobType::TextToImage,
+            generation: &with.generation,
+            controlnet: Some("canny"),
+            sources: &[],
+            scale: 1,
+        };
+        assert!((work.gpu_seconds(&m, &c) - expected).abs() < 1e-9);
+        // An upscale runs no UNet steps: adapters add nothing.
+        let mut up = with.clone();
+        up.job_type = JobType::Upscale;
+        assert!((up.expected_gpu_seconds(&m, &c) - 0.1).abs() < 1e-9);
     }
 
     #[test]
@@ -527,6 +644,8 @@ mod tests {
         assert!(ok(&|s| s.generation.cfg_scale = f32::NAN).is_err());
         assert!(ok(&|s| s.generation.loras[0].weight = f32::INFINITY).is_err());
         assert!(ok(&|s| s.generation.loras[0].name = "premium-only".into()).is_err());
+        // The same LoRA once more than asked would run unpaid steps.
+        assert!(ok(&|s| s.generation.loras.push(s.generation.loras[0].clone())).is_err());
         assert!(ok(&|s| s.generation.prompt = "x".repeat(MAX_PROMPT_CHARS + 1)).is_err());
         assert!(ok(&|s| s.strength = Some(2.0)).is_err());
     }

@@ -4,7 +4,7 @@
 //! progress goes out as the job's, and its image inputs are the job's.
 //!
 //! Every inference call is checked like a request (model among those the
-//! workflow declared, sizes, steps, guidance, sampler, prompt length) and
+//! workflow declared, LoRAs among those it declared for that model, sizes, steps, guidance, sampler, prompt length) and
 //! priced before it runs at the catalogue's expected cost — the terms the
 //! reservation was made on: a call that would take the calls' expected
 //! total past the reservation is refused and ends the job (a slow backend
@@ -33,7 +33,7 @@ use crate::plugins::host::workflow::{CallError, Inference, WorkflowHost};
 use crate::plugins::limits;
 use crate::plugins::world::PluginKind;
 use crate::queue::job::{
-    JobSpec, JobType, LoraSpec, MAX_PROMPT_CHARS, SAMPLERS, Work, credits_for,
+    JobSpec, JobType, LoraSpec, MAX_LORAS, MAX_PROMPT_CHARS, SAMPLERS, Work, credits_for,
 };
 use crate::queue::{Lease, StepProgress};
 use crate::workflows::plan::Declared;
@@ -153,6 +153,15 @@ impl<S: JobSource> ComponentHost<S> {
         {
             return Err(guest("strength between 0 and 1"));
         }
+        if p.loras.len() > MAX_LORAS
+            || p.loras
+                .iter()
+                .any(|l| !(l.weight.is_finite() && (-2.0..=2.0).contains(&l.weight)))
+        {
+            return Err(guest(format!(
+                "at most {MAX_LORAS} LoRAs, weights between -2 and 2"
+            )));
+        }
         let seed = match u64::try_from(p.seed) {
             Ok(s) if s <= u64::from(u32::MAX) => s,
             _ if p.seed < 0 => rand::rng().random_range(0..=u64::from(u32::MAX)),
@@ -240,6 +249,19 @@ impl<S: JobSource> ComponentHost<S> {
             }
         };
         let (bucket, model) = self.model(spec.model())?;
+        // Only LoRAs the workflow declared for the model: those were
+        // checked for the owner's tier and base, and priced.
+        let declared = |l: &str| {
+            self.declared
+                .iter()
+                .any(|d| d.model == model.name && d.loras.iter().any(|x| x == l))
+        };
+        if let Some(l) = spec.generation.loras.iter().find(|l| !declared(&l.name)) {
+            return Err(guest(format!(
+                "LoRA {} is not one the workflow declared for {}",
+                l.name, model.name
+            )));
+        }
         let kinds_ok = match spec.job_type {
             JobType::Upscale => model.kind == "upscaler",
             _ => model.kind == "main",
@@ -257,10 +279,11 @@ impl<S: JobSource> ComponentHost<S> {
         let work = Work {
             job_type: spec.job_type,
             generation: &spec.generation,
+            controlnet: None,
             sources: &sizes,
             scale: spec.scale.unwrap_or(1),
         };
-        let cost = credits_for(work.gpu_seconds(&model), &model);
+        let cost = credits_for(work.gpu_seconds(&model, &self.worker.catalogue), &model);
         {
             let mut a = self.account.lock().expect("account");
             if a.committed + cost > self.reserved {

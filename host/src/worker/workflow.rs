@@ -310,10 +310,11 @@ impl<S: JobSource> Worker<S> {
         let real = Work {
             job_type: spec.job_type,
             generation: &spec.generation,
+            controlnet: spec.controlnet.as_ref().map(|c| c.model.as_str()),
             sources: &sizes,
             scale: spec.scale.unwrap_or(1),
         }
-        .gpu_seconds(m);
+        .gpu_seconds(m, &self.catalogue);
         // Float sums of the same terms: allow for rounding only.
         if real <= expected_gpu_seconds * (1.0 + 1e-9) + 1e-9 {
             return Ok(());

@@ -9,6 +9,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::queue::job::MAX_LORAS;
+
 pub const MAX_NODES: usize = 64;
 pub const MAX_EDGES: usize = 256;
 pub const MAX_INPUTS: usize = 32;
@@ -268,6 +270,10 @@ pub struct DeclaredStep {
     pub steps: u32,
     #[serde(default = "one")]
     pub batch_size: u32,
+    /// The LoRAs (catalogue names) its calls on `model` may apply, each
+    /// priced into the step for every step and image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -368,6 +374,11 @@ pub fn parse_any(v: &Value) -> DefResult<Definition> {
         }
         if !(1..=150).contains(&s.steps) || !(1..=8).contains(&s.batch_size) {
             return Err(here("steps 1 to 150, batch_size 1 to 8"));
+        }
+        if s.loras.len() > MAX_LORAS || (s.op == "upscale" && !s.loras.is_empty()) {
+            return Err(here(&format!(
+                "loras: at most {MAX_LORAS}, and none on an upscale"
+            )));
         }
     }
     Ok(Definition::Component(c))

@@ -470,23 +470,43 @@ impl Workflows {
                 &["main"]
             };
             let port = format!("steps[{i}].model");
-            match self.generator.model(caller, &port, &step.model, kinds) {
-                Ok(_) => {}
-                Err(GenerationError::Invalid { reason, .. }) => {
-                    return Err(DefinitionError::port("component", &port, reason).into());
-                }
-                Err(GenerationError::ModelNotAvailable { model, min_tier }) => {
+            let model = self.model_at(caller, ("component", &port), &step.model, kinds)?;
+            for (j, lora) in step.loras.iter().enumerate() {
+                let port = format!("steps[{i}].loras[{j}]");
+                let l = self.model_at(caller, ("component", &port), lora, &["lora"])?;
+                if l.base.is_some() && l.base != model.base {
                     return Err(DefinitionError::port(
                         "component",
                         &port,
-                        format!("{model} needs the {min_tier} tier"),
+                        format!("{lora} is made for another base model"),
                     )
                     .into());
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
+    }
+
+    /// A model a node's `port` names, of one of `kinds`, known and allowed
+    /// for the owner's tier.
+    fn model_at(
+        &self,
+        caller: &Caller,
+        (node, port): (&str, &str),
+        name: &str,
+        kinds: &[&str],
+    ) -> WorkflowResult<crate::models::Model> {
+        match self.generator.model(caller, port, name, kinds) {
+            Ok(m) => Ok(m),
+            Err(GenerationError::Invalid { reason, .. }) => {
+                Err(DefinitionError::port(node, port, reason).into())
+            }
+            Err(GenerationError::ModelNotAvailable { model, min_tier }) => Err(
+                DefinitionError::port(node, port, format!("{model} needs the {min_tier} tier"))
+                    .into(),
+            ),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Resolves each plugin node for `caller` (pinning a bare name to its
@@ -610,16 +630,7 @@ impl Workflows {
             return Err(DefinitionError::port(node, "scale", "2, 3 or 4").into());
         }
         let name = model.unwrap_or("real-esrgan");
-        match self.generator.model(caller, "model", name, &["upscaler"]) {
-            Ok(m) => Ok((m.name, scale)),
-            Err(GenerationError::Invalid { reason, .. }) => {
-                Err(DefinitionError::port(node, "model", reason).into())
-            }
-            Err(GenerationError::ModelNotAvailable { model, min_tier }) => Err(
-                DefinitionError::port(node, "model", format!("{model} needs the {min_tier} tier"))
-                    .into(),
-            ),
-            Err(e) => Err(e.into()),
-        }
+        let m = self.model_at(caller, (node, "model"), name, &["upscaler"])?;
+        Ok((m.name, scale))
     }
 }

@@ -70,6 +70,9 @@ pub enum StepOp {
 pub struct Declared {
     pub model: String,
     pub expected_gpu_seconds: f64,
+    /// The LoRAs its calls may apply (priced in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<String>,
 }
 
 impl WorkflowPlan {

@@ -16,7 +16,9 @@ use crate::generation::inputs::{self, Input};
 use crate::generation::validate::{MAX_SOURCE_SIDE, MAX_UPSCALED_SIDE, Prepared};
 use crate::inference::Generation;
 use crate::plugins::world::PluginKind;
-use crate::queue::job::{JobSpec, JobType, MAX_OUTPUT_IMAGES, MAX_OUTPUT_PIXELS, NodeSpec, Work};
+use crate::queue::job::{
+    JobSpec, JobType, MAX_OUTPUT_IMAGES, MAX_OUTPUT_PIXELS, NodeSpec, Work, diffusion_speed,
+};
 use crate::users::Caller;
 
 /// A value that validates in place of an input with no default, at save.
@@ -356,10 +358,11 @@ impl Workflows {
                     let secs = Work {
                         job_type: JobType::Upscale,
                         generation: &generation,
+                        controlnet: None,
                         sources: &from.sizes(),
                         scale,
                     }
-                    .gpu_seconds(m);
+                    .gpu_seconds(m, &self.generator.models);
                     b.produce(
                         Expect {
                             count: from.count,
@@ -429,10 +432,11 @@ impl Workflows {
                     let secs = Work {
                         job_type,
                         generation: &spec.generation,
+                        controlnet: spec.controlnet.as_ref().map(|c| c.model.as_str()),
                         sources: &sources,
                         scale: 1,
                     }
-                    .gpu_seconds(m);
+                    .gpu_seconds(m, &self.generator.models);
                     b.produce(
                         Expect {
                             count: count.saturating_mul(spec.generation.batch_size),
@@ -506,14 +510,20 @@ impl Workflows {
                 )
             })?;
             let megapixels = f64::from(d.width) * f64::from(d.height) / 1e6;
-            let work = if d.op == "upscale" {
-                megapixels
+            let models = &self.generator.models;
+            let secs = if d.op == "upscale" {
+                megapixels * m.gpu_seconds_per_megapixel_step
             } else {
-                megapixels * f64::from(d.steps) * f64::from(d.batch_size)
+                let adapters = d.loras.iter().map(String::as_str);
+                megapixels
+                    * f64::from(d.steps)
+                    * f64::from(d.batch_size)
+                    * diffusion_speed(m, adapters, models)
             };
             declared.push(Declared {
                 model: m.name.clone(),
-                expected_gpu_seconds: work * m.gpu_seconds_per_megapixel_step,
+                expected_gpu_seconds: secs,
+                loras: d.loras.clone(),
             });
         }
         let scalars: Map<String, Value> = values.clone().into_iter().collect();

@@ -7,11 +7,13 @@
 //! (`stable-diffusion-1.5`), `width`/`height` (base size, 512), `steps`
 //! (20; the refine pass takes half), `cfg_scale` (7.5), `seed` (-1),
 //! `scale` (2), `strength` (0.35), `upscaler` (`real-esrgan`), `post_node`
-//! (a post-node `name@version` run over the result).
+//! (a post-node `name@version` run over the result), `lora` and
+//! `lora_weight` (1.0): a LoRA applied to both diffusion passes (the
+//! definition must declare it on those steps).
 
 wit_bindgen::generate!({ path: "../../wit/plugin@0.2.1", world: "workflow" });
 
-use pingvas::plugin::types::GenerationParams;
+use pingvas::plugin::types::{GenerationParams, Lora};
 use pingvas::plugin::{inference, job_inputs, nodes, progress};
 use serde::Deserialize;
 
@@ -42,6 +44,14 @@ struct Inputs {
     /// A post-node (`name@version`) to run over the result, if any.
     #[serde(default)]
     post_node: Option<String>,
+    #[serde(default)]
+    lora: Option<String>,
+    #[serde(default = "full")]
+    lora_weight: f32,
+}
+
+fn full() -> f32 {
+    1.0
 }
 
 fn model() -> String {
@@ -81,7 +91,14 @@ fn params(i: &Inputs, width: u32, height: u32, steps: u32, strength: Option<f32>
         sampler: "euler_a".into(),
         seed: i.seed,
         batch_size: 1,
-        loras: Vec::new(),
+        loras: i
+            .lora
+            .iter()
+            .map(|name| Lora {
+                name: name.clone(),
+                weight: i.lora_weight,
+            })
+            .collect(),
         strength,
     }
 }

@@ -331,3 +331,41 @@ async fn a_rest_post_node_reserves_its_time_limit() {
     // Two nodes × 1 s at 1 credit/s: two more credits.
     assert_eq!(noded, plain + 2, "{plain} → {noded}");
 }
+
+#[tokio::test]
+async fn loras_and_a_controlnet_are_reserved_for_every_step() {
+    let srv = TestServer::start_with(|c| c.worker_paused = true).await;
+    let alice = srv.signup("alice@example.com").await;
+    srv.set_tier("alice@example.com", "pro").await;
+    srv.set_credits(&alice.user_id, 100_000).await;
+    let lora = json!({ "name": "add_detail", "weight": 0.8 });
+    let control =
+        json!({ "model": "canny", "image": png_base64(64, 64, [200, 200, 200]), "weight": 1.0 });
+    let mut estimates = Vec::new();
+    for (loras, controlnet) in [
+        (json!([]), Value::Null),
+        (json!([lora]), Value::Null),
+        (json!([lora, lora]), Value::Null),
+        (json!([lora]), control),
+    ] {
+        let (s, b) = srv
+            .generate(
+                "text-to-image",
+                &alice.access,
+                json!({ "prompt": "a quay", "model": "stable-diffusion-xl",
+                        "width": 1024, "height": 1024, "steps": 40, "batch_size": 2,
+                        "loras": loras, "controlnet": controlnet }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        estimates.push(b["data"]["estimated_credits"].as_i64().unwrap());
+    }
+    // 1024² × 40 steps × 2 images at 2 credits/s; per megapixel-step SDXL
+    // takes 0.12 s and the LoRA and the ControlNet 0.05 s each.
+    let work = 1024.0 * 1024.0 / 1e6 * 40.0 * 2.0 * 2.0;
+    let expected: Vec<i64> = [0.12_f64, 0.17, 0.22, 0.22]
+        .iter()
+        .map(|speed| (work * speed).ceil() as i64)
+        .collect();
+    assert_eq!(estimates, expected);
+}

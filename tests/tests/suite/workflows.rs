@@ -1115,6 +1115,62 @@ async fn a_component_past_its_reservation_fails_and_is_charged_at_most_the_reser
 }
 
 #[tokio::test]
+async fn a_component_applies_only_the_loras_it_declared_and_pays_for_them() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup_admin("alice@example.com").await;
+    srv.set_credits(&alice.user_id, 10_000).await;
+    publish_hires_fix(&srv, &alice).await;
+    // 512² generated, 1024² refined in 10 steps: the refine alone is
+    // 1.05 MP × 10 × 0.08 s = 0.84 s at 1 credit/s, 1.36 s with the LoRA.
+    let mut def = hires_fix(512, 10);
+    def["inputs"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "lora", "type": "string", "optional": true }));
+    let lora = json!({ "lora": "detail-tweaker" });
+
+    // Undeclared, the component's call with it is refused and ends the run.
+    let plain = created(&srv, &alice, json!({ "name": "plain", "definition": def })).await;
+    let (end, plain_estimate) = run_to_end(&srv, &alice, &plain, lora.clone()).await;
+    assert_eq!(end["type"], "job.failed", "{end}");
+    assert!(
+        end["data"]["error"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("LoRA detail-tweaker is not one the workflow declared"),
+        "{end}"
+    );
+
+    // Declared on both diffusion steps: priced in, and applied.
+    def["steps"][0]["loras"] = json!(["detail-tweaker"]);
+    def["steps"][2]["loras"] = json!(["detail-tweaker"]);
+    let declared = created(
+        &srv,
+        &alice,
+        json!({ "name": "lora", "definition": def.clone() }),
+    )
+    .await;
+    let (end, estimate) = run_to_end(&srv, &alice, &declared, lora).await;
+    assert_eq!(end["type"], "job.completed", "{end}");
+    assert_eq!(
+        estimate,
+        plain_estimate + 1,
+        "the refine step's LoRA work is reserved"
+    );
+
+    // A LoRA of another base is refused at save, naming the step.
+    def["steps"][0]["loras"] = json!(["add_detail"]);
+    let got = create(
+        &srv,
+        &alice,
+        json!({ "name": "sdxl-lora", "definition": def }),
+    )
+    .await;
+    let e = assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert!(e.to_string().contains("steps[0].loras[0]"), "{e}");
+}
+
+#[tokio::test]
 async fn a_workflow_component_runs_on_a_remote_worker() {
     let srv = TestServer::start_with(|c| {
         c.worker_enabled = false;
