@@ -247,6 +247,8 @@ pub struct InvokeState {
     /// Every `enqueue_batch` body.
     pub batches: Vec<Value>,
     pub uploads: usize,
+    /// `GET …/queue/default/i/{id}` reads.
+    pub item_reads: usize,
     /// socket.io clients subscribed to the queue (Engine.IO text frames).
     subscribers: Vec<mpsc::UnboundedSender<String>>,
     images: HashMap<String, Vec<u8>>,
@@ -412,13 +414,31 @@ async fn invoke_enqueue(
         st.items.insert(id, (graph.clone(), seed, 0, size));
         ids.push(id);
         // A denoise's steps as 6.14 tells them: a percentage per step.
+        let mut events = Vec::new();
         if nodes.contains_key("denoise") {
             for pct in [0.0, 0.5] {
-                let event = json!(["invocation_progress", { "queue_id": "default", "item_id": id,
-                    "invocation_source_id": "denoise", "message": "Denoising", "percentage": pct }]);
-                st.subscribers
-                    .retain(|tx| tx.send(format!("42{event}")).is_ok());
+                events.push(json!(["invocation_progress", { "queue_id": "default", "item_id": id,
+                    "invocation_source_id": "denoise", "message": "Denoising", "percentage": pct }]));
             }
+        }
+        // With a feed, the item runs now: its output node's image, then
+        // its end (a poll still sees it run once, then end).
+        if fake.socket_io {
+            let name = render(&mut st, id);
+            events.push(
+                json!(["invocation_complete", { "queue_id": "default", "item_id": id,
+                "invocation_source_id": "output",
+                "result": { "type": "image_output", "image": { "image_name": name },
+                            "width": size.0, "height": size.1 } }]),
+            );
+            events.push(
+                json!(["queue_item_status_changed", { "queue_id": "default", "item_id": id,
+                "status": "completed", "error_type": null, "error_message": null }]),
+            );
+        }
+        for event in events {
+            st.subscribers
+                .retain(|tx| tx.send(format!("42{event}")).is_ok());
         }
     }
     axum::Json(
@@ -433,10 +453,11 @@ async fn invoke_item(
     Path((_, id)): Path<(String, i64)>,
 ) -> Response {
     let mut st = fake.state.lock().unwrap();
-    let Some((graph, seed, polled, (w, h))) = st.items.get(&id).cloned() else {
+    let Some((graph, _, polled, (w, h))) = st.items.get(&id).cloned() else {
         return axum::http::StatusCode::NOT_FOUND.into_response();
     };
     st.items.get_mut(&id).unwrap().2 += 1;
+    st.item_reads += 1;
     let node_ids: Vec<String> = graph["nodes"]
         .as_object()
         .unwrap()
@@ -451,9 +472,7 @@ async fn invoke_item(
     };
     let mut results = serde_json::Map::new();
     if status == "completed" {
-        let name = format!("out-{id}.png");
-        st.images
-            .insert(name.clone(), png(w, h, (seed.unwrap_or(0) % 200) as u8));
+        let name = render(&mut st, id);
         results.insert("prepared-output".into(), json!({ "type": "image_output", "image": { "image_name": name }, "width": w, "height": h }));
     }
     axum::Json(json!({
@@ -463,6 +482,15 @@ async fn invoke_item(
                      "results": results, "source_prepared_mapping": { "output": ["prepared-output"] } },
     }))
     .into_response()
+}
+
+/// Renders item `id`'s output image (flat, from its seed); its name.
+fn render(st: &mut InvokeState, id: i64) -> String {
+    let (_, seed, _, (w, h)) = st.items[&id].clone();
+    let name = format!("out-{id}.png");
+    st.images
+        .insert(name.clone(), png(w, h, (seed.unwrap_or(0) % 200) as u8));
+    name
 }
 
 async fn invoke_full(State(fake): State<FakeInvoke>, Path(name): Path<String>) -> Response {

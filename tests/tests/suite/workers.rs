@@ -235,6 +235,10 @@ async fn the_invokeai_backend_drives_the_session_queue() {
     assert_eq!(progress.last().unwrap()["step"], 8, "{progress:?}");
     assert_eq!(image_size(&srv, &job, 0).await, (96, 64));
     assert_eq!(job["result"]["images"].as_array().unwrap().len(), 2);
+    // The output images and the items' ends came from the feed: each item
+    // was read at most once (before its end was heard), not polled to it.
+    let reads = fake.state.lock().unwrap().item_reads;
+    assert!(reads <= 2, "{reads} queue item reads for two items");
     let batch = fake.state.lock().unwrap().batches[0]["batch"].clone();
     let nodes = &batch["graph"]["nodes"];
     assert_eq!(nodes["loader"]["type"], "main_model_loader");

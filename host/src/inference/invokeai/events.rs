@@ -1,10 +1,18 @@
-//! InvokeAI's socket.io feed, read for step progress: Engine.IO 4 frames
-//! over a WebSocket at `/ws/socket.io/` (`0` open, `40` connect, `42`
-//! event, `2`/`3` ping/pong). InvokeAI 6.14 tells a denoise's progress only
-//! as `invocation_progress` events whose `percentage` (0–1) is set —
-//! `message: "Denoising"`, one per step, `item_id` naming the queue item;
-//! other progress events carry no percentage. (Its long-polling transport
-//! fails under gzip, so the feed opens the WebSocket transport directly.)
+//! InvokeAI's socket.io feed: Engine.IO 4 frames over a WebSocket at
+//! `/ws/socket.io/` (`0` open, `40` connect, `42` event, `2`/`3`
+//! ping/pong). What it reads of each queue item:
+//! - step progress: InvokeAI 6.14 tells a denoise's progress only as
+//!   `invocation_progress` events whose `percentage` (0–1) is set —
+//!   `message: "Denoising"`, one per step; other progress events carry
+//!   none;
+//! - the output image: the `invocation_complete` of the graph's output
+//!   node (`invocation_source_id`) names it in `result.image`, a few ms
+//!   before the item is marked completed;
+//! - its status (`queue_item_status_changed`: `status`, `error_type`,
+//!   `error_message`).
+//!
+//! (Its long-polling transport fails under gzip, so the feed opens the
+//! WebSocket transport directly.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,11 +26,27 @@ use tokio_tungstenite::tungstenite::Message;
 /// back to counting executed nodes.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The denoise progress of queue items, as the feed last told it, and a
-/// wake-up for each step or status change (so a follower need not wait
-/// for its next poll).
+/// Items whose news the feed keeps at most (the newest ids: InvokeAI
+/// numbers items in order); news of other clients' items goes too.
+const KEPT_ITEMS: usize = 256;
+
+/// What the feed last heard of one queue item.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct ItemNews {
+    /// How far its denoise is (0–1).
+    pub percentage: Option<f32>,
+    /// The image its output node saved.
+    pub output: Option<String>,
+    /// Its last status (`in_progress`, `completed`, `failed`, `canceled` …).
+    pub status: Option<String>,
+    /// `error_type: error_message` of a failed item.
+    pub error: Option<String>,
+}
+
+/// The news of queue items as the feed last told it, and a wake-up for
+/// each (so a follower need not wait for its next poll).
 pub(super) struct Feed {
-    progress: Arc<Mutex<HashMap<i64, f32>>>,
+    items: Arc<Mutex<HashMap<i64, ItemNews>>>,
     changed: Arc<tokio::sync::Notify>,
     /// Counts what the feed heard: a follower that saw count `n` before
     /// its poll waits only if nothing came since.
@@ -37,10 +61,11 @@ impl Drop for Feed {
 }
 
 impl Feed {
-    /// Connects to the server at `base` and subscribes to `queue`; `None`
+    /// Connects to the server at `base` and subscribes to `queue` (reading
+    /// the output images of nodes with the id `output`); `None`
     /// when the server does not answer the socket.io handshake in time.
-    pub async fn open(base: &str, queue: &str) -> Option<Feed> {
-        match tokio::time::timeout(OPEN_TIMEOUT, Self::connect(base, queue)).await {
+    pub async fn open(base: &str, queue: &str, output: &'static str) -> Option<Feed> {
+        match tokio::time::timeout(OPEN_TIMEOUT, Self::connect(base, queue, output)).await {
             Ok(Ok(feed)) => Some(feed),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "InvokeAI's socket.io feed: progress counts nodes");
@@ -53,7 +78,9 @@ impl Feed {
         }
     }
 
-    async fn connect(base: &str, queue: &str) -> Result<Feed, String> {
+    /// Connects, subscribes to `queue` and reads news of the items of
+    /// graphs whose output node is `output`.
+    async fn connect(base: &str, queue: &str, output: &'static str) -> Result<Feed, String> {
         let url = format!(
             "{}/ws/socket.io/?EIO=4&transport=websocket",
             base.trim_end_matches('/').replacen("http", "ws", 1)
@@ -68,14 +95,10 @@ impl Feed {
         while !handshake_frame(&mut ws).await?.starts_with("40") {}
         let subscribe = serde_json::json!(["subscribe_queue", { "queue_id": queue }]);
         send(&mut ws, &format!("42{subscribe}")).await?;
-        let progress = Arc::new(Mutex::new(HashMap::new()));
+        let items = Arc::new(Mutex::new(HashMap::new()));
         let changed = Arc::new(tokio::sync::Notify::new());
         let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (seen, wake, count) = (progress.clone(), changed.clone(), heard.clone());
-        let tell = move || {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            wake.notify_waiters();
-        };
+        let (seen, wake, count) = (items.clone(), changed.clone(), heard.clone());
         let reader = tokio::spawn(async move {
             while let Some(Ok(frame)) = next_frame(&mut ws).await {
                 if frame == "2" {
@@ -87,16 +110,23 @@ impl Feed {
                 let Some(event) = frame.strip_prefix("42") else {
                     continue;
                 };
-                if let Some((item, pct)) = denoised(event) {
-                    seen.lock().expect("progress lock").insert(item, pct);
-                    tell();
-                } else if event.starts_with(r#"["queue_item_status_changed""#) {
-                    tell();
+                let Some((item, news)) = news_of(event, output) else {
+                    continue;
+                };
+                {
+                    let mut items = seen.lock().expect("feed lock");
+                    news.apply(items.entry(item).or_default());
+                    if items.len() > KEPT_ITEMS {
+                        let oldest = items.keys().min().copied();
+                        oldest.map(|k| items.remove(&k));
+                    }
                 }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                wake.notify_waiters();
             }
         });
         Ok(Feed {
-            progress,
+            items,
             changed,
             heard,
             reader,
@@ -110,34 +140,34 @@ impl Feed {
 
     /// Forgets what it heard of items that ended.
     pub fn forget(&self, ids: &[i64]) {
-        let mut progress = self.progress.lock().expect("progress lock");
+        let mut items = self.items.lock().expect("feed lock");
         for id in ids {
-            progress.remove(id);
+            items.remove(id);
         }
     }
 
-    /// How many steps and status changes the feed has heard.
+    /// How many events of items the feed has heard.
     pub fn heard(&self) -> u64 {
         self.heard.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Waits until the feed has heard more than `since`, at most `limit`.
-    pub async fn changed(&self, since: u64, limit: Duration) {
+    /// Waits until the feed has heard more than `since`, at most `limit`;
+    /// whether it did.
+    pub async fn changed(&self, since: u64, limit: Duration) -> bool {
         let notified = self.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if self.heard() == since {
-            let _ = tokio::time::timeout(limit, notified).await;
-        }
+        self.heard() != since || tokio::time::timeout(limit, notified).await.is_ok()
     }
 
-    /// How far item `id`'s denoise is (0–1), if the feed told it.
-    pub fn percentage(&self, id: i64) -> Option<f32> {
-        self.progress
+    /// What the feed has heard of item `id`.
+    pub fn news(&self, id: i64) -> ItemNews {
+        self.items
             .lock()
-            .expect("progress lock")
+            .expect("feed lock")
             .get(&id)
-            .copied()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -168,23 +198,58 @@ async fn send(ws: &mut Socket, text: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The queue item and percentage of a socket.io event that tells a step
-/// of a denoise (`["invocation_progress", {item_id, percentage, …}]`).
-fn denoised(event: &str) -> Option<(i64, f32)> {
+/// The queue item a socket.io event (`["name", {…}]`) tells of, and what
+/// it tells: a denoise step's percentage, the image of the node `output`,
+/// or the item's status.
+fn news_of(event: &str, output: &str) -> Option<(i64, ItemNews)> {
     let v: Value = serde_json::from_str(event).ok()?;
-    if v[0] != "invocation_progress" {
-        return None;
-    }
     let data = &v[1];
-    Some((
-        data["item_id"].as_i64()?,
-        data["percentage"].as_f64()? as f32,
-    ))
+    let item = data["item_id"].as_i64()?;
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let news = match v[0].as_str()? {
+        "invocation_progress" => ItemNews {
+            percentage: Some(data["percentage"].as_f64()? as f32),
+            ..ItemNews::default()
+        },
+        "invocation_complete" if data["invocation_source_id"] == output => ItemNews {
+            output: Some(text(&data["result"]["image"]["image_name"])?),
+            ..ItemNews::default()
+        },
+        "queue_item_status_changed" => ItemNews {
+            status: Some(text(&data["status"])?),
+            error: data["error_type"].as_str().map(|t| {
+                format!(
+                    "{t}: {}",
+                    data["error_message"].as_str().unwrap_or_default()
+                )
+            }),
+            ..ItemNews::default()
+        },
+        _ => return None,
+    };
+    Some((item, news))
+}
+
+impl ItemNews {
+    /// Folds newer news into what was heard.
+    fn apply(self, into: &mut ItemNews) {
+        into.percentage = self.percentage.or(into.percentage);
+        into.output = self.output.or(into.output.take());
+        if self.status.is_some() {
+            into.status = self.status;
+            into.error = self.error;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The percentage a frame tells, if it tells one.
+    fn denoised(event: &str) -> Option<(i64, f32)> {
+        news_of(event, "output").and_then(|(i, n)| Some((i, n.percentage?)))
+    }
 
     #[test]
     fn only_progress_with_a_percentage_counts() {
@@ -199,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fixture_s_frames_read_as_steps() {
+    fn the_fixture_s_frames_read_as_steps_output_and_status() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/fixtures/invokeai/events-progress.json"
@@ -217,5 +282,40 @@ mod tests {
             })
             .collect();
         assert_eq!(steps, [0.0, 0.25, 0.5, 0.75, 1.0], "4 steps, 5 events");
+
+        // The fixture's first invocation_complete is its model loader's:
+        // an output image only for the node named as the output.
+        let complete = &doc["first_of_each"]["invocation_complete"];
+        let mut saved = complete.clone();
+        saved["invocation_source_id"] = "output".into();
+        saved["result"] = serde_json::json!({ "type": "image_output", "width": 64, "height": 64,
+                                              "image": { "image_name": "a.png" } });
+        let framed = |name: &str, data: &Value| serde_json::json!([name, data]).to_string();
+        assert_eq!(
+            news_of(&framed("invocation_complete", complete), "output"),
+            None
+        );
+        let mut news = ItemNews::default();
+        let (item, heard) = news_of(&framed("invocation_complete", &saved), "output").unwrap();
+        assert_eq!(item, 2);
+        heard.apply(&mut news);
+        let mut status = doc["first_of_each"]["queue_item_status_changed"].clone();
+        let (_, heard) = news_of(&framed("queue_item_status_changed", &status), "output").unwrap();
+        heard.apply(&mut news);
+        assert_eq!(news.status.as_deref(), Some("in_progress"));
+        assert_eq!(
+            news.output.as_deref(),
+            Some("a.png"),
+            "kept past the status"
+        );
+        status["status"] = "failed".into();
+        status["error_type"] = "OutOfMemoryError".into();
+        status["error_message"] = "CUDA out of memory".into();
+        let (_, heard) = news_of(&framed("queue_item_status_changed", &status), "output").unwrap();
+        heard.apply(&mut news);
+        assert_eq!(
+            news.error.as_deref(),
+            Some("OutOfMemoryError: CUDA out of memory")
+        );
     }
 }

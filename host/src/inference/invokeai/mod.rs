@@ -7,10 +7,13 @@
 //! 3. a graph (loader → prompts → noise → denoise → decode, or `img_scale`
 //!    for upscaling) is enqueued with `POST /api/v1/queue/default/enqueue_batch`,
 //!    one queue item per image of the batch (seeds from a batch datum);
-//! 4. each item is followed with `GET /api/v1/queue/default/i/{item_id}`;
-//!    step progress comes from its socket.io feed (`events`), opened
-//!    before the enqueue (without one: executed nodes of the session);
-//! 5. the output node's image comes from `GET /api/v1/images/i/{name}/full`.
+//! 4. each item is followed on its socket.io feed (`events`: step
+//!    progress, the output node's image, the item's status), opened before
+//!    the enqueue, and with `GET /api/v1/queue/default/i/{item_id}` when
+//!    the feed is silent (without a feed: polled, progress in executed
+//!    nodes of the session);
+//! 5. the output node's image comes from `GET /api/v1/images/i/{name}/full`
+//!    as soon as the feed names it.
 //!
 //! A stopped job cancels its items (`PUT …/i/{item_id}/cancel`).
 
@@ -65,6 +68,24 @@ fn repaint_black(mask: &RgbaImage) -> RgbaImage {
         let p = mask.get_pixel(x, y);
         image::Rgba([255 - p[0], 255 - p[1], 255 - p[2], 255])
     })
+}
+
+/// The name of the image a completed queue item's output node saved.
+/// Results are keyed by execution-graph node ids; the output node is
+/// prepared from the graph node `output`.
+fn output_image(item: &Value) -> Option<String> {
+    let results = item["session"]["results"].as_object()?;
+    let prepared = item["session"]["source_prepared_mapping"][OUTPUT]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    prepared
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|k| results.get(k))
+        .or_else(|| results.get(OUTPUT))
+        .and_then(|r| r["image"]["image_name"].as_str())
+        .map(str::to_owned)
 }
 
 pub struct InvokeAi {
@@ -169,7 +190,7 @@ impl InvokeAi {
         if failed.is_some_and(|at| at.elapsed() < FEED_RETRY) {
             return None;
         }
-        *feed = Feed::open(self.server.base(), QUEUE)
+        *feed = Feed::open(self.server.base(), QUEUE, OUTPUT)
             .await
             .map(std::sync::Arc::new);
         *failed = feed.is_none().then(std::time::Instant::now);
@@ -254,9 +275,13 @@ impl InvokeAi {
     }
 
     /// Follows the items to the end, reporting progress, and fetches each
-    /// one's output image. Progress is the denoise's steps (`steps` an
-    /// item) as the socket.io `feed` tells them, or without a feed the
-    /// session's executed nodes.
+    /// one's output image. With a socket.io `feed`, progress is the
+    /// denoise's steps (`steps` an item), the output image is fetched as
+    /// soon as its node completes (while InvokeAI finishes the item) and
+    /// the item's end is heard, not read; its queue item is read first and
+    /// whenever the feed is silent for a poll's time (the truth, and the
+    /// fallback). Without one, the queue item is polled and progress is
+    /// the session's executed nodes.
     async fn follow(
         &self,
         ids: &[i64],
@@ -266,29 +291,38 @@ impl InvokeAi {
     ) -> Result<Vec<RgbaImage>, InferenceError> {
         let mut images = Vec::with_capacity(ids.len());
         let mut last = None;
-        for (i, id) in ids.iter().enumerate() {
-            let item = loop {
+        for (i, &id) in ids.iter().enumerate() {
+            let mut image = None;
+            let mut read_item = true;
+            loop {
                 let heard = feed.map_or(0, Feed::heard);
-                let item = self
-                    .json(
-                        self.server
-                            .http
-                            .get(self.server.url(&format!("/api/v1/queue/{QUEUE}/i/{id}"))),
-                    )
-                    .await?;
-                let session = &item["session"];
-                let done = item["status"] == "completed";
-                let (per_item, at) = match feed {
-                    Some(feed) => {
+                let news = feed.map(|f| f.news(id)).unwrap_or_default();
+                if let (None, Some(name)) = (&image, &news.output) {
+                    image = Some(self.download(name).await?);
+                }
+                let ended = |s: &str| ["completed", "failed", "canceled"].contains(&s);
+                let item = match &news.status {
+                    Some(s) if ended(s) => None,
+                    _ if read_item || feed.is_none() => Some(self.queue_item(id).await?),
+                    _ => None,
+                };
+                let status = item
+                    .as_ref()
+                    .and_then(|i| i["status"].as_str())
+                    .or(news.status.as_deref())
+                    .unwrap_or("pending")
+                    .to_owned();
+                let (per_item, at) = match (feed, &item) {
+                    (Some(_), _) => {
                         let per_item = steps.max(1);
-                        let pct = if done {
-                            1.0
-                        } else {
-                            feed.percentage(*id).unwrap_or(0.0)
+                        let pct = match status.as_str() {
+                            "completed" => 1.0,
+                            _ => news.percentage.unwrap_or(0.0),
                         };
                         (per_item, (pct * per_item as f32).round() as u32)
                     }
-                    None => {
+                    (None, item) => {
+                        let session = item.as_ref().map_or(&Value::Null, |i| &i["session"]);
                         let total =
                             session["graph"]["nodes"].as_object().map_or(1, |n| n.len()) as u32;
                         let ran = session["executed"].as_array().map_or(0, |e| e.len()) as u32;
@@ -306,51 +340,60 @@ impl InvokeAi {
                         return Err(InferenceError::Cancelled);
                     }
                 }
-                match item["status"].as_str() {
-                    Some("completed") => break item,
-                    Some("failed") => {
-                        return Err(InferenceError::Failed(format!(
-                            "{}: {}",
-                            item["error_type"].as_str().unwrap_or("error"),
-                            item["error_message"].as_str().unwrap_or("")
-                        )));
+                match status.as_str() {
+                    "completed" => break,
+                    "failed" => {
+                        let error = match &item {
+                            Some(item) => format!(
+                                "{}: {}",
+                                item["error_type"].as_str().unwrap_or("error"),
+                                item["error_message"].as_str().unwrap_or("")
+                            ),
+                            None => news.error.unwrap_or_else(|| "error".into()),
+                        };
+                        return Err(InferenceError::Failed(error));
                     }
-                    Some("canceled") => {
+                    "canceled" => {
                         return Err(InferenceError::Failed("canceled on InvokeAI".into()));
                     }
-                    // The feed wakes the follower as the item moves; the
-                    // poll stays the truth (and the fallback).
-                    _ => match feed {
-                        Some(feed) => feed.changed(heard, POLL).await,
-                        None => tokio::time::sleep(POLL).await,
-                    },
+                    _ => {
+                        read_item = match feed {
+                            Some(feed) => !feed.changed(heard, POLL).await,
+                            None => {
+                                tokio::time::sleep(POLL).await;
+                                true
+                            }
+                        }
+                    }
+                }
+            }
+            let image = match image {
+                Some(image) => image,
+                None => {
+                    // Not heard from the feed: the completed item names it.
+                    let item = self.queue_item(id).await?;
+                    let name = output_image(&item).ok_or_else(|| {
+                        InferenceError::Failed("no output image in the session".into())
+                    })?;
+                    self.download(&name).await?
                 }
             };
-            let name = item["session"]["results"]
-                .as_object()
-                .and_then(|results| {
-                    // Results are keyed by execution-graph node ids; the
-                    // output node is prepared from the graph node `output`.
-                    let prepared = item["session"]["source_prepared_mapping"][OUTPUT]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default();
-                    prepared
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .find_map(|k| results.get(k))
-                        .or_else(|| results.get(OUTPUT))
-                        .and_then(|r| r["image"]["image_name"].as_str())
-                })
-                .ok_or_else(|| InferenceError::Failed("no output image in the session".into()))?
-                .to_owned();
-            let full = self
-                .server
-                .http
-                .get(self.server.url(&format!("/api/v1/images/i/{name}/full")));
-            images.push(self.server.fetch_image(full).await?);
+            images.push(image);
         }
         Ok(images)
+    }
+
+    async fn queue_item(&self, id: i64) -> Result<Value, InferenceError> {
+        let url = self.server.url(&format!("/api/v1/queue/{QUEUE}/i/{id}"));
+        self.json(self.server.http.get(url)).await
+    }
+
+    async fn download(&self, name: &str) -> Result<RgbaImage, InferenceError> {
+        let full = self
+            .server
+            .http
+            .get(self.server.url(&format!("/api/v1/images/i/{name}/full")));
+        self.server.fetch_image(full).await
     }
 
     async fn run_op(
@@ -438,8 +481,8 @@ impl InvokeAi {
                 };
                 let id = self.model(&generation.model, "main").await?;
                 let adapters = self.adapters(generation).await?;
-                let src = self.upload(&sized(source, w, h)).await?;
-                let mask = self.upload(&repaint_black(&sized(mask, w, h))).await?;
+                let (source, mask) = (sized(source, w, h), repaint_black(&sized(mask, w, h)));
+                let (src, mask) = tokio::try_join!(self.upload(&source), self.upload(&mask))?;
                 let graph = denoise_graph(
                     generation,
                     &id,
