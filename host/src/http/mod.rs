@@ -155,7 +155,16 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             header::ACCEPT_LANGUAGE,
         ])
-        .expose_headers([REQUEST_ID])
+        // A browser on another origin reads only what is exposed: the
+        // limits and when to retry too, not only the request id.
+        .expose_headers([
+            REQUEST_ID,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderName::from_static("idempotent-replayed"),
+        ])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {
         return base.allow_origin(AllowOrigin::any());

@@ -130,6 +130,32 @@ async fn cors_allows_only_configured_origins() {
     );
     let other = preflight("https://evil.example.net").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A cross-origin page can read the limits and when to retry.
+    let r = srv
+        .client
+        .get(srv.url("/healthz"))
+        .header("origin", "https://studio.example.com")
+        .send()
+        .await
+        .unwrap();
+    let exposed = r
+        .headers()
+        .get("access-control-expose-headers")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in [
+        "x-request-id",
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "idempotent-replayed",
+    ] {
+        assert!(exposed.contains(h), "{h} exposed: {exposed}");
+    }
 }
 
 #[tokio::test]
