@@ -120,24 +120,24 @@ pub async fn limit(State(state): State<SharedState>, mut req: Request, next: Nex
         .rate_limits
         .check(&format!("req:{}", claims.sub), plan.requests_per_min)
         .await;
-    let mut refused = requests
-        .retry_after
-        .map(|wait| (wait, plan.requests_per_min, "requests"));
-    if refused.is_none() && req.method() == Method::POST && req.uri().path().contains("/generate/")
-    {
+    if let Some(wait) = requests.retry_after {
+        return refusal(&requests, wait, plan.requests_per_min, "requests");
+    }
+    // A generation is limited by its own bucket too, and its headers tell
+    // that one (the tighter, the one a client paces generations by).
+    let mut shown = requests;
+    if req.method() == Method::POST && req.uri().path().contains("/generate/") {
         let g = state
             .rate_limits
             .check(&format!("gen:{}", claims.sub), plan.generations_per_min)
             .await;
-        refused = g
-            .retry_after
-            .map(|wait| (wait, plan.generations_per_min, "generations"));
-    }
-    if let Some((wait, per_min, what)) = refused {
-        return refusal(&requests, wait, per_min, what);
+        if let Some(wait) = g.retry_after {
+            return refusal(&g, wait, plan.generations_per_min, "generations");
+        }
+        shown = g;
     }
     req.extensions_mut().insert(claims);
     let mut resp = next.run(req).await;
-    set_headers(&mut resp, &requests);
+    set_headers(&mut resp, &shown);
     resp
 }

@@ -89,16 +89,25 @@ async fn generations_have_their_own_per_minute_limit() {
     .await;
     let free = srv.signup("free@example.com").await;
     srv.set_credits(&free.user_id, 1000).await;
-    // Free: 2 generations a minute.
-    for i in 0..2 {
-        let (s, b) = srv
-            .generate("text-to-image", &free.access, small_job(&format!("p{i}")))
-            .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    // Free: 2 generations a minute; their headers tell that bucket.
+    let generate = |prompt: &str| {
+        srv.client
+            .post(srv.url("/generate/text-to-image"))
+            .bearer_auth(&free.access)
+            .json(&small_job(prompt))
+            .send()
+    };
+    for left in [1, 0] {
+        let r = generate("p").await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(header(&r, "x-ratelimit-limit"), 2);
+        assert_eq!(header(&r, "x-ratelimit-remaining"), left);
     }
-    let refused = srv
-        .generate("text-to-image", &free.access, small_job("p3"))
-        .await;
+    let r = generate("p3").await.unwrap();
+    assert_eq!(header(&r, "x-ratelimit-limit"), 2);
+    assert_eq!(header(&r, "x-ratelimit-remaining"), 0);
+    assert!(header(&r, "retry-after") >= 1);
+    let refused = (r.status(), r.json().await.unwrap());
     let e = assert_error(&refused, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
     assert_eq!(e["details"]["limit"], "generations");
     assert_eq!(e["details"]["per_minute"], 2);
