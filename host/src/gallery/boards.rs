@@ -83,7 +83,7 @@ impl Gallery {
         id: &str,
         name: Option<&str>,
         description: Option<&str>,
-    ) -> GalleryResult<BoardRow> {
+    ) -> GalleryResult<BoardSummary> {
         let mut board = self.board(user_id, id).await?;
         if let Some(n) = name {
             board.name = check_name(n)?;
@@ -93,7 +93,10 @@ impl Gallery {
         }
         board.updated_at = Utc::now();
         img::update_board(&self.db.write().await, &board).await?;
-        Ok(board)
+        // As the list shows it: its image count and cover.
+        img::board_summary(&self.db, id)
+            .await?
+            .ok_or(GalleryError::NotFound)
     }
 
     /// Deletes a board; its images stay in the gallery.

@@ -126,7 +126,7 @@ async fn update(
             body.description.as_deref(),
         )
         .await?;
-    Ok(ok(BoardView::new(board)))
+    Ok(ok(BoardView::of(board, &state)))
 }
 
 /// 보드 삭제 — its images stay in the gallery.

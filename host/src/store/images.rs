@@ -140,19 +140,32 @@ pub async fn list_boards(
     user_id: &str,
     page: Page,
 ) -> StoreResult<(Vec<BoardSummary>, i64)> {
-    let rows = on_db!(db, p => sqlx::query_as(
-        "SELECT b.id, b.user_id, b.name, b.description, b.created_at, b.updated_at, \
-         (SELECT COUNT(*) FROM board_images bi WHERE bi.board_id = b.id) AS image_count, \
-         (SELECT i.thumb_key FROM board_images bi JOIN images i ON i.id = bi.image_id \
-          WHERE bi.board_id = b.id ORDER BY bi.added_at DESC, bi.image_id DESC LIMIT 1) AS cover_thumb_key \
-         FROM boards b WHERE b.user_id = $1 ORDER BY b.created_at, b.id LIMIT $2 OFFSET $3",
-    )
+    let rows = on_db!(db, p => sqlx::query_as(&format!(
+        "{BOARD_SUMMARY} WHERE b.user_id = $1 ORDER BY b.created_at, b.id LIMIT $2 OFFSET $3",
+    ))
     .bind(user_id)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(p)
     .await)?;
     Ok((rows, count_boards(db, user_id).await?))
+}
+
+/// A board with its image count and cover (the image added last).
+const BOARD_SUMMARY: &str = "SELECT b.id, b.user_id, b.name, b.description, b.created_at, b.updated_at, \
+     (SELECT COUNT(*) FROM board_images bi WHERE bi.board_id = b.id) AS image_count, \
+     (SELECT i.thumb_key FROM board_images bi JOIN images i ON i.id = bi.image_id \
+      WHERE bi.board_id = b.id ORDER BY bi.added_at DESC, bi.image_id DESC LIMIT 1) AS cover_thumb_key \
+     FROM boards b";
+
+/// One board's summary.
+pub async fn board_summary(db: &Db, id: &str) -> StoreResult<Option<BoardSummary>> {
+    Ok(
+        on_db!(db, p => sqlx::query_as(&format!("{BOARD_SUMMARY} WHERE b.id = $1"))
+        .bind(id)
+        .fetch_optional(p)
+        .await)?,
+    )
 }
 
 pub async fn update_board(w: &Writer<'_>, b: &BoardRow) -> StoreResult<()> {

@@ -272,6 +272,14 @@ async fn boards_hold_images_all_or_nothing() {
         (status, renamed["data"]["name"].as_str()),
         (StatusCode::OK, Some("Renamed"))
     );
+    // Answered as the list shows it: its count and cover stay.
+    assert_eq!(renamed["data"]["image_count"], 2, "{renamed}");
+    let path_of = |v: &Value| v.as_str().unwrap().split('?').next().unwrap().to_owned();
+    assert_eq!(
+        path_of(&renamed["data"]["cover_thumbnail_url"]),
+        path_of(&b["cover_thumbnail_url"]),
+        "the same cover (links are signed per time window)"
+    );
     let (status, _) = delete(
         &srv,
         &format!("/boards/{board_id}/images/{}", ids[0]),
