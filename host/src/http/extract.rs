@@ -117,6 +117,14 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
+/// A body that is not JSON: the same answer on every route.
+pub fn malformed_json(message: impl Into<String>) -> ApiError {
+    ApiError::with_details(
+        ErrorCode::ValidationError,
+        json!({ "reason": "malformed_json", "message": message.into() }),
+    )
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         let reason = r.body_text();
@@ -125,10 +133,7 @@ impl From<JsonRejection> for ApiError {
                 ErrorCode::ValidationError,
                 json!({ "reason": "content_type", "expected": "application/json" }),
             ),
-            JsonRejection::JsonSyntaxError(_) => ApiError::with_details(
-                ErrorCode::ValidationError,
-                json!({ "reason": "malformed_json", "message": reason }),
-            ),
+            JsonRejection::JsonSyntaxError(_) => malformed_json(reason),
             JsonRejection::JsonDataError(_) => ApiError::with_details(
                 ErrorCode::ValidationError,
                 json!({ "reason": "invalid_body", "message": reason }),

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, CurrentUser};
+use super::extract::{ApiJson, CurrentUser, malformed_json};
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -47,6 +47,14 @@ impl From<GenerationError> for ApiError {
             GenerationError::ModelNotAvailable { model, min_tier } => ApiError::with_details(
                 ErrorCode::ModelNotAvailable,
                 json!({ "model": model, "required_tier": min_tier }),
+            ),
+            GenerationError::FeatureLocked {
+                model,
+                feature,
+                plan,
+            } => ApiError::with_details(
+                ErrorCode::FeatureLocked,
+                json!({ "model": model, "feature": feature, "required_plan": plan }),
             ),
             GenerationError::StorageExceeded { used, quota } => ApiError::with_details(
                 ErrorCode::StorageExceeded,
@@ -114,8 +122,7 @@ async fn submit(
     body: &[u8],
 ) -> ApiResult<Response> {
     check_verified(state, user)?;
-    let body: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_param("body", format!("not valid JSON: {e}")))?;
+    let body: Value = serde_json::from_slice(body).map_err(|e| malformed_json(e.to_string()))?;
     let e = state.generator.submit(user, kind, body).await?;
     Ok(accepted(e))
 }
@@ -137,9 +144,9 @@ fn accepted(e: crate::queue::Enqueued) -> Response {
 #[utoipa::path(post, path = "/generate/text-to-image", tag = "generate", security(("bearer" = [])),
     request_body = TextToImageRequest,
     responses((status = 202, body = Envelope<Accepted>),
-        (status = 400, description = "INVALID_PARAMETERS", body = ErrorEnvelope),
+        (status = 400, description = "INVALID_PARAMETERS; VALIDATION_ERROR (details.reason malformed_json) for a body that is not JSON", body = ErrorEnvelope),
         (status = 402, description = "INSUFFICIENT_CREDITS", body = ErrorEnvelope),
-        (status = 403, description = "MODEL_NOT_AVAILABLE; FORBIDDEN with details.code EMAIL_NOT_VERIFIED (require_verified_email)", body = ErrorEnvelope),
+        (status = 403, description = "MODEL_NOT_AVAILABLE (details.required_tier); FEATURE_LOCKED (details.feature, details.required_plan: a model needs a plan feature); FORBIDDEN with details.code EMAIL_NOT_VERIFIED (require_verified_email)", body = ErrorEnvelope),
         (status = 429, description = "QUOTA_EXCEEDED / QUEUE_FULL", body = ErrorEnvelope),
         (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
 async fn text_to_image(

@@ -136,6 +136,33 @@ async fn malformed_bodies_of_every_kind() {
 }
 
 #[tokio::test]
+async fn malformed_json_is_one_error_on_every_route() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    for path in [
+        "/generate/text-to-image",
+        "/generate/inpaint",
+        "/generate/workflow",
+        "/boards",
+        "/workflows",
+        "/auth/login",
+    ] {
+        let res = srv
+            .client
+            .post(srv.url(path))
+            .bearer_auth(&alice.access)
+            .header("content-type", "application/json")
+            .body("{,")
+            .send()
+            .await
+            .unwrap();
+        let got = (res.status(), res.json().await.unwrap_or_default());
+        let e = assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert_eq!(e["details"]["reason"], "malformed_json", "{path}: {e}");
+    }
+}
+
+#[tokio::test]
 async fn a_body_of_too_many_json_values_is_refused_before_it_is_parsed() {
     use reqwest::Method;
     let srv = TestServer::start().await;
