@@ -13,12 +13,43 @@ const DEFAULT_CATALOGUE: &str = include_str!("plans.default.toml");
 /// The tier every new account starts on.
 pub const DEFAULT_TIER: &str = "free";
 
+/// What a plan may use: the spec's four features, and any an operator
+/// names for models of the model catalogue to require (a model's
+/// `feature`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Features {
     pub sd_models: bool,
     pub flux_model: bool,
     pub nano_banana_api: bool,
     pub lora_training: bool,
+    /// The operator's own features (e.g. `controlnet = false`).
+    #[serde(flatten)]
+    pub more: BTreeMap<String, bool>,
+}
+
+impl Features {
+    /// Whether the plan has feature `name` (one it does not name: no).
+    pub fn has(&self, name: &str) -> bool {
+        match name {
+            "sd_models" => self.sd_models,
+            "flux_model" => self.flux_model,
+            "nano_banana_api" => self.nano_banana_api,
+            "lora_training" => self.lora_training,
+            other => self.more.get(other).copied().unwrap_or(false),
+        }
+    }
+
+    /// Whether `name` is a feature at all (named by this plan).
+    pub fn names(&self, name: &str) -> bool {
+        [
+            "sd_models",
+            "flux_model",
+            "nano_banana_api",
+            "lora_training",
+        ]
+        .contains(&name)
+            || self.more.contains_key(name)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -95,6 +126,19 @@ impl Catalogue {
 
     pub fn get(&self, name: &str) -> Option<&Plan> {
         self.plans.get(name)
+    }
+
+    /// The lowest-ranked plan with feature `name`, if any has it.
+    pub fn lowest_with(&self, name: &str) -> Option<&Plan> {
+        self.plans
+            .values()
+            .filter(|p| p.features.has(name))
+            .min_by_key(|p| p.rank)
+    }
+
+    /// Whether some plan names feature `name`.
+    pub fn knows_feature(&self, name: &str) -> bool {
+        self.plans.values().any(|p| p.features.names(name))
     }
 
     /// The plan of a tier name, falling back to the default tier when an

@@ -17,6 +17,14 @@ pub enum GenerationError {
     Invalid { field: String, reason: String },
     #[error("model {model} needs the {min_tier} tier")]
     ModelNotAvailable { model: String, min_tier: String },
+    /// The model needs a plan feature the caller's plan lacks.
+    #[error("model {model} needs the {feature} feature")]
+    FeatureLocked {
+        model: String,
+        feature: String,
+        /// The lowest plan that has it.
+        plan: Option<String>,
+    },
     #[error("storage quota exceeded: {used} of {quota} bytes")]
     StorageExceeded { used: i64, quota: i64 },
     /// The queue refused the job (credits, caps, no worker).

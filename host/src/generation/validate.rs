@@ -128,7 +128,8 @@ impl Generator {
         u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A catalogue model of one of `kinds` that the caller's tier allows.
+    /// A catalogue model of one of `kinds` that the caller's tier allows
+    /// and whose plan feature, if it names one, the caller's plan has.
     pub(crate) fn model(
         &self,
         caller: &Caller,
@@ -141,10 +142,19 @@ impl Generator {
             .get(name)
             .filter(|m| kinds.contains(&m.kind.as_str()))
             .ok_or_else(|| invalid(field, format!("unknown {} model {name}", kinds.join("/"))))?;
-        if !self.models.allows(&self.plans, &caller.tier, m) {
+        if !self.models.ranks(&self.plans, &caller.tier, m) {
             return Err(GenerationError::ModelNotAvailable {
                 model: m.name.clone(),
                 min_tier: m.min_tier.clone(),
+            });
+        }
+        if let Some(f) = &m.feature
+            && !self.plans.tier(&caller.tier).features.has(f)
+        {
+            return Err(GenerationError::FeatureLocked {
+                model: m.name.clone(),
+                feature: f.clone(),
+                plan: self.plans.lowest_with(f).map(|p| p.name.clone()),
             });
         }
         Ok(m.clone())

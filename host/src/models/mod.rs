@@ -37,6 +37,10 @@ pub struct Model {
     /// for upscalers): the basis of the up-front estimate.
     #[serde(default = "default_speed")]
     pub gpu_seconds_per_megapixel_step: f64,
+    /// A plan feature (`[plans.features]` of the plan catalogue) a user's
+    /// plan must have to use it, besides `min_tier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
 }
 
 fn default_rate() -> f64 {
@@ -91,6 +95,11 @@ impl ModelCatalogue {
             if plans.get(&m.min_tier).is_none() {
                 bail!("model {}: min_tier {} is not a plan", m.name, m.min_tier);
             }
+            if let Some(f) = &m.feature
+                && !plans.knows_feature(f)
+            {
+                bail!("model {}: feature {f} is not a feature of any plan", m.name);
+            }
         }
         Ok(Self {
             models: file.models,
@@ -118,8 +127,18 @@ impl ModelCatalogue {
     }
 
     /// Whether a user on `tier` may use `model`: their tier ranks at least
-    /// as high as the model's `min_tier`.
+    /// as high as the model's `min_tier`, and their plan has its feature.
     pub fn allows(&self, plans: &Plans, tier: &str, model: &Model) -> bool {
+        self.ranks(plans, tier, model)
+            && model
+                .feature
+                .as_deref()
+                .is_none_or(|f| plans.tier(tier).features.has(f))
+    }
+
+    /// Whether `tier` ranks at least as high as the model's `min_tier`
+    /// (its plan feature aside).
+    pub fn ranks(&self, plans: &Plans, tier: &str, model: &Model) -> bool {
         plans.tier(tier).rank >= plans.tier(&model.min_tier).rank
     }
 }

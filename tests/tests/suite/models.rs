@@ -108,3 +108,108 @@ min_tier = "studio"
     assert_eq!(body["data"][0]["name"], json!("house-style"));
     assert_eq!(body["data"][0]["is_available"], json!(false));
 }
+
+#[tokio::test]
+async fn a_model_that_needs_a_plan_feature_is_feature_locked_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = |name: &str, rank: u32, flux: bool, controlnet: bool| {
+        format!(
+            "[[plans]]\nname = \"{name}\"\ndisplay_name = \"{name}\"\nrank = {rank}\n\
+             monthly_price = 0.0\nyearly_price = 0.0\ncredits = 100\nstorage_gb = 2\n\
+             queue_count = 1\nmax_queued = 10\nrequests_per_min = 30\ngenerations_per_min = 30\n\
+             [plans.features]\nsd_models = true\nflux_model = {flux}\nnano_banana_api = false\n\
+             lora_training = false\ncontrolnet = {controlnet}\n"
+        )
+    };
+    let plans = dir.path().join("plans.toml");
+    std::fs::write(
+        &plans,
+        [
+            plan("free", 0, false, false),
+            plan("starter", 1, false, true),
+            plan("pro", 2, true, true),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let model = |name: &str, kind: &str, base: &str, feature: &str| {
+        format!(
+            "[[models]]\nid = \"{name}\"\nname = \"{name}\"\ndisplay_name = \"{name}\"\n\
+             type = \"{kind}\"\nbase = \"{base}\"\nmin_tier = \"free\"\n{feature}\n"
+        )
+    };
+    let models = dir.path().join("models.toml");
+    std::fs::write(
+        &models,
+        [
+            model("house-sd", "main", "sd-1", ""),
+            model("house-flux", "main", "flux", "feature = \"flux_model\""),
+            model(
+                "house-canny",
+                "controlnet",
+                "sd-1",
+                "feature = \"controlnet\"",
+            ),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(|c| {
+        c.plans_file = Some(plans.clone());
+        c.models_file = Some(models.clone());
+        c.worker_paused = true;
+    })
+    .await;
+    let u = srv.signup("u@example.com").await;
+    srv.set_credits(&u.user_id, 1000).await;
+    let job = |model: &str, control: bool| {
+        let mut b = json!({ "prompt": "x", "model": model, "width": 64, "height": 64, "steps": 2 });
+        if control {
+            b["controlnet"] = json!({ "model": "house-canny",
+                "image": pingvas_tests::png_base64(64, 64, [9, 9, 9]), "weight": 1.0 });
+        }
+        b
+    };
+
+    // Free: neither FLUX nor the ControlNet; each names its feature and
+    // the lowest plan with it. GET /models agrees.
+    let locked = |got: &(StatusCode, Value)| {
+        let e = assert_error(got, StatusCode::FORBIDDEN, "FEATURE_LOCKED");
+        (
+            e["details"]["feature"].as_str().unwrap().to_owned(),
+            e["details"]["required_plan"].as_str().unwrap().to_owned(),
+        )
+    };
+    let got = srv
+        .generate("text-to-image", &u.access, job("house-flux", false))
+        .await;
+    assert_eq!(locked(&got), ("flux_model".into(), "pro".into()));
+    let got = srv
+        .generate("text-to-image", &u.access, job("house-sd", true))
+        .await;
+    assert_eq!(locked(&got), ("controlnet".into(), "starter".into()));
+    let (_, listed) = srv.get("/models", Some(&u.access)).await;
+    let listed_available = |name: &str| {
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["is_available"]
+            .clone()
+    };
+    assert_eq!(listed_available("house-flux"), json!(false));
+    assert_eq!(listed_available("house-sd"), json!(true));
+    assert_eq!(srv.credits(&u.user_id).await.1, 0, "nothing reserved");
+
+    // Starter has the ControlNet feature, not FLUX's.
+    srv.set_tier("u@example.com", "starter").await;
+    let (s, b) = srv
+        .generate("text-to-image", &u.access, job("house-sd", true))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let got = srv
+        .generate("text-to-image", &u.access, job("house-flux", false))
+        .await;
+    assert_eq!(locked(&got).0, "flux_model");
+}
