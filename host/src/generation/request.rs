@@ -59,15 +59,21 @@ pub struct Common {
     pub post_nodes: Option<Vec<NodeRequest>>,
 }
 
-/// A diffusion request: its own fields and the common ones (as the API
-/// document shows it; validation parses the two parts apart, so each
-/// failing field keeps its name).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-pub struct WithCommon<T> {
-    #[serde(flatten)]
-    pub own: T,
-    #[serde(flatten)]
-    pub common: Common,
+/// A diffusion request as the API document shows it: its own fields and
+/// the common ones (validation parses the two parts apart, so each
+/// failing field keeps its name). One concrete type a request, so each
+/// has its own schema.
+macro_rules! with_common {
+    ($name:ident, $own:ty, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Deserialize, ToSchema)]
+        pub struct $name {
+            #[serde(flatten)]
+            pub own: $own,
+            #[serde(flatten)]
+            pub common: Common,
+        }
+    };
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -101,9 +107,17 @@ pub struct Inpaint {
     pub mask_image: String,
 }
 
-pub type TextToImageRequest = WithCommon<TextToImage>;
-pub type ImageToImageRequest = WithCommon<ImageToImage>;
-pub type InpaintRequest = WithCommon<Inpaint>;
+with_common!(
+    TextToImageRequest,
+    TextToImage,
+    "텍스트에서 이미지 생성 요청."
+);
+with_common!(
+    ImageToImageRequest,
+    ImageToImage,
+    "이미지에서 이미지 생성 요청."
+);
+with_common!(InpaintRequest, Inpaint, "인페인팅 요청.");
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

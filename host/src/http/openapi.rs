@@ -45,3 +45,61 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Every `$ref` in `v`.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r);
+                }
+                o.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_schema_the_document_references_is_defined() {
+        let (_, doc) = crate::http::api().split_for_parts();
+        let v = serde_json::to_value(&doc).unwrap();
+        let schemas = v["components"]["schemas"].as_object().unwrap();
+        let mut all = Vec::new();
+        refs(&v, &mut all);
+        let missing: std::collections::BTreeSet<&str> = all
+            .into_iter()
+            .filter(|r| {
+                r.strip_prefix("#/components/schemas/")
+                    .is_none_or(|name| !schemas.contains_key(name))
+            })
+            .collect();
+        assert!(missing.is_empty(), "undefined: {missing:?}");
+
+        // Each diffusion request has its own schema, with its own fields.
+        for (path, own) in [
+            ("/generate/text-to-image", "TextToImage"),
+            ("/generate/image-to-image", "ImageToImage"),
+            ("/generate/inpaint", "Inpaint"),
+        ] {
+            let body = &v["paths"][path]["post"]["requestBody"]["content"]["application/json"];
+            let name = body["schema"]["$ref"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap();
+            assert_eq!(name, format!("{own}Request"));
+            let mut inner = Vec::new();
+            refs(&schemas[name], &mut inner);
+            assert!(
+                inner.contains(&format!("#/components/schemas/{own}").as_str()),
+                "{path}: {inner:?}"
+            );
+        }
+    }
+}
