@@ -101,19 +101,19 @@ pub fn check_avatar_url(raw: &str) -> Result<String, &'static str> {
 }
 
 pub async fn profile(db: &Db, plans: &Catalogue, user_id: &str) -> Result<Profile, ProfileError> {
-    let row = user_store::find_with_balance(db, user_id)
+    let row = user_store::find_profile(db, user_id)
         .await?
         .ok_or(ProfileError::NotFound)?;
-    let subscription = crate::store::billing::current_subscription(db, user_id)
-        .await?
-        .map(|s| SubscriptionSummary {
-            plan: s.plan,
-            status: s.status,
-            current_period_end: s.current_period_end,
-        });
-    let stored = crate::store::images::storage_of_user(db, user_id).await?;
+    let subscription = match (row.sub_plan, row.sub_status) {
+        (Some(plan), Some(status)) => Some(SubscriptionSummary {
+            plan,
+            status,
+            current_period_end: row.sub_period_end,
+        }),
+        _ => None,
+    };
     let mut profile = build(row.user, row.balance, plans, subscription);
-    profile.storage_used = u64::try_from(stored.total()).unwrap_or(0);
+    profile.storage_used = u64::try_from(row.storage_used).unwrap_or(0);
     Ok(profile)
 }
 

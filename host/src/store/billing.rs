@@ -31,7 +31,7 @@ const SUB_COLUMNS: &str = "id, user_id, provider, provider_subscription_id, cust
      pending_plan, card_brand, card_last_four, provider_updated_at, created_at, updated_at";
 
 /// Statuses whose subscription is gone for good.
-const ENDED: &str = "('expired')";
+pub(super) const ENDED: &str = "('expired')";
 
 /// The provider's subscription, locked for the transaction (PostgreSQL;
 /// SQLite's write transaction holds the whole database).

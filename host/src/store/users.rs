@@ -87,20 +87,37 @@ pub async fn find_by_email(db: &Db, email: &str) -> StoreResult<Option<UserRow>>
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(email).fetch_optional(p).await)?)
 }
 
-/// A user with their credit balance, read in one query (the hot path of
-/// `GET /users/me`).
+/// What `GET /users/me` shows of a user, read in one query (its hot
+/// path): the user, their credit balance, the bytes they store and their
+/// current subscription, if any.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserWithBalance {
+pub struct ProfileRow {
     #[sqlx(flatten)]
     pub user: UserRow,
     pub balance: i64,
+    pub storage_used: i64,
+    pub sub_plan: Option<String>,
+    pub sub_status: Option<String>,
+    pub sub_period_end: Option<DateTime<Utc>>,
 }
 
-pub async fn find_with_balance(db: &Db, id: &str) -> StoreResult<Option<UserWithBalance>> {
-    const SQL: &str = "SELECT u.id, u.email, u.name, u.password_hash, u.avatar_url, u.tier, u.role, \
-                       u.email_verified, u.created_at, u.updated_at, a.balance \
-                       FROM users u JOIN credit_accounts a ON a.user_id = u.id WHERE u.id = $1";
-    Ok(on_db!(db, p => sqlx::query_as(SQL).bind(id).fetch_optional(p).await)?)
+pub async fn find_profile(db: &Db, id: &str) -> StoreResult<Option<ProfileRow>> {
+    // The subscription is `store::billing::current_subscription`'s: the
+    // newest one that has not ended.
+    let sql = format!(
+        "SELECT u.id, u.email, u.name, u.password_hash, u.avatar_url, u.tier, u.role, \
+         u.email_verified, u.created_at, u.updated_at, a.balance, \
+         COALESCE(s.image_bytes + s.workflow_bytes + s.other_bytes, 0) AS storage_used, \
+         sub.plan AS sub_plan, sub.status AS sub_status, sub.current_period_end AS sub_period_end \
+         FROM users u JOIN credit_accounts a ON a.user_id = u.id \
+         LEFT JOIN storage_usage s ON s.user_id = u.id \
+         LEFT JOIN subscriptions sub ON sub.id = (SELECT c.id FROM subscriptions c \
+           WHERE c.user_id = u.id AND c.status NOT IN {} \
+           ORDER BY c.updated_at DESC, c.id DESC LIMIT 1) \
+         WHERE u.id = $1",
+        super::billing::ENDED
+    );
+    Ok(on_db!(db, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
 }
 
 /// The tier, role and whether the email is verified, of a user.
