@@ -122,8 +122,9 @@ def main():
             ("upscale", "upscale", {"image": png(64, 64, (200, 40, 40)), "scale": 2}),
         ]
         print(f"medians of {runs} runs each (after one warm-up), {binary}")
-        print("| job | InvokeAI | lease → enqueue | done → stored | overhead | overhead ÷ InvokeAI |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| job | InvokeAI | lease → enqueue | done → stored | overhead | overhead ÷ InvokeAI "
+              "| lease → call | call → enqueue | done → call returned | returned → stored |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, kind, body in cases:
             rows = []
             for i in range(runs + 1):
@@ -137,14 +138,23 @@ def main():
                 item = newest_item()
                 assert item["status"] == "completed", item
                 ms = lambda delta: delta.total_seconds() * 1e3
-                before = ms(invoke_time(item["created_at"]) - rfc3339(d["started_at"]))
-                after = ms(rfc3339(d["completed_at"]) - invoke_time(item["completed_at"]))
-                invoke = ms(invoke_time(item["completed_at"]) - invoke_time(item["created_at"]))
+                created, completed = invoke_time(item["created_at"]), invoke_time(item["completed_at"])
+                before = ms(created - rfc3339(d["started_at"]))
+                after = ms(rfc3339(d["completed_at"]) - completed)
+                invoke = ms(completed - created)
+                # The backend's call (gpu_started_at .. gpu_finished_at)
+                # splits each side: our worker's own part, and the part in
+                # the backend's HTTP calls (uploads and enqueue; hearing
+                # the end and the image download).
+                lease_to_call = ms(rfc3339(d["gpu_started_at"]) - rfc3339(d["started_at"]))
+                call_to_store = ms(rfc3339(d["completed_at"]) - rfc3339(d["gpu_finished_at"]))
                 if i > 0:
-                    rows.append((invoke, before, after))
+                    rows.append((invoke, before, after, lease_to_call, before - lease_to_call,
+                                 after - call_to_store, call_to_store))
             med = lambda k: statistics.median(r[k] for r in rows)
             inv, bef, aft = med(0), med(1), med(2)
-            print(f"| {name} | {inv:.0f} ms | {bef:.1f} ms | {aft:.1f} ms | {bef + aft:.1f} ms | {(bef + aft) / inv:.3f} |")
+            parts = " | ".join(f"{med(k):.1f}" for k in range(3, 7))
+            print(f"| {name} | {inv:.0f} ms | {bef:.1f} ms | {aft:.1f} ms | {bef + aft:.1f} ms | {(bef + aft) / inv:.3f} | {parts} |")
     finally:
         server.terminate()
         server.wait()

@@ -17,7 +17,7 @@ pub struct StoredImage {
 }
 
 /// Stores one PNG with its thumbnail (one decode, on the blocking pool,
-/// gives the thumbnail and the size; then the two writes).
+/// gives the thumbnail and the size; then the two writes, together).
 pub async fn store_png(
     blobs: &Blobs,
     user_id: &str,
@@ -47,13 +47,21 @@ pub async fn store_encoded(
     let blob_key = format!("images/{user_id}/{image_id}.png");
     let thumb_key = format!("thumbnails/{user_id}/{image_id}.jpg");
     let (file_size, thumb_size) = (png.len(), thumbnail.len());
-    blobs
-        .put(&blob_key, png)
-        .await
-        .map_err(|e| format!("writing image: {e}"))?;
-    if let Err(e) = blobs.put(&thumb_key, thumbnail).await {
-        let _ = blobs.delete(&blob_key).await;
-        return Err(format!("writing thumbnail: {e}"));
+    // The two writes (each made durable) side by side.
+    let (image, thumb) = tokio::join!(blobs.put(&blob_key, png), blobs.put(&thumb_key, thumbnail));
+    let failed = match (&image, &thumb) {
+        (Err(e), _) => Some(format!("writing image: {e}")),
+        (_, Err(e)) => Some(format!("writing thumbnail: {e}")),
+        _ => None,
+    };
+    if let Some(reason) = failed {
+        if image.is_ok() {
+            let _ = blobs.delete(&blob_key).await;
+        }
+        if thumb.is_ok() {
+            let _ = blobs.delete(&thumb_key).await;
+        }
+        return Err(reason);
     }
     Ok(StoredImage {
         id: image_id.to_owned(),
