@@ -380,7 +380,9 @@ async fn every_invalid_parameter_is_named() {
         .unwrap();
     assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
     let v: Value = not_json.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "INVALID_PARAMETERS");
+    // Malformed JSON is the same error on every route.
+    assert_eq!(v["error"]["code"], "VALIDATION_ERROR");
+    assert_eq!(v["error"]["details"]["reason"], "malformed_json");
     assert_eq!(
         srv.credits(&alice.user_id).await,
         before,
