@@ -463,6 +463,14 @@ impl Workflows {
             .into());
         }
         c.plugin = format!("{}@{}", r.name, r.version);
+        self.check_declared(caller, c)
+    }
+
+    /// Each declared step's model, and its LoRAs (of the model's base),
+    /// known and allowed for `caller` — at save for the owner, at every
+    /// run for the runner (another user's public workflow, or a tier that
+    /// dropped since).
+    pub(crate) fn check_declared(&self, caller: &Caller, c: &Component) -> WorkflowResult<()> {
         for (i, step) in c.steps.iter().enumerate() {
             let kinds: &[&str] = if step.op == "upscale" {
                 &["upscaler"]

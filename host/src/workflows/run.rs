@@ -488,6 +488,7 @@ impl Workflows {
         if r.kind != "workflow" {
             return Err(invalid("component.plugin", "not a workflow plugin"));
         }
+        self.check_declared(caller, c)?;
         let mut steps = Vec::new();
         let mut named = Vec::new();
         let mut names: Vec<&String> = images.keys().collect();

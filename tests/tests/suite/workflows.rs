@@ -1158,6 +1158,29 @@ async fn a_component_applies_only_the_loras_it_declared_and_pays_for_them() {
         "the refine step's LoRA work is reserved"
     );
 
+    // The runner's tier counts at every run, not only the owner's at save:
+    // a starter LoRA declared by a starter owner is refused once the owner
+    // is back on free.
+    let mut sdxl = hires_fix(512, 10);
+    sdxl["inputs"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "lora", "type": "string", "optional": true }));
+    sdxl["steps"][0]["model"] = json!("stable-diffusion-xl");
+    sdxl["steps"][2]["model"] = json!("stable-diffusion-xl");
+    sdxl["steps"][2]["loras"] = json!(["add_detail"]);
+    srv.set_tier("alice@example.com", "starter").await;
+    let locked = created(
+        &srv,
+        &alice,
+        json!({ "name": "starter", "definition": sdxl }),
+    )
+    .await;
+    srv.set_tier("alice@example.com", "free").await;
+    let got = run(&srv, &alice, json!({ "workflow_id": locked, "inputs": {} })).await;
+    let e = assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+    assert!(e.to_string().contains("needs the starter tier"), "{e}");
+
     // A LoRA of another base is refused at save, naming the step.
     def["steps"][0]["loras"] = json!(["add_detail"]);
     let got = create(
