@@ -128,11 +128,12 @@ impl Catalogue {
         self.plans.get(name)
     }
 
-    /// The lowest-ranked plan with feature `name`, if any has it.
-    pub fn lowest_with(&self, name: &str) -> Option<&Plan> {
+    /// The lowest-ranked plan of at least `min_rank` with feature `name`,
+    /// if any has it (a plan below a model's tier could not use it either).
+    pub fn lowest_with(&self, name: &str, min_rank: u32) -> Option<&Plan> {
         self.plans
             .values()
-            .filter(|p| p.features.has(name))
+            .filter(|p| p.rank >= min_rank && p.features.has(name))
             .min_by_key(|p| p.rank)
     }
 

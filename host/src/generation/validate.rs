@@ -154,7 +154,10 @@ impl Generator {
             return Err(GenerationError::FeatureLocked {
                 model: m.name.clone(),
                 feature: f.clone(),
-                plan: self.plans.lowest_with(f).map(|p| p.name.clone()),
+                plan: self
+                    .plans
+                    .lowest_with(f, self.plans.tier(&m.min_tier).rank)
+                    .map(|p| p.name.clone()),
             });
         }
         Ok(m.clone())
