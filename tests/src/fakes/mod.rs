@@ -408,6 +408,7 @@ async fn invoke_enqueue(
         None => vec![None],
     };
     let mut ids = Vec::new();
+    let batch_id = format!("batch-{}", st.batches.len());
     for seed in seeds {
         st.next_item += 1;
         let id = st.next_item;
@@ -417,7 +418,7 @@ async fn invoke_enqueue(
         let mut events = Vec::new();
         if nodes.contains_key("denoise") {
             for pct in [0.0, 0.5] {
-                events.push(json!(["invocation_progress", { "queue_id": "default", "item_id": id,
+                events.push(json!(["invocation_progress", { "queue_id": "default", "item_id": id, "batch_id": batch_id,
                     "invocation_source_id": "denoise", "message": "Denoising", "percentage": pct }]));
             }
         }
@@ -427,13 +428,13 @@ async fn invoke_enqueue(
             let name = render(&mut st, id);
             events.push(
                 json!(["invocation_complete", { "queue_id": "default", "item_id": id,
-                "invocation_source_id": "output",
+                "batch_id": batch_id, "invocation_source_id": "output",
                 "result": { "type": "image_output", "image": { "image_name": name },
                             "width": size.0, "height": size.1 } }]),
             );
             events.push(
                 json!(["queue_item_status_changed", { "queue_id": "default", "item_id": id,
-                "status": "completed", "error_type": null, "error_message": null }]),
+                "batch_id": batch_id, "status": "completed", "error_type": null, "error_message": null }]),
             );
         }
         for event in events {
@@ -443,7 +444,8 @@ async fn invoke_enqueue(
     }
     axum::Json(
         json!({ "queue_id": "default", "enqueued": ids.len(), "requested": ids.len(),
-        "batch": batch, "priority": 0, "item_ids": ids }),
+        "batch": { "batch_id": batch_id, "graph": batch["graph"], "runs": 1 },
+        "priority": 0, "item_ids": ids }),
     )
     .into_response()
 }

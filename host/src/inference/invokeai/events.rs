@@ -41,6 +41,10 @@ pub(super) struct ItemNews {
     pub status: Option<String>,
     /// `error_type: error_message` of a failed item.
     pub error: Option<String>,
+    /// The batch the item is of (`batch_id`): news of an item of another
+    /// batch under the same id (InvokeAI's ids start again with a fresh
+    /// database) is not the item's.
+    pub batch: Option<String>,
 }
 
 /// The news of queue items as the feed last told it, and a wake-up for
@@ -88,9 +92,11 @@ impl Feed {
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
             .map_err(|e| e.to_string())?;
-        if !handshake_frame(&mut ws).await?.starts_with('0') {
+        let open = handshake_frame(&mut ws).await?;
+        let Some(params) = open.strip_prefix('0') else {
             return Err("no Engine.IO open packet".into());
-        }
+        };
+        let silent = silence_limit(params);
         send(&mut ws, "40").await?;
         while !handshake_frame(&mut ws).await?.starts_with("40") {}
         let subscribe = serde_json::json!(["subscribe_queue", { "queue_id": queue }]);
@@ -99,8 +105,12 @@ impl Feed {
         let changed = Arc::new(tokio::sync::Notify::new());
         let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (seen, wake, count) = (items.clone(), changed.clone(), heard.clone());
+        // A socket that hears not even the server's ping for longer than
+        // it promised is dead (a half-open connection): the reader ends,
+        // the feed counts as closed and is opened again for the next job.
         let reader = tokio::spawn(async move {
-            while let Some(Ok(frame)) = next_frame(&mut ws).await {
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(silent, next_frame(&mut ws)).await
+            {
                 if frame == "2" {
                     if send(&mut ws, "3").await.is_err() {
                         return;
@@ -160,12 +170,14 @@ impl Feed {
         self.heard() != since || tokio::time::timeout(limit, notified).await.is_ok()
     }
 
-    /// What the feed has heard of item `id`.
-    pub fn news(&self, id: i64) -> ItemNews {
+    /// What the feed has heard of item `id` of batch `batch` (any batch
+    /// when the enqueue named none).
+    pub fn news(&self, id: i64, batch: Option<&str>) -> ItemNews {
         self.items
             .lock()
             .expect("feed lock")
             .get(&id)
+            .filter(|n| batch.is_none() || n.batch.as_deref() == batch)
             .cloned()
             .unwrap_or_default()
     }
@@ -198,6 +210,18 @@ async fn send(ws: &mut Socket, text: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// How long the server may stay silent before the socket counts as dead:
+/// its `pingInterval` plus `pingTimeout` from the open packet (45 s when it
+/// names none).
+fn silence_limit(open: &str) -> Duration {
+    let v: Value = serde_json::from_str(open).unwrap_or_default();
+    let ms = |k: &str| v[k].as_u64().unwrap_or(0);
+    match ms("pingInterval") + ms("pingTimeout") {
+        0 => Duration::from_secs(45),
+        total => Duration::from_millis(total.min(600_000)),
+    }
+}
+
 /// The queue item a socket.io event (`["name", {…}]`) tells of, and what
 /// it tells: a denoise step's percentage, the image of the node `output`,
 /// or the item's status.
@@ -227,7 +251,8 @@ fn news_of(event: &str, output: &str) -> Option<(i64, ItemNews)> {
         },
         _ => return None,
     };
-    Some((item, news))
+    let batch = text(&data["batch_id"]);
+    Some((item, ItemNews { batch, ..news }))
 }
 
 impl ItemNews {
@@ -235,6 +260,7 @@ impl ItemNews {
     fn apply(self, into: &mut ItemNews) {
         into.percentage = self.percentage.or(into.percentage);
         into.output = self.output.or(into.output.take());
+        into.batch = self.batch.or(into.batch.take());
         if self.status.is_some() {
             into.status = self.status;
             into.error = self.error;
@@ -316,6 +342,21 @@ mod tests {
         assert_eq!(
             news.error.as_deref(),
             Some("OutOfMemoryError: CUDA out of memory")
+        );
+        assert_eq!(
+            news.batch.as_deref(),
+            Some("56ff0bdd-3fff-435b-81fb-45cf780d2290")
+        );
+
+        // The fixture's open packet: 25 s between pings, 20 s to answer.
+        let open = doc["wire"]["handshake"][0]["frame"].as_str().unwrap();
+        assert_eq!(
+            silence_limit(open.strip_prefix('0').unwrap()),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            silence_limit(r#"{"pingInterval":1000,"pingTimeout":500}"#),
+            Duration::from_millis(1500)
         );
     }
 }

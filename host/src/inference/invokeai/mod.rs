@@ -40,6 +40,8 @@ const POLL: Duration = Duration::from_millis(200);
 /// How long a server whose socket.io feed could not be opened is followed
 /// by polling alone before the feed is tried again.
 const FEED_RETRY: Duration = Duration::from_secs(60);
+/// How often an item followed on a busy feed is read all the same.
+const READ_ANYWAY: Duration = Duration::from_secs(2);
 
 /// A model as graphs name it: InvokeAI's key, hash, name, base, type.
 fn identifier(m: &Value) -> Value {
@@ -86,6 +88,36 @@ fn output_image(item: &Value) -> Option<String> {
         .or_else(|| results.get(OUTPUT))
         .and_then(|r| r["image"]["image_name"].as_str())
         .map(str::to_owned)
+}
+
+/// Cancels queue items (`PUT …/cancel` on each url) when dropped, unless
+/// disarmed; in a task of its own, as a drop cannot wait.
+struct CancelOnDrop {
+    http: reqwest::Client,
+    urls: Vec<String>,
+}
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.urls.clear();
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let urls = std::mem::take(&mut self.urls);
+        if urls.is_empty() {
+            return;
+        }
+        let http = self.http.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for url in urls {
+                    let _ = http.put(url).send().await;
+                }
+            });
+        }
+    }
 }
 
 pub struct InvokeAi {
@@ -228,8 +260,12 @@ impl InvokeAi {
     }
 
     /// Enqueues `graph` once per seed (or once when `seeds` is empty) and
-    /// returns the queue item ids.
-    async fn enqueue(&self, graph: Value, seeds: &[u64]) -> Result<Vec<i64>, InferenceError> {
+    /// returns the queue item ids and the batch's id (if InvokeAI names it).
+    async fn enqueue(
+        &self,
+        graph: Value,
+        seeds: &[u64],
+    ) -> Result<(Vec<i64>, Option<String>), InferenceError> {
         let mut batch = json!({ "graph": graph, "runs": 1, "origin": "pingvas" });
         if !seeds.is_empty() {
             batch["data"] = json!([[{
@@ -257,20 +293,18 @@ impl InvokeAi {
                 "enqueue_batch enqueued nothing".into(),
             ));
         }
-        Ok(ids)
+        let batch = result["batch"]["batch_id"].as_str().map(str::to_owned);
+        Ok((ids, batch))
+    }
+
+    fn cancel_url(&self, id: i64) -> String {
+        self.server
+            .url(&format!("/api/v1/queue/{QUEUE}/i/{id}/cancel"))
     }
 
     async fn cancel(&self, ids: &[i64]) {
         for id in ids {
-            let _ = self
-                .server
-                .http
-                .put(
-                    self.server
-                        .url(&format!("/api/v1/queue/{QUEUE}/i/{id}/cancel")),
-                )
-                .send()
-                .await;
+            let _ = self.server.http.put(self.cancel_url(*id)).send().await;
         }
     }
 
@@ -284,7 +318,7 @@ impl InvokeAi {
     /// the session's executed nodes.
     async fn follow(
         &self,
-        ids: &[i64],
+        (ids, batch): (&[i64], Option<&str>),
         feed: Option<&Feed>,
         steps: u32,
         progress: &ProgressSink,
@@ -294,16 +328,23 @@ impl InvokeAi {
         for (i, &id) in ids.iter().enumerate() {
             let mut image = None;
             let mut read_item = true;
+            let mut read_at = std::time::Instant::now();
             loop {
                 let heard = feed.map_or(0, Feed::heard);
-                let news = feed.map(|f| f.news(id)).unwrap_or_default();
+                let news = feed.map(|f| f.news(id, batch)).unwrap_or_default();
                 if let (None, Some(name)) = (&image, &news.output) {
                     image = Some(self.download(name).await?);
                 }
                 let ended = |s: &str| ["completed", "failed", "canceled"].contains(&s);
+                // Read when the feed is silent, and every READ_ANYWAY
+                // however busy it is with other items (a missed end).
+                let due = read_item || read_at.elapsed() >= READ_ANYWAY;
                 let item = match &news.status {
                     Some(s) if ended(s) => None,
-                    _ if read_item || feed.is_none() => Some(self.queue_item(id).await?),
+                    _ if due || feed.is_none() => {
+                        read_at = std::time::Instant::now();
+                        Some(self.queue_item(id).await?)
+                    }
                     _ => None,
                 };
                 let status = item
@@ -509,12 +550,21 @@ impl InvokeAi {
         };
         // Subscribed before the enqueue, so no step goes unheard.
         let feed = self.feed().await;
-        let ids = self.enqueue(graph.build(), &seeds).await?;
-        let images = self.follow(&ids, feed.as_deref(), steps, &progress).await;
+        let (ids, batch) = self.enqueue(graph.build(), &seeds).await?;
+        // Items left when the job stops (its future dropped) or fails
+        // half-way would keep InvokeAI busy unpaid: cancelled unless all end.
+        let leftovers = CancelOnDrop {
+            http: self.server.http.clone(),
+            urls: ids.iter().map(|id| self.cancel_url(*id)).collect(),
+        };
+        let images = self
+            .follow((&ids, batch.as_deref()), feed.as_deref(), steps, &progress)
+            .await;
         if let Some(feed) = &feed {
             feed.forget(&ids);
         }
         let images = images?;
+        leftovers.disarm();
         Ok(match restore {
             Some((w, h)) => images.iter().map(|i| sized(i, w, h).into_owned()).collect(),
             None => images,
@@ -546,7 +596,8 @@ mod tests {
                     denoise_graph(&generation("missing"), &id, latents, &Adapters::default())
                         .build();
                 let ids = backend.enqueue(graph, &[7, 8]).await;
-                let ids = ids.unwrap_or_else(|e| panic!("{base}: InvokeAI refused the graph: {e}"));
+                let (ids, _) =
+                    ids.unwrap_or_else(|e| panic!("{base}: InvokeAI refused the graph: {e}"));
                 assert_eq!(ids.len(), 2);
                 backend.cancel(&ids).await;
             }
