@@ -344,15 +344,6 @@ impl Default for Config {
     }
 }
 
-/// One OAuth provider's settings.
-pub struct OAuthSettings {
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub auth_url: String,
-    pub token_url: String,
-    pub userinfo_url: String,
-}
-
 /// The non-empty, trimmed items of a comma-separated setting.
 pub fn comma_list(text: &str) -> Vec<String> {
     text.split(',')
@@ -439,29 +430,6 @@ impl Config {
     pub fn worker_model_list(&self) -> Option<Vec<String>> {
         let list = comma_list(&self.worker_models);
         (!list.is_empty()).then_some(list)
-    }
-
-    pub fn oauth_settings(&self, provider: crate::auth::oauth::Provider) -> OAuthSettings {
-        use crate::auth::oauth::Provider;
-        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        let secret =
-            |v: &Option<SecretString>| v.clone().filter(|s| !s.expose_secret().trim().is_empty());
-        match provider {
-            Provider::Google => OAuthSettings {
-                client_id: non_empty(&self.google_client_id),
-                client_secret: secret(&self.google_client_secret),
-                auth_url: self.google_auth_url.clone(),
-                token_url: self.google_token_url.clone(),
-                userinfo_url: self.google_userinfo_url.clone(),
-            },
-            Provider::Discord => OAuthSettings {
-                client_id: non_empty(&self.discord_client_id),
-                client_secret: secret(&self.discord_client_secret),
-                auth_url: self.discord_auth_url.clone(),
-                token_url: self.discord_token_url.clone(),
-                userinfo_url: self.discord_userinfo_url.clone(),
-            },
-        }
     }
 
     /// The front end's base URL, without a trailing slash.

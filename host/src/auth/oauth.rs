@@ -30,6 +30,15 @@ pub const STATE_TTL_MINUTES: i64 = 10;
 /// Largest profile answer read from a provider.
 const MAX_PROFILE_BYTES: usize = 64 * 1024;
 
+/// One OAuth provider's settings, as the config gives them.
+struct OAuthSettings {
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    auth_url: String,
+    token_url: String,
+    userinfo_url: String,
+}
+
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumString, strum::IntoStaticStr, strum::Display,
 )]
@@ -44,6 +53,30 @@ impl Provider {
 
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The provider's settings in `config`; client id and secret only
+    /// when set to something.
+    fn settings(self, config: &Config) -> OAuthSettings {
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let secret =
+            |v: &Option<SecretString>| v.clone().filter(|s| !s.expose_secret().trim().is_empty());
+        match self {
+            Provider::Google => OAuthSettings {
+                client_id: non_empty(&config.google_client_id),
+                client_secret: secret(&config.google_client_secret),
+                auth_url: config.google_auth_url.clone(),
+                token_url: config.google_token_url.clone(),
+                userinfo_url: config.google_userinfo_url.clone(),
+            },
+            Provider::Discord => OAuthSettings {
+                client_id: non_empty(&config.discord_client_id),
+                client_secret: secret(&config.discord_client_secret),
+                auth_url: config.discord_auth_url.clone(),
+                token_url: config.discord_token_url.clone(),
+                userinfo_url: config.discord_userinfo_url.clone(),
+            },
+        }
     }
 
     fn scopes(self) -> &'static [&'static str] {
@@ -217,7 +250,7 @@ impl OAuth {
     pub fn from_config(db: Db, config: &Config) -> anyhow::Result<Self> {
         let mut providers = HashMap::new();
         for p in Provider::ALL {
-            let s = config.oauth_settings(p);
+            let s = p.settings(config);
             let (Some(id), Some(secret)) = (s.client_id, s.client_secret) else {
                 continue;
             };
