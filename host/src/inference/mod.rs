@@ -15,6 +15,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::ModelCatalogue;
 
+/// Samplers every backend maps.
+pub const SAMPLERS: &[&str] = &[
+    "euler",
+    "euler_a",
+    "heun",
+    "dpm_2",
+    "dpm_2_a",
+    "lms",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "dpmpp_sde",
+    "ddim",
+    "unipc",
+];
+
 /// Generation parameters a backend needs (also the core of a job's
 /// specification, `queue::job::JobSpec`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

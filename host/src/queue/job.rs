@@ -9,20 +9,8 @@ use crate::models::{Model, ModelCatalogue};
 pub use crate::store::jobs::{JobStatus, JobType};
 use crate::workflows::plan::WorkflowPlan;
 
-/// Samplers every backend maps.
-pub const SAMPLERS: &[&str] = &[
-    "euler",
-    "euler_a",
-    "heun",
-    "dpm_2",
-    "dpm_2_a",
-    "lms",
-    "dpmpp_2m",
-    "dpmpp_2m_karras",
-    "dpmpp_sde",
-    "ddim",
-    "unipc",
-];
+/// Samplers every backend maps (the backends' list).
+pub use crate::inference::SAMPLERS;
 pub const MAX_PROMPT_CHARS: usize = 4000;
 pub const MAX_LORAS: usize = 5;
 /// Most images one job may hand back.

@@ -24,7 +24,7 @@ pub(super) fn scheduler(sampler: &str) -> &str {
 /// The sampler of an InvokeAI scheduler (workflow import): `scheduler`'s
 /// inverse, and whether the match is exact (else the nearest).
 pub fn sampler_of(scheduler: &str) -> (&'static str, bool) {
-    let exact = crate::queue::job::SAMPLERS
+    let exact = crate::inference::SAMPLERS
         .iter()
         .find(|s| self::scheduler(s) == scheduler);
     if let Some(s) = exact {
@@ -420,7 +420,7 @@ pub(super) mod tests {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        for sampler in crate::queue::job::SAMPLERS {
+        for sampler in crate::inference::SAMPLERS {
             assert!(
                 known.contains(&scheduler(sampler)),
                 "{sampler} → {}",
