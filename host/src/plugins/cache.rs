@@ -7,13 +7,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
-
-use super::runtime::LoadedPlugin;
-use super::world::PluginKind;
 
 /// Linked plugins kept in memory at most.
 pub const MEMORY_ENTRIES: usize = 256;
@@ -85,9 +82,6 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> MemoryCache<K, V> {
         self.len() == 0
     }
 }
-
-/// The in-memory cache of linked plugins, by content hash and kind.
-pub type LinkedCache = MemoryCache<(String, PluginKind), Arc<LoadedPlugin>>;
 
 pub struct DiskCache {
     dir: PathBuf,

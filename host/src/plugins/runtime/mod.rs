@@ -15,7 +15,7 @@ use super::bindings::v0_1_0::node::pingvas::plugin::node_types::{
 use super::bindings::v0_1_0::node::pingvas::plugin::types::GenerationParams;
 use super::bindings::v0_1_0::node::{Node, NodePre};
 use super::bindings::v0_2_1::workflow::{Workflow, WorkflowPre};
-use super::cache::{self, DiskCache, LinkedCache};
+use super::cache::{self, DiskCache, MemoryCache};
 use super::engine::{EngineOptions, PluginEngine};
 use super::error::PluginError;
 use super::host::images::ImageHandle;
@@ -49,6 +49,9 @@ enum Linked {
     Billing(BillingPre),
     Workflow(WorkflowPre<PluginState>),
 }
+
+/// The in-memory cache of linked plugins, by content hash and kind.
+type LinkedCache = MemoryCache<(String, PluginKind), Arc<LoadedPlugin>>;
 
 /// A compiled, linked plugin ready to instantiate.
 pub struct LoadedPlugin {
