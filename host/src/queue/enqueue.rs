@@ -35,9 +35,7 @@ impl Queue {
         let priced = self.priced(spec)?;
         // The checkpoint(s), and the LoRAs and ControlNet the job applies:
         // a backend without them could not apply what the job is charged.
-        let adapters = spec.generation.loras.iter().map(|l| l.name.as_str());
-        let control = spec.controlnet.as_ref().map(|c| c.model.as_str());
-        for model in std::iter::once(spec.model()).chain(adapters).chain(control) {
+        for model in std::iter::once(spec.model()).chain(spec.adapters()) {
             if !self.is_served(model).await? {
                 return Err(QueueError::NoWorker {
                     model: model.to_owned(),

@@ -151,15 +151,19 @@ impl JobSpec {
     /// its source's, an upscale's its result's).
     pub fn expected_gpu_seconds(&self, model: &Model, catalogue: &ModelCatalogue) -> f64 {
         let g = &self.generation;
-        let megapixels = megapixels(g.width, g.height);
         match self.job_type {
-            JobType::Upscale => megapixels * model.gpu_seconds_per_megapixel_step,
-            _ => {
-                megapixels
-                    * f64::from(g.steps.max(1))
-                    * f64::from(g.batch_size.max(1))
-                    * diffusion_speed(model, self.adapters(), catalogue)
+            JobType::Upscale => {
+                megapixels(g.width, g.height) * model.gpu_seconds_per_megapixel_step
             }
+            // A diffusion run at the request's size: `Work` without sources.
+            _ => Work {
+                job_type: self.job_type,
+                generation: g,
+                controlnet: self.controlnet.as_ref().map(|c| c.model.as_str()),
+                sources: &[],
+                scale: 1,
+            }
+            .gpu_seconds(model, catalogue),
         }
     }
 

@@ -302,12 +302,6 @@ impl InvokeAi {
             .url(&format!("/api/v1/queue/{QUEUE}/i/{id}/cancel"))
     }
 
-    async fn cancel(&self, ids: &[i64]) {
-        for id in ids {
-            let _ = self.server.http.put(self.cancel_url(*id)).send().await;
-        }
-    }
-
     /// Follows the items to the end, reporting progress, and fetches each
     /// one's output image. With a socket.io `feed`, progress is the
     /// denoise's steps (`steps` an item), the output image is fetched as
@@ -377,7 +371,7 @@ impl InvokeAi {
                 if last != Some(now) {
                     last = Some(now);
                     if !progress(now) {
-                        self.cancel(&ids[i..]).await;
+                        // The caller's guard cancels the items left.
                         return Err(InferenceError::Cancelled);
                     }
                 }
@@ -599,7 +593,9 @@ mod tests {
                 let (ids, _) =
                     ids.unwrap_or_else(|e| panic!("{base}: InvokeAI refused the graph: {e}"));
                 assert_eq!(ids.len(), 2);
-                backend.cancel(&ids).await;
+                for id in ids {
+                    let _ = backend.server.http.put(backend.cancel_url(id)).send().await;
+                }
             }
         }
     }
