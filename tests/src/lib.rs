@@ -551,6 +551,28 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /images/upload` of a small red PNG; the new image's id.
+    pub async fn upload_png(&self, token: &str) -> String {
+        use base64::Engine;
+        use reqwest::multipart::{Form, Part};
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png_base64(64, 64, [200, 40, 40]))
+            .expect("png");
+        let form = Form::new().part("file", Part::bytes(png).file_name("red.png"));
+        let resp = self
+            .client
+            .post(self.url("/images/upload"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "upload: {body}");
+        body["data"]["id"].as_str().expect("image id").to_owned()
+    }
+
     /// Publishes the bundled component `wasm_name` as public node `name`
     /// 0.1.0, and asserts it was accepted.
     pub async fn publish_node(&self, token: &str, name: &str, wasm_name: &str) {

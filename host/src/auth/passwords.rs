@@ -148,14 +148,18 @@ pub fn warm_up() {
     let _ = dummy_hash();
 }
 
+/// A password's length in characters.
+pub const MIN_CHARS: usize = 8;
+pub const MAX_CHARS: usize = 128;
+
 /// The password rules; the first one broken is returned as error `details`.
 pub fn check_policy(password: &str, email: &str) -> Result<(), Value> {
     let len = password.chars().count();
-    if len < 8 {
-        return Err(json!({ "rule": "min_length", "min": 8 }));
+    if len < MIN_CHARS {
+        return Err(json!({ "rule": "min_length", "min": MIN_CHARS }));
     }
-    if len > 128 {
-        return Err(json!({ "rule": "max_length", "max": 128 }));
+    if len > MAX_CHARS {
+        return Err(json!({ "rule": "max_length", "max": MAX_CHARS }));
     }
     let classes = [
         password.chars().any(|c| c.is_lowercase()),

@@ -108,7 +108,8 @@ impl Gallery {
     }
 
     /// Adds images to a board, all or none: an id that is not the user's
-    /// image makes the whole call `NotFound`. Images already on it are fine.
+    /// image refuses the whole call (the board exists: it is the request
+    /// that names what is not there). Images already on it are fine.
     pub async fn add_to_board(
         &self,
         user_id: &str,
@@ -127,7 +128,7 @@ impl Gallery {
         ids.dedup();
         let mut tx = self.db.begin().await?;
         if img::count_owned_in(&mut tx, user_id, &ids).await? != ids.len() {
-            return Err(GalleryError::NotFound);
+            return Err(invalid("image_ids", "not all of them are images of yours"));
         }
         let now = Utc::now();
         for image in &ids {

@@ -155,6 +155,10 @@ pub fn parse_with_common<T: serde::de::DeserializeOwned>(body: Value) -> GenResu
 
 /// Parses a request body into `T`, naming the failing field.
 pub fn parse<T: serde::de::DeserializeOwned>(body: Value) -> GenResult<T> {
+    // serde reads a struct from an array of its fields too.
+    if !body.is_object() {
+        return Err(invalid("body", "expected a JSON object"));
+    }
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "body".to_owned() } else { path };

@@ -26,6 +26,21 @@ use crate::store::images as img;
 use crate::users::Caller;
 
 pub const MAX_NODES: usize = 8;
+
+// The ranges the validators hold requests to (the API document states
+// the same, from these).
+pub const STEPS: std::ops::RangeInclusive<u32> = 1..=150;
+pub const CFG_SCALE: std::ops::RangeInclusive<f32> = 0.0..=30.0;
+pub const BATCH_SIZE: std::ops::RangeInclusive<u32> = 1..=8;
+/// Width and height: multiples of `SIDE_STEP` in this range.
+pub const SIDE: std::ops::RangeInclusive<u32> = 64..=2048;
+pub const SIDE_STEP: u32 = 8;
+pub const LORA_WEIGHT: std::ops::RangeInclusive<f32> = -2.0..=2.0;
+pub const CONTROL_WEIGHT: std::ops::RangeInclusive<f32> = 0.0..=2.0;
+pub const STRENGTH: std::ops::RangeInclusive<f32> = 0.0..=1.0;
+pub const UPSCALE_FACTORS: [u32; 3] = [2, 3, 4];
+/// `-1` asks for a random seed.
+pub const SEEDS: std::ops::RangeInclusive<i64> = -1..=u32::MAX as i64;
 /// Largest side of an upscaled image.
 pub const MAX_UPSCALED_SIDE: u32 = 8192;
 /// Largest side of a source image (image-to-image, inpaint, upscale,
@@ -268,11 +283,11 @@ impl Generator {
         check_size("width", width)?;
         check_size("height", height)?;
         let steps = c.steps.unwrap_or(30);
-        if !(1..=150).contains(&steps) {
+        if !STEPS.contains(&steps) {
             return Err(invalid("steps", "between 1 and 150"));
         }
         let cfg_scale = c.cfg_scale.unwrap_or(7.5);
-        if !(cfg_scale.is_finite() && (0.0..=30.0).contains(&cfg_scale)) {
+        if !(cfg_scale.is_finite() && CFG_SCALE.contains(&cfg_scale)) {
             return Err(invalid("cfg_scale", "between 0 and 30"));
         }
         let sampler = c.sampler.unwrap_or_else(|| "euler_a".into());
@@ -288,7 +303,7 @@ impl Generator {
             _ => return Err(invalid("seed", "-1 (random) or 0 to 4294967295")),
         };
         let batch_size = c.batch_size.unwrap_or(1);
-        if !(1..=8).contains(&batch_size) {
+        if !BATCH_SIZE.contains(&batch_size) {
             return Err(invalid("batch_size", "between 1 and 8"));
         }
         let loras = c.loras.unwrap_or_default();
@@ -298,7 +313,7 @@ impl Generator {
         let mut lora_specs = Vec::with_capacity(loras.len());
         for (i, l) in loras.into_iter().enumerate() {
             let lora = self.model(caller, &format!("loras[{i}].name"), &l.name, &["lora"])?;
-            if !(l.weight.is_finite() && (-2.0..=2.0).contains(&l.weight)) {
+            if !(l.weight.is_finite() && LORA_WEIGHT.contains(&l.weight)) {
                 return Err(invalid(format!("loras[{i}].weight"), "between -2 and 2"));
             }
             if lora.base.is_some() && lora.base != model.base {
@@ -352,7 +367,7 @@ impl Generator {
             .await?;
         if let Some(cn) = r.controlnet {
             let m = self.model(caller, "controlnet.model", &cn.model, &["controlnet"])?;
-            if !(cn.weight.is_finite() && (0.0..=2.0).contains(&cn.weight)) {
+            if !(cn.weight.is_finite() && CONTROL_WEIGHT.contains(&cn.weight)) {
                 return Err(invalid("controlnet.weight", "between 0 and 2"));
             }
             let input = self
@@ -371,7 +386,7 @@ impl Generator {
     pub async fn image_to_image(&self, caller: &Caller, body: Value) -> GenResult<Prepared> {
         let (r, common) = parse_with_common::<ImageToImage>(body)?;
         let strength = r.strength.unwrap_or(0.75);
-        if !(strength.is_finite() && (0.0..=1.0).contains(&strength)) {
+        if !(strength.is_finite() && STRENGTH.contains(&strength)) {
             return Err(invalid("strength", "between 0 and 1"));
         }
         let source = self
@@ -450,7 +465,7 @@ impl Generator {
             &["upscaler"],
         )?;
         let scale = r.scale.unwrap_or(2);
-        if !(2..=4).contains(&scale) {
+        if !UPSCALE_FACTORS.contains(&scale) {
             return Err(invalid("scale", "2, 3 or 4"));
         }
         let source = self
@@ -489,7 +504,7 @@ impl Generator {
 }
 
 fn check_size(field: &str, v: u32) -> GenResult<()> {
-    if !(64..=2048).contains(&v) || !v.is_multiple_of(8) {
+    if !SIDE.contains(&v) || !v.is_multiple_of(SIDE_STEP) {
         return Err(invalid(field, "a multiple of 8 from 64 to 2048"));
     }
     Ok(())

@@ -9,7 +9,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{AdminUser, ApiQuery};
-use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
+use super::response::{
+    Envelope, ErrorEnvelope, MAX_PER_PAGE, PageMeta, PagedEnvelope, check_page, ok,
+};
 use crate::app::SharedState;
 use crate::billing::adapter::AdapterError;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -113,7 +115,7 @@ async fn billing_events(
     _admin: AdminUser,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    let page = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, MAX_PER_PAGE)?;
     if let Some(s) = &q.status
         && !["received", "applied", "failed"].contains(&s.as_str())
     {

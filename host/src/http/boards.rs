@@ -10,7 +10,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
-use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
+use super::response::{
+    Envelope, ErrorEnvelope, MAX_PER_PAGE, PageMeta, PagedEnvelope, check_page, ok,
+};
 use crate::app::SharedState;
 use crate::error::ApiResult;
 use crate::store::images::{BoardRow, BoardSummary};
@@ -72,7 +74,7 @@ async fn list(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    let page = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, MAX_PER_PAGE)?;
     let (rows, total) = state.gallery.boards(&user.id, page).await?;
     let views: Vec<BoardView> = rows.into_iter().map(|b| BoardView::of(b, &state)).collect();
     Ok(ok(views).meta(PageMeta::of(page, total)))
@@ -151,7 +153,9 @@ pub struct AddBody {
 /// 보드에 이미지 추가 — all or none; an id that is not your image is NOT_FOUND for the whole call.
 #[utoipa::path(post, path = "/boards/{board_id}/images", tag = "boards", security(("bearer" = [])),
     params(("board_id" = String, Path)), request_body = AddBody,
-    responses((status = 200, description = "`added`: how many ids"), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 200, description = "`added`: how many ids"),
+        (status = 400, description = "INVALID_PARAMETERS: image_ids not all images of yours (nothing is added)", body = ErrorEnvelope),
+        (status = 404, description = "NOT_FOUND: no such board of yours", body = ErrorEnvelope)))]
 async fn add_images(
     State(state): State<SharedState>,
     user: AuthUser,

@@ -51,14 +51,54 @@ where
                     )
                 }
             })?;
-        if json_values_over(&bytes, MAX_JSON_VALUES) {
-            return Err(ApiError::with_details(
-                ErrorCode::PayloadTooLarge,
-                json!({ "reason": format!("a body holds at most {MAX_JSON_VALUES} JSON values") }),
-            ));
+        json_body(&bytes).map(ApiJson)
+    }
+}
+
+/// Reads a JSON body: an object, of at most `MAX_JSON_VALUES` values,
+/// whole numbers read as integers (`1.0` is an integer to JSON Schema).
+pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if json_values_over(bytes, MAX_JSON_VALUES) {
+        return Err(ApiError::with_details(
+            ErrorCode::PayloadTooLarge,
+            json!({ "reason": format!("a body holds at most {MAX_JSON_VALUES} JSON values") }),
+        ));
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| malformed_json(e.to_string()))?;
+    // Every body of the API is an object; serde would read a struct from
+    // an array of its fields too.
+    if !value.is_object() {
+        return Err(ApiError::with_details(
+            ErrorCode::ValidationError,
+            json!({ "reason": "invalid_body", "message": "the body must be a JSON object" }),
+        ));
+    }
+    integral_numbers(&mut value);
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::with_details(
+            ErrorCode::ValidationError,
+            json!({ "reason": "invalid_body", "message": e.to_string() }),
+        )
+    })
+}
+
+/// Writes each number that is a whole one (`1.0`, `2e3`) as an integer:
+/// JSON Schema counts it an `integer`, serde's integer fields would not.
+fn integral_numbers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *n = (f as i64).into();
+            }
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(ApiJson(value))
+        Value::Array(a) => a.iter_mut().for_each(integral_numbers),
+        Value::Object(o) => o.values_mut().for_each(integral_numbers),
+        _ => {}
     }
 }
 
@@ -295,12 +335,7 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::with_details(
-            ErrorCode::ValidationError,
-            json!({ "reason": "invalid_body", "message": e.to_string() }),
-        )
-    })
+    json_body(body)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{ApiJson, CurrentUser, malformed_json};
+use super::extract::{ApiJson, CurrentUser, json_body};
 use super::response::{Envelope, ErrorEnvelope, ok};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -122,7 +122,7 @@ async fn submit(
     body: &[u8],
 ) -> ApiResult<Response> {
     check_verified(state, user)?;
-    let body: Value = serde_json::from_slice(body).map_err(|e| malformed_json(e.to_string()))?;
+    let body: Value = json_body(body)?;
     let e = state.generator.submit(user, kind, body).await?;
     Ok(accepted(e))
 }

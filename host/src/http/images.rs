@@ -132,7 +132,7 @@ async fn list(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    let page = check_page(q.page, q.per_page, 50)?;
+    let page = check_page(q.page, q.per_page, MAX_PER_PAGE)?;
     let sort = match q.sort.as_deref() {
         None | Some("created_at") => SortBy::CreatedAt,
         Some("file_size") => SortBy::FileSize,
@@ -304,6 +304,9 @@ async fn unshare(
     Ok(ok(json!({ "id": id, "is_public": false })))
 }
 
+/// The most images a gallery page holds.
+pub const MAX_PER_PAGE: u32 = 50;
+
 /// Form of `POST /images/upload` (multipart/form-data).
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -406,7 +409,7 @@ async fn credentials(
 /// C2PA manifest, signer, AI-generation declaration and whether the pixels
 /// changed since signing.
 #[utoipa::path(post, path = "/images/verify", tag = "gallery", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "`file`: the image"),
+    request_body(content = UploadForm, content_type = "multipart/form-data", description = "`file`: the image"),
     responses(
         (status = 200, body = Envelope<Verification>),
         (status = 400, description = "INVALID_PARAMETERS: not an image; VALIDATION_ERROR: bad form", body = ErrorEnvelope),

@@ -75,6 +75,7 @@ pub fn api() -> OpenApiRouter<SharedState> {
 /// of their own.
 pub fn router(state: SharedState) -> Router {
     let (api_router, spec) = api().split_for_parts();
+    let spec = openapi::served(spec, &state.models, &state.plans);
     let mut app = Router::new()
         .nest(
             API_PREFIX,
@@ -83,7 +84,10 @@ pub fn router(state: SharedState) -> Router {
                 ratelimit::limit,
             )),
         )
-        .merge(SwaggerUi::new("/docs").url(format!("{API_PREFIX}/openapi.json"), spec))
+        .merge(
+            SwaggerUi::new("/docs")
+                .external_url_unchecked(format!("{API_PREFIX}/openapi.json"), spec),
+        )
         .route(&format!("{API_PREFIX}/files/{{*key}}"), get(files::file))
         .route(
             &format!("{API_PREFIX}/shared/{{token}}"),

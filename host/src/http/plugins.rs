@@ -11,7 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiPath, ApiQuery, AuthUser, CurrentUser};
-use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
+use super::response::{
+    Envelope, ErrorEnvelope, MAX_PER_PAGE, PageMeta, PagedEnvelope, check_page, ok,
+};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::plugins::PluginKind;
@@ -220,7 +222,7 @@ async fn list(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, MAX_PER_PAGE)?;
     let kind = match q.kind.as_deref() {
         None | Some("") => None,
         Some(k) => Some(

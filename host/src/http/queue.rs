@@ -8,7 +8,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiPath, ApiQuery, AuthUser};
-use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
+use super::response::{
+    Envelope, ErrorEnvelope, MAX_PER_PAGE, PageMeta, PagedEnvelope, check_page, ok,
+};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult};
 use crate::i18n::Lang;
@@ -50,7 +52,7 @@ async fn list_items(
     lang: Lang,
     ApiQuery(q): ApiQuery<ItemsQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, MAX_PER_PAGE)?;
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<JobStatus>().map_err(|_| {

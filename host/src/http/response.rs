@@ -130,6 +130,12 @@ pub struct ErrorBody {
 }
 
 /// Page and page size from a query, checked against the spec's bounds.
+/// The most items a list page holds, unless a route says fewer.
+pub const MAX_PER_PAGE: u32 = 100;
+/// The deepest page a list serves (an offset the database still skips
+/// cheaply).
+pub const MAX_PAGE: u32 = 100_000;
+
 pub fn check_page(
     page: Option<u32>,
     per_page: Option<u32>,
@@ -137,10 +143,10 @@ pub fn check_page(
 ) -> crate::error::ApiResult<Page> {
     let page = page.unwrap_or(1);
     let per_page = per_page.unwrap_or(20);
-    if page < 1 {
+    if !(1..=MAX_PAGE).contains(&page) {
         return Err(crate::error::ApiError::invalid_param(
             "page",
-            "must be at least 1",
+            format!("must be between 1 and {MAX_PAGE}"),
         ));
     }
     if !(1..=max_per_page).contains(&per_page) {

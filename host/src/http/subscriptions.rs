@@ -38,8 +38,9 @@ impl From<BillingError> for ApiError {
                 ErrorCode::ServiceUnavailable,
                 json!({ "reason": "billing_not_configured" }),
             ),
+            // A state of the account, not a malformed request.
             BillingError::NoSubscription => ApiError::with_details(
-                ErrorCode::InvalidParameters,
+                ErrorCode::Conflict,
                 json!({ "field": "subscription", "reason": "no_paid_subscription" }),
             ),
             BillingError::AlreadySubscribed(plan) => ApiError::with_details(
@@ -272,8 +273,8 @@ fn display_name(state: &SharedState, plan: &str) -> String {
     request_body = ChangeBody,
     responses(
         (status = 200, body = Envelope<UpgradeView>),
-        (status = 400, description = "INVALID_PARAMETERS: unknown, same or lower plan; no paid subscription", body = ErrorEnvelope),
-        (status = 409, description = "CONFLICT: subscription_past_due (the last payment failed)", body = ErrorEnvelope),
+        (status = 400, description = "INVALID_PARAMETERS: unknown, same or lower plan", body = ErrorEnvelope),
+        (status = 409, description = "CONFLICT: no_paid_subscription, or subscription_past_due (the last payment failed)", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorEnvelope),
     ))]
 async fn upgrade(
@@ -331,7 +332,8 @@ fn date(lang: Lang, t: Option<DateTime<Utc>>) -> String {
     request_body = ChangeBody,
     responses(
         (status = 200, body = Envelope<DowngradeView>),
-        (status = 400, description = "INVALID_PARAMETERS: unknown, same or higher plan; no paid subscription", body = ErrorEnvelope),
+        (status = 400, description = "INVALID_PARAMETERS: unknown, same or higher plan", body = ErrorEnvelope),
+        (status = 409, description = "CONFLICT: no_paid_subscription", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorEnvelope),
     ))]
 async fn downgrade(
@@ -376,7 +378,7 @@ pub struct CancelView {
     request_body = CancelBody,
     responses(
         (status = 200, body = Envelope<CancelView>),
-        (status = 400, description = "INVALID_PARAMETERS: no paid subscription", body = ErrorEnvelope),
+        (status = 409, description = "CONFLICT: no_paid_subscription", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorEnvelope),
     ))]
 async fn cancel(
@@ -410,6 +412,7 @@ async fn cancel(
     responses(
         (status = 200, body = Envelope<CurrentSubscription>),
         (status = 400, description = "INVALID_PARAMETERS: nothing to resume", body = ErrorEnvelope),
+        (status = 409, description = "CONFLICT: no_paid_subscription", body = ErrorEnvelope),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = ErrorEnvelope),
     ))]
 async fn resume(

@@ -8,7 +8,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiQuery, AuthUser};
-use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
+use super::response::{
+    Envelope, ErrorEnvelope, MAX_PER_PAGE, PageMeta, PagedEnvelope, check_page, ok,
+};
 use crate::app::SharedState;
 use crate::billing::ledger::TxKind;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -159,7 +161,7 @@ async fn get_credits(
     user: AuthUser,
     ApiQuery(q): ApiQuery<CreditsQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let page = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, MAX_PER_PAGE)?;
     let kind = match q.kind.as_deref() {
         None | Some("") => None,
         Some(k) => Some(

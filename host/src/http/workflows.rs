@@ -11,7 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, CurrentUser};
-use super::response::{Envelope, ErrorEnvelope, PageMeta, PagedEnvelope, check_page, ok};
+use super::response::{
+    Envelope, ErrorEnvelope, MAX_PER_PAGE, PageMeta, PagedEnvelope, check_page, ok,
+};
 use crate::app::SharedState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::workflows::{ImportReport, NewWorkflow, Workflow, WorkflowError, WorkflowPatch};
@@ -117,7 +119,7 @@ async fn list(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
-    let page = check_page(q.page, q.per_page, 100)?;
+    let page = check_page(q.page, q.per_page, MAX_PER_PAGE)?;
     let mine_only = match q.scope.as_deref() {
         None | Some("all") => false,
         Some("mine") => true,

@@ -95,16 +95,19 @@ pub struct Workflows {
     generator: Arc<Generator>,
 }
 
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+
 fn check_name(name: &str) -> WorkflowResult<String> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(invalid("name", "1 to 100 characters"));
     }
     Ok(name.to_owned())
 }
 
 fn check_description(d: &str) -> WorkflowResult<String> {
-    if d.chars().count() > 2000 {
+    if d.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(invalid("description", "at most 2000 characters"));
     }
     Ok(d.to_owned())

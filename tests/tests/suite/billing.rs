@@ -956,7 +956,7 @@ async fn without_an_adapter_plans_answer_and_the_rest_is_unavailable() {
         )
         .await;
     assert_eq!(
-        assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS")["details"]["reason"],
+        assert_error(&got, StatusCode::CONFLICT, "CONFLICT")["details"]["reason"],
         "no_paid_subscription"
     );
     let long = json!({ "reason": "r".repeat(2001) });

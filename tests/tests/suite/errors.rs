@@ -162,6 +162,77 @@ async fn malformed_json_is_one_error_on_every_route() {
     }
 }
 
+/// What the API document promises of bodies and lists, as schemathesis
+/// reads it: a body is an object (serde alone would read a struct from an
+/// array of its fields), a whole number written `1.0` is an integer, pages
+/// stop where the document says, and an avatar URL is what its pattern
+/// says.
+#[tokio::test]
+async fn bodies_and_pages_are_read_as_the_document_states() {
+    let srv = TestServer::start().await;
+    let alice = srv.signup("alice@example.com").await;
+    let t = Some(alice.access.as_str());
+    // An array of the fields is not the object.
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/users/me"),
+        (reqwest::Method::POST, "/generate/text-to-image"),
+        (reqwest::Method::POST, "/boards"),
+    ] {
+        let got = srv.call(method, path, t, Some(json!([null, null]))).await;
+        let e = assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+        assert_eq!(e["details"]["reason"], "invalid_body", "{path}: {e}");
+    }
+    let (_, me) = srv.get("/users/me", t).await;
+    assert_eq!(me["data"]["name"], "테스터");
+
+    // 2.0 is the integer 2.
+    let image = srv.upload_png(&alice.access).await;
+    let (s, shared) = srv
+        .post(
+            &format!("/images/{image}/share"),
+            t,
+            json!({ "expires_in_hours": 2.0 }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{shared}");
+    let got = srv
+        .post(
+            &format!("/images/{image}/share"),
+            t,
+            json!({ "expires_in_hours": 2.5 }),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "VALIDATION_ERROR");
+
+    // Pages: from 1 to 100 000, as documented.
+    for (query, status) in [
+        ("page=100000", StatusCode::OK),
+        ("page=100001", StatusCode::BAD_REQUEST),
+        ("page=0", StatusCode::BAD_REQUEST),
+    ] {
+        let (s, body) = srv.get(&format!("/boards?{query}"), t).await;
+        assert_eq!(s, status, "{query}: {body}");
+    }
+
+    // The avatar URL's pattern is the server's rule.
+    for (url, ok) in [
+        ("https://cdn.example.com/a.png", true),
+        ("https://cdn.example.com:8443/a b.png", false),
+        ("https://cdn_example.com/a.png", false),
+        (" https://cdn.example.com/a.png", false),
+    ] {
+        let got = srv
+            .call(
+                reqwest::Method::PATCH,
+                "/users/me",
+                t,
+                Some(json!({ "avatar_url": url })),
+            )
+            .await;
+        assert_eq!(got.0.is_success(), ok, "{url}: {}", got.1);
+    }
+}
+
 #[tokio::test]
 async fn a_body_of_too_many_json_values_is_refused_before_it_is_parsed() {
     use reqwest::Method;

@@ -222,7 +222,7 @@ async fn boards_hold_images_all_or_nothing() {
             json!({ "image_ids": [ids[0], bobs[0]] }),
         )
         .await;
-    assert_error(&got, StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_error(&got, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
     let (_, boards) = srv.get("/boards", Some(&alice.access)).await;
     assert_eq!(boards["data"][0]["image_count"], 0);
     let (status, _) = srv
