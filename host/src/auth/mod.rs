@@ -110,12 +110,12 @@ pub enum Resent {
 
 pub const MAX_NAME_CHARS: usize = 100;
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
+/// A display name: at most 100 characters and no control characters as
+/// sent (the API document's rule), not blank, stored trimmed.
 pub fn clean_name(raw: &str) -> Option<String> {
     let name = raw.trim();
-    let len = name.chars().count();
-    (1..=MAX_NAME_CHARS).contains(&len).then_some(())?;
-    (!name.chars().any(char::is_control)).then(|| name.to_owned())
+    (!name.is_empty() && raw.chars().count() <= MAX_NAME_CHARS).then_some(())?;
+    (!raw.chars().any(char::is_control)).then(|| name.to_owned())
 }
 
 impl AuthService {

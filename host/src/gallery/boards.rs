@@ -13,9 +13,11 @@ pub const MAX_BOARDS: usize = 500;
 /// Most images one call adds to a board.
 pub const MAX_IMAGES_PER_CALL: usize = 100;
 
-fn check_name(name: &str) -> GalleryResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+/// Counted and checked for control characters as sent (the API document's
+/// rule), stored trimmed.
+fn check_name(raw: &str) -> GalleryResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || raw.chars().count() > MAX_NAME || raw.chars().any(char::is_control) {
         return Err(invalid("name", format!("1 to {MAX_NAME} characters")));
     }
     Ok(name.to_owned())

@@ -14,7 +14,9 @@ use super::{GenResult, invalid};
 #[serde(deny_unknown_fields)]
 pub struct LoraRequest {
     pub name: String,
-    pub weight: f32,
+    // Numbers are read as f64 and checked before they are narrowed: serde
+    // would round 30.000000000000004 into range as an f32.
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -24,7 +26,7 @@ pub struct ControlNetRequest {
     /// base64 image or an image id of yours.
     pub image: String,
     #[serde(default = "one")]
-    pub weight: f32,
+    pub weight: f64,
 }
 
 /// A published node plugin to run inside the job.
@@ -39,7 +41,7 @@ pub struct NodeRequest {
     pub parameters: Option<serde_json::Value>,
 }
 
-fn one() -> f32 {
+fn one() -> f64 {
     1.0
 }
 
@@ -48,7 +50,7 @@ fn one() -> f32 {
 pub struct Common {
     pub negative_prompt: Option<String>,
     pub steps: Option<u32>,
-    pub cfg_scale: Option<f32>,
+    pub cfg_scale: Option<f64>,
     pub sampler: Option<String>,
     /// -1 (default): a random seed, recorded with the job.
     pub seed: Option<i64>,
@@ -92,7 +94,7 @@ pub struct ImageToImage {
     /// base64 image or an image id of yours.
     pub source_image: String,
     /// 0..1, default 0.75.
-    pub strength: Option<f32>,
+    pub strength: Option<f64>,
     /// Output size; default the source's (rounded down to a multiple of 8).
     pub width: Option<u32>,
     pub height: Option<u32>,

@@ -30,14 +30,14 @@ pub const MAX_NODES: usize = 8;
 // The ranges the validators hold requests to (the API document states
 // the same, from these).
 pub const STEPS: std::ops::RangeInclusive<u32> = 1..=150;
-pub const CFG_SCALE: std::ops::RangeInclusive<f32> = 0.0..=30.0;
+pub const CFG_SCALE: std::ops::RangeInclusive<f64> = 0.0..=30.0;
 pub const BATCH_SIZE: std::ops::RangeInclusive<u32> = 1..=8;
 /// Width and height: multiples of `SIDE_STEP` in this range.
 pub const SIDE: std::ops::RangeInclusive<u32> = 64..=2048;
 pub const SIDE_STEP: u32 = 8;
-pub const LORA_WEIGHT: std::ops::RangeInclusive<f32> = -2.0..=2.0;
-pub const CONTROL_WEIGHT: std::ops::RangeInclusive<f32> = 0.0..=2.0;
-pub const STRENGTH: std::ops::RangeInclusive<f32> = 0.0..=1.0;
+pub const LORA_WEIGHT: std::ops::RangeInclusive<f64> = -2.0..=2.0;
+pub const CONTROL_WEIGHT: std::ops::RangeInclusive<f64> = 0.0..=2.0;
+pub const STRENGTH: std::ops::RangeInclusive<f64> = 0.0..=1.0;
 pub const UPSCALE_FACTORS: [u32; 3] = [2, 3, 4];
 /// `-1` asks for a random seed.
 pub const SEEDS: std::ops::RangeInclusive<i64> = -1..=u32::MAX as i64;
@@ -262,15 +262,16 @@ impl Generator {
         (width, height): (u32, u32),
         c: Common,
     ) -> GenResult<JobSpec> {
-        let prompt = prompt.trim().to_owned();
-        if prompt.is_empty() {
-            return Err(invalid("prompt", "must not be empty"));
-        }
+        // Counted as sent (the document's maxLength), then trimmed.
         if prompt.chars().count() > MAX_PROMPT_CHARS {
             return Err(invalid(
                 "prompt",
                 format!("at most {MAX_PROMPT_CHARS} characters"),
             ));
+        }
+        let prompt = prompt.trim().to_owned();
+        if prompt.is_empty() {
+            return Err(invalid("prompt", "must not be empty"));
         }
         let negative_prompt = c.negative_prompt.unwrap_or_default();
         if negative_prompt.chars().count() > MAX_PROMPT_CHARS {
@@ -324,7 +325,7 @@ impl Generator {
             }
             lora_specs.push(LoraSpec {
                 name: lora.name,
-                weight: l.weight,
+                weight: l.weight as f32,
             });
         }
         Ok(JobSpec {
@@ -336,7 +337,7 @@ impl Generator {
                 width,
                 height,
                 steps,
-                cfg_scale,
+                cfg_scale: cfg_scale as f32,
                 sampler,
                 seed,
                 batch_size,
@@ -376,7 +377,7 @@ impl Generator {
             spec.controlnet = Some(ControlNetSpec {
                 model: m.name,
                 image: input.key.clone(),
-                weight: cn.weight,
+                weight: cn.weight as f32,
             });
             inputs.push(input);
         }
@@ -408,7 +409,7 @@ impl Generator {
             )
             .await?;
         spec.source_image = Some(source.key.clone());
-        spec.strength = Some(strength);
+        spec.strength = Some(strength as f32);
         Ok(Prepared {
             spec,
             inputs: vec![source],

@@ -150,7 +150,7 @@ pub struct AddBody {
     pub image_ids: Vec<String>,
 }
 
-/// 보드에 이미지 추가 — all or none; an id that is not your image is NOT_FOUND for the whole call.
+/// 보드에 이미지 추가 — all or none; an id that is not your image refuses the whole call (INVALID_PARAMETERS).
 #[utoipa::path(post, path = "/boards/{board_id}/images", tag = "boards", security(("bearer" = [])),
     params(("board_id" = String, Path)), request_body = AddBody,
     responses((status = 200, description = "`added`: how many ids"),

@@ -75,7 +75,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiE
         ));
     }
     integral_numbers(&mut value);
-    serde_json::from_value(value).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         ApiError::with_details(
             ErrorCode::ValidationError,
             json!({ "reason": "invalid_body", "message": e.to_string() }),

@@ -145,7 +145,7 @@ fn accepted(e: crate::queue::Enqueued) -> Response {
     request_body = TextToImageRequest,
     responses((status = 202, body = Envelope<Accepted>),
         (status = 400, description = "INVALID_PARAMETERS; VALIDATION_ERROR (details.reason malformed_json) for a body that is not JSON", body = ErrorEnvelope),
-        (status = 402, description = "INSUFFICIENT_CREDITS", body = ErrorEnvelope),
+        (status = 402, description = "INSUFFICIENT_CREDITS; STORAGE_EXCEEDED", body = ErrorEnvelope),
         (status = 403, description = "MODEL_NOT_AVAILABLE (details.required_tier); FEATURE_LOCKED (details.feature, details.required_plan: a model needs a plan feature); FORBIDDEN with details.code EMAIL_NOT_VERIFIED (require_verified_email)", body = ErrorEnvelope),
         (status = 429, description = "QUOTA_EXCEEDED / QUEUE_FULL", body = ErrorEnvelope),
         (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
@@ -160,7 +160,12 @@ async fn text_to_image(
 /// 이미지에서 이미지 생성
 #[utoipa::path(post, path = "/generate/image-to-image", tag = "generate", security(("bearer" = [])),
     request_body = ImageToImageRequest,
-    responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
+    responses((status = 202, body = Envelope<Accepted>),
+        (status = 400, description = "INVALID_PARAMETERS; VALIDATION_ERROR (details.reason malformed_json) for a body that is not JSON", body = ErrorEnvelope),
+        (status = 402, description = "INSUFFICIENT_CREDITS; STORAGE_EXCEEDED", body = ErrorEnvelope),
+        (status = 403, description = "MODEL_NOT_AVAILABLE (details.required_tier); FEATURE_LOCKED (details.feature, details.required_plan: a model needs a plan feature); FORBIDDEN with details.code EMAIL_NOT_VERIFIED (require_verified_email)", body = ErrorEnvelope),
+        (status = 429, description = "QUOTA_EXCEEDED / QUEUE_FULL", body = ErrorEnvelope),
+        (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
 async fn image_to_image(
     State(state): State<SharedState>,
     user: CurrentUser,
@@ -172,7 +177,12 @@ async fn image_to_image(
 /// 이미지 업스케일
 #[utoipa::path(post, path = "/generate/upscale", tag = "generate", security(("bearer" = [])),
     request_body = UpscaleRequest,
-    responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
+    responses((status = 202, body = Envelope<Accepted>),
+        (status = 400, description = "INVALID_PARAMETERS; VALIDATION_ERROR (details.reason malformed_json) for a body that is not JSON", body = ErrorEnvelope),
+        (status = 402, description = "INSUFFICIENT_CREDITS; STORAGE_EXCEEDED", body = ErrorEnvelope),
+        (status = 403, description = "MODEL_NOT_AVAILABLE (details.required_tier); FEATURE_LOCKED (details.feature, details.required_plan: a model needs a plan feature); FORBIDDEN with details.code EMAIL_NOT_VERIFIED (require_verified_email)", body = ErrorEnvelope),
+        (status = 429, description = "QUOTA_EXCEEDED / QUEUE_FULL", body = ErrorEnvelope),
+        (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
 async fn upscale(
     State(state): State<SharedState>,
     user: CurrentUser,
@@ -184,7 +194,12 @@ async fn upscale(
 /// 인페인팅
 #[utoipa::path(post, path = "/generate/inpaint", tag = "generate", security(("bearer" = [])),
     request_body = InpaintRequest,
-    responses((status = 202, body = Envelope<Accepted>), (status = 400, body = ErrorEnvelope)))]
+    responses((status = 202, body = Envelope<Accepted>),
+        (status = 400, description = "INVALID_PARAMETERS; VALIDATION_ERROR (details.reason malformed_json) for a body that is not JSON", body = ErrorEnvelope),
+        (status = 402, description = "INSUFFICIENT_CREDITS; STORAGE_EXCEEDED", body = ErrorEnvelope),
+        (status = 403, description = "MODEL_NOT_AVAILABLE (details.required_tier); FEATURE_LOCKED (details.feature, details.required_plan: a model needs a plan feature); FORBIDDEN with details.code EMAIL_NOT_VERIFIED (require_verified_email)", body = ErrorEnvelope),
+        (status = 429, description = "QUOTA_EXCEEDED / QUEUE_FULL", body = ErrorEnvelope),
+        (status = 503, description = "no worker serves the model", body = ErrorEnvelope)))]
 async fn inpaint(
     State(state): State<SharedState>,
     user: CurrentUser,

@@ -129,13 +129,13 @@ pub struct ErrorBody {
     pub details: Option<serde_json::Value>,
 }
 
-/// Page and page size from a query, checked against the spec's bounds.
 /// The most items a list page holds, unless a route says fewer.
 pub const MAX_PER_PAGE: u32 = 100;
 /// The deepest page a list serves (an offset the database still skips
 /// cheaply).
 pub const MAX_PAGE: u32 = 100_000;
 
+/// Page and page size from a query, checked against the spec's bounds.
 pub fn check_page(
     page: Option<u32>,
     per_page: Option<u32>,

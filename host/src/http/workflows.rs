@@ -255,7 +255,10 @@ async fn delete(
 /// yours.
 #[utoipa::path(post, path = "/workflows/{workflow_id}/copy", tag = "workflows", security(("bearer" = [])),
     params(("workflow_id" = String, Path)),
-    responses((status = 201, body = Envelope<WorkflowView>), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 201, body = Envelope<WorkflowView>),
+        (status = 402, description = "STORAGE_EXCEEDED", body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "CONFLICT: too many workflows", body = ErrorEnvelope)))]
 async fn copy(
     State(state): State<SharedState>,
     user: CurrentUser,

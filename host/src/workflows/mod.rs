@@ -98,9 +98,10 @@ pub struct Workflows {
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
 
-fn check_name(name: &str) -> WorkflowResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+/// Counted as sent (the API document's rule), stored trimmed.
+fn check_name(raw: &str) -> WorkflowResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || raw.chars().count() > MAX_NAME_CHARS {
         return Err(invalid("name", "1 to 100 characters"));
     }
     Ok(name.to_owned())

@@ -29,6 +29,7 @@ async fn main() {
     let mut toml = String::from(
         "worker_paused = true\n\
          rate_limits_enabled = false\n\
+         access_token_ttl_secs = 86400\n\
          public_url = \"http://127.0.0.1\"\n",
     );
     for provider in ["google", "discord"] {

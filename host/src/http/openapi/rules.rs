@@ -33,7 +33,7 @@ fn range_u32(r: &std::ops::RangeInclusive<u32>) -> Value {
     json!({ "minimum": r.start(), "maximum": r.end() })
 }
 
-fn range_f32(r: &std::ops::RangeInclusive<f32>) -> Value {
+fn range_f64(r: &std::ops::RangeInclusive<f64>) -> Value {
     json!({ "minimum": r.start(), "maximum": r.end() })
 }
 
@@ -50,9 +50,23 @@ fn set(schemas: &mut Map<String, Value>, schema: &str, field: &str, patch: Value
     if let Some(r) = property.remove("$ref") {
         property.insert("allOf".into(), json!([{ "$ref": r }]));
     }
-    if let Value::Object(p) = patch {
-        property.extend(p);
+    let Value::Object(mut patch) = patch else {
+        return;
+    };
+    if let Some(Value::Array(values)) = patch.get_mut("enum") {
+        if values.is_empty() {
+            // An operator's catalogue without models of that kind: no
+            // name is refused by the document (the server refuses all).
+            patch.remove("enum");
+        } else if property["type"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("null")))
+        {
+            // An optional field: `null` asks for the default.
+            values.push(Value::Null);
+        }
     }
+    property.extend(patch);
 }
 
 /// The request bodies' fields.
@@ -81,7 +95,7 @@ pub(super) fn bodies(schemas: &mut Map<String, Value>, models: &ModelCatalogue, 
             json!({ "maxLength": MAX_PROMPT_CHARS }),
         );
         set(schemas, request, "steps", range_u32(&STEPS));
-        set(schemas, request, "cfg_scale", range_f32(&CFG_SCALE));
+        set(schemas, request, "cfg_scale", range_f64(&CFG_SCALE));
         set(schemas, request, "sampler", json!({ "enum": SAMPLERS }));
         set(
             schemas,
@@ -102,7 +116,7 @@ pub(super) fn bodies(schemas: &mut Map<String, Value>, models: &ModelCatalogue, 
         schemas,
         "ImageToImageRequest",
         "strength",
-        range_f32(&STRENGTH),
+        range_f64(&STRENGTH),
     );
     set(
         schemas,
@@ -110,7 +124,7 @@ pub(super) fn bodies(schemas: &mut Map<String, Value>, models: &ModelCatalogue, 
         "name",
         json!({ "enum": names("lora") }),
     );
-    set(schemas, "LoraRequest", "weight", range_f32(&LORA_WEIGHT));
+    set(schemas, "LoraRequest", "weight", range_f64(&LORA_WEIGHT));
     set(
         schemas,
         "ControlNetRequest",
@@ -121,7 +135,7 @@ pub(super) fn bodies(schemas: &mut Map<String, Value>, models: &ModelCatalogue, 
         schemas,
         "ControlNetRequest",
         "weight",
-        range_f32(&CONTROL_WEIGHT),
+        range_f64(&CONTROL_WEIGHT),
     );
     set(
         schemas,
