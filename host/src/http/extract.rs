@@ -1,7 +1,7 @@
 //! Extractors whose rejections are `ApiError`s in the spec's envelope, and
 //! the authenticated-user extractor.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::header::{ACCEPT_LANGUAGE, AUTHORIZATION};
@@ -34,10 +34,10 @@ where
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         if !json_content_type(req.headers()) {
-            return Err(JsonRejection::from(
-                axum::extract::rejection::MissingJsonContentType::default(),
-            )
-            .into());
+            return Err(ApiError::with_details(
+                ErrorCode::ValidationError,
+                json!({ "reason": "content_type", "expected": "application/json" }),
+            ));
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
@@ -69,18 +69,10 @@ pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiE
     // Every body of the API is an object; serde would read a struct from
     // an array of its fields too.
     if !value.is_object() {
-        return Err(ApiError::with_details(
-            ErrorCode::ValidationError,
-            json!({ "reason": "invalid_body", "message": "the body must be a JSON object" }),
-        ));
+        return Err(invalid_body("the body must be a JSON object"));
     }
     integral_numbers(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        ApiError::with_details(
-            ErrorCode::ValidationError,
-            json!({ "reason": "invalid_body", "message": e.to_string() }),
-        )
-    })
+    serde_path_to_error::deserialize(value).map_err(|e| invalid_body(e.to_string()))
 }
 
 /// Writes each number that is a whole one (`1.0`, `2e3`) as an integer:
@@ -165,28 +157,12 @@ pub fn malformed_json(message: impl Into<String>) -> ApiError {
     )
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        let reason = r.body_text();
-        match r {
-            JsonRejection::MissingJsonContentType(_) => ApiError::with_details(
-                ErrorCode::ValidationError,
-                json!({ "reason": "content_type", "expected": "application/json" }),
-            ),
-            JsonRejection::JsonSyntaxError(_) => malformed_json(reason),
-            JsonRejection::JsonDataError(_) => ApiError::with_details(
-                ErrorCode::ValidationError,
-                json!({ "reason": "invalid_body", "message": reason }),
-            ),
-            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(ErrorCode::PayloadTooLarge)
-            }
-            _ => ApiError::with_details(
-                ErrorCode::ValidationError,
-                json!({ "reason": "unreadable_body", "message": reason }),
-            ),
-        }
-    }
+/// A JSON body that is not the route's: the same answer on every route.
+fn invalid_body(message: impl Into<String>) -> ApiError {
+    ApiError::with_details(
+        ErrorCode::ValidationError,
+        json!({ "reason": "invalid_body", "message": message.into() }),
+    )
 }
 
 impl From<QueryRejection> for ApiError {
