@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::host::images::ImageHandle;
+use super::image_handle::ImageHandle;
 use super::registry::{RegistryError, check_component};
 use super::runtime::Params;
 use super::{PluginKind, PluginRuntime, limits};

@@ -15,6 +15,7 @@ pub mod check;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod image_handle;
 pub mod limits;
 pub mod output;
 pub mod registry;

@@ -28,8 +28,8 @@ use crate::models::Model;
 use crate::plugins::bindings::v0_1_0::node::pingvas::plugin::types::{
     GenerationParams, PluginError,
 };
-use crate::plugins::host::images::ImageHandle;
 use crate::plugins::host::workflow::{CallError, Inference, WorkflowHost};
+use crate::plugins::image_handle::ImageHandle;
 use crate::plugins::limits;
 use crate::plugins::world::PluginKind;
 use crate::queue::job::{

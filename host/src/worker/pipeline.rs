@@ -5,7 +5,7 @@
 use image::RgbaImage;
 
 use crate::inference::{Control, Operation};
-use crate::plugins::host::images::ImageHandle;
+use crate::plugins::image_handle::ImageHandle;
 use crate::queue::job::{JobSpec, JobType, MAX_OUTPUT_IMAGES, MAX_OUTPUT_PIXELS};
 
 /// The backend operation of a job, given its decoded input images.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pingvas_host::plugins::engine::EngineOptions;
-use pingvas_host::plugins::host::images::ImageHandle;
+use pingvas_host::plugins::image_handle::ImageHandle;
 use pingvas_host::plugins::limits::Limits;
 use pingvas_host::plugins::runtime::Params;
 use pingvas_host::plugins::{LoadedPlugin, PluginError, PluginKind, PluginRuntime};

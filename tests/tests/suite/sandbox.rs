@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingvas_host::plugins::engine::EngineOptions;
-use pingvas_host::plugins::host::images::ImageHandle;
+use pingvas_host::plugins::image_handle::ImageHandle;
 use pingvas_host::plugins::limits::Limits;
 use pingvas_host::plugins::runtime::{
     BillingAnswer, BillingCall, CheckoutRequest, Params, WebhookError,

@@ -17,7 +17,7 @@ pub mod node {
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
-            "pingvas:plugin/images.image": crate::plugins::host::images::ImageHandle,
+            "pingvas:plugin/images.image": crate::plugins::image_handle::ImageHandle,
         },
     });
 }

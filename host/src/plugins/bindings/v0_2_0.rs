@@ -9,7 +9,7 @@
 
 use wasmtime::component::Resource;
 
-use crate::plugins::host::images::ImageHandle;
+use crate::plugins::image_handle::ImageHandle;
 use crate::plugins::state::PluginState;
 
 use super::v0_1_0::node::pingvas::plugin as v1;
@@ -24,7 +24,7 @@ pub mod node {
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
-            "pingvas:plugin/images.image": crate::plugins::host::images::ImageHandle,
+            "pingvas:plugin/images.image": crate::plugins::image_handle::ImageHandle,
         },
     });
 }

@@ -13,13 +13,13 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use wasmtime::component::Resource;
 
-use super::images::ImageHandle;
 use crate::plugins::bindings::v0_1_0::node::pingvas::plugin::types::{
     GenerationParams, PluginError,
 };
 use crate::plugins::bindings::v0_2_1::workflow::pingvas::plugin::{
     inference, job_inputs, nodes, progress,
 };
+use crate::plugins::image_handle::ImageHandle;
 use crate::plugins::state::PluginState;
 
 /// One inference operation a component asks for.
