@@ -20,7 +20,6 @@ use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::gallery::Gallery;
-use crate::gallery::revisions::Revisions;
 use crate::generation::Generator;
 use crate::http::page_cache::PageCache;
 use crate::metrics::HttpMetrics;
@@ -29,6 +28,7 @@ use crate::plugins::PluginRuntime;
 use crate::plugins::engine::EngineOptions;
 use crate::plugins::registry::{Registry, RegistrySettings};
 use crate::queue::{BillingNotices, Queue, QueueParts, QueueSettings, UserEvent, WorkerInfo};
+use crate::revisions::Revisions;
 use crate::store::Db;
 use crate::workflows::Workflows;
 
@@ -59,9 +59,8 @@ pub struct AppState {
     pub image_pages: PageCache,
     /// Files each client address is reading now (`file_reads_per_client`).
     pub file_readers: crate::http::files::Readers,
-    /// Per-tier request limits and the tier cache they read.
+    /// Per-tier request limits.
     pub rate_limits: crate::ratelimit::RateLimits,
-    pub tiers: Arc<crate::ratelimit::TierCache>,
     /// `trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Signs and checks content credentials.
@@ -112,6 +111,16 @@ impl AppState {
             );
         }
         let db = open_database(&config).await?;
+        if let Some(url) = &config.redis_url {
+            // Every host hears of the profile writes of every other.
+            crate::revisions::redis::share(
+                db.profile_revisions(),
+                url.expose_secret(),
+                format!("{}revisions:profile", config.redis_prefix),
+            )
+            .await
+            .context("connecting to redis_url (profile revisions)")?;
+        }
         let secret = jwt_secret(&config)?;
         let access = AccessTokens::new(
             secret.as_bytes(),
@@ -195,14 +204,12 @@ impl AppState {
             decoding: decode_gate.semaphore(),
         });
         let workflows = Workflows::new(db.clone(), generator.clone());
-        let tiers = Arc::new(crate::ratelimit::TierCache::default());
         let billing = Arc::new(Billing::new(
             db.clone(),
             plans.clone(),
             adapters,
             Arc::new(BillingNotices {
                 queue: queue.clone(),
-                tiers: tiers.clone(),
             }),
             config.billing_checkouts_per_hour,
         ));
@@ -235,7 +242,6 @@ impl AppState {
             image_pages: PageCache::new(config.gallery_page_cache_mib << 20),
             file_readers: crate::http::files::Readers::new(config.file_reads_per_client),
             rate_limits,
-            tiers,
             trusted_proxies,
             credentials,
             shutdown: tokio_util::sync::CancellationToken::new(),

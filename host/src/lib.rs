@@ -26,6 +26,7 @@ pub mod plugins;
 pub mod provenance;
 pub mod queue;
 pub mod ratelimit;
+pub mod revisions;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 
 use crate::auth::clean_name;
 use crate::billing::plans::Catalogue;
-use crate::store::users::{self as user_store, ProfileChange, UserRow};
+use crate::store::profiles;
+use crate::store::users::{self as user_store, ProfileChange, ProfileRow, UserRow};
 use crate::store::{Db, StoreError};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,8 +75,21 @@ pub struct Caller {
     pub email_verified: bool,
 }
 
-/// The caller of `user_id`; `None` when the account no longer exists.
+/// The caller of `user_id` (from the cached profile); `None` when the
+/// account no longer exists.
 pub async fn caller(db: &Db, user_id: &str) -> Result<Option<Caller>, StoreError> {
+    let row = profiles::read(db, user_id, &[profiles::Part::Account]).await?;
+    Ok(row.map(|row| Caller {
+        id: user_id.to_owned(),
+        tier: row.user.tier.clone(),
+        role: row.user.role.clone(),
+        email_verified: row.user.email_verified,
+    }))
+}
+
+/// `caller` read from the database now, for decisions that must see a
+/// change made anywhere at once (an administrator's demotion).
+pub async fn caller_now(db: &Db, user_id: &str) -> Result<Option<Caller>, StoreError> {
     Ok(user_store::find_access(db, user_id)
         .await?
         .map(|(tier, role, email_verified)| Caller {
@@ -107,29 +121,26 @@ pub fn check_avatar_url(raw: &str) -> Result<String, &'static str> {
     Ok(raw.to_owned())
 }
 
+/// The user's profile (cached while nothing it shows changes:
+/// `store::profiles`).
 pub async fn profile(db: &Db, plans: &Catalogue, user_id: &str) -> Result<Profile, ProfileError> {
-    let row = user_store::find_profile(db, user_id)
+    let row = profiles::profile(db, user_id)
         .await?
         .ok_or(ProfileError::NotFound)?;
-    let subscription = match (row.sub_plan, row.sub_status) {
+    Ok(build(&row, plans))
+}
+
+/// The profile of a row, with the features of its tier's plan now.
+fn build(row: &ProfileRow, plans: &Catalogue) -> Profile {
+    let user = &row.user;
+    let subscription = match (&row.sub_plan, &row.sub_status) {
         (Some(plan), Some(status)) => Some(SubscriptionSummary {
-            plan,
-            status,
+            plan: plan.clone(),
+            status: status.clone(),
             current_period_end: row.sub_period_end,
         }),
         _ => None,
     };
-    let mut profile = build(row.user, row.balance, plans, subscription);
-    profile.storage_used = u64::try_from(row.storage_used).unwrap_or(0);
-    Ok(profile)
-}
-
-fn build(
-    user: UserRow,
-    credits: i64,
-    plans: &Catalogue,
-    subscription: Option<SubscriptionSummary>,
-) -> Profile {
     let plan = plans.tier(&user.tier);
     Profile {
         features: Features {
@@ -140,16 +151,16 @@ fn build(
             queue_count: plan.queue_count,
         },
         storage_quota: plan.storage_quota_bytes(),
-        storage_used: 0,
+        storage_used: u64::try_from(row.storage_used).unwrap_or(0),
         subscription,
-        id: user.id,
-        email: user.email,
-        name: user.name,
-        avatar_url: user.avatar_url,
+        id: user.id.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        avatar_url: user.avatar_url.clone(),
         email_verified: user.email_verified,
-        role: user.role,
+        role: user.role.clone(),
         tier: plan.name.clone(),
-        credits,
+        credits: row.balance,
         created_at: user.created_at,
     }
 }

@@ -613,6 +613,8 @@ impl TestServer {
     pub async fn sql(&self, statement: &str) {
         pingvas_host::on_db!(&self.state.db, p => sqlx::query(statement).execute(p).await.map(|_| ()))
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        // Around the store: no profile revision was bumped.
+        self.state.db.profile_revisions().bump_all();
     }
 
     /// The number a `SELECT COUNT(*) …` gives.
@@ -622,10 +624,9 @@ impl TestServer {
     }
 
     pub async fn set_tier(&self, email: &str, tier: &str) {
-        let user = pingvas_host::admin::set_tier(&self.state.db, &self.state.plans, email, tier)
+        pingvas_host::admin::set_tier(&self.state.db, &self.state.plans, email, tier)
             .await
             .expect("set tier");
-        self.state.tiers.forget(&user);
     }
 
     /// `(balance, reserved, available)` of the user.

@@ -235,7 +235,7 @@ impl SessionCutoffs {
 async fn listen(client: redis::Client, channel: String, known: Weak<Known>) {
     let mut generation = 0u64;
     loop {
-        match subscribe(&client, &channel).await {
+        match crate::revisions::redis::subscribe(&client, &channel).await {
             Ok(pubsub) => {
                 generation += 1;
                 let Some(k) = known.upgrade() else { return };
@@ -265,14 +265,6 @@ async fn listen(client: redis::Client, channel: String, known: Weak<Known>) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-async fn subscribe(client: &redis::Client, channel: &str) -> anyhow::Result<redis::aio::PubSub> {
-    let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out"))??;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
 }
 
 #[cfg(test)]

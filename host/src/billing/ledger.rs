@@ -232,11 +232,19 @@ pub async fn reserve_in(
         });
     }
     let now = Utc::now();
-    if !q::reserve(tx, user_id, amount, now).await? {
+    if q::add_reserved(tx, user_id, amount, now).await?.is_none() {
         return Err(insufficient(tx, user_id, amount).await);
     }
     let id = new_id();
-    q::insert_hold(tx, &id, user_id, amount, key, description, now).await?;
+    let hold = q::NewHold {
+        id: &id,
+        user_id,
+        amount,
+        key,
+        description,
+        now,
+    };
+    q::insert_holds(tx, &[hold]).await?;
     Ok(Hold {
         id,
         user_id: user_id.to_owned(),

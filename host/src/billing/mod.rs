@@ -5,5 +5,6 @@ pub mod adapter;
 pub mod event;
 pub mod ledger;
 pub mod plans;
+pub mod reservations;
 pub mod subscriptions;
 pub mod webhooks;

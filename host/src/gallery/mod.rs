@@ -5,15 +5,14 @@
 
 pub mod boards;
 pub mod images;
-pub mod revisions;
 pub mod storage;
 pub mod sweep;
 
 use crate::billing::plans::Catalogue;
 use crate::blobs::Blobs;
 use crate::imaging::DecodeGate;
+use crate::revisions::{Revision, Revisions};
 use crate::store::{Db, StoreError};
-use revisions::Revisions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
@@ -74,8 +73,9 @@ impl Gallery {
     }
 
     /// The user's gallery revision: read it before listing, and a page
-    /// listed under it stays true while it is unchanged.
-    pub fn revision(&self, user_id: &str) -> u64 {
+    /// listed under it stays true while it is unchanged (`None`: keep no
+    /// page).
+    pub fn revision(&self, user_id: &str) -> Option<Revision> {
         self.revisions.of(user_id)
     }
 }

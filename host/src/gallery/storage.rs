@@ -26,11 +26,6 @@ pub struct StorageUsage {
     pub breakdown: Breakdown,
 }
 
-/// Bytes a user stores now.
-pub async fn used_bytes(db: &Db, user_id: &str) -> GalleryResult<i64> {
-    Ok(img::storage_of_user(db, user_id).await?.total())
-}
-
 /// Refuses new bytes once the user's storage has reached their tier's
 /// quota (a job that crosses it completes; the next is refused).
 pub async fn check_quota(
@@ -40,7 +35,11 @@ pub async fn check_quota(
     tier: &str,
 ) -> GalleryResult<()> {
     let quota = i64::try_from(plans.tier(tier).storage_quota_bytes()).unwrap_or(i64::MAX);
-    let used = used_bytes(db, user_id).await?;
+    // The counter as the (cached) profile shows it.
+    use crate::store::profiles::{Part, read};
+    let used = read(db, user_id, &[Part::Storage])
+        .await?
+        .map_or(0, |p| p.storage_used);
     if used >= quota {
         return Err(GalleryError::StorageExceeded { used, quota });
     }

@@ -125,31 +125,15 @@ pub async fn store_all(inputs: &[Input], blobs: &Blobs) -> GenResult<Vec<String>
     Ok(stored)
 }
 
-/// Counts a queued job's stored uploads against the user's storage
-/// ("other"); the sweep takes them off again when it removes them after
-/// the job. A failure here is logged: it only makes the figure low.
-pub async fn count_stored(db: &Db, user_id: &str, inputs: &[Input]) {
-    let bytes: i64 = inputs
+/// Bytes of a job's stored uploads: they count against the user's
+/// storage ("other") from the enqueue; the sweep takes them off again when
+/// it removes them after the job.
+pub fn stored_bytes(inputs: &[Input]) -> i64 {
+    inputs
         .iter()
         .filter_map(|i| i.upload.as_ref())
         .map(|b| b.len() as i64)
-        .sum();
-    if bytes == 0 {
-        return;
-    }
-    let counted = async {
-        let mut tx = db.begin().await?;
-        let delta = img::StoredBytes {
-            other_bytes: bytes,
-            ..img::StoredBytes::default()
-        };
-        img::add_storage(&mut tx, user_id, delta).await?;
-        tx.commit().await
-    }
-    .await;
-    if let Err(e) = counted {
-        tracing::warn!(user = user_id, error = %e, "counting a job's inputs against storage");
-    }
+        .sum()
 }
 
 /// Removes uploads stored for a job the queue refused.

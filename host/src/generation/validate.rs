@@ -103,7 +103,10 @@ impl Generator {
     ) -> GenResult<Enqueued> {
         let Prepared { mut spec, inputs } = prepared;
         self.reserve_plugin_time(&mut spec);
-        self.queue.preflight(&caller.id, &spec).await?;
+        if !inputs.is_empty() {
+            // Before the costly decode; `enqueue` checks the same again.
+            self.queue.preflight(&caller.id, &spec).await?;
+        }
         crate::gallery::storage::check_quota(&self.db, &self.plans, &caller.id, &caller.tier)
             .await
             .map_err(|e| match e {
@@ -114,16 +117,19 @@ impl Generator {
             })?;
         inputs::decode_all(&inputs, &self.decoding).await?;
         let stored = inputs::store_all(&inputs, &self.blobs).await?;
-        match self.queue.enqueue(&caller.id, &caller.tier, spec).await {
-            Ok(accepted) => {
-                inputs::count_stored(&self.db, &caller.id, &inputs).await;
-                Ok(accepted)
-            }
-            Err(e) => {
-                inputs::remove_all(stored, &self.blobs).await;
-                Err(e.into())
-            }
+        let queued = self
+            .queue
+            .enqueue(
+                &caller.id,
+                &caller.tier,
+                spec,
+                inputs::stored_bytes(&inputs),
+            )
+            .await;
+        if queued.is_err() {
+            inputs::remove_all(stored, &self.blobs).await;
         }
+        Ok(queued?)
     }
 
     /// Pins each node plugin's time limit into the job: the time it

@@ -298,7 +298,13 @@ impl FromRequestParts<SharedState> for AdminUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
-        let CurrentUser(caller) = CurrentUser::from_request_parts(parts, state).await?;
+        let AuthUser { id } = AuthUser::from_request_parts(parts, state).await?;
+        // Not from the profile cache: a demotion made anywhere (another
+        // host, `pingvas admin` in a shell) counts from the next request.
+        let caller = users::caller_now(&state.db, &id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or(ErrorCode::InvalidToken)?;
         if caller.role != "admin" {
             return Err(ErrorCode::Forbidden.into());
         }

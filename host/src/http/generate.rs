@@ -98,7 +98,9 @@ impl From<QueueError> for ApiError {
                 json!({ "reason": "the lease is no longer held" }),
             ),
             QueueError::Invalid(reason) => ApiError::invalid_param("params", reason),
-            e @ (QueueError::Ledger(_) | QueueError::Store(_)) => ApiError::internal(e),
+            e @ (QueueError::Ledger(_) | QueueError::Store(_) | QueueError::Failed) => {
+                ApiError::internal(e)
+            }
         }
     }
 }

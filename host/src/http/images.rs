@@ -164,7 +164,7 @@ async fn list(
             page.per_page
         ),
     };
-    if let Some(body) = state.image_pages.get(&key, revision, expires) {
+    if let Some(body) = revision.and_then(|r| state.image_pages.get(&key, r, expires)) {
         return Ok(json_bytes(body));
     }
     let (rows, total) = state.gallery.list(&filter, page).await?;
@@ -176,7 +176,9 @@ async fn list(
         .meta(PageMeta::of(page, total))
         .to_bytes()
         .map_err(ApiError::internal)?;
-    state.image_pages.put(key, revision, expires, body.clone());
+    if let Some(revision) = revision {
+        state.image_pages.put(key, revision, expires, body.clone());
+    }
     Ok(json_bytes(body))
 }
 

@@ -2,7 +2,7 @@
 //! gallery costs one lookup instead of a count, an index walk, a hundred
 //! signed links and a serialisation.
 //!
-//! A page is filed under the user's gallery revision (`gallery::revisions`)
+//! A page is filed under the user's gallery revision (`crate::revisions`)
 //! and the expiry its links carry (`FileLinks::expiry_now`); either moving
 //! on makes it a miss, so a page is never served after a write the process
 //! committed, nor with links older than a window. Memory is bounded by the
@@ -11,6 +11,8 @@
 use axum::body::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+
+use crate::revisions::Revision;
 
 /// Whose page, and which (the query, in one canonical form).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,7 +23,7 @@ pub struct PageKey {
 
 #[derive(Clone)]
 struct Rendered {
-    revision: u64,
+    revision: Revision,
     expires: i64,
     body: Bytes,
 }
@@ -51,12 +53,12 @@ impl PageCache {
     }
 
     /// The page, if it was rendered under this revision and link expiry.
-    pub fn get(&self, key: &PageKey, revision: u64, expires: i64) -> Option<Bytes> {
+    pub fn get(&self, key: &PageKey, revision: Revision, expires: i64) -> Option<Bytes> {
         let page = self.pages.as_ref()?.get(key)?;
         (page.revision == revision && page.expires == expires).then_some(page.body)
     }
 
-    pub fn put(&self, key: PageKey, revision: u64, expires: i64, body: Bytes) {
+    pub fn put(&self, key: PageKey, revision: Revision, expires: i64, body: Bytes) {
         if let Some(pages) = &self.pages {
             pages.insert(
                 key,
@@ -81,28 +83,50 @@ mod tests {
         }
     }
 
+    fn revision() -> Revision {
+        crate::revisions::Revisions::default().of("a").unwrap()
+    }
+
     #[test]
     fn a_page_is_served_only_under_its_revision_and_expiry() {
         let cache = PageCache::new(1 << 20);
-        cache.put(key("a"), 3, 100, Bytes::from_static(b"{}"));
-        assert_eq!(cache.get(&key("a"), 3, 100).as_deref(), Some(&b"{}"[..]));
-        assert!(cache.get(&key("a"), 4, 100).is_none(), "gallery changed");
-        assert!(cache.get(&key("a"), 3, 160).is_none(), "link window turned");
-        assert!(cache.get(&key("b"), 3, 100).is_none(), "another user");
+        let revisions = crate::revisions::Revisions::default();
+        let before = revisions.of("a").unwrap();
+        cache.put(key("a"), before, 100, Bytes::from_static(b"{}"));
+        assert_eq!(
+            cache.get(&key("a"), before, 100).as_deref(),
+            Some(&b"{}"[..])
+        );
+        revisions.bump("a");
+        let after = revisions.of("a").unwrap();
+        assert!(
+            cache.get(&key("a"), after, 100).is_none(),
+            "gallery changed"
+        );
+        assert!(
+            cache.get(&key("a"), before, 160).is_none(),
+            "link window turned"
+        );
+        assert!(cache.get(&key("b"), before, 100).is_none(), "another user");
     }
 
     #[test]
     fn a_zero_capacity_keeps_nothing() {
         let cache = PageCache::new(0);
-        cache.put(key("a"), 1, 1, Bytes::from_static(b"{}"));
-        assert!(cache.get(&key("a"), 1, 1).is_none());
+        cache.put(key("a"), revision(), 1, Bytes::from_static(b"{}"));
+        assert!(cache.get(&key("a"), revision(), 1).is_none());
     }
 
     #[test]
     fn memory_stays_within_the_capacity() {
         let cache = PageCache::new(100_000);
         for i in 0..100 {
-            cache.put(key(&format!("u{i}")), 1, 1, Bytes::from(vec![b'x'; 10_000]));
+            cache.put(
+                key(&format!("u{i}")),
+                revision(),
+                1,
+                Bytes::from(vec![b'x'; 10_000]),
+            );
         }
         let pages = cache.pages.as_ref().unwrap();
         assert!(pages.weight() <= 100_000, "{}", pages.weight());

@@ -28,11 +28,7 @@ async fn bearer_claims(state: &SharedState, headers: &HeaderMap) -> Option<Claim
 }
 
 async fn tier_of(state: &SharedState, user_id: &str) -> Option<String> {
-    if let Some(t) = state.tiers.get(user_id) {
-        return Some(t);
-    }
     let caller = crate::users::caller(&state.db, user_id).await.ok()??;
-    state.tiers.put(user_id, &caller.tier);
     Some(caller.tier)
 }
 

@@ -1,14 +1,12 @@
-//! Enqueueing: the estimate is reserved and the job inserted in one
-//! transaction, under the per-user and global caps.
+//! Enqueueing: the job is priced and checked against the live workers,
+//! then its estimate is reserved and the job inserted in one transaction,
+//! under the per-user and global caps (`batch`).
 
-use chrono::Utc;
+use std::sync::Arc;
 
-use super::events::{JobQueued, UserEvent};
-use super::job::{JobSpec, JobStatus, credits_for, estimate_credits, node_credits};
+use super::job::{JobSpec, JobType, credits_for, estimate_credits, node_credits};
 use super::scheduler;
 use super::{Queue, QueueError, QueueResult};
-use crate::billing::ledger;
-use crate::events::channel_of;
 use crate::store::jobs as q;
 use crate::store::new_id;
 
@@ -26,6 +24,25 @@ pub struct Enqueued {
     pub estimated_wait_seconds: u64,
     pub estimated_credits: i64,
     pub websocket_channel: String,
+}
+
+/// A priced job to queue, with the limits of its user's tier.
+pub(super) struct NewEnqueue {
+    pub id: String,
+    pub user_id: String,
+    pub job_type: JobType,
+    pub model: String,
+    pub params: String,
+    pub save_to_board: Option<String>,
+    pub priority: u32,
+    pub max_queued: u32,
+    /// Queued jobs of all users this tier may enqueue up to.
+    pub room: u64,
+    pub credits: i64,
+    pub gpu_seconds: f64,
+    pub seq: i64,
+    /// Bytes of uploads stored for the job.
+    pub input_bytes: i64,
 }
 
 impl Queue {
@@ -90,95 +107,47 @@ impl Queue {
         Ok(())
     }
 
-    /// Reserves the estimate and queues the job, in one transaction.
-    pub async fn enqueue(&self, user_id: &str, tier: &str, spec: JobSpec) -> QueueResult<Enqueued> {
+    /// Reserves the estimate and queues the job, in one transaction with
+    /// the other enqueues of the moment (`batch`); `input_bytes` of
+    /// uploads stored for it count against the user's storage in the same
+    /// transaction.
+    pub async fn enqueue(
+        self: &Arc<Self>,
+        user_id: &str,
+        tier: &str,
+        spec: JobSpec,
+        input_bytes: i64,
+    ) -> QueueResult<Enqueued> {
         let priced = self.servable(&spec).await?;
         let plan = self.parts.plans.tier(tier);
-        let priority = plan.rank;
-        let estimated = priced.credits;
-        let id = new_id();
-        let now = Utc::now();
-        let seq = self.tick();
         let params =
             serde_json::to_string(&spec).map_err(|e| QueueError::Invalid(e.to_string()))?;
-
-        let mut tx = self.parts.db.begin().await?;
-        let hold = ledger::reserve_in(
-            &mut tx,
-            user_id,
-            estimated,
-            &format!("생성 작업 예약 {id}"),
-            &format!("job:{id}"),
-        )
-        .await?;
-        // Counted in the transaction (a row lock on the user's counter on
-        // PostgreSQL), so concurrent enqueues cannot overshoot the caps.
-        let mine = q::count_enqueued(&mut tx, user_id, i64::from(priority)).await?;
-        let room = tier_room(
-            self.settings.max_queued,
-            self.settings.tier_headroom,
-            priority,
-            self.parts.plans.top_rank(),
-        );
-        if q::total_queued(&mut tx).await? as u64 > room {
-            tx.rollback().await?;
-            return Err(QueueError::QueueFull { limit: room });
-        }
-        if mine > i64::from(plan.max_queued) {
-            tx.rollback().await?;
-            return Err(QueueError::QuotaExceeded {
-                limit: plan.max_queued,
-            });
-        }
-        q::insert(
-            &mut tx,
-            &q::NewJob {
-                id: &id,
-                user_id,
-                job_type: spec.job_type,
-                priority: i64::from(priority),
-                model: spec.model(),
-                params: &params,
-                hold_id: &hold.id,
-                estimated_credits: estimated,
-                seq,
-                save_to_board: spec.save_to_board.as_deref(),
-                now,
-            },
-        )
-        .await?;
-        // The position is read in the transaction, so `job.queued` goes
-        // out the moment the job can be leased — before any worker can
-        // lease it and announce `job.started`.
-        let groups = summaries(&q::queued_groups_in(&mut tx).await?);
-        let position = scheduler::position_of(&groups, user_id, priority, mine as usize);
-        let wait = self.estimated_wait(position, priced.gpu_seconds).await;
-        tx.commit().await?;
-        self.notify(
-            user_id,
-            UserEvent::JobQueued(JobQueued {
-                job_id: id.clone(),
-                status: JobStatus::Queued,
-                job_type: spec.job_type,
-                queue_position: position,
-                estimated_wait_seconds: wait,
-                estimated_credits: estimated,
-            }),
-        );
-        self.wake.notify_waiters();
-        self.notify_credits(user_id).await;
-        Ok(Enqueued {
-            websocket_channel: channel_of(user_id),
-            job_id: id,
-            queue_position: position,
-            estimated_wait_seconds: wait,
-            estimated_credits: estimated,
-        })
+        let job = NewEnqueue {
+            id: new_id(),
+            user_id: user_id.to_owned(),
+            job_type: spec.job_type,
+            model: spec.model().to_owned(),
+            params,
+            save_to_board: spec.save_to_board.clone(),
+            priority: plan.rank,
+            max_queued: plan.max_queued,
+            room: tier_room(
+                self.settings.max_queued,
+                self.settings.tier_headroom,
+                plan.rank,
+                self.parts.plans.top_rank(),
+            ),
+            credits: priced.credits,
+            gpu_seconds: priced.gpu_seconds,
+            seq: self.tick(),
+            input_bytes,
+        };
+        self.commit_enqueue(job).await
     }
 
     /// Seconds until a job at `position` starts: the jobs ahead of it at
     /// the measured mean job time, spread over the live workers.
-    async fn estimated_wait(&self, position: usize, fallback_secs: f64) -> u64 {
+    pub(super) async fn estimated_wait(&self, position: usize, fallback_secs: f64) -> u64 {
         let mean = self
             .job_seconds
             .lock()

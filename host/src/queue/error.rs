@@ -30,6 +30,10 @@ pub enum QueueError {
     NotPinned,
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The transaction this job shared with others failed (logged once
+    /// with its cause).
+    #[error("the enqueue transaction failed")]
+    Failed,
     #[error(transparent)]
     Ledger(LedgerError),
     #[error(transparent)]

@@ -6,11 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::Queue;
-use super::failure::FailureCode;
+use super::failure::JobError;
 use super::job::{JobStatus, JobType};
 use super::views::ResultImage;
 use crate::billing::subscriptions::{Notice, Notify, SubscriptionUpdated};
-use crate::i18n::Lang;
 
 #[derive(Debug, Clone, PartialEq, Serialize, strum::EnumDiscriminants)]
 #[serde(tag = "type", content = "data")]
@@ -93,27 +92,6 @@ pub struct JobCompleted {
     pub credits_refunded: i64,
 }
 
-/// A failed job's error: its code, the code's fixed message, and a short
-/// reason when a node refused the job on purpose.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct JobError {
-    #[schema(value_type = String)]
-    pub code: FailureCode,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl JobError {
-    pub fn new(code: FailureCode, reason: Option<String>, lang: Lang) -> Self {
-        Self {
-            code,
-            message: code.message(lang).to_owned(),
-            reason,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobFailed {
     pub job_id: String,
@@ -164,24 +142,26 @@ impl Queue {
     /// Tells the user their balance after a reservation or settlement.
     pub async fn notify_credits(&self, user_id: &str) {
         if let Ok(Some(a)) = crate::store::credits::account(&self.parts.db, user_id).await {
-            self.notify(
-                user_id,
-                UserEvent::CreditsUpdated(CreditsUpdated {
-                    balance: a.balance,
-                    reserved: a.reserved,
-                    available: a.balance - a.reserved,
-                }),
-            );
+            self.notify_balance(user_id, a.into());
         }
+    }
+
+    /// `credits.updated` with a balance the caller read in its write.
+    pub fn notify_balance(&self, user_id: &str, b: crate::billing::ledger::Balance) {
+        self.notify(
+            user_id,
+            UserEvent::CreditsUpdated(CreditsUpdated {
+                balance: b.balance,
+                reserved: b.reserved,
+                available: b.available,
+            }),
+        );
     }
 }
 
-/// Billing's notices go out on the same channel as the queue's; a
-/// subscription change also drops the user's cached tier (the rate
-/// limiter's), so the new tier's limits apply at once on this host.
+/// Billing's notices go out on the same channel as the queue's.
 pub struct BillingNotices {
     pub queue: std::sync::Arc<Queue>,
-    pub tiers: std::sync::Arc<crate::ratelimit::TierCache>,
 }
 
 impl Notify for BillingNotices {
@@ -192,7 +172,6 @@ impl Notify for BillingNotices {
                 tokio::spawn(async move { queue.notify_credits(&user_id).await });
             }
             Notice::Subscription { user_id, update } => {
-                self.tiers.forget(&user_id);
                 self.queue
                     .notify(&user_id, UserEvent::SubscriptionUpdated(update));
             }
@@ -203,6 +182,8 @@ impl Notify for BillingNotices {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::i18n::Lang;
+    use crate::queue::failure::FailureCode;
     use strum::IntoEnumIterator;
 
     /// A filled-in event of every kind (the match makes a new kind add its

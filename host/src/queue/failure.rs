@@ -155,6 +155,27 @@ pub fn sanitise_reason(text: &str) -> String {
     out
 }
 
+/// A failed job's error: its code, the code's fixed message, and a short
+/// reason when a node refused the job on purpose.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct JobError {
+    #[schema(value_type = String)]
+    pub code: FailureCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl JobError {
+    pub fn new(code: FailureCode, reason: Option<String>, lang: Lang) -> Self {
+        Self {
+            code,
+            message: code.message(lang).to_owned(),
+            reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

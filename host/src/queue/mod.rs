@@ -3,7 +3,9 @@
 //! reservation. One file per job of the service:
 //!
 //! - `workers`: who is live and which models they serve;
-//! - `enqueue`: reserve the estimate and queue, in one transaction;
+//! - `enqueue`: price a job and check it can be served;
+//! - `batch`: reserve the estimate and queue, in one transaction with the
+//!   other enqueues of the moment;
 //! - `lease`: hand workers jobs in the scheduler's order;
 //! - `heartbeat`: renew leases, record progress, tell workers to stop;
 //! - `settle`: end a job exactly once with its reservation settled;
@@ -11,6 +13,7 @@
 //! - `views`: what the API shows of jobs and the queue;
 //! - `events`: what the user's WebSocket channel is told.
 
+mod batch;
 pub mod credentials;
 pub mod enqueue;
 pub mod error;
@@ -39,8 +42,8 @@ use crate::blobs::Blobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
 use crate::events::EventBus;
-use crate::gallery::revisions::Revisions;
 use crate::models::{Model, ModelCatalogue};
+use crate::revisions::Revisions;
 use crate::store::Db;
 
 pub use enqueue::Enqueued;
@@ -112,6 +115,8 @@ pub struct Queue {
     workers: workers::Registry,
     /// Exponentially weighted mean of lease-to-completion seconds.
     job_seconds: Mutex<Option<f64>>,
+    /// Enqueues waiting for their transaction.
+    batches: batch::Batches,
 }
 
 impl Queue {
@@ -123,6 +128,7 @@ impl Queue {
             clock: AtomicI64::new(0),
             workers: workers::Registry::default(),
             job_seconds: Mutex::new(None),
+            batches: batch::Batches::default(),
         }
     }
 

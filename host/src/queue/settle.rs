@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::events::{JobCancelled, JobCompleted, JobError, JobFailed, UserEvent};
+use super::events::{JobCancelled, JobCompleted, JobFailed, UserEvent};
+use super::failure::JobError;
 use super::failure::{Failure, FailureCode};
 use super::job::{
     ImageMetadata, JobSpec, JobStatus, JobType, MAX_OUTPUT_BYTES, MAX_OUTPUT_IMAGES, charge_for,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::enqueue::summaries;
-use super::events::JobError;
+use super::failure::JobError;
 use super::job::{JobSpec, JobStatus, JobType};
 use super::scheduler;
 use super::{Queue, QueueError, QueueResult};

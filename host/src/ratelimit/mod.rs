@@ -11,7 +11,7 @@ pub use self::redis::SharedLimits;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -132,38 +132,6 @@ impl LocalLimits {
     }
 }
 
-/// Each user's tier, read from the store at most every `TIER_TTL` (the
-/// token does not carry it; a tier change shows within that).
-pub const TIER_TTL: Duration = Duration::from_secs(10);
-
-#[derive(Default)]
-pub struct TierCache {
-    tiers: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-impl TierCache {
-    /// The cached tier of `user_id`, while fresh.
-    pub fn get(&self, user_id: &str) -> Option<String> {
-        let map = self.tiers.lock().expect("tiers");
-        map.get(user_id)
-            .filter(|(_, at)| at.elapsed() < TIER_TTL)
-            .map(|(t, _)| t.clone())
-    }
-
-    pub fn put(&self, user_id: &str, tier: &str) {
-        let mut map = self.tiers.lock().expect("tiers");
-        if map.len() > MAX_KEYS {
-            map.retain(|_, (_, at)| at.elapsed() < TIER_TTL);
-        }
-        map.insert(user_id.to_owned(), (tier.to_owned(), Instant::now()));
-    }
-
-    /// Forgets a user's tier (it changed in this process).
-    pub fn forget(&self, user_id: &str) {
-        self.tiers.lock().expect("tiers").remove(user_id);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,15 +156,5 @@ mod tests {
         // Other keys and other limits have their own allowance.
         assert_eq!(limits.check("v", 3).remaining, 2);
         assert_eq!(limits.check("u", 10).remaining, 9);
-    }
-
-    #[test]
-    fn tiers_are_cached_until_forgotten() {
-        let cache = TierCache::default();
-        assert_eq!(cache.get("u"), None);
-        cache.put("u", "pro");
-        assert_eq!(cache.get("u").as_deref(), Some("pro"));
-        cache.forget("u");
-        assert_eq!(cache.get("u"), None);
     }
 }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::profiles::Part;
 use super::{Db, Page, StoreResult, Tx, Writer};
 use crate::{exec, exec_one, on_db, on_tx, on_write};
 
@@ -53,6 +54,7 @@ pub async fn find_subscription_in(
 
 /// Writes the whole row (inserting it when new).
 pub async fn save_subscription_in(tx: &mut Tx, s: &SubscriptionRow) -> StoreResult<()> {
+    tx.profile_changed(Part::Account, &s.user_id);
     on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO subscriptions (id, user_id, provider, provider_subscription_id, customer_id, \
          plan, billing_cycle, status, current_period_start, current_period_end, \

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::profiles::Part;
 use super::{Db, Page, StoreResult, Tx};
 use crate::{exec, exec_one, on_db, on_tx};
 
@@ -54,6 +55,7 @@ const HOLD_COLUMNS: &str = "id, user_id, amount, state, captured, idempotency_ke
 const TX_COLUMNS: &str = "id, type, amount, description, balance_after, hold_id, created_at";
 
 pub async fn create_account(tx: &mut Tx, user_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    tx.profile_changed(Part::Balance, user_id);
     on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO credit_accounts (user_id, balance, reserved, updated_at) VALUES ($1, 0, 0, $2)",
     )
@@ -84,6 +86,7 @@ pub async fn add_to_balance(
     delta: i64,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<i64>> {
+    tx.profile_changed(Part::Balance, user_id);
     Ok(on_tx!(tx, c => sqlx::query_scalar(
         "UPDATE credit_accounts SET balance = balance + $2, updated_at = $3 \
          WHERE user_id = $1 AND balance + $2 >= reserved RETURNING balance",
@@ -95,22 +98,6 @@ pub async fn add_to_balance(
     .await)?)
 }
 
-/// Moves `amount` from available to reserved if that much is available.
-pub async fn reserve(
-    tx: &mut Tx,
-    user_id: &str,
-    amount: i64,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
-        "UPDATE credit_accounts SET reserved = reserved + $2, updated_at = $3 \
-         WHERE user_id = $1 AND balance - reserved >= $2",
-    )
-    .bind(user_id)
-    .bind(amount)
-    .bind(now)))?)
-}
-
 /// Ends a reservation of `held`, taking `charge` (≤ `held`) off the balance.
 /// Returns the new balance.
 pub async fn settle_reservation(
@@ -120,6 +107,7 @@ pub async fn settle_reservation(
     charge: i64,
     now: DateTime<Utc>,
 ) -> StoreResult<i64> {
+    tx.profile_changed(Part::Balance, user_id);
     Ok(on_tx!(tx, c => sqlx::query_scalar(
         "UPDATE credit_accounts SET reserved = reserved - $2, balance = balance - $3, updated_at = $4 \
          WHERE user_id = $1 RETURNING balance",
@@ -132,26 +120,89 @@ pub async fn settle_reservation(
     .await)?)
 }
 
-pub async fn insert_hold(
+/// A pending hold to insert.
+pub struct NewHold<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub amount: i64,
+    pub key: &'a str,
+    pub description: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// Inserts pending holds, all in one statement.
+pub async fn insert_holds(tx: &mut Tx, holds: &[NewHold<'_>]) -> StoreResult<()> {
+    if holds.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO credit_holds (id, user_id, amount, state, captured, idempotency_key, description, created_at) \
+         VALUES {}",
+        super::value_rows(holds.len(), 6, |row| {
+            row.insert(3, "'pending'".into());
+            row.insert(4, "0".into());
+        })
+    );
+    on_tx!(tx, c => {
+        let mut q = sqlx::query(&sql);
+        for h in holds {
+            q = q
+                .bind(h.id)
+                .bind(h.user_id)
+                .bind(h.amount)
+                .bind(h.key)
+                .bind(h.description)
+                .bind(h.now);
+        }
+        exec!(c, q)
+    })?;
+    Ok(())
+}
+
+/// The accounts of `user_ids`, locked for the rest of the transaction on
+/// PostgreSQL (in id order, so two batches never wait on each other in a
+/// circle).
+pub async fn accounts_in(tx: &mut Tx, user_ids: &[&str]) -> StoreResult<Vec<(String, AccountRow)>> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT user_id, balance, reserved FROM credit_accounts WHERE user_id IN {} \
+         ORDER BY user_id{}",
+        super::value_rows(1, user_ids.len(), |_| {}),
+        tx.row_lock()
+    );
+    let rows: Vec<(String, i64, i64)> = on_tx!(tx, c => {
+        let mut q = sqlx::query_as(&sql);
+        for id in user_ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(c).await
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, balance, reserved)| (id, AccountRow { balance, reserved }))
+        .collect())
+}
+
+/// Adds `amount` to what the user has reserved, if that much is
+/// available; the account after it, or `None` when refused.
+pub async fn add_reserved(
     tx: &mut Tx,
-    id: &str,
     user_id: &str,
     amount: i64,
-    key: &str,
-    description: &str,
     now: DateTime<Utc>,
-) -> StoreResult<()> {
-    on_tx!(tx, c => exec!(c, sqlx::query(
-        "INSERT INTO credit_holds (id, user_id, amount, state, captured, idempotency_key, description, created_at) \
-         VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6)",
+) -> StoreResult<Option<AccountRow>> {
+    tx.profile_changed(Part::Balance, user_id);
+    Ok(on_tx!(tx, c => sqlx::query_as(
+        "UPDATE credit_accounts SET reserved = reserved + $2, updated_at = $3 \
+         WHERE user_id = $1 AND balance - reserved >= $2 RETURNING balance, reserved",
     )
-    .bind(id)
     .bind(user_id)
     .bind(amount)
-    .bind(key)
-    .bind(description)
-    .bind(now)))?;
-    Ok(())
+    .bind(now)
+    .fetch_optional(c)
+    .await)?)
 }
 
 pub async fn find_hold(tx: &mut Tx, id: &str) -> StoreResult<Option<HoldRow>> {

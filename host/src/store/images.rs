@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::profiles::Part;
 use super::{Db, Page, StoreResult, Tx, Writer};
 use crate::{exec, on_db, on_tx, on_write};
 
@@ -263,6 +264,7 @@ impl StoredBytes {
 
 /// Adds `delta` (parts may be negative) to the user's counter.
 pub async fn add_storage(tx: &mut Tx, user_id: &str, delta: StoredBytes) -> StoreResult<()> {
+    tx.profile_changed(Part::Storage, user_id);
     // A negative delta only ever updates: an upsert's insert row would
     // fail the counter's CHECK before the conflict is seen.
     let grows = delta.image_bytes >= 0 && delta.workflow_bytes >= 0 && delta.other_bytes >= 0;
@@ -453,6 +455,7 @@ pub async fn keys_of_user(db: &Db, user_id: &str) -> StoreResult<Vec<String>> {
 /// Takes swept input bytes off a user's counter (never below zero: inputs
 /// of a host that died before counting them were never added).
 pub async fn release_other_bytes(tx: &mut Tx, user_id: &str, bytes: i64) -> StoreResult<()> {
+    tx.profile_changed(Part::Storage, user_id);
     on_tx!(tx, c => exec!(c, sqlx::query(
         "UPDATE storage_usage SET other_bytes = CASE WHEN other_bytes >= $2 THEN other_bytes - $2 \
          ELSE 0 END WHERE user_id = $1",

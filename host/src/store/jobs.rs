@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Db, Page, StoreResult, Tx, UnknownValue, Writer};
+use super::{Db, Page, StoreResult, Tx, TxConn, UnknownValue, Writer};
 use crate::{exec, exec_one, on_db, on_tx, on_write};
 
 /// What a job does (the `job_type` column).
@@ -125,23 +125,36 @@ pub struct NewJob<'a> {
     pub now: DateTime<Utc>,
 }
 
-pub async fn insert(tx: &mut Tx, j: &NewJob<'_>) -> StoreResult<()> {
-    on_tx!(tx, c => exec!(c, sqlx::query(
+/// Inserts queued jobs, all in one statement.
+pub async fn insert(tx: &mut Tx, jobs: &[NewJob<'_>]) -> StoreResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
         "INSERT INTO jobs (id, user_id, job_type, status, priority, model, params, hold_id, \
-         estimated_credits, seq, save_to_board, queued_at) \
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(j.id)
-    .bind(j.user_id)
-    .bind(j.job_type.as_str())
-    .bind(j.priority)
-    .bind(j.model)
-    .bind(j.params)
-    .bind(j.hold_id)
-    .bind(j.estimated_credits)
-    .bind(j.seq)
-    .bind(j.save_to_board)
-    .bind(j.now)))?;
+         estimated_credits, seq, save_to_board, queued_at) VALUES {}",
+        super::value_rows(jobs.len(), 11, |row| {
+            row.insert(3, "'queued'".into());
+        })
+    );
+    on_tx!(tx, c => {
+        let mut q = sqlx::query(&sql);
+        for j in jobs {
+            q = q
+                .bind(j.id)
+                .bind(j.user_id)
+                .bind(j.job_type.as_str())
+                .bind(j.priority)
+                .bind(j.model)
+                .bind(j.params)
+                .bind(j.hold_id)
+                .bind(j.estimated_credits)
+                .bind(j.seq)
+                .bind(j.save_to_board)
+                .bind(j.now);
+        }
+        exec!(c, q)
+    })?;
     Ok(())
 }
 
@@ -151,7 +164,7 @@ pub const QUEUE_LOCK_KEY: i64 = 724_365_001;
 /// Serialises leasing across hosts on PostgreSQL (SQLite's write
 /// transactions are serial already), so the scheduler sees one queue.
 pub async fn lock_queue(tx: &mut Tx) -> StoreResult<()> {
-    if let Tx::Postgres(t) = tx {
+    if let TxConn::Postgres(t) = &mut tx.conn {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(QUEUE_LOCK_KEY)
             .execute(&mut **t)
@@ -182,23 +195,51 @@ pub async fn queued_groups(db: &Db) -> StoreResult<Vec<QueuedGroup>> {
     Ok(on_db!(db, p => sqlx::query_as(QUEUED_GROUPS).fetch_all(p).await)?)
 }
 
-/// `queued_groups` as a transaction sees them (its own insert included).
-pub async fn queued_groups_in(tx: &mut Tx) -> StoreResult<Vec<QueuedGroup>> {
-    Ok(on_tx!(tx, c => sqlx::query_as(QUEUED_GROUPS).fetch_all(c).await)?)
+/// `queued_groups` as a transaction sees them, with the counters of
+/// `user_ids` even where nothing of theirs is queued.
+pub async fn queued_groups_with_in(
+    tx: &mut Tx,
+    user_ids: &[&str],
+) -> StoreResult<Vec<QueuedGroup>> {
+    let list = super::value_rows(1, user_ids.len().max(1), |_| {});
+    let sql = format!("{QUEUED_GROUPS} OR c.user_id IN {list}");
+    Ok(on_tx!(tx, c => {
+        let mut q = sqlx::query_as(&sql);
+        if user_ids.is_empty() {
+            q = q.bind("");
+        }
+        for id in user_ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(c).await
+    })?)
 }
 
-/// Counts one more queued job of the user (at `priority`); returns the
-/// user's queued count, this job included.
-pub async fn count_enqueued(tx: &mut Tx, user_id: &str, priority: i64) -> StoreResult<i64> {
-    Ok(on_tx!(tx, c => sqlx::query_scalar(
-        "INSERT INTO queue_counters (user_id, priority, queued) VALUES ($1, $2, 1) \
-         ON CONFLICT (user_id) DO UPDATE SET queued = queue_counters.queued + 1, priority = $2 \
-         RETURNING queued",
-    )
-    .bind(user_id)
-    .bind(priority)
-    .fetch_one(c)
-    .await)?)
+/// Counts more queued jobs per user — `(user, priority, n)`, users in id
+/// order — in one statement; a user's priority becomes that of their
+/// newest jobs. With every `n` 0 it only makes sure each counter exists,
+/// and on PostgreSQL holds each counter's row lock for the rest of the
+/// transaction: concurrent enqueues of a user, on any host, are counted
+/// one transaction after the other.
+pub async fn count_enqueued(tx: &mut Tx, counts: &[(&str, i64, i64)]) -> StoreResult<()> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO queue_counters (user_id, priority, queued) VALUES {} \
+         ON CONFLICT (user_id) DO UPDATE SET queued = queue_counters.queued + excluded.queued, \
+         priority = CASE WHEN excluded.queued > 0 THEN excluded.priority \
+         ELSE queue_counters.priority END",
+        super::value_rows(counts.len(), 3, |_| {})
+    );
+    on_tx!(tx, c => {
+        let mut q = sqlx::query(&sql);
+        for (user_id, priority, n) in counts {
+            q = q.bind(*user_id).bind(*priority).bind(*n);
+        }
+        exec!(c, q)
+    })?;
+    Ok(())
 }
 
 /// A job of the user left (`delta` −1) or re-entered (+1) the queue.
@@ -207,15 +248,6 @@ pub async fn count_queued(tx: &mut Tx, user_id: &str, delta: i64) -> StoreResult
         .bind(user_id)
         .bind(delta)))?;
     Ok(())
-}
-
-/// Queued jobs of all users.
-pub async fn total_queued(tx: &mut Tx) -> StoreResult<i64> {
-    Ok(on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(queued), 0) AS BIGINT) FROM queue_counters",
-    )
-    .fetch_one(c)
-    .await)?)
 }
 
 /// A user's oldest queued job per model, with the user's current tier.

@@ -11,6 +11,7 @@ pub mod identities;
 pub mod images;
 pub mod jobs;
 pub mod plugins;
+pub mod profiles;
 pub mod tokens;
 pub mod users;
 pub mod workers;
@@ -23,6 +24,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use crate::revisions::Revisions;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -56,9 +59,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[error("unknown value `{0}`")]
 pub struct UnknownValue(pub String);
 
-/// A connection pool to one of the two supported databases.
+/// A connection pool to one of the two supported databases, with the
+/// revisions of what `GET /users/me` shows (`profile_revisions`).
 #[derive(Clone, Debug)]
-pub enum Db {
+pub struct Db {
+    pub pool: Pool,
+    profiles: Revisions,
+    profile_rows: Arc<profiles::ProfileCache>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Pool {
     /// With the write gate: SQLite has one writer at a time, and a writer
     /// that finds the lock taken sleeps in SQLite's busy handler (1, 2,
     /// 5 … 100 ms). Writers of this process queue on the gate instead and
@@ -72,13 +83,26 @@ pub type WriteGate = Arc<tokio::sync::Mutex<()>>;
 /// A single-statement write outside a transaction. On SQLite it holds the
 /// write gate for as long as it lives, so store functions that write take
 /// a `Writer` (or a `Tx`) and cannot forget the gate.
-pub enum Writer<'a> {
+pub struct Writer<'a> {
+    pub conn: WriterConn<'a>,
+    profiles: &'a Revisions,
+}
+
+pub enum WriterConn<'a> {
     Sqlite(&'a SqlitePool, tokio::sync::OwnedMutexGuard<()>),
     Postgres(&'a PgPool),
 }
 
 /// An open transaction on either database (on SQLite holding the gate).
-pub enum Tx {
+pub struct Tx {
+    pub conn: TxConn,
+    profiles: Revisions,
+    /// Profile parts this transaction changed (`profiles::Part::key`):
+    /// their revisions are bumped once it commits.
+    changed_profiles: Vec<String>,
+}
+
+pub enum TxConn {
     Sqlite(
         Transaction<'static, Sqlite>,
         tokio::sync::OwnedMutexGuard<()>,
@@ -90,9 +114,9 @@ pub enum Tx {
 #[macro_export]
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
-        match $db {
-            $crate::store::Db::Sqlite($pool, _) => $body,
-            $crate::store::Db::Postgres($pool) => $body,
+        match &$db.pool {
+            $crate::store::Pool::Sqlite($pool, _) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -101,12 +125,12 @@ macro_rules! on_db {
 #[macro_export]
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::store::Tx::Sqlite(t, _) => {
+        match &mut $tx.conn {
+            $crate::store::TxConn::Sqlite(t, _) => {
                 let $conn = &mut **t;
                 $body
             }
-            $crate::store::Tx::Postgres(t) => {
+            $crate::store::TxConn::Postgres(t) => {
                 let $conn = &mut **t;
                 $body
             }
@@ -118,12 +142,12 @@ macro_rules! on_tx {
 #[macro_export]
 macro_rules! on_write {
     ($w:expr, $pool:ident => $body:expr) => {
-        match $w {
-            $crate::store::Writer::Sqlite(p, _) => {
+        match &$w.conn {
+            $crate::store::WriterConn::Sqlite(p, _) => {
                 let $pool = *p;
                 $body
             }
-            $crate::store::Writer::Postgres(p) => {
+            $crate::store::WriterConn::Postgres(p) => {
                 let $pool = *p;
                 $body
             }
@@ -173,7 +197,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(15))
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Sqlite(pool, Arc::default()))
+            Ok(Db::new(Pool::Sqlite(pool, Arc::default())))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -181,23 +205,50 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(15))
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Postgres(pool))
+            Ok(Db::new(Pool::Postgres(pool)))
         } else {
             Err(StoreError::UnsupportedScheme)
         }
     }
 
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Db::Sqlite(..) => "sqlite",
-            Db::Postgres(_) => "postgres",
+    fn new(pool: Pool) -> Self {
+        Db {
+            pool,
+            profiles: Revisions::default(),
+            profile_rows: Arc::default(),
         }
     }
 
+    pub fn kind(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(..) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The SQLite pool, when this is SQLite.
+    pub fn sqlite(&self) -> Option<&SqlitePool> {
+        match &self.pool {
+            Pool::Sqlite(p, _) => Some(p),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// Revisions of the parts of users' profiles (`profiles::Part`),
+    /// bumped by the store functions that write them once their write
+    /// committed.
+    pub fn profile_revisions(&self) -> &Revisions {
+        &self.profiles
+    }
+
+    fn profile_cache(&self) -> &profiles::ProfileCache {
+        &self.profile_rows
+    }
+
     pub async fn migrate(&self) -> StoreResult<()> {
-        match self {
-            Db::Sqlite(p, _) => SQLITE_MIGRATIONS.run(p).await?,
-            Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        match &self.pool {
+            Pool::Sqlite(p, _) => SQLITE_MIGRATIONS.run(p).await?,
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
         Ok(())
     }
@@ -206,21 +257,30 @@ impl Db {
     /// front (`BEGIN IMMEDIATE`) so a read-then-write transaction never fails
     /// to upgrade under concurrency; PostgreSQL uses row locks instead.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        Ok(match self {
-            Db::Sqlite(p, gate) => {
+        let conn = match &self.pool {
+            Pool::Sqlite(p, gate) => {
                 let guard = gate.clone().lock_owned().await;
-                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, guard)
+                TxConn::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, guard)
             }
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Pool::Postgres(p) => TxConn::Postgres(p.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            profiles: self.profiles.clone(),
+            changed_profiles: Vec::new(),
         })
     }
 
     /// A single-statement write: on SQLite it waits for the write gate
     /// (see `Db::Sqlite`); on PostgreSQL rows lock themselves.
     pub async fn write(&self) -> Writer<'_> {
-        match self {
-            Db::Sqlite(p, gate) => Writer::Sqlite(p, gate.clone().lock_owned().await),
-            Db::Postgres(p) => Writer::Postgres(p),
+        let conn = match &self.pool {
+            Pool::Sqlite(p, gate) => WriterConn::Sqlite(p, gate.clone().lock_owned().await),
+            Pool::Postgres(p) => WriterConn::Postgres(p),
+        };
+        Writer {
+            conn,
+            profiles: &self.profiles,
         }
     }
 
@@ -239,26 +299,45 @@ impl Tx {
     /// transaction: `FOR UPDATE` on PostgreSQL; nothing on SQLite, whose
     /// write transactions are serial.
     pub fn row_lock(&self) -> &'static str {
-        match self {
-            Tx::Sqlite(..) => "",
-            Tx::Postgres(_) => " FOR UPDATE",
+        match self.conn {
+            TxConn::Sqlite(..) => "",
+            TxConn::Postgres(_) => " FOR UPDATE",
+        }
+    }
+
+    /// Notes that this transaction writes `part` of `user_id`'s profile.
+    pub(crate) fn profile_changed(&mut self, part: profiles::Part, user_id: &str) {
+        let key = part.key(user_id);
+        if !self.changed_profiles.contains(&key) {
+            self.changed_profiles.push(key);
         }
     }
 
     pub async fn commit(self) -> StoreResult<()> {
-        match self {
-            Tx::Sqlite(t, _) => t.commit().await?,
-            Tx::Postgres(t) => t.commit().await?,
+        match self.conn {
+            TxConn::Sqlite(t, _) => t.commit().await?,
+            TxConn::Postgres(t) => t.commit().await?,
+        }
+        for key in &self.changed_profiles {
+            self.profiles.bump(key);
         }
         Ok(())
     }
 
     pub async fn rollback(self) -> StoreResult<()> {
-        match self {
-            Tx::Sqlite(t, _) => t.rollback().await?,
-            Tx::Postgres(t) => t.rollback().await?,
+        match self.conn {
+            TxConn::Sqlite(t, _) => t.rollback().await?,
+            TxConn::Postgres(t) => t.rollback().await?,
         }
         Ok(())
+    }
+}
+
+impl Writer<'_> {
+    /// Notes that this writer's statement, which returned already (and so
+    /// committed), wrote `part` of `user_id`'s profile.
+    pub(crate) fn profile_changed(&self, part: profiles::Part, user_id: &str) {
+        self.profiles.bump(&part.key(user_id));
     }
 }
 
@@ -278,6 +357,22 @@ impl Page {
     pub fn offset(self) -> i64 {
         i64::from(self.page.saturating_sub(1)) * i64::from(self.per_page)
     }
+}
+
+/// `rows` rows of `columns` placeholders each, numbered on from `$1`:
+/// `($1, $2), ($3, $4)` (one row is an `IN` list); `fill` may add
+/// literal columns to a row.
+fn value_rows(rows: usize, columns: usize, fill: impl Fn(&mut Vec<String>)) -> String {
+    (0..rows)
+        .map(|r| {
+            let mut row: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            fill(&mut row);
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A fresh UUID v7 as text: ids are time-ordered strings on both databases.

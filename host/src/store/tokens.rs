@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{StoreResult, Tx};
+use super::{StoreResult, Tx, TxConn};
 use crate::{exec, exec_one, on_tx};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -58,14 +58,14 @@ pub async fn find_by_hash(tx: &mut Tx, token_hash: &str) -> StoreResult<Option<R
                           f.revoked_at AS family_revoked_at \
                           FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
                           WHERE t.token_hash = $1";
-    Ok(match tx {
-        Tx::Sqlite(t, _) => {
+    Ok(match &mut tx.conn {
+        TxConn::Sqlite(t, _) => {
             sqlx::query_as(SELECT)
                 .bind(token_hash)
                 .fetch_optional(&mut **t)
                 .await?
         }
-        Tx::Postgres(t) => {
+        TxConn::Postgres(t) => {
             let sql = format!("{SELECT} FOR UPDATE OF t");
             sqlx::query_as(&sql)
                 .bind(token_hash)

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::profiles::Part;
 use super::{Db, StoreResult, Tx, Writer};
 use crate::{exec, exec_one, on_db, on_tx, on_write};
 
@@ -35,6 +36,7 @@ const COLUMNS: &str = "id, email, name, password_hash, avatar_url, tier, role, e
 /// Inserts a user; fails with a unique violation on `users_email_key` when
 /// the email is taken.
 pub async fn insert(tx: &mut Tx, u: &NewUser<'_>) -> StoreResult<()> {
+    tx.profile_changed(Part::Account, u.id);
     on_tx!(tx, c => exec!(c, sqlx::query(
         "INSERT INTO users \
            (id, email, name, password_hash, avatar_url, email_verified, tier, created_at, updated_at) \
@@ -59,6 +61,7 @@ pub async fn mark_email_verified_in(
     email: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
+    tx.profile_changed(Part::Account, id);
     Ok(on_tx!(tx, c => exec_one!(c, sqlx::query(
         "UPDATE users SET email_verified = TRUE, updated_at = $3 WHERE id = $1 AND email = $2",
     )
@@ -120,7 +123,8 @@ pub async fn find_profile(db: &Db, id: &str) -> StoreResult<Option<ProfileRow>> 
     Ok(on_db!(db, p => sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
 }
 
-/// The tier, role and whether the email is verified, of a user.
+/// The tier, role and whether the email is verified, of a user, read now
+/// (not from the profile cache).
 pub async fn find_access(db: &Db, id: &str) -> StoreResult<Option<(String, String, bool)>> {
     Ok(
         on_db!(db, p => sqlx::query_as("SELECT tier, role, email_verified FROM users WHERE id = $1")
@@ -130,7 +134,7 @@ pub async fn find_access(db: &Db, id: &str) -> StoreResult<Option<(String, Strin
     )
 }
 
-/// `find_access` inside a transaction.
+/// The tier and role of a user, inside a transaction.
 pub async fn find_access_in(tx: &mut Tx, id: &str) -> StoreResult<Option<(String, String)>> {
     Ok(
         on_tx!(tx, c => sqlx::query_as("SELECT tier, role FROM users WHERE id = $1")
@@ -169,14 +173,16 @@ pub async fn update_profile(
         Some(v) => (true, v.clone()),
         None => (false, None),
     };
-    Ok(on_write!(w, p => sqlx::query_as(&sql)
+    let row = on_write!(w, p => sqlx::query_as(&sql)
         .bind(id)
         .bind(change.name.as_deref())
         .bind(set_avatar)
         .bind(avatar.as_deref())
         .bind(now)
         .fetch_optional(p)
-        .await)?)
+        .await)?;
+    w.profile_changed(Part::Account, id);
+    Ok(row)
 }
 
 /// The operator-managed columns of a user.
@@ -201,6 +207,7 @@ pub async fn set_operator_column_in(
     value: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
+    tx.profile_changed(Part::Account, id);
     Ok(
         on_tx!(tx, c => exec_one!(c, sqlx::query(operator_sql(column))
         .bind(id).bind(value).bind(now)))?,
@@ -215,8 +222,8 @@ pub async fn set_operator_column(
     value: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    Ok(
-        on_write!(w, p => exec_one!(p, sqlx::query(operator_sql(column))
-        .bind(id).bind(value).bind(now)))?,
-    )
+    let changed = on_write!(w, p => exec_one!(p, sqlx::query(operator_sql(column))
+        .bind(id).bind(value).bind(now)))?;
+    w.profile_changed(Part::Account, id);
+    Ok(changed)
 }

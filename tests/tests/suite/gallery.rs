@@ -663,6 +663,8 @@ async fn uploads_and_the_storage_quota() {
                 .await
                 .map(|_| ()))
             .unwrap();
+            // Around the store: its caches must hear of it.
+            db.profile_revisions().bump_all();
         }
     };
     set_used(quota).await;

@@ -254,6 +254,82 @@ async fn a_flood_from_the_free_tier_leaves_room_for_paying_users() {
     srv.assert_queue_counters().await;
 }
 
+/// Enqueues arriving together share a transaction (group commit); every
+/// cap must hold as if each came alone: each user's own cap and credits
+/// (the queue's room per tier: `a_flood_from_the_free_tier…`).
+#[tokio::test]
+async fn concurrent_enqueues_of_many_users_keep_every_cap() {
+    let srv = TestServer::start_with(|c| {
+        c.worker_paused = true;
+    })
+    .await;
+    let plan_cap = srv.state.plans.tier("free").max_queued as i64;
+    // Three free users: one with credits for 2 jobs, two with plenty
+    // (capped by the plan); one studio user with credits for 9.
+    let (s, probe) = {
+        let p = srv.signup("probe@example.com").await;
+        srv.generate("text-to-image", &p.access, small_job("probe"))
+            .await
+    };
+    assert_eq!(s, StatusCode::ACCEPTED, "{probe}");
+    let est = probe["data"]["estimated_credits"].as_i64().unwrap();
+    let mut users = Vec::new();
+    for (email, tier, credits) in [
+        ("poor@example.com", "free", 2 * est),
+        ("rich1@example.com", "free", 100 * est),
+        ("rich2@example.com", "free", 100 * est),
+        ("studio@example.com", "studio", 9 * est),
+    ] {
+        let u = srv.signup(email).await;
+        srv.set_tier(email, tier).await;
+        srv.set_credits(&u.user_id, credits).await;
+        users.push(u);
+    }
+    let srv = &srv;
+    let requests = users.iter().flat_map(|u| {
+        (0..12).map(move |i| async move {
+            (
+                u.user_id.clone(),
+                srv.generate("text-to-image", &u.access, small_job(&format!("{i}")))
+                    .await,
+            )
+        })
+    });
+    let results = join_all(requests).await;
+    let accepted_of = |user: &str| {
+        results
+            .iter()
+            .filter(|(u, (s, _))| u == user && *s == StatusCode::ACCEPTED)
+            .count() as i64
+    };
+    let expected = [2, plan_cap, plan_cap, 9];
+    for (u, want) in users.iter().zip(expected) {
+        assert_eq!(accepted_of(&u.user_id), want, "{}", u.user_id);
+        let (_, reserved, _) = srv.credits(&u.user_id).await;
+        assert_eq!(reserved, want * est, "reserved exactly the accepted jobs");
+    }
+    for (user, got) in &results {
+        if got.0 == StatusCode::ACCEPTED {
+            continue;
+        }
+        let code = got.1["error"]["code"].as_str().unwrap_or_default();
+        let want = if *user == users[1].user_id || *user == users[2].user_id {
+            "QUOTA_EXCEEDED"
+        } else {
+            "INSUFFICIENT_CREDITS"
+        };
+        assert_eq!(code, want, "{user}: {}", got.1);
+    }
+    let (_, status) = srv.get("/queue/status", Some(&users[3].access)).await;
+    assert_eq!(status["data"]["queued_jobs"], 9, "{status}");
+    srv.assert_queue_counters().await;
+    assert_eq!(
+        srv.count("SELECT COUNT(*) FROM credit_holds WHERE state = 'pending'")
+            .await,
+        1 + 2 + 2 * plan_cap + 9
+    );
+}
+
 /// A worker speaking the internal API by hand.
 async fn lease(srv: &TestServer, worker: &str, wait_ms: u64) -> (StatusCode, Value) {
     let resp = srv

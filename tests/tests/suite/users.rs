@@ -253,3 +253,97 @@ async fn usage_counts_generations_credits_and_images_of_the_period() {
         .await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "INVALID_PARAMETERS");
 }
+
+/// `GET /users/me` is served from a cache; every write of what it shows
+/// must be seen by the next read, through each of the store's write paths.
+#[tokio::test]
+async fn the_profile_shows_every_write_at_once() {
+    let srv = TestServer::start().await;
+    let u = srv.signup("cached@example.com").await;
+    let me = || async {
+        let (s, body) = srv.get("/users/me", Some(&u.access)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body["data"].clone()
+    };
+    let first = me().await;
+    assert_eq!(me().await, first, "nothing changed: the same answer");
+
+    // The user row, through a single-statement write.
+    let (s, _) = srv
+        .call(
+            Method::PATCH,
+            "/users/me",
+            Some(&u.access),
+            Some(json!({ "name": "새 이름" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me().await["name"], json!("새 이름"));
+
+    // The balance: a job reserves, then settles in the worker.
+    let mut events = srv.events(&u.access, None).await;
+    let (s, b) = srv
+        .generate(
+            "text-to-image",
+            &u.access,
+            pingvas_tests::small_job("cache"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let job = b["data"]["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(events.until_end(&job).await["type"], "job.completed");
+    let (balance, _, _) = srv.credits(&u.user_id).await;
+    assert!(balance < 100, "the job was charged: {balance}");
+    let after_job = me().await;
+    assert_eq!(after_job["credits"], json!(balance));
+
+    // Storage: the job's image, then an upload.
+    assert!(
+        after_job["storage_used"].as_u64().unwrap() > 0,
+        "{after_job}"
+    );
+    srv.upload_png(&u.access).await;
+    assert!(me().await["storage_used"].as_u64() > after_job["storage_used"].as_u64());
+
+    // The balance through the ledger's grant, the tier through the
+    // operator's write.
+    srv.set_credits(&u.user_id, 7).await;
+    assert_eq!(me().await["credits"], json!(7));
+    srv.set_tier("cached@example.com", "pro").await;
+    let pro = me().await;
+    assert_eq!(pro["tier"], json!("pro"));
+    assert_eq!(pro["features"]["flux_model"], json!(true));
+}
+
+/// With Redis, a profile write on one host reaches the other hosts'
+/// revisions (the profile cache's invalidation across hosts).
+#[tokio::test]
+async fn profile_revisions_travel_between_hosts_through_redis() {
+    use pingvas_host::revisions::{Revisions, redis::share};
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("TEST_REDIS_URL unset: skipped");
+        return;
+    };
+    let channel = format!("pingvas-test-{}:revisions", uuid::Uuid::now_v7().simple());
+    let (a, b) = (Revisions::default(), Revisions::default());
+    share(&a, &url, channel.clone()).await.unwrap();
+    share(&b, &url, channel).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let subscribed = |r: &Revisions| r.of("alice").is_some();
+    while !(subscribed(&a) && subscribed(&b)) {
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (before, here) = (b.of("alice").unwrap(), a.of("alice").unwrap());
+    a.bump("alice");
+    assert_ne!(a.of("alice"), Some(here), "bumped here at once");
+    while b.of("alice") == Some(before) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bump never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(b.of("alice").is_some(), "still subscribed");
+}

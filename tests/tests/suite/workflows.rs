@@ -638,9 +638,7 @@ async fn the_jobs_rebuild_keeps_every_job_and_image_link() {
 
     let db = Db::connect(&url, 2).await.unwrap();
     db.migrate().await.unwrap();
-    let Db::Sqlite(pool, _) = &db else {
-        unreachable!()
-    };
+    let pool = db.sqlite().expect("a SQLite database");
     let link: Option<String> = sqlx::query_scalar("SELECT job_id FROM images WHERE id = 'i'")
         .fetch_one(pool)
         .await
