@@ -174,6 +174,17 @@ impl AppState {
             config.file_link_ttl_secs,
         );
         let revisions = Revisions::default();
+        if let Some(url) = &config.redis_url {
+            // A gallery change through any host makes every host's cached
+            // list pages of that user a miss.
+            crate::revisions::redis::share(
+                &revisions,
+                url.expose_secret(),
+                format!("{}revisions:gallery", config.redis_prefix),
+            )
+            .await
+            .context("connecting to redis_url (gallery revisions)")?;
+        }
         let credentials = Arc::new(
             crate::provenance::Credentials::from_config(&config).context("content credentials")?,
         );

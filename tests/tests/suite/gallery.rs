@@ -887,3 +887,57 @@ async fn uploads_past_the_side_limit_are_refused_from_their_header() {
     assert_eq!(images["meta"]["total"], 1);
     assert_storage_agrees(&srv, &alice).await;
 }
+
+/// With Redis, a gallery change through one host makes the other host's
+/// cached list page a miss (its page cache keeps a page until the user's
+/// gallery revision moves or the link window turns, half an hour).
+#[tokio::test]
+async fn a_gallery_change_through_one_host_reaches_the_other_hosts_pages() {
+    if std::env::var("TEST_REDIS_URL").map_or(true, |u| u.is_empty()) {
+        eprintln!("skipped: TEST_REDIS_URL is not set");
+        return;
+    }
+    let srv = TestServer::start().await;
+    let other = srv.another_host().await;
+    let alice = srv.signup("two-hosts@example.com").await;
+    let id = srv.upload_png(&alice.access).await;
+    let list_on_other = || {
+        pingvas_tests::send_json(
+            srv.client
+                .get(pingvas_tests::api_url(&other.base, "/images")),
+            Some(&alice.access),
+            None,
+        )
+    };
+    // Until the other host is subscribed it keeps no page; once it does,
+    // the page below is cached there.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while other.state.gallery.revision(&alice.user_id).is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (status, page) = list_on_other().await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"][0]["id"], id.as_str());
+    assert_eq!(page["data"][0]["is_starred"], false);
+
+    let (status, _) = srv
+        .post(
+            &format!("/images/{id}/star"),
+            Some(&alice.access),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    loop {
+        let (_, page) = list_on_other().await;
+        if page["data"][0]["is_starred"] == true {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other host kept serving its stale page: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
