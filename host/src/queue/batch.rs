@@ -144,23 +144,19 @@ impl Queue {
             outcomes.push(None);
         }
         let balances = credits.write_in(&mut tx).await.map_err(QueueError::from)?;
-        // Per user: jobs accepted, and the priority of the newest.
-        let mut per_user: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        // Per user: the priority of the newest job accepted, how many, and
+        // the bytes of their stored uploads.
+        let mut per_user: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
         for &(i, ..) in &accepted {
             let job = &jobs[i];
             let e = per_user.entry(&job.user_id).or_default();
-            *e = (i64::from(job.priority), e.1 + 1);
+            *e = (i64::from(job.priority), e.1 + 1, e.2 + job.input_bytes);
         }
-        let counts: Vec<(&str, i64, i64)> =
-            per_user.into_iter().map(|(u, (p, n))| (u, p, n)).collect();
+        let counts: Vec<(&str, i64, i64)> = per_user.iter().map(|(u, c)| (*u, c.0, c.1)).collect();
         q::count_enqueued(&mut tx, &counts).await?;
-        // The stored uploads of accepted jobs count against storage at
-        // once (the sweep takes them off after the job).
-        let mut inputs: BTreeMap<&str, i64> = BTreeMap::new();
-        for &(i, ..) in &accepted {
-            *inputs.entry(&jobs[i].user_id).or_default() += jobs[i].input_bytes;
-        }
-        for (user_id, bytes) in inputs.into_iter().filter(|(_, b)| *b > 0) {
+        // The stored uploads count against storage at once (the sweep
+        // takes them off after the job).
+        for (user_id, (.., bytes)) in per_user.into_iter().filter(|(_, c)| c.2 > 0) {
             let delta = img::StoredBytes {
                 other_bytes: bytes,
                 ..img::StoredBytes::default()
