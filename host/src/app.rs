@@ -18,16 +18,17 @@ use crate::billing::subscriptions::Billing;
 use crate::blobs::Blobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
-use crate::events::EventBus;
+use crate::events::Events;
 use crate::gallery::Gallery;
 use crate::generation::Generator;
+use crate::hourly::HourlyAllowance;
 use crate::http::page_cache::PageCache;
 use crate::metrics::HttpMetrics;
 use crate::models::ModelCatalogue;
 use crate::plugins::PluginRuntime;
 use crate::plugins::engine::EngineOptions;
 use crate::plugins::registry::{Registry, RegistrySettings};
-use crate::queue::{BillingNotices, Queue, QueueParts, QueueSettings, UserEvent, WorkerInfo};
+use crate::queue::{BillingNotices, Queue, QueueParts, QueueSettings, WorkerInfo};
 use crate::revisions::Revisions;
 use crate::store::Db;
 use crate::workflows::Workflows;
@@ -43,7 +44,7 @@ pub struct AppState {
     pub models: ModelCatalogue,
     pub metrics: HttpMetrics,
     pub registry: Arc<Registry>,
-    pub events: Arc<EventBus<UserEvent>>,
+    pub events: Arc<Events>,
     pub queue: Arc<Queue>,
     pub queue_settings: QueueSettings,
     pub blobs: Blobs,
@@ -87,6 +88,18 @@ async fn session_cutoffs(config: &Config) -> anyhow::Result<crate::auth::cutoffs
         .await
         .context("connecting to redis_url (session cutoffs)")?,
         None => SessionCutoffs::local(config.access_token_ttl_secs),
+    })
+}
+
+async fn login_backoff(config: &Config) -> anyhow::Result<crate::auth::throttle::LoginBackoff> {
+    use crate::auth::throttle::{LoginBackoff, SharedThrottle};
+    Ok(match &config.redis_url {
+        Some(url) => LoginBackoff::shared(
+            SharedThrottle::connect(url.expose_secret(), &config.redis_prefix)
+                .await
+                .context("connecting to redis_url (login back-off)")?,
+        ),
+        None => LoginBackoff::default(),
     })
 }
 
@@ -145,7 +158,8 @@ impl AppState {
             ),
             MailLinks::new(db.clone(), mailer, &config.frontend_base()),
             session_cutoffs(&config).await?,
-        );
+        )
+        .with_login_backoff(login_backoff(&config).await?);
         let oauth = crate::auth::oauth::OAuth::from_config(db.clone(), &config)?;
         let plans = Catalogue::load(config.plans_file.as_deref())?;
         let models = ModelCatalogue::load(config.models_file.as_deref(), &plans)?;
@@ -155,6 +169,19 @@ impl AppState {
         let adapters = Adapters::start(runtime.clone(), plan_names, &config)
             .await
             .context("loading the billing adapter")?;
+        // Limits and allowances every host shares, with Redis.
+        let shared_limits = match &config.redis_url {
+            Some(url) => Some(Arc::new(
+                crate::ratelimit::SharedLimits::connect(
+                    url.expose_secret(),
+                    &config.redis_prefix,
+                    metrics.ratelimit_redis_errors.clone(),
+                )
+                .await
+                .context("connecting to redis_url")?,
+            )),
+            None => None,
+        };
         let blobs = crate::blobs::open(&config)?;
         let registry = Arc::new(Registry::new(
             db.clone(),
@@ -166,8 +193,16 @@ impl AppState {
                 concurrent_checks: 1,
                 publishes_per_hour: config.plugin_publishes_per_hour,
             },
+            shared_limits.clone(),
         ));
-        let events = Arc::new(EventBus::new());
+        let events = Arc::new(match &config.redis_url {
+            // Every host's sockets hear every event of their user, and a
+            // client resumes on any host.
+            Some(url) => Events::shared(url.expose_secret(), &config.redis_prefix)
+                .await
+                .context("connecting to redis_url (events)")?,
+            None => Events::local(),
+        });
         let links = FileLinks::with_ttl(
             secret.as_bytes(),
             config.public_url.as_deref(),
@@ -202,6 +237,10 @@ impl AppState {
             },
             queue_settings.clone(),
         ));
+        queue
+            .hear_other_hosts()
+            .await
+            .context("listening for other hosts' queue changes")?;
         // One gate for every decode of outside bytes: inputs and uploads.
         let decode_gate = crate::imaging::DecodeGate::for_cores();
         let generator = Arc::new(Generator {
@@ -222,7 +261,8 @@ impl AppState {
             Arc::new(BillingNotices {
                 queue: queue.clone(),
             }),
-            config.billing_checkouts_per_hour,
+            HourlyAllowance::new(config.billing_checkouts_per_hour)
+                .shared("checkouts", shared_limits.clone()),
         ));
         let trusted_proxies = config
             .trusted_proxies
@@ -233,16 +273,8 @@ impl AppState {
                     .with_context(|| format!("trusted_proxies: {p} is no address or CIDR range"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let rate_limits = match &config.redis_url {
-            Some(url) => crate::ratelimit::RateLimits::shared(
-                crate::ratelimit::SharedLimits::connect(
-                    url.expose_secret(),
-                    &config.redis_prefix,
-                    metrics.ratelimit_redis_errors.clone(),
-                )
-                .await
-                .context("connecting to redis_url")?,
-            ),
+        let rate_limits = match &shared_limits {
+            Some(limits) => crate::ratelimit::RateLimits::shared(limits.clone()),
             None => crate::ratelimit::RateLimits::local(),
         };
         let gallery = Gallery::new(db.clone(), blobs.clone(), plans.clone(), revisions)
@@ -304,8 +336,8 @@ pub fn plugin_runtime(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
     )?))
 }
 
-/// The configured JWT secret, or the one kept in the data dir (generated on
-/// first start), so tokens survive restarts.
+/// The configured JWT secret, or, on a single host, the one kept in the
+/// data dir (generated on first start), so tokens survive restarts.
 fn jwt_secret(config: &Config) -> anyhow::Result<String> {
     if let Some(s) = &config.jwt_secret {
         anyhow::ensure!(
@@ -314,6 +346,13 @@ fn jwt_secret(config: &Config) -> anyhow::Result<String> {
         );
         return Ok(s.expose_secret().to_owned());
     }
+    // Each host would sign with its own key: a token or file link from
+    // one would be refused by the others.
+    anyhow::ensure!(
+        !config.multi_host(),
+        "jwt_secret is not set: with several hosts (a PostgreSQL database_url, or cluster = true) \
+         give every host the same one (PINGVAS_JWT_SECRET or PINGVAS_JWT_SECRET_FILE, at least 32 bytes)"
+    );
     let path = config.data_dir.join("jwt_secret");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_owned();

@@ -161,6 +161,9 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// Prefix of every key the host writes to Redis.
     pub redis_prefix: String,
+    /// Several hosts serve this studio (implied by a PostgreSQL
+    /// `database_url`): every host must be given the same `jwt_secret`.
+    pub cluster: bool,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names
     /// the client, for the per-client limits of unauthenticated routes.
     pub trusted_proxies: Vec<String>,
@@ -305,6 +308,7 @@ impl Default for Config {
             rate_limits_enabled: true,
             redis_url: None,
             redis_prefix: "pingvas:".into(),
+            cluster: false,
             trusted_proxies: Vec::new(),
             blob_url: None,
             s3_endpoint: None,
@@ -409,6 +413,12 @@ impl Config {
             Some(url) => url.expose_secret().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("pingvas.db").display()),
         }
+    }
+
+    /// Whether other hosts may share this one's database: `cluster`, or
+    /// a database other than SQLite.
+    pub fn multi_host(&self) -> bool {
+        self.cluster || !self.database_url().starts_with("sqlite:")
     }
 
     pub fn db_max_connections(&self) -> u32 {

@@ -12,8 +12,6 @@ pub mod passwords;
 pub mod throttle;
 pub mod tokens;
 
-use std::time::Instant;
-
 use chrono::{Duration, Utc};
 use serde_json::Value;
 
@@ -28,7 +26,7 @@ use crate::store::{
 use cutoffs::SessionCutoffs;
 use email_links::MailLinks;
 use passwords::{HashError, HashGate};
-use throttle::LoginThrottle;
+use throttle::LoginBackoff;
 use tokens::{AccessTokens, Claims, TokenError};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +92,7 @@ pub struct AuthService {
     refresh_ttl: Duration,
     signup_grant: i64,
     hashing: HashGate,
-    throttle: LoginThrottle,
+    throttle: LoginBackoff,
     pub links: MailLinks,
     /// When each user's sessions last ended: earlier access tokens are
     /// refused.
@@ -134,10 +132,17 @@ impl AuthService {
             refresh_ttl: Duration::days(refresh_ttl_days as i64),
             signup_grant,
             hashing,
-            throttle: LoginThrottle::default(),
+            throttle: LoginBackoff::default(),
             links,
             cutoffs,
         }
+    }
+
+    /// The failed-login back-off to keep (shared through Redis, or this
+    /// host's own by default).
+    pub fn with_login_backoff(mut self, throttle: LoginBackoff) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     /// The claims of a valid access token whose sessions were not ended
@@ -220,7 +225,9 @@ impl AuthService {
         // arbitrary (up to body-sized) string.
         let account = email::normalise(email);
         let key = account.as_deref();
-        if key.is_some_and(|k| self.throttle.wait(k, Instant::now()).is_some()) {
+        if let Some(k) = key
+            && self.throttle.must_wait(k).await
+        {
             return Err(AuthError::BadCredentials);
         }
         let user = match &account {
@@ -233,13 +240,13 @@ impl AuthService {
             (true, Some(u)) => u,
             _ => {
                 if let Some(k) = key {
-                    self.throttle.failed(k, Instant::now());
+                    self.throttle.failed(k).await;
                 }
                 return Err(AuthError::BadCredentials);
             }
         };
         if let Some(k) = key {
-            self.throttle.succeeded(k);
+            self.throttle.succeeded(k).await;
         }
         let pair = self.open_session(&user.id).await?;
         Ok((user, pair))
@@ -343,7 +350,7 @@ impl AuthService {
         Self::unlink_untrusted(&mut tx, &spent.user_id, now).await?;
         tx.commit().await?;
         self.cutoffs.end_sessions(&spent.user_id).await;
-        self.throttle.succeeded(&spent.email);
+        self.throttle.succeeded(&spent.email).await;
         tracing::info!(user = %spent.user_id, "password reset: every session revoked");
         Ok(())
     }

@@ -1,85 +1,79 @@
-//! The per-user event bus behind `GET /ws`: jobs and the ledger publish,
-//! WebSocket connections subscribe to their user's channel. Every event
-//! gets an id that only grows (microseconds since the epoch, bumped when
-//! two land in one microsecond, so ids stay ordered across restarts), and
-//! each user's recent events are kept so a client that reconnects with its
-//! last id gets what it missed. The bus carries any payload type that
-//! serialises with its own `type` and `data` (the studio's events are
-//! `queue::events::UserEvent`). In-process; Redis pub/sub for several hosts
-//! comes with the scale-out work.
+//! The per-user event channels behind `GET /ws`: jobs and the ledger
+//! publish, WebSocket connections subscribe to their user's channel.
+//! Every event gets an id that only grows (microseconds since the epoch,
+//! bumped when two land in one microsecond, so ids stay ordered across
+//! restarts), and each user's recent events are kept so a client that
+//! reconnects with its last id gets what it missed.
+//!
+//! Two homes for the kept events: this process's memory (one host, the
+//! embedded default; `local`) or one capped Redis stream per user whose
+//! ids come from Redis's clock (any number of hosts; `redis`). Either way
+//! the events reach this host's sockets through `fanout`.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+mod fanout;
+mod local;
+pub mod redis;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use fanout::Fanout;
+
 /// Events kept per user for resuming.
-const BACKLOG: usize = 512;
-/// Users whose newest event is older than this are forgotten when nobody
-/// listens.
-const IDLE_SECS: i64 = 3600;
+pub const BACKLOG: usize = 512;
 
-/// One event as a client receives it: `id`, `timestamp`, and the
-/// payload's `type` and `data`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Event<P> {
-    /// Ordered, unique: resume with the last one seen.
-    pub id: String,
-    pub timestamp: DateTime<Utc>,
-    #[serde(flatten)]
-    pub payload: P,
-    #[serde(skip)]
+/// One event as a client receives it, rendered once for every socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The id: ordered, unique; a client resumes with the last one seen.
     pub seq: u64,
+    /// The JSON frame: `id`, `timestamp`, and the payload's `type` and
+    /// `data`.
+    pub text: Arc<str>,
 }
 
-/// What a subscriber gets: the events it missed, then a live feed.
-pub struct Subscription<P> {
-    pub backlog: Vec<Arc<Event<P>>>,
-    /// False when `after` was older than the kept backlog: events were
-    /// lost and the client should refetch state.
-    pub complete: bool,
-    pub live: broadcast::Receiver<Arc<Event<P>>>,
-}
-
-struct Channel<P> {
-    recent: VecDeque<Arc<Event<P>>>,
-    /// Events before this id were dropped from `recent`.
-    dropped_before: u64,
-    tx: broadcast::Sender<Arc<Event<P>>>,
-}
-
-impl<P> Channel<P> {
-    fn new() -> Self {
+impl Event {
+    /// The event with id `seq` whose body is `body` (a rendered JSON
+    /// object without its opening brace, from `body`).
+    fn new(seq: u64, body: &str) -> Self {
         Self {
-            recent: VecDeque::new(),
-            dropped_before: 0,
-            tx: broadcast::channel(BACKLOG).0,
+            seq,
+            text: frame(seq, body).into(),
         }
     }
 }
 
-pub struct EventBus<P> {
-    inner: Mutex<Inner<P>>,
-    /// Ids from earlier runs are below this one: resuming from one of them
-    /// may have missed events.
-    started: u64,
+fn frame(seq: u64, body: &str) -> String {
+    format!("{{\"id\":\"{seq}\",{body}")
 }
 
-struct Inner<P> {
-    last_seq: u64,
-    channels: HashMap<String, Channel<P>>,
-}
-
-impl<P> Default for EventBus<P> {
-    fn default() -> Self {
-        Self::new()
+/// The event's JSON object without the id and without its opening brace:
+/// `"timestamp":…,"type":…,"data":…}` (the id is set where it is known).
+fn body<P: Serialize>(payload: &P) -> Option<String> {
+    #[derive(Serialize)]
+    struct Body<'a, P> {
+        timestamp: DateTime<Utc>,
+        #[serde(flatten)]
+        payload: &'a P,
     }
+    let text = serde_json::to_string(&Body {
+        timestamp: Utc::now(),
+        payload,
+    })
+    .ok()?;
+    text.strip_prefix('{').map(str::to_owned)
 }
 
-fn now_micros() -> u64 {
-    u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0)
+/// What a subscriber gets: the events it missed, then a live feed.
+pub struct Subscription {
+    pub backlog: Vec<Arc<Event>>,
+    /// False when `after` was older than the kept backlog: events were
+    /// lost and the client should refetch state.
+    pub complete: bool,
+    pub live: broadcast::Receiver<Arc<Event>>,
 }
 
 /// The channel name of a user (the spec's `websocket_channel`).
@@ -87,122 +81,91 @@ pub fn channel_of(user_id: &str) -> String {
     format!("user_{user_id}")
 }
 
-impl<P> EventBus<P> {
-    pub fn new() -> Self {
-        let started = now_micros();
+/// The event channels of every user.
+pub struct Events {
+    fanout: Arc<Fanout>,
+    kept: Kept,
+}
+
+enum Kept {
+    Here(local::Backlog),
+    Redis(redis::Streams),
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::local()
+    }
+}
+
+impl Events {
+    /// Events kept in this process (one host).
+    pub fn local() -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                last_seq: started,
-                channels: HashMap::new(),
-            }),
-            started,
+            fanout: Arc::default(),
+            kept: Kept::Here(local::Backlog::new()),
         }
     }
 
-    /// Publishes an event on the user's channel.
-    pub fn publish(&self, user_id: &str, payload: P) -> Arc<Event<P>> {
-        let mut inner = self.inner.lock().expect("event bus lock");
-        let seq = (inner.last_seq + 1).max(now_micros());
-        inner.last_seq = seq;
-        let event = Arc::new(Event {
-            id: seq.to_string(),
-            timestamp: Utc::now(),
-            payload,
-            seq,
-        });
-        if inner.channels.len() > 1024 && seq.is_multiple_of(64) {
-            let horizon = seq.saturating_sub(IDLE_SECS as u64 * 1_000_000);
-            inner.channels.retain(|_, c| {
-                c.tx.receiver_count() > 0 || c.recent.back().is_some_and(|e| e.seq > horizon)
-            });
-        }
-        let ch = inner
-            .channels
-            .entry(user_id.to_owned())
-            .or_insert_with(Channel::new);
-        if ch.recent.len() == BACKLOG
-            && let Some(old) = ch.recent.pop_front()
-        {
-            ch.dropped_before = old.seq + 1;
-        }
-        ch.recent.push_back(event.clone());
-        let _ = ch.tx.send(event.clone());
-        event
+    /// Events kept in the Redis at `url` under `prefix`, delivered to
+    /// every host's sockets.
+    pub async fn shared(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let fanout = Arc::<Fanout>::default();
+        let streams = redis::Streams::open(url, prefix, &fanout).await?;
+        Ok(Self {
+            fanout,
+            kept: Kept::Redis(streams),
+        })
     }
 
-    /// Subscribes to a user's channel; with `after`, first replays the kept
-    /// events newer than that id.
-    pub fn subscribe(&self, user_id: &str, after: Option<u64>) -> Subscription<P> {
-        let mut inner = self.inner.lock().expect("event bus lock");
-        self.subscribe_locked(&mut inner, user_id, after)
-    }
-
-    fn subscribe_locked(
-        &self,
-        inner: &mut Inner<P>,
-        user_id: &str,
-        after: Option<u64>,
-    ) -> Subscription<P> {
-        let ch = inner
-            .channels
-            .entry(user_id.to_owned())
-            .or_insert_with(Channel::new);
-        let live = ch.tx.subscribe();
-        let (backlog, complete) = match after {
-            None => (Vec::new(), true),
-            Some(after) => {
-                let backlog: Vec<_> = ch
-                    .recent
-                    .iter()
-                    .filter(|e| e.seq > after)
-                    .cloned()
-                    .collect();
-                let complete = after >= self.started && after + 1 >= ch.dropped_before;
-                (backlog, complete)
-            }
+    /// Publishes an event on the user's channel. With Redis, it goes out
+    /// from an ordered outbox: a host's events reach Redis in the order
+    /// they were published.
+    pub fn publish<P: Serialize>(&self, user_id: &str, payload: &P) {
+        let Some(body) = body(payload) else {
+            tracing::error!("an event did not serialise");
+            return;
         };
-        Subscription {
-            backlog,
-            complete,
-            live,
+        match &self.kept {
+            Kept::Here(backlog) => backlog.publish(user_id, &body, &self.fanout),
+            Kept::Redis(streams) => streams.publish(user_id, body),
         }
     }
 
-    /// Like `subscribe`, unless the user already has `max` subscribers
-    /// (checked and taken under one lock, so racing callers cannot pass
-    /// the cap together).
-    pub fn subscribe_within(
+    /// Subscribes to a user's channel, unless the user already has `max`
+    /// subscribers on this host; with `after`, first replays the kept
+    /// events newer than that id.
+    pub async fn subscribe_within(
         &self,
         user_id: &str,
         after: Option<u64>,
         max: usize,
-    ) -> Option<Subscription<P>> {
-        let mut inner = self.inner.lock().expect("event bus lock");
-        let live = inner
-            .channels
-            .get(user_id)
-            .map_or(0, |c| c.tx.receiver_count());
-        if live >= max {
-            return None;
-        }
-        Some(self.subscribe_locked(&mut inner, user_id, after))
+    ) -> Option<Subscription> {
+        // Joined before the backlog is read: an event lands in the
+        // backlog, the live feed or both (the socket skips ids it sent).
+        let live = self.fanout.join(user_id, max)?;
+        let (backlog, complete) = match after {
+            None => (Vec::new(), true),
+            Some(after) => self.kept_after(user_id, after).await,
+        };
+        Some(Subscription {
+            backlog,
+            complete,
+            live,
+        })
     }
 
     /// Kept events of a user newer than `after` (to recover after a slow
     /// subscriber lagged behind the live feed).
-    pub fn since(&self, user_id: &str, after: u64) -> Vec<Arc<Event<P>>> {
-        let inner = self.inner.lock().expect("event bus lock");
-        inner
-            .channels
-            .get(user_id)
-            .map(|ch| {
-                ch.recent
-                    .iter()
-                    .filter(|e| e.seq > after)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub async fn since(&self, user_id: &str, after: u64) -> Vec<Arc<Event>> {
+        self.kept_after(user_id, after).await.0
+    }
+
+    async fn kept_after(&self, user_id: &str, after: u64) -> (Vec<Arc<Event>>, bool) {
+        match &self.kept {
+            Kept::Here(backlog) => backlog.after(user_id, after),
+            Kept::Redis(streams) => streams.after(user_id, after).await,
+        }
     }
 }
 
@@ -210,52 +173,76 @@ impl<P> EventBus<P> {
 mod tests {
     use super::*;
 
-    type Bus = EventBus<&'static str>;
+    #[derive(Serialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Ev {
+        #[serde(rename = "a")]
+        A(u32),
+    }
 
-    #[test]
-    fn ids_grow_and_resume_replays_only_newer_events() {
-        let bus = Bus::new();
-        let a = bus.publish("u1", "job.queued");
-        let b = bus.publish("u1", "job.started");
-        bus.publish("u2", "job.queued");
-        assert!(b.seq > a.seq);
-        let sub = bus.subscribe("u1", Some(a.seq));
-        assert!(sub.complete);
-        assert_eq!(sub.backlog.len(), 1);
-        assert_eq!(sub.backlog[0].payload, "job.started");
+    fn data(e: &Event) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&e.text).unwrap();
+        assert_eq!(v["id"], e.seq.to_string());
+        assert!(v["timestamp"].is_string());
+        v["data"].clone()
     }
 
     #[tokio::test]
-    async fn live_events_follow_the_backlog_without_gaps() {
-        let bus = Bus::new();
-        let first = bus.publish("u", "a");
-        let mut sub = bus.subscribe("u", Some(first.seq - 1));
-        bus.publish("u", "b");
+    async fn ids_grow_and_resume_replays_only_newer_events() {
+        let events = Events::local();
+        events.publish("u1", &Ev::A(1));
+        events.publish("u1", &Ev::A(2));
+        events.publish("u2", &Ev::A(3));
+        let all = events.since("u1", 0).await;
+        assert_eq!(all.len(), 2);
+        assert!(all[1].seq > all[0].seq);
+        let sub = events
+            .subscribe_within("u1", Some(all[0].seq), 8)
+            .await
+            .unwrap();
+        assert!(sub.complete);
         assert_eq!(sub.backlog.len(), 1);
-        assert_eq!(sub.live.recv().await.unwrap().payload, "b");
+        assert_eq!(data(&sub.backlog[0]), 2);
     }
 
-    #[test]
-    fn resuming_past_the_backlog_is_reported_incomplete() {
-        let bus = Bus::new();
-        let first = bus.publish("u", "e");
-        for _ in 0..=BACKLOG {
-            bus.publish("u", "e");
+    #[tokio::test]
+    async fn live_events_follow_the_backlog() {
+        let events = Events::local();
+        events.publish("u", &Ev::A(1));
+        let first = events.since("u", 0).await[0].seq;
+        let mut sub = events
+            .subscribe_within("u", Some(first - 1), 8)
+            .await
+            .unwrap();
+        events.publish("u", &Ev::A(2));
+        assert_eq!(sub.backlog.len(), 1);
+        assert_eq!(data(&sub.live.recv().await.unwrap()), 2);
+    }
+
+    #[tokio::test]
+    async fn resuming_past_the_backlog_is_reported_incomplete() {
+        let events = Events::local();
+        events.publish("u", &Ev::A(0));
+        let first = events.since("u", 0).await[0].seq;
+        // The first and the one after it fall out of the backlog.
+        for i in 0..=BACKLOG as u32 {
+            events.publish("u", &Ev::A(i));
         }
-        assert!(!bus.subscribe("u", Some(first.seq)).complete);
-        assert!(!bus.subscribe("u", Some(1)).complete);
-        let last = bus.since("u", 0).last().unwrap().seq;
-        assert!(bus.subscribe("u", Some(last)).complete);
+        let sub = |after| events.subscribe_within("u", Some(after), 8);
+        assert!(!sub(first).await.unwrap().complete);
+        assert!(!sub(1).await.unwrap().complete);
+        let last = events.since("u", 0).await.last().unwrap().seq;
+        assert!(sub(last).await.unwrap().complete);
     }
 
-    #[test]
-    fn subscribers_per_user_are_capped() {
-        let bus = Bus::new();
-        let a = bus.subscribe_within("u", None, 2).unwrap();
-        let _b = bus.subscribe_within("u", None, 2).unwrap();
-        assert!(bus.subscribe_within("u", None, 2).is_none());
-        assert!(bus.subscribe_within("v", None, 2).is_some());
+    #[tokio::test]
+    async fn subscribers_per_user_are_capped() {
+        let events = Events::local();
+        let a = events.subscribe_within("u", None, 2).await.unwrap();
+        let _b = events.subscribe_within("u", None, 2).await.unwrap();
+        assert!(events.subscribe_within("u", None, 2).await.is_none());
+        assert!(events.subscribe_within("v", None, 2).await.is_some());
         drop(a);
-        assert!(bus.subscribe_within("u", None, 2).is_some());
+        assert!(events.subscribe_within("u", None, 2).await.is_some());
     }
 }

@@ -22,7 +22,6 @@ use crate::app::SharedState;
 use crate::auth::tokens::TokenError;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::events::{Event, Subscription, channel_of};
-use crate::queue::UserEvent;
 
 pub const PROTOCOL: &str = "pingvas.v1";
 /// The largest message or frame a client may send (pings and small
@@ -82,7 +81,7 @@ pub async fn events(
     let user_id = claims.sub;
     let upgrade = upgrade.map_err(|e| ApiError::invalid_param("upgrade", e.body_text()))?;
     let max = state.config.ws_max_per_user;
-    let Some(sub) = state.events.subscribe_within(&user_id, after, max) else {
+    let Some(sub) = state.events.subscribe_within(&user_id, after, max).await else {
         return Err(ApiError::with_details(
             ErrorCode::RateLimited,
             json!({ "reason": "too many open event sockets", "max_sockets": max }),
@@ -97,18 +96,18 @@ pub async fn events(
         .on_upgrade(move |socket| session(state, user_id, after, sub, expires, socket)))
 }
 
-async fn send(socket: &mut WebSocket, event: &Event<UserEvent>) -> bool {
-    match serde_json::to_string(event) {
-        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
-        Err(_) => true,
-    }
+async fn send(socket: &mut WebSocket, event: &Event) -> bool {
+    socket
+        .send(Message::Text(event.text.as_ref().into()))
+        .await
+        .is_ok()
 }
 
 async fn session(
     state: SharedState,
     user_id: String,
     after: Option<u64>,
-    sub: Subscription<UserEvent>,
+    sub: Subscription,
     expires: chrono::DateTime<chrono::Utc>,
     mut socket: WebSocket,
 ) {
@@ -151,7 +150,7 @@ async fn session(
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
-                    for e in state.events.since(&user_id, last) {
+                    for e in state.events.since(&user_id, last).await {
                         if !send(&mut socket, &e).await { return; }
                         last = e.seq;
                     }

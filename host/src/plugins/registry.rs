@@ -170,6 +170,7 @@ impl Registry {
         blobs: Blobs,
         runtime: Arc<PluginRuntime>,
         settings: RegistrySettings,
+        shared_limits: Option<Arc<crate::ratelimit::SharedLimits>>,
     ) -> Self {
         Self {
             db,
@@ -178,7 +179,8 @@ impl Registry {
             max_bytes: settings.max_bytes,
             overrides: settings.overrides,
             checking: Semaphore::new(settings.concurrent_checks.max(1)),
-            publishes: HourlyAllowance::new(settings.publishes_per_hour),
+            publishes: HourlyAllowance::new(settings.publishes_per_hour)
+                .shared("publishes", shared_limits),
         }
     }
 
@@ -216,7 +218,7 @@ impl Registry {
         bytes: &[u8],
     ) -> RegistryResult<(PluginRow, VersionRow)> {
         let owner = caller.id.as_str();
-        if let Err(retry_after_secs) = self.publishes.take(&caller.id) {
+        if let Err(retry_after_secs) = self.publishes.take(&caller.id).await {
             return Err(RegistryError::RateLimited { retry_after_secs });
         }
         check_name(&m.name)?;

@@ -99,6 +99,7 @@ impl Queue {
         // Per user with queued jobs, and for this batch's users: queued
         // jobs, their oldest `seq`, last dispatch.
         let mut groups = summaries(&q::queued_groups_with_in(&mut tx, &users).await?);
+        let stamps = q::order_stamps(&mut tx, jobs.len()).await?;
         let mut total: u64 = groups.iter().map(|g| g.queued as u64).sum();
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut accepted: Vec<(usize, String, usize, u64)> = Vec::new();
@@ -135,7 +136,7 @@ impl Queue {
                 continue;
             }
             total += 1;
-            count_in(&mut groups, job);
+            count_in(&mut groups, job, stamps[i]);
             let position = scheduler::position_of(&groups, &job.user_id, job.priority, mine);
             // Before the commit: `job.queued` goes out the moment the job
             // can be leased, before any worker can announce `job.started`.
@@ -176,7 +177,7 @@ impl Queue {
                     params: &j.params,
                     hold_id: hold,
                     estimated_credits: j.credits,
-                    seq: j.seq,
+                    seq: stamps[*i],
                     save_to_board: j.save_to_board.as_deref(),
                     now,
                 }
@@ -206,7 +207,7 @@ impl Queue {
                 websocket_channel: channel_of(&job.user_id),
             }));
         }
-        self.wake.notify_waiters();
+        self.wake_workers();
         for (user_id, balance) in balances {
             self.notify_balance(&user_id, balance);
         }
@@ -220,20 +221,20 @@ impl Queue {
 /// Counts `job` into its user's group (the counter the transaction
 /// writes): one more queued, its tier's priority, and its `seq` as the
 /// oldest when it is the user's only queued job.
-fn count_in(groups: &mut Vec<scheduler::QueuedGroup>, job: &NewEnqueue) {
+fn count_in(groups: &mut Vec<scheduler::QueuedGroup>, job: &NewEnqueue, seq: i64) {
     match groups.iter_mut().find(|g| g.user_id == job.user_id) {
         Some(g) => {
             g.queued += 1;
             g.priority = job.priority;
             if g.queued == 1 {
-                g.oldest = job.seq;
+                g.oldest = seq;
             }
         }
         None => groups.push(scheduler::QueuedGroup {
             user_id: job.user_id.clone(),
             priority: job.priority,
             queued: 1,
-            oldest: job.seq,
+            oldest: seq,
             last_dispatch: None,
         }),
     }

@@ -40,7 +40,6 @@ pub(super) struct NewEnqueue {
     pub room: u64,
     pub credits: i64,
     pub gpu_seconds: f64,
-    pub seq: i64,
     /// Bytes of uploads stored for the job.
     pub input_bytes: i64,
 }
@@ -139,7 +138,6 @@ impl Queue {
             ),
             credits: priced.credits,
             gpu_seconds: priced.gpu_seconds,
-            seq: self.tick(),
             input_bytes,
         };
         self.commit_enqueue(job).await

@@ -136,7 +136,7 @@ impl UserEventKind {
 
 impl Queue {
     pub(super) fn notify(&self, user_id: &str, event: UserEvent) {
-        self.parts.events.publish(user_id, event);
+        self.parts.events.publish(user_id, &event);
     }
 
     /// Tells the user their balance after a reservation or settlement.

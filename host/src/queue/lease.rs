@@ -77,6 +77,7 @@ impl Queue {
         };
         let token = new_id();
         let now = Utc::now();
+        let dispatched_at = q::order_stamps(&mut tx, 1).await?[0];
         let expires_at = now + self.settings.lease_ttl;
         let granted = q::grant_lease(
             &mut tx,
@@ -85,7 +86,7 @@ impl Queue {
                 worker_id: &worker.id,
                 token: &token,
                 expires_at,
-                dispatched_at: self.tick(),
+                dispatched_at,
                 now,
             },
         )
@@ -159,8 +160,8 @@ impl Queue {
     }
 
     /// Waits up to `wait` for a job this worker may take. Wakes on every
-    /// enqueue and job end in this process, and re-checks every second for
-    /// work queued through other hosts.
+    /// enqueue and job end (on any host where they are heard, else in this
+    /// process with a re-check every second).
     pub async fn wait_for_lease(
         &self,
         worker: &WorkerInfo,
@@ -180,7 +181,15 @@ impl Queue {
             if now >= deadline {
                 return Ok(None);
             }
-            let step = (deadline - now).min(Duration::from_secs(1));
+            let poll = if self
+                .hears_other_hosts
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_secs(1)
+            };
+            let step = (deadline - now).min(poll);
             let _ = tokio::time::timeout(step, notified).await;
         }
     }

@@ -31,17 +31,16 @@ pub mod workers;
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::Notify;
 
 use crate::billing::plans::Catalogue as Plans;
 use crate::blobs::Blobs;
 use crate::blobs::signed::FileLinks;
 use crate::config::Config;
-use crate::events::EventBus;
+use crate::events::Events;
 use crate::models::{Model, ModelCatalogue};
 use crate::revisions::Revisions;
 use crate::store::Db;
@@ -96,7 +95,7 @@ pub struct QueueParts {
     pub db: Db,
     pub plans: Plans,
     pub models: ModelCatalogue,
-    pub events: Arc<EventBus<UserEvent>>,
+    pub events: Arc<Events>,
     pub blobs: Blobs,
     pub links: FileLinks,
     /// Gallery revisions, bumped when a job adds images.
@@ -110,8 +109,9 @@ pub struct Queue {
     settings: QueueSettings,
     /// Woken on every enqueue and job end: lease polls re-check.
     wake: Notify,
-    /// Enqueue and dispatch order.
-    clock: AtomicI64,
+    /// Whether other hosts' queue changes wake this host's workers (else
+    /// they poll each second).
+    hears_other_hosts: AtomicBool,
     workers: workers::Registry,
     /// Exponentially weighted mean of lease-to-completion seconds.
     job_seconds: Mutex<Option<f64>>,
@@ -125,28 +125,38 @@ impl Queue {
             parts,
             settings,
             wake: Notify::new(),
-            clock: AtomicI64::new(0),
+            hears_other_hosts: AtomicBool::new(false),
             workers: workers::Registry::default(),
             job_seconds: Mutex::new(None),
             batches: batch::Batches::default(),
         }
     }
 
-    /// A strictly increasing microsecond clock (enqueue order, dispatch
-    /// order), close to wall time.
-    fn tick(&self) -> i64 {
-        let now = Utc::now().timestamp_micros();
-        let mut prev = self.clock.load(Ordering::Relaxed);
-        loop {
-            let next = now.max(prev + 1);
-            match self
-                .clock
-                .compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return next,
-                Err(p) => prev = p,
-            }
+    /// Wakes the workers waiting for a lease, on this host and (through
+    /// PostgreSQL) on the others: a job was queued or a slot came free.
+    fn wake_workers(&self) {
+        self.wake.notify_waiters();
+        if self.parts.db.sqlite().is_none() {
+            let db = self.parts.db.clone();
+            tokio::spawn(async move { crate::store::wakeups::queue_changed(&db).await });
         }
+    }
+
+    /// Lets other hosts' queue changes wake this host's waiting workers
+    /// (PostgreSQL; a no-op on SQLite). Stops when the queue is dropped.
+    pub async fn hear_other_hosts(self: &Arc<Self>) -> anyhow::Result<()> {
+        let Some(mut changes) = crate::store::wakeups::queue_changes(&self.parts.db).await? else {
+            return Ok(());
+        };
+        self.hears_other_hosts.store(true, Ordering::Relaxed);
+        let queue = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                let Some(queue) = queue.upgrade() else { return };
+                queue.wake.notify_waiters();
+            }
+        });
+        Ok(())
     }
 
     /// The model a job is charged and described by: a workflow lists its

@@ -53,7 +53,7 @@ impl Queue {
             }
         }
         if n > 0 {
-            self.wake.notify_waiters();
+            self.wake_workers();
         }
         Ok(n)
     }

@@ -378,7 +378,7 @@ impl Queue {
             q::count_queued(&mut tx, &row.user_id, -1).await?;
         }
         tx.commit().await?;
-        self.wake.notify_waiters();
+        self.wake_workers();
         if !image_ids.is_empty() {
             self.parts.revisions.bump(&row.user_id);
         }

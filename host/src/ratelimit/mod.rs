@@ -43,7 +43,7 @@ pub struct Decision {
 #[derive(Default)]
 pub struct RateLimits {
     local: LocalLimits,
-    shared: Option<SharedLimits>,
+    shared: Option<Arc<SharedLimits>>,
 }
 
 impl RateLimits {
@@ -54,7 +54,7 @@ impl RateLimits {
 
     /// Shared through Redis; this host's own limits stand in while Redis
     /// cannot be reached (the host keeps serving).
-    pub fn shared(limits: SharedLimits) -> Self {
+    pub fn shared(limits: Arc<SharedLimits>) -> Self {
         Self {
             local: LocalLimits::default(),
             shared: Some(limits),
@@ -62,7 +62,7 @@ impl RateLimits {
     }
 
     pub fn redis(&self) -> Option<&SharedLimits> {
-        self.shared.as_ref()
+        self.shared.as_deref()
     }
 
     /// Takes one request of `key`'s `per_min` allowance.

@@ -12,8 +12,8 @@ use redis::aio::ConnectionManager;
 
 use super::Decision;
 
-/// KEYS[1]: the key. ARGV[1]: one request's share of the minute (µs),
-/// ARGV[2]: requests a minute. Returns {allowed, remaining, µs until the
+/// KEYS[1]: the key. ARGV[1]: one request's share of the period (µs),
+/// ARGV[2]: requests a period. Returns {allowed, remaining, µs until the
 /// allowance is whole, µs until one more is allowed}.
 const GCRA: &str = r"
 local t = redis.call('TIME')
@@ -58,11 +58,16 @@ impl SharedLimits {
     }
 
     pub async fn check(&self, key: &str, per_min: u32) -> anyhow::Result<Decision> {
-        let per_min = per_min.max(1);
-        let interval_us = 60_000_000 / u64::from(per_min);
+        self.check_per(key, per_min, Duration::from_secs(60)).await
+    }
+
+    /// Takes one of `key`'s `n` uses a `period` (refilling evenly).
+    pub async fn check_per(&self, key: &str, n: u32, period: Duration) -> anyhow::Result<Decision> {
+        let n = n.max(1);
+        let interval_us = (period.as_micros() / u128::from(n)).max(1) as u64;
         let mut conn = self.conn.clone();
         let mut invocation = self.script.key(format!("{}rl:{key}", self.prefix));
-        invocation.arg(interval_us).arg(per_min);
+        invocation.arg(interval_us).arg(n);
         let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
         let (allowed, remaining, full_us, retry_us) = tokio::time::timeout(CHECK_TIMEOUT, call)
             .await
@@ -70,8 +75,8 @@ impl SharedLimits {
         let now = chrono::Utc::now().timestamp();
         let secs = |us: i64| (us.max(0) + 999_999) / 1_000_000;
         Ok(Decision {
-            limit: per_min,
-            remaining: remaining.clamp(0, i64::from(per_min)) as u32,
+            limit: n,
+            remaining: remaining.clamp(0, i64::from(n)) as u32,
             reset: now + secs(full_us),
             retry_after: (allowed == 0).then(|| secs(retry_us).max(1) as u64),
         })

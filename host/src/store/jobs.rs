@@ -158,6 +158,35 @@ pub async fn insert(tx: &mut Tx, jobs: &[NewJob<'_>]) -> StoreResult<()> {
     Ok(())
 }
 
+/// `n` order stamps (a job's `seq` at enqueue, its `dispatched_at` at
+/// lease), increasing and unique across hosts: from a sequence on
+/// PostgreSQL, from a counter row on SQLite (whose writers are serial).
+pub async fn order_stamps(tx: &mut Tx, n: usize) -> StoreResult<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    Ok(match &mut tx.conn {
+        TxConn::Postgres(t) => {
+            let mut stamps: Vec<i64> =
+                sqlx::query_scalar("SELECT nextval('job_order') FROM generate_series(1, $1)")
+                    .bind(n)
+                    .fetch_all(&mut **t)
+                    .await?;
+            stamps.sort_unstable();
+            stamps
+        }
+        TxConn::Sqlite(t, _) => {
+            let last: i64 =
+                sqlx::query_scalar("UPDATE job_order SET last = last + $1 RETURNING last")
+                    .bind(n)
+                    .fetch_one(&mut **t)
+                    .await?;
+            (last - n + 1..=last).collect()
+        }
+    })
+}
+
 /// The PostgreSQL advisory-lock key that serialises leasing ("pq" "ue").
 pub const QUEUE_LOCK_KEY: i64 = 724_365_001;
 

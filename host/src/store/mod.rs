@@ -14,6 +14,7 @@ pub mod plugins;
 pub mod profiles;
 pub mod tokens;
 pub mod users;
+pub mod wakeups;
 pub mod workers;
 pub mod workflows;
 

@@ -201,10 +201,10 @@ impl Billing {
         plans: Catalogue,
         adapters: Adapters,
         notify: Arc<dyn Notify>,
-        checkouts_per_hour: u32,
+        checkouts: HourlyAllowance,
     ) -> Self {
         Self {
-            checkouts: HourlyAllowance::new(checkouts_per_hour),
+            checkouts,
             db,
             plans,
             adapters,
@@ -285,6 +285,7 @@ impl Billing {
         }
         self.checkouts
             .take(user_id)
+            .await
             .map_err(|retry_after_secs| BillingError::RateLimited { retry_after_secs })?;
         let req = CheckoutRequest {
             user_id: user_id.to_owned(),

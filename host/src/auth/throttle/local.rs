@@ -1,21 +1,10 @@
-//! Failed-login back-off per account: after a few wrong passwords within a
-//! window, each further attempt must wait a doubling delay after the last
-//! failure; an attempt that comes earlier is answered like a wrong
-//! password without hashing anything. In memory, per host.
+//! The failed-login back-off in this host's memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Wrong passwords allowed within a window before the back-off starts.
-pub const FREE_FAILURES: u32 = 5;
-/// How long failures are remembered after the first of a series.
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// The first delay; it doubles with every further failure.
-pub const BASE_DELAY: Duration = Duration::from_secs(1);
-pub const MAX_DELAY: Duration = Duration::from_secs(60);
-/// Accounts tracked at most; the oldest series are dropped first.
-pub const MAX_TRACKED: usize = 100_000;
+use super::{FREE_FAILURES, MAX_TRACKED, WINDOW, delay_after};
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -56,9 +45,7 @@ impl LoginThrottle {
         if now.duration_since(f.first) > WINDOW || f.count < FREE_FAILURES {
             return None;
         }
-        let doublings = (f.count - FREE_FAILURES).min(16);
-        let delay = (BASE_DELAY * 2u32.pow(doublings)).min(MAX_DELAY);
-        (f.last + delay)
+        (f.last + delay_after(f.count))
             .checked_duration_since(now)
             .filter(|d| !d.is_zero())
     }
@@ -101,6 +88,7 @@ impl LoginThrottle {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{BASE_DELAY, MAX_DELAY};
     use super::*;
 
     #[test]
