@@ -21,9 +21,11 @@ pub use pingvas_host;
 pub mod bench;
 pub mod billing;
 pub mod browser;
+pub mod chaos;
 pub mod fakes;
 pub mod images;
 pub mod process;
+pub mod simworkers;
 
 pub const PASSWORD: &str = "SecurePass123!";
 /// The worker token of tests that run remote workers (32 bytes or more,
@@ -155,6 +157,11 @@ pub async fn s3_blob_url() -> Option<String> {
     ))
 }
 
+/// A random JWT secret.
+pub fn test_secret() -> String {
+    format!("test-secret-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A running server and a client for it.
 pub struct TestServer {
     pub base: String,
@@ -199,6 +206,10 @@ impl TestServer {
             config.redis_prefix = format!("pingvas-test-{}:", uuid::Uuid::now_v7().simple());
         }
         tweak(&mut config);
+        if config.jwt_secret.is_none() && config.multi_host() {
+            // Hosts sharing a database share their secret.
+            config.jwt_secret = Some(test_secret().into());
+        }
         let state = AppState::build(config).await.expect("build app state");
         let l = launch(state.clone()).await;
         TestServer {
@@ -662,26 +673,7 @@ impl TestServer {
 
     /// Opens the event WebSocket of `token`'s user.
     pub async fn events(&self, token: &str, last_event_id: Option<&str>) -> Events {
-        let mut url = format!(
-            "{}/api/v1/ws?token={token}",
-            self.base.replacen("http", "ws", 1)
-        );
-        if let Some(id) = last_event_id {
-            url.push_str(&format!("&last_event_id={id}"));
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("ws connect");
-        let mut events = Events {
-            ws,
-            seen: Vec::new(),
-            hello: None,
-        };
-        let hello = events.next().await;
-        assert_eq!(hello["type"], "connected", "{hello}");
-        events.seen.clear();
-        events.hello = Some(hello);
-        events
+        Events::open(&self.base, token, last_event_id).await
     }
 }
 
@@ -699,6 +691,52 @@ pub struct Events {
 pub const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Events {
+    /// Opens the event WebSocket of `token`'s user on the host at `base`;
+    /// with `last_event_id`, resuming after it.
+    pub async fn open(base: &str, token: &str, last_event_id: Option<&str>) -> Self {
+        let mut url = format!("{}/api/v1/ws?token={token}", base.replacen("http", "ws", 1));
+        if let Some(id) = last_event_id {
+            url.push_str(&format!("&last_event_id={id}"));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut events = Events {
+            ws,
+            seen: Vec::new(),
+            hello: None,
+        };
+        let hello = events.next().await;
+        assert_eq!(hello["type"], "connected", "{hello}");
+        events.seen.clear();
+        events.hello = Some(hello);
+        events
+    }
+
+    /// The next message, or None when the socket ended (closed, reset, or
+    /// its host died).
+    pub async fn try_next(&mut self) -> Option<Value> {
+        use futures::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(EVENT_TIMEOUT, self.ws.next())
+                .await
+                .expect("an event or the socket's end within the timeout");
+            match msg {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("JSON event");
+                    self.seen.push(v.clone());
+                    return Some(v);
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+                | Some(Err(_))
+                | None => {
+                    return None;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// The next JSON message (pings are answered by the client library).
     pub async fn next(&mut self) -> Value {
         use futures::StreamExt;
@@ -828,6 +866,45 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// The ledger at rest: every account's balance is the sum of its
+    /// transactions (grants less charges), nothing is reserved, no hold is
+    /// pending, and no job's hold was charged twice.
+    pub async fn assert_ledger_at_rest(&self) {
+        let db = &self.state.db;
+        let drift: Vec<(String, i64, i64, i64)> = pingvas_host::on_db!(db, p => sqlx::query_as(
+            "SELECT a.user_id, a.balance, a.reserved, \
+             COALESCE((SELECT CAST(SUM(t.amount) AS BIGINT) FROM credit_transactions t WHERE t.user_id = a.user_id), 0) AS summed \
+             FROM credit_accounts a",
+        )
+        .fetch_all(p)
+        .await)
+        .unwrap();
+        for (user, balance, reserved, summed) in drift {
+            assert_eq!(
+                balance, summed,
+                "{user}: balance is not grants less charges"
+            );
+            assert_eq!(reserved, 0, "{user}: credits still reserved at rest");
+        }
+        assert_eq!(
+            self.count("SELECT COUNT(*) FROM credit_holds WHERE state = 'pending'")
+                .await,
+            0,
+            "holds still pending at rest"
+        );
+        assert_eq!(
+            self.count(
+                "SELECT COUNT(*) FROM (SELECT hold_id FROM credit_transactions \
+                 WHERE hold_id IS NOT NULL AND amount < 0 GROUP BY hold_id HAVING COUNT(*) > 1) twice"
+            )
+            .await,
+            0,
+            "a hold was charged twice"
+        );
+    }
+}
+
 /// A `pingvas worker` process, killed when dropped.
 pub struct WorkerProcess {
     child: std::process::Child,
@@ -836,12 +913,17 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(srv: &TestServer) -> Self {
+        Self::start_at(&srv.base)
+    }
+
+    /// A worker of the host at `base`.
+    pub fn start_at(base: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let child = std::process::Command::new(pingvas_bin())
             .args([
                 "worker",
                 "--server",
-                &srv.base,
+                base,
                 "--token",
                 WORKER_TOKEN,
                 "--backend",

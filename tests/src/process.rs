@@ -74,6 +74,7 @@ impl ServerProcess {
         cmd.env("PINGVAS_DATA_DIR", &db.data_dir)
             .env("PINGVAS_DATABASE_URL", &db.url)
             .env("PINGVAS_WEB_UI", "false")
+            .env("PINGVAS_JWT_SECRET", crate::test_secret())
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
             .envs(env.iter().copied());
@@ -157,5 +158,70 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Another host of a `TestServer` as a process of its own (`pingvas
+/// serve` on the server's database, data dir, secret, Redis, blob store
+/// and worker token, without an in-process worker), so a test can
+/// `kill -9` a host while clients hold sockets to it.
+pub struct HostProcess {
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl HostProcess {
+    pub async fn start(srv: &crate::TestServer) -> Self {
+        use secrecy::ExposeSecret;
+        let c = &srv.state.config;
+        let port = free_port();
+        let mut cmd = serve_command(&pingvas_bin(), &c.data_dir, port);
+        cmd.env("PINGVAS_DATA_DIR", &c.data_dir)
+            .env("PINGVAS_DATABASE_URL", c.database_url())
+            .env("PINGVAS_WEB_UI", "false")
+            .env("PINGVAS_WORKER_ENABLED", "false")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL");
+        let secrets = [
+            ("PINGVAS_JWT_SECRET", &c.jwt_secret),
+            ("PINGVAS_REDIS_URL", &c.redis_url),
+            ("PINGVAS_WORKER_TOKEN", &c.worker_token),
+            ("PINGVAS_S3_SECRET_ACCESS_KEY", &c.s3_secret_access_key),
+        ];
+        for (name, value) in secrets {
+            if let Some(v) = value {
+                cmd.env(name, v.expose_secret());
+            }
+        }
+        let plain = [
+            ("PINGVAS_BLOB_URL", &c.blob_url),
+            ("PINGVAS_S3_ENDPOINT", &c.s3_endpoint),
+            ("PINGVAS_S3_ACCESS_KEY_ID", &c.s3_access_key_id),
+        ];
+        for (name, value) in plain {
+            if let Some(v) = value {
+                cmd.env(name, v);
+            }
+        }
+        cmd.env("PINGVAS_REDIS_PREFIX", &c.redis_prefix);
+        let child = cmd.spawn().expect("start another pingvas serve");
+        let host = HostProcess {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        wait_healthy(&reqwest::Client::new(), &host.base).await;
+        host
+    }
+
+    /// SIGKILL: the host's sockets drop without a close frame.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }

@@ -7,6 +7,7 @@ mod auth;
 mod billing;
 mod budgets;
 mod cli;
+mod cluster;
 mod credentials;
 mod errors;
 mod gallery;
