@@ -2,6 +2,7 @@
 //! limited time that heartbeats renew.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,16 +28,25 @@ pub struct Lease {
 impl Queue {
     /// Leases the next job for `worker` in the scheduler's order, if any.
     pub async fn lease(&self, worker: &WorkerInfo) -> QueueResult<Option<Lease>> {
+        Ok(self.try_lease(worker).await?.ok())
+    }
+
+    /// A lease for `worker`, or the models of the queued jobs it found
+    /// (none of them one it could take now).
+    async fn try_lease(&self, worker: &WorkerInfo) -> QueueResult<Result<Lease, Vec<String>>> {
         let mut tx = self.parts.db.begin().await?;
         q::lock_queue(&mut tx).await?;
-        let candidates: Vec<q::Candidate> = q::lease_candidates(&mut tx)
-            .await?
+        let all = q::lease_candidates(&mut tx).await?;
+        let mut models: Vec<String> = all.iter().map(|c| c.model.clone()).collect();
+        models.sort_unstable();
+        models.dedup();
+        let candidates: Vec<q::Candidate> = all
             .into_iter()
             .filter(|c| worker.serves(&c.model))
             .collect();
         if candidates.is_empty() {
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Err(models));
         }
         let running: HashMap<String, i64> = q::running_counts(&mut tx).await?.into_iter().collect();
         let mut users: HashMap<String, UserSlots> = HashMap::new();
@@ -68,12 +78,12 @@ impl Queue {
             .collect();
         let Some(pick) = scheduler::pick_next(&jobs, &users, |_| true) else {
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Err(models));
         };
         let Some(row) = q::queued_job_at(&mut tx, &pick.user_id, &pick.model, pick.seq).await?
         else {
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Err(models));
         };
         let token = new_id();
         let now = Utc::now();
@@ -93,7 +103,7 @@ impl Queue {
         .await?;
         if !granted {
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Err(models));
         }
         q::count_queued(&mut tx, &row.user_id, -1).await?;
         tx.commit().await?;
@@ -109,7 +119,7 @@ impl Queue {
                 started_at: now,
             }),
         );
-        Ok(Some(Lease {
+        Ok(Ok(Lease {
             job_id: row.id,
             user_id: row.user_id,
             token,
@@ -162,18 +172,24 @@ impl Queue {
     /// Waits up to `wait` for a job this worker may take. Wakes on every
     /// enqueue and job end (on any host where they are heard, else in this
     /// process with a re-check every second).
+    ///
+    /// A wake-up wakes every waiting worker, but they try one at a time,
+    /// and a worker skips the database when an earlier try since the last
+    /// change found nothing it serves: one enqueue costs a lease or two,
+    /// not one per waiting worker.
     pub async fn wait_for_lease(
         &self,
         worker: &WorkerInfo,
         wait: Duration,
     ) -> QueueResult<Option<Lease>> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut polled = false;
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if !worker.paused
-                && let Some(lease) = self.lease(worker).await?
+                && let Some(lease) = self.lease_in_turn(worker, polled).await?
             {
                 return Ok(Some(lease));
             }
@@ -181,16 +197,55 @@ impl Queue {
             if now >= deadline {
                 return Ok(None);
             }
-            let poll = if self
-                .hears_other_hosts
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
+            let poll = if self.hears_other_hosts.load(Ordering::Relaxed) {
                 Duration::from_secs(10)
             } else {
                 Duration::from_secs(1)
             };
             let step = (deadline - now).min(poll);
-            let _ = tokio::time::timeout(step, notified).await;
+            polled = tokio::time::timeout(step, notified).await.is_err();
+        }
+    }
+
+    /// One lease try in this host's turn; skipped (None) when nothing
+    /// changed since a try found no job this worker serves, unless
+    /// `polled` (a periodic re-check trusts no knowledge).
+    async fn lease_in_turn(&self, worker: &WorkerInfo, polled: bool) -> QueueResult<Option<Lease>> {
+        let mut known = self.leasing.lock().await;
+        let change = self.changes.load(Ordering::Acquire);
+        if !polled && known.change == change && !known.models.iter().any(|m| worker.serves(m)) {
+            return Ok(None);
+        }
+        match self.try_lease(worker).await? {
+            Ok(lease) => Ok(Some(lease)),
+            Err(mut models) => {
+                // What is left for workers that serve other models.
+                models.retain(|m| !worker.serves(m));
+                if known.change == change {
+                    known.models.retain(|m| models.contains(m));
+                } else {
+                    *known = Fruitless { change, models };
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// What the last fruitless lease tries learned: at queue change `change`,
+/// only jobs of `models` (none served by the workers that tried) were
+/// queued.
+#[derive(Debug)]
+pub(super) struct Fruitless {
+    pub change: u64,
+    pub models: Vec<String>,
+}
+
+impl Default for Fruitless {
+    fn default() -> Self {
+        Self {
+            change: u64::MAX,
+            models: Vec::new(),
         }
     }
 }

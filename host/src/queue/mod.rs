@@ -31,7 +31,7 @@ pub mod workers;
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -112,6 +112,11 @@ pub struct Queue {
     /// Whether other hosts' queue changes wake this host's workers (else
     /// they poll each second).
     hears_other_hosts: AtomicBool,
+    /// Queue changes heard (enqueues, job ends, other hosts' news).
+    changes: AtomicU64,
+    /// This host's lease tries, one at a time, and what fruitless ones
+    /// learned.
+    leasing: tokio::sync::Mutex<lease::Fruitless>,
     workers: workers::Registry,
     /// Exponentially weighted mean of lease-to-completion seconds.
     job_seconds: Mutex<Option<f64>>,
@@ -126,6 +131,8 @@ impl Queue {
             settings,
             wake: Notify::new(),
             hears_other_hosts: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
+            leasing: tokio::sync::Mutex::default(),
             workers: workers::Registry::default(),
             job_seconds: Mutex::new(None),
             batches: batch::Batches::default(),
@@ -135,11 +142,17 @@ impl Queue {
     /// Wakes the workers waiting for a lease, on this host and (through
     /// PostgreSQL) on the others: a job was queued or a slot came free.
     fn wake_workers(&self) {
-        self.wake.notify_waiters();
+        self.heard_change();
         if self.parts.db.sqlite().is_none() {
             let db = self.parts.db.clone();
             tokio::spawn(async move { crate::store::wakeups::queue_changed(&db).await });
         }
+    }
+
+    /// A queue change: waiting workers try again.
+    fn heard_change(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_waiters();
     }
 
     /// Lets other hosts' queue changes wake this host's waiting workers
@@ -153,7 +166,7 @@ impl Queue {
         tokio::spawn(async move {
             while changes.recv().await.is_some() {
                 let Some(queue) = queue.upgrade() else { return };
-                queue.wake.notify_waiters();
+                queue.heard_change();
             }
         });
         Ok(())

@@ -370,3 +370,48 @@ async fn two_hundred_workers_on_two_hosts_never_lease_a_job_twice() {
     a.assert_ledger_at_rest().await;
     a.assert_queue_counters().await;
 }
+
+#[tokio::test]
+async fn a_webhook_delivered_to_two_hosts_at_once_grants_once() {
+    use pingvas_tests::billing::{LS_SECRET, PRO_MONTHLY, ls_deliver, ls_server, settled_balance};
+    use pingvas_tests::fakes::hmac_hex;
+    if !clustered() {
+        return;
+    }
+    let (a, fake, _dir, _path) = ls_server().await;
+    let b = a.another_host().await;
+    let user = a.signup("cluster-billing@example.com").await;
+    let sub = fake.subscribe(&user.user_id, PRO_MONTHLY);
+    ls_deliver(&a, &fake.subscription_event("subscription_created", &sub)).await;
+    let before = settled_balance(&a, &user.user_id).await;
+
+    // The provider retries to whichever host its request reaches: the same
+    // paid invoice arrives through both at once, twice each.
+    let paid = fake.invoice_event("subscription_payment_success", &sub, 9101, "initial");
+    let sends = [&a.base, &b.base, &a.base, &b.base].map(|base| {
+        a.client
+            .post(pingvas_tests::api_url(base, "/webhooks/lemon-squeezy"))
+            .header("content-type", "application/json")
+            .header("X-Signature", hmac_hex(LS_SECRET, &paid))
+            .body(paid.clone())
+            .send()
+    });
+    for r in futures::future::join_all(sends).await {
+        assert_eq!(r.unwrap().status(), StatusCode::OK);
+    }
+    // Both hosts' apply loops and upkeep ticks run over it, at once.
+    let now = chrono::Utc::now();
+    let (da, db, ma, mb) = tokio::join!(
+        a.state.billing.drain(),
+        b.state.billing.drain(),
+        a.state.billing.maintain(now),
+        b.state.billing.maintain(now),
+    );
+    for applied in [da, db] {
+        applied.unwrap();
+    }
+    for maintained in [ma, mb] {
+        maintained.unwrap();
+    }
+    assert_eq!(settled_balance(&a, &user.user_id).await, before + 15000);
+}
