@@ -135,6 +135,7 @@ impl AppState {
             .context("connecting to redis_url (profile revisions)")?;
         }
         let secret = jwt_secret(&config)?;
+        check_shared_services(&config)?;
         let access = AccessTokens::new(
             secret.as_bytes(),
             &config.jwt_issuer,
@@ -334,6 +335,32 @@ pub fn plugin_runtime(config: &Config) -> anyhow::Result<Arc<PluginRuntime>> {
         &opts,
         Some(config.data_dir.join("plugin-cache")),
     )?))
+}
+
+/// With `cluster = true`, hosts must share Redis (events, limits) and a
+/// bucket (files): refuse to start without them. A PostgreSQL database
+/// alone may be one host: warn.
+fn check_shared_services(config: &Config) -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("redis_url", config.redis_url.is_none()),
+        ("blob_url", config.blob_url.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(key, unset)| unset.then_some(key))
+    .collect();
+    if missing.is_empty() || !config.multi_host() {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        !config.cluster,
+        "cluster = true but {} not set: every host must share Redis and the bucket",
+        missing.join(" and ")
+    );
+    tracing::warn!(
+        missing = %missing.join(", "),
+        "a PostgreSQL database without these: fine for one host; several hosts would not share events, limits or files"
+    );
+    Ok(())
 }
 
 /// The configured JWT secret, or, on a single host, the one kept in the

@@ -70,6 +70,15 @@ impl Backlog {
         fanout.deliver(user_id, event);
     }
 
+    pub(super) fn newest(&self, user_id: &str) -> u64 {
+        let inner = self.inner.lock().expect("event backlog lock");
+        inner
+            .users
+            .get(user_id)
+            .and_then(|k| k.recent.back())
+            .map_or(0, |e| e.seq)
+    }
+
     /// The kept events after `after`, and whether they are all there were.
     pub(super) fn after(&self, user_id: &str, after: u64) -> (Vec<Arc<Event>>, bool) {
         let inner = self.inner.lock().expect("event backlog lock");
@@ -82,7 +91,7 @@ impl Backlog {
             .filter(|e| e.seq > after)
             .cloned()
             .collect();
-        let complete = after >= self.started && after + 1 >= kept.dropped_before;
+        let complete = after >= self.started && after.saturating_add(1) >= kept.dropped_before;
         (events, complete)
     }
 }

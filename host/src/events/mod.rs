@@ -69,6 +69,10 @@ fn body<P: Serialize>(payload: &P) -> Option<String> {
 
 /// What a subscriber gets: the events it missed, then a live feed.
 pub struct Subscription {
+    /// The socket starts after this id: `after`, or the user's newest
+    /// kept event when the client resumes nothing (older events are not
+    /// its to replay, even after a lost live feed).
+    pub start: u64,
     pub backlog: Vec<Arc<Event>>,
     /// False when `after` was older than the kept backlog: events were
     /// lost and the client should refetch state.
@@ -144,11 +148,15 @@ impl Events {
         // Joined before the backlog is read: an event lands in the
         // backlog, the live feed or both (the socket skips ids it sent).
         let live = self.fanout.join(user_id, max)?;
-        let (backlog, complete) = match after {
-            None => (Vec::new(), true),
-            Some(after) => self.kept_after(user_id, after).await,
+        let (start, backlog, complete) = match after {
+            None => (self.newest(user_id).await, Vec::new(), true),
+            Some(after) => {
+                let (backlog, complete) = self.kept_after(user_id, after).await;
+                (after, backlog, complete)
+            }
         };
         Some(Subscription {
+            start,
             backlog,
             complete,
             live,
@@ -159,6 +167,14 @@ impl Events {
     /// subscriber lagged behind the live feed).
     pub async fn since(&self, user_id: &str, after: u64) -> Vec<Arc<Event>> {
         self.kept_after(user_id, after).await.0
+    }
+
+    /// The id of the user's newest kept event (0: none).
+    async fn newest(&self, user_id: &str) -> u64 {
+        match &self.kept {
+            Kept::Here(backlog) => backlog.newest(user_id),
+            Kept::Redis(streams) => streams.newest(user_id).await,
+        }
     }
 
     async fn kept_after(&self, user_id: &str, after: u64) -> (Vec<Arc<Event>>, bool) {

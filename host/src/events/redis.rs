@@ -109,6 +109,32 @@ impl Streams {
         }
     }
 
+    /// The id of the user's newest kept event (0: none, or Redis away).
+    pub(super) async fn newest(&self, user_id: &str) -> u64 {
+        let keys = Keys {
+            prefix: self.prefix.clone(),
+        };
+        let mut conn = self.conn.clone();
+        let newest = tokio::time::timeout(
+            Duration::from_secs(2),
+            redis::cmd("XREVRANGE")
+                .arg(keys.stream(user_id))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async::<Vec<(String, Vec<String>)>>(&mut conn),
+        )
+        .await;
+        match newest {
+            Ok(Ok(entries)) => entries
+                .first()
+                .and_then(|(id, _)| id.split('-').next()?.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// The kept events after `after`, and whether the one with id `after`
     /// is still kept (else some may be gone). Without Redis: none, and
     /// incomplete.

@@ -129,7 +129,7 @@ async fn session(
     {
         return;
     }
-    let mut last = after.unwrap_or(0);
+    let mut last = sub.start;
     for e in &sub.backlog {
         if !send(&mut socket, e).await {
             return;

@@ -32,9 +32,13 @@ use serde_json::{Value, json};
 
 const PLANS: &str = include_str!("../../../host/src/billing/plans.default.toml");
 const WORKER_TOKEN: &str = "bench-worker-token-0123456789abcdef";
-const USERS: usize = 25;
+/// Users: 25 hold the idle sockets (8 each), the last one measures
+/// event delivery on sockets of its own.
+const USERS: usize = 26;
 const CLIENTS: usize = 16;
 const IDLE_SOCKETS: usize = 200;
+/// The fleet's enqueue pace (50 jobs a second).
+const FLEET_EVERY: Duration = Duration::from_millis(20);
 
 struct Opts {
     postgres: String,
@@ -72,6 +76,26 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
+/// CPU seconds all processes named `name` have used (PostgreSQL's
+/// backends, a Redis server) on this machine.
+fn cpu_of(name: &str) -> f64 {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    }
+    ticks as f64 / 100.0
+}
+
 /// One studio: its hosts and the settings they share (for the CLI).
 struct Studio {
     name: &'static str,
@@ -94,6 +118,7 @@ impl Studio {
             .arg("admin")
             .args(args)
             .envs(self.env.iter().cloned())
+            .env("RUST_LOG", "warn")
             .current_dir(self.hosts[0].dir.path())
             .stdout(Stdio::null())
             .status()
@@ -248,13 +273,18 @@ const CYCLE: [usize; 20] = [0, 1, 2, 4, 0, 3, 1, 0, 2, 4, 0, 1, 2, 3, 0, 4, 1, 2
 
 /// Drives the mix for `duration`: `CLIENTS` clients, each as one user on
 /// one host in turn.
-async fn mix(bases: &[String], tokens: &[String], duration: Duration) -> (Vec<RouteRun>, f64) {
+async fn mix(
+    bases: &[String],
+    tokens: &[String],
+    tag: &str,
+    duration: Duration,
+) -> (Vec<RouteRun>, f64) {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
         let base = bases[c % bases.len()].clone();
         let token = tokens[c].clone();
-        let email = format!("mix-{c}@example.com");
+        let email = format!("{tag}-{c}@example.com");
         tasks.spawn(async move {
             let client = reqwest::Client::new();
             let mut runs: Vec<RouteRun> = (0..ROUTES.len()).map(|_| RouteRun::default()).collect();
@@ -362,14 +392,18 @@ async fn event_delivery(bases: &[String], token: &str, samples: usize) -> Vec<f6
 }
 
 /// 200 simulated workers over the hosts; `jobs` enqueued one at a time
-/// (each host in turn) every 5 ms. Enqueue → lease milliseconds, sorted,
+/// (each host in turn) every `FLEET_EVERY`. Enqueue → lease milliseconds, sorted,
 /// and the most times one job was leased.
 async fn fleet(bases: &[String], tokens: &[String], jobs: usize) -> (Vec<f64>, usize) {
     let workers = SimWorkers::start(bases, 200, WORKER_TOKEN);
     let client = reqwest::Client::new();
     // Until the hosts saw the workers' first polls, nobody serves.
     let mut ids = Vec::with_capacity(jobs);
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let every = std::env::var("FLEET_EVERY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(FLEET_EVERY, Duration::from_millis);
+    let mut tick = tokio::time::interval(every);
     while ids.len() < jobs {
         tick.tick().await;
         let i = ids.len();
@@ -430,6 +464,8 @@ struct Figures {
     routes: Vec<RouteRun>,
     seconds: f64,
     cpu: f64,
+    /// PostgreSQL's and Redis's CPU seconds over the mix.
+    services: (f64, f64),
     delivery: Vec<f64>,
     lease: Vec<f64>,
     most_leases: usize,
@@ -438,22 +474,29 @@ struct Figures {
 async fn measure(studio: Studio, tag: &str, seconds: u64) -> Figures {
     let bases = studio.bases();
     let tokens = users(&studio, tag).await;
-    let sockets = idle_sockets(&bases, &tokens).await;
+    // First, on an empty queue (the mix leaves jobs queued).
+    let (lease, most_leases) = fleet(&bases, &tokens, 400).await;
+    let sockets = idle_sockets(&bases, &tokens[..USERS - 1]).await;
     let workers = SimWorkers::start(&bases, 8, WORKER_TOKEN);
     // Warm-up: every route once per client, and a gallery to page.
-    let _ = mix(&bases, &tokens, Duration::from_secs(1)).await;
+    let _ = mix(&bases, &tokens, tag, Duration::from_secs(1)).await;
     let cpu_before = studio.cpu_seconds();
-    let (routes, elapsed) = mix(&bases, &tokens, Duration::from_secs(seconds)).await;
+    let services_before = (cpu_of("postgres"), cpu_of("redis-server"));
+    let (routes, elapsed) = mix(&bases, &tokens, tag, Duration::from_secs(seconds)).await;
     let cpu = studio.cpu_seconds() - cpu_before;
-    workers.stop().await;
+    let services = (
+        cpu_of("postgres") - services_before.0,
+        cpu_of("redis-server") - services_before.1,
+    );
     let delivery = event_delivery(&bases, &tokens[USERS - 1], 300).await;
+    workers.stop().await;
     drop(sockets);
-    let (lease, most_leases) = fleet(&bases, &tokens, 400).await;
     Figures {
         name: studio.name,
         routes,
         seconds: elapsed,
         cpu,
+        services,
         delivery,
         lease,
         most_leases,
@@ -470,6 +513,13 @@ fn report(f: &Figures) {
         requests as f64 / f.seconds,
         f.cpu,
         f.cpu * 1e3 / requests.max(1) as f64
+    );
+    println!(
+        "PostgreSQL CPU {:.2} s = {:.3} ms per request; Redis CPU {:.2} s = {:.3} ms per request",
+        f.services.0,
+        f.services.0 * 1e3 / requests.max(1) as f64,
+        f.services.1,
+        f.services.1 * 1e3 / requests.max(1) as f64
     );
     println!("| route | requests/s | p50 ms | p99 ms | errors |");
     println!("|---|---|---|---|---|");
@@ -510,6 +560,19 @@ async fn main() {
             .put(format!("{s3}/pingvas-bench"))
             .send()
             .await;
+    }
+    if std::env::var("FLEET_ONLY").is_ok() {
+        for studio in [one_host().await, two_hosts(&o).await] {
+            let tokens = users(&studio, "fleet").await;
+            let (ms, most) = fleet(&studio.bases(), &tokens, 400).await;
+            println!(
+                "{}: p50 {:.2} ms, p99 {:.2} ms, most leases {most}",
+                studio.name,
+                percentile(&ms, 0.5),
+                percentile(&ms, 0.99)
+            );
+        }
+        return;
     }
     let single = measure(one_host().await, "one", o.seconds).await;
     report(&single);

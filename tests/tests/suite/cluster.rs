@@ -415,3 +415,36 @@ async fn a_webhook_delivered_to_two_hosts_at_once_grants_once() {
     }
     assert_eq!(settled_balance(&a, &user.user_id).await, before + 15000);
 }
+
+/// A worker long-polling host B gets a job queued through host A at once:
+/// B hears A's enqueue (PostgreSQL NOTIFY) instead of finding it at its
+/// next periodic re-check (10 s on a host that hears the others, longer
+/// than this poll waits).
+#[tokio::test]
+async fn a_job_queued_through_one_host_wakes_a_worker_waiting_on_another() {
+    if !clustered() {
+        return;
+    }
+    let a = first_host().await;
+    let b = a.another_host().await;
+    let alice = a.signup("cluster-wake@example.com").await;
+    let poll = a
+        .client
+        .post(format!("{}/internal/v1/lease", b.base))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&json!({
+            "worker_id": "waiting-on-b",
+            "name": "waiting-on-b",
+            "backend": "cpu-reference",
+            "models": null,
+            "worker_key": "key-waiting-on-b-0123456789",
+            "wait_ms": 8000,
+        }))
+        .send();
+    let waiting = tokio::spawn(poll);
+    let id = enqueue(&a, &alice, small_job("wake me")).await;
+    let leased = waiting.await.unwrap().unwrap();
+    assert_eq!(leased.status(), StatusCode::OK, "no lease within the poll");
+    let body: Value = leased.json().await.unwrap();
+    assert_eq!(body["data"]["job_id"], id.as_str());
+}
