@@ -140,10 +140,7 @@ impl SessionCutoffs {
     /// Shared through the Redis at `url` (keys under `prefix`); listens for
     /// other hosts' cutoffs in the background.
     pub async fn shared(url: &str, prefix: &str, access_ttl_secs: u64) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))??;
+        let (client, conn) = crate::revisions::redis::connect(url).await?;
         let known = Arc::new(Known::new(access_ttl_secs));
         tokio::spawn(listen(
             client,

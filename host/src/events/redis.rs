@@ -77,10 +77,7 @@ impl Streams {
         prefix: &str,
         fanout: &Arc<Fanout>,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))??;
+        let (client, conn) = crate::revisions::redis::connect(url).await?;
         let (tx, rx) = mpsc::channel(OUTBOX);
         let stop = CancellationToken::new();
         let keys = || Keys {

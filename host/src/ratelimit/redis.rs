@@ -45,10 +45,7 @@ pub struct SharedLimits {
 impl SharedLimits {
     /// Connects to `url`; keys are `<prefix>rl:<key>`.
     pub async fn connect(url: &str, prefix: &str, misses: Counter) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))??;
+        let (_, conn) = crate::revisions::redis::connect(url).await?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

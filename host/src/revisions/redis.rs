@@ -23,10 +23,7 @@ const OUTBOX: usize = 16_384;
 /// Shares `revisions` through the Redis at `url` on `channel`. Until the
 /// subscription stands (and whenever it is lost) they give no revision.
 pub async fn share(revisions: &Revisions, url: &str, channel: String) -> anyhow::Result<()> {
-    let client = redis::Client::open(url)?;
-    let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-        .await
-        .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))??;
+    let (client, conn) = connect(url).await?;
     let (tx, rx) = mpsc::channel(OUTBOX);
     if revisions.inner.outbox.set(tx).is_err() {
         anyhow::bail!("revisions are shared already");
@@ -115,6 +112,18 @@ async fn listen(client: redis::Client, channel: String, host: String, inner: Wea
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// A client of the Redis at `url` and a connection manager (which
+/// reconnects by itself); five seconds to connect.
+pub(crate) async fn connect(
+    url: &str,
+) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
+    let client = redis::Client::open(url)?;
+    let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))??;
+    Ok((client, conn))
 }
 
 /// A Redis subscription to `channel` (five seconds to connect).

@@ -52,10 +52,7 @@ pub struct SharedThrottle {
 
 impl SharedThrottle {
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting to Redis timed out"))??;
+        let (_, conn) = crate::revisions::redis::connect(url).await?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
