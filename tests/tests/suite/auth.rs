@@ -292,6 +292,21 @@ async fn expired_refresh_token_is_refused() {
 #[tokio::test]
 async fn tokens_survive_a_restart_with_the_generated_secret() {
     let srv = TestServer::start().await;
+    // Hosts that may share a database (PostgreSQL, or `cluster = true`)
+    // generate no secret: without one they refuse to start, naming the key.
+    let refused = |mut config: pingvas_host::config::Config| async move {
+        config.jwt_secret = None;
+        let refused = pingvas_host::app::AppState::build(config).await.err();
+        let message = refused.expect("a host without jwt_secret").to_string();
+        assert!(message.contains("jwt_secret"), "{message}");
+    };
+    if srv.state.config.multi_host() {
+        refused(srv.state.config.clone()).await;
+        return;
+    }
+    let mut cluster = srv.state.config.clone();
+    cluster.cluster = true;
+    refused(cluster).await;
     let user = srv.signup("restart@example.com").await;
     let secret_file = srv.db.data_dir.join("jwt_secret");
     assert!(secret_file.exists(), "secret kept in the data dir");
